@@ -1,0 +1,1 @@
+"""Proctor wire contract (generated stubs live in proctor.v1)."""

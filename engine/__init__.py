@@ -1,0 +1,1 @@
+"""Proctor policy engine: pure, no I/O."""

@@ -1,0 +1,1 @@
+"""The Proctor process: gRPC services, stores, audit, CLI."""

@@ -1,0 +1,1 @@
+"""Audit: hash-chained event stream, sinks, consumers."""

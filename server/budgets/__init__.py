@@ -1,0 +1,1 @@
+"""Fleet budgets: store interface, embedded and Redis stores, service."""
