@@ -1,1 +1,50 @@
-"""Proctor policy engine: pure, no I/O."""
+"""Proctor policy engine: pure, no I/O but reading a policy file.
+
+policy = engine.load_policy("examples/safety.yaml")
+decision = policy.evaluate(engine.Request(topic="job.7.export.bulk",
+                                          risk_tags=["bulk-data"],
+                                          delegation_path=["planner", "etl-1"]))
+"""
+
+from __future__ import annotations
+
+import os
+
+from engine.errors import PolicyError, RequestError
+from engine.evaluate import CompiledPolicy
+from engine.loader import parse_policy
+from engine.model import Budget, Decision, DeriveTags, Match, Policy, Rule
+from engine.request import Request
+
+__all__ = [
+    "Budget",
+    "CompiledPolicy",
+    "Decision",
+    "DeriveTags",
+    "Match",
+    "Policy",
+    "PolicyError",
+    "Request",
+    "RequestError",
+    "Rule",
+    "compile_policy",
+    "load_policy",
+]
+
+
+def compile_policy(text: str, source: str = "<string>", *, cache_size: int = 0) -> CompiledPolicy:
+    """Validate and compile policy text; raise PolicyError naming source, line and rule."""
+    return CompiledPolicy(parse_policy(text, source), cache_size=cache_size)
+
+
+def load_policy(path: str | os.PathLike[str], *, cache_size: int = 0) -> CompiledPolicy:
+    """Read a policy file (UTF-8) and compile it; raise PolicyError on any problem."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise PolicyError(f"cannot read the policy: {exc.strerror or exc}", file=source) from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"the policy is not UTF-8 text: {exc.reason}", file=source) from None
+    return compile_policy(text, source, cache_size=cache_size)

@@ -1,8 +1,33 @@
-"""The audit pipeline seen by the request path (filled in by the audit work)."""
+"""The audit pipeline seen by the request path: a bounded queue and one background writer.
+
+`record()` only puts a small tuple on an asyncio queue (no hashing, no JSON).
+A writer task takes everything waiting (up to `max_batch`), hands the batch to a
+dedicated one-thread executor which chains, seals (serializes once) and writes it
+to the sink with one fsync, then wakes the batch's `sync` waiters: group commit.
+The chain state (seq, prev_hash) lives in that executor thread only, so no lock
+is ever held across I/O.
+
+Full queue: `block` awaits room; `shed` drops the event, counts it, and the
+next free slot carries a `gap` event with the count, so the chain shows the hole
+exactly where it happened.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import logging
+import time
 from typing import Any
+
+from . import metrics
+from .event import GENESIS, EventIds, format_time, seal
+from .sink import Sealed, Sink
+
+log = logging.getLogger("proctor.audit")
+
+_STOP = object()
+_FLUSH = "\x00flush"
 
 
 class NullAudit:
@@ -13,3 +38,229 @@ class NullAudit:
 
     async def close(self) -> None:
         return None
+
+
+class AuditClosed(RuntimeError):
+    """record() after close()."""
+
+
+class AuditPipeline:
+    """Bounded queue + background writer in front of one sink.
+
+    The caller hands `fields` over: it must not mutate the dict after record().
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        writer: str,
+        hmac_key: bytes | None = None,
+        queue_size: int = 65536,
+        full_policy: str = "block",
+        durability: str = "async",
+        max_batch: int = 2048,
+    ) -> None:
+        if full_policy not in ("block", "shed"):
+            raise ValueError(f"audit queue policy must be block or shed, not {full_policy!r}")
+        if durability not in ("async", "sync"):
+            raise ValueError(f"audit durability must be async or sync, not {durability!r}")
+        self.sink = sink
+        self.writer = writer
+        self._key = hmac_key
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max(1, queue_size))
+        self._shed = full_policy == "shed"
+        self._sync = durability == "sync"
+        self._max_batch = max(1, max_batch)
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._abort = False
+        # loop-thread state
+        self._shed_pending = 0
+        self._shed_first = 0.0
+        self._shed_last = 0.0
+        # writer-thread state
+        self._ids = EventIds()
+        self._seq = 0
+        self._prev = GENESIS
+        self._resumed = False
+        self.stats = {"written": 0, "shed": 0, "gaps": 0, "batches": 0, "sink_errors": 0}
+
+    # ---- request path -------------------------------------------------------------------
+
+    async def record(self, kind: str, fields: dict[str, Any]) -> None:
+        """Enqueue one event; with sync durability, return once it is on disk."""
+        if self._closed:
+            raise AuditClosed("audit pipeline is closed")
+        if self._task is None:
+            self._start()
+        fut = self._loop.create_future() if self._sync else None  # type: ignore[union-attr]
+        item = (kind, fields, time.time(), fut)
+        q = self._queue
+        if self._shed:
+            if self._shed_pending:
+                self._enqueue_gap()
+            try:
+                q.put_nowait(item)
+            except asyncio.QueueFull:
+                self._count_shed(item[2])
+                return
+        else:
+            try:
+                q.put_nowait(item)
+            except asyncio.QueueFull:
+                await q.put(item)
+        if fut is not None:
+            await fut
+
+    def record_threadsafe(
+        self, kind: str, fields: dict[str, Any]
+    ) -> concurrent.futures.Future[None]:
+        """record() from a thread other than the event loop's (e.g. a file watcher)."""
+        if self._loop is None:
+            raise RuntimeError("audit pipeline not started: call start() on the event loop first")
+        return asyncio.run_coroutine_threadsafe(self.record(kind, fields), self._loop)
+
+    def _count_shed(self, when: float) -> None:
+        if not self._shed_pending:
+            self._shed_first = when
+        self._shed_pending += 1
+        self._shed_last = when
+        self.stats["shed"] += 1
+        metrics.SHED.inc()
+
+    def _enqueue_gap(self) -> None:
+        """Put the pending shed count into the chain if a slot is free (loop thread)."""
+        n = self._shed_pending
+        fields = {
+            "count": n,
+            "outcome": "shed",
+            "reason": f"{n} audit events shed: queue full",
+            "first_shed": format_time(self._shed_first),
+            "last_shed": format_time(self._shed_last),
+        }
+        try:
+            self._queue.put_nowait(("gap", fields, self._shed_last, None))
+        except asyncio.QueueFull:
+            return
+        self._shed_pending = 0
+        self.stats["gaps"] += 1
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._start()
+
+    def _start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="audit-writer")
+
+    async def flush(self) -> None:
+        """Return once everything enqueued before this call is stored."""
+        if self._task is None:
+            return
+        fut = self._loop.create_future()  # type: ignore[union-attr]
+        await self._queue.put((_FLUSH, None, 0.0, fut))
+        await fut
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting, write everything queued (and any pending gap), close the sink."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            await self._queue.put(_STOP)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                log.error("audit writer did not drain within %.0fs; abandoning the rest", timeout)
+                self._abort = True
+                await asyncio.wait_for(self._task, 10)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.sink.close)
+        self._executor.shutdown(wait=True)
+        metrics.QUEUE_DEPTH.set(0)
+
+    # ---- writer -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        q = self._queue
+        stopping = False
+        while True:
+            first = await q.get()
+            items = [first]
+            while len(items) < self._max_batch:
+                try:
+                    items.append(q.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            if any(i is _STOP for i in items):
+                stopping = True
+                items = [i for i in items if i is not _STOP]
+            metrics.QUEUE_DEPTH.set(q.qsize())
+            if items:
+                try:
+                    await loop.run_in_executor(self._executor, self._write_batch, items)
+                except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+                    for i in items:
+                        if i[3] is not None and not i[3].done():
+                            i[3].set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                else:
+                    for i in items:
+                        if i[3] is not None and not i[3].done():
+                            i[3].set_result(None)
+            if self._shed_pending:
+                self._enqueue_gap()
+            if stopping and q.empty() and not self._shed_pending:
+                return
+
+    def _write_batch(self, items: list[tuple[str, Any, float, Any]]) -> None:
+        """Chain, seal and store one batch (writer thread)."""
+        if not self._resumed:
+            head = self.sink.resume(self.writer)
+            if head is not None:
+                self._seq, self._prev = head
+            self._resumed = True
+        seq, prev = self._seq, self._prev
+        writer, key, ids = self.writer, self._key, self._ids
+        batch: list[Sealed] = []
+        for kind, fields, when, _ in items:
+            if kind == _FLUSH:
+                continue
+            seq += 1
+            rec = dict(fields)
+            rec.pop("hash", None)
+            rec.pop("hmac", None)
+            rec["event_id"] = ids.new(when)
+            rec["seq"] = seq
+            rec["time"] = format_time(when)
+            rec["kind"] = kind
+            rec["writer"] = writer
+            rec["prev_hash"] = prev
+            line, prev = seal(rec, key)
+            batch.append(Sealed(writer, seq, line))
+        if batch:
+            delay = 0.05
+            while True:
+                try:
+                    self.sink.write(batch)
+                    break
+                except Exception:
+                    self.stats["sink_errors"] += 1
+                    metrics.SINK_ERRORS.labels(self.sink.name).inc()
+                    log.exception("audit sink %s failed; retrying", self.sink.name)
+                    if self._abort:
+                        raise
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+        self._seq, self._prev = seq, prev
+        self.stats["written"] += len(batch)
+        self.stats["batches"] += 1
+        metrics.WRITTEN.labels(self.sink.name).inc(len(batch))
+        metrics.BATCH_EVENTS.set(len(batch))

@@ -1,0 +1,216 @@
+"""CompiledPolicy: one immutable snapshot of a policy, ready to decide requests.
+
+evaluate() walks the topic automaton once (one dict lookup per segment), ORs
+the bundle's tag masks for the request's tags into the bundle's base mask, and
+reads the winner from the decision masks by lowest set bit, checking the
+remaining conditions of a candidate only when it has any (see compiler.py).
+Decisions for the common case (no explain, no derived tag) are built once at
+compile time and shared. An optional bounded LRU cache keyed on the normalized
+request (only the fields the policy looks at) sits in front.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from cachetools import LRUCache
+
+from engine.compiler import Automaton, Bundle
+from engine.model import (
+    DEFAULT_RULE_ID,
+    DENY,
+    MAX_DEPTH_RULE_ID,
+    REQUIRE_APPROVAL,
+    Budget,
+    Decision,
+    Policy,
+    Rule,
+)
+from engine.request import Request
+
+
+class CompiledPolicy:
+    """A compiled policy snapshot. Never changes after construction (but for its caches)."""
+
+    def __init__(self, policy: Policy, cache_size: int = 0) -> None:
+        self.policy = policy
+        self.policy_version = policy.policy_version
+        self.source = policy.source
+        self.text = policy.text
+        self.combining = policy.combining
+        self.rules: tuple[Rule, ...] = policy.rules
+        self.rule_count = len(policy.rules)
+        self.budgets: tuple[Budget, ...] = policy.budgets
+        self._by_id = {r.id: r for r in policy.rules}
+        self._auto = Automaton(policy)
+        self._start = self._auto.start
+        self._max_depth = policy.max_depth
+        self._rule_ids = tuple(r.id for r in policy.rules)
+        pv = policy.policy_version
+        self._decisions = tuple(
+            Decision(
+                decision=r.decision,
+                rule_id=r.id,
+                reason=r.reason,
+                policy_version=pv,
+                approvers=r.approvers if r.decision == REQUIRE_APPROVAL else (),
+                approval_ttl_seconds=r.approval_ttl_seconds,
+            )
+            for r in policy.rules
+        )
+        d = policy.default
+        self._default = Decision(
+            decision=d.decision,
+            rule_id=DEFAULT_RULE_ID,
+            reason=d.reason,
+            policy_version=pv,
+            approval_ttl_seconds=d.approval_ttl_seconds,
+        )
+        # Which request fields can change a decision: the rest stay out of cache keys.
+        matches = [r.match for r in policy.rules]
+        self._uses_path = policy.max_depth is not None or any(
+            m.agents or m.chain or m.depth_min is not None or m.depth_max is not None
+            for m in matches
+        )
+        self._uses_tenant = any(m.tenants for m in matches)
+        self._uses_labels = any(m.labels for m in matches)
+        self._cache: LRUCache[tuple[Any, ...], Decision] | None = (
+            LRUCache(maxsize=cache_size) if cache_size > 0 else None
+        )
+        self._cache_lock = threading.Lock()
+
+    def rule(self, rule_id: str) -> Rule | None:
+        return self._by_id.get(rule_id)
+
+    @property
+    def cache_size(self) -> int:
+        return 0 if self._cache is None else int(self._cache.maxsize)
+
+    def __repr__(self) -> str:
+        return (
+            f"<CompiledPolicy {self.source} version={self.policy_version} "
+            f"rules={self.rule_count} combining={self.combining}>"
+        )
+
+    # -- deciding ------------------------------------------------------------------------------
+
+    def evaluate(self, request: Request, explain: bool = False) -> Decision:
+        """Decide request; with explain, matched_rule_ids lists every matching rule."""
+        cache = self._cache
+        if cache is None:
+            return self._decide(request, explain)
+        key = (
+            request.topic,
+            request.risk_tags,
+            request.delegation_path if self._uses_path else None,
+            request.tenant if self._uses_tenant else None,
+            tuple(sorted(request.labels.items())) if self._uses_labels else None,
+            explain,
+        )
+        with self._cache_lock:
+            hit = cache.get(key)
+        if hit is not None:
+            return hit
+        decision = self._decide(request, explain)
+        with self._cache_lock:
+            cache[key] = decision
+        return decision
+
+    def _decide(self, request: Request, explain: bool) -> Decision:
+        state = self._start
+        for seg in request.topic.split("."):
+            nxt = state.trans.get(seg)
+            if nxt is None:
+                if seg in state.lits:
+                    nxt = self._auto.advance(state, seg)
+                else:
+                    nxt = state.other or self._auto.advance(state, seg)
+            state = nxt
+        bundle = state.bundle or self._auto.accept(state)
+
+        tags = request.risk_tags
+        derived = bundle.derived
+        extra: tuple[str, ...] = ()
+        if derived:
+            extra = tuple(sorted(derived.difference(tags)))
+        if self._max_depth is not None and len(request.delegation_path) - 1 > self._max_depth:
+            return self._too_deep(len(request.delegation_path) - 1, extra)
+
+        mask = bundle.base
+        tagmask = bundle.tagmask
+        if tagmask:
+            for tag in tags:
+                bits = tagmask.get(tag)
+                if bits:
+                    mask |= bits
+        if not mask:
+            return self._default if not extra else self._with(self._default, (), extra)
+        if explain:
+            return self._explained(request, bundle, mask, extra)
+
+        plain = bundle.plain
+        conds = bundle.conds
+        for group in bundle.order:
+            cand = mask & group
+            while cand:
+                low = cand & -cand
+                local = low.bit_length() - 1
+                if low & plain or conds[local].holds(request, derived):  # type: ignore[union-attr]
+                    decision = self._decisions[bundle.rules[local]]
+                    return decision if not extra else self._with(decision, (), extra)
+                cand ^= low
+        return self._default if not extra else self._with(self._default, (), extra)
+
+    def _explained(
+        self, request: Request, bundle: Bundle, mask: int, extra: tuple[str, ...]
+    ) -> Decision:
+        plain = bundle.plain
+        conds = bundle.conds
+        rest = mask & ~plain
+        while rest:
+            low = rest & -rest
+            if not conds[low.bit_length() - 1].holds(  # type: ignore[union-attr]
+                request, bundle.derived
+            ):
+                mask ^= low
+            rest ^= low
+        if not mask:
+            return self._with(self._default, (), extra)
+        matched: list[str] = []
+        ids = self._rule_ids
+        rules = bundle.rules
+        walk = mask
+        while walk:
+            low = walk & -walk
+            matched.append(ids[rules[low.bit_length() - 1]])
+            walk ^= low
+        for group in bundle.order:
+            cand = mask & group
+            if cand:
+                local = (cand & -cand).bit_length() - 1
+                return self._with(self._decisions[rules[local]], tuple(matched), extra)
+        raise AssertionError("a matching rule fell outside every decision group")
+
+    def _with(
+        self, decision: Decision, matched: tuple[str, ...], derived: tuple[str, ...]
+    ) -> Decision:
+        return Decision(
+            decision=decision.decision,
+            rule_id=decision.rule_id,
+            reason=decision.reason,
+            policy_version=decision.policy_version,
+            matched_rule_ids=matched,
+            derived_tags=derived,
+            approvers=decision.approvers,
+            approval_ttl_seconds=decision.approval_ttl_seconds,
+        )
+
+    def _too_deep(self, depth: int, derived: tuple[str, ...]) -> Decision:
+        return Decision(
+            decision=DENY,
+            rule_id=MAX_DEPTH_RULE_ID,
+            reason=(f"delegation depth {depth} exceeds delegation.max_depth {self._max_depth}"),
+            policy_version=self.policy_version,
+            derived_tags=derived,
+        )

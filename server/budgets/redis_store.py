@@ -1,0 +1,257 @@
+"""The Redis budget store: counters and reservations in Redis, changed only by Lua scripts.
+
+Each operation is one script (lua/reserve.lua, commit.lua, release.lua, get.lua,
+each prefixed with lua/lib.lua) run atomically with EVALSHA; the scripts are
+loaded once with SCRIPT LOAD, and on NOSCRIPT (a restarted Redis, a node that
+never saw the script) the call is re-sent as EVAL, which runs and caches it.
+Time comes from Redis TIME inside the scripts, so replicas with skewed clocks
+agree.
+
+Keys of one fleet live under the prefix `proctor:{FLEET}:` (the hash tag is the
+fleet name), passed as KEYS[1]; the scripts derive every other name from it
+(counters of the current window included), so one script touches one slot and
+runs on Redis Cluster.
+
+URLs: `redis://HOST:PORT/DB` (or rediss://, unix://) is one Redis;
+`redis://HOST:PORT?cluster=1` or `redis+cluster://HOST:PORT` is a Redis Cluster
+reached through that startup node (redis.asyncio.RedisCluster).
+
+Faults: connect and command timeouts of 0.5 s, no client-side retries, and a
+hard 1 s bound per call: an unreachable Redis is StoreUnavailable (UNAVAILABLE)
+within about a second, fail closed. The store reconnects on the next call. A
+retry after a lost answer is safe: reservations are keyed by their id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from .store import (
+    RECORD_MARGIN_SECONDS,
+    BudgetDef,
+    BudgetStatus,
+    CommitResult,
+    Counter,
+    FailedPrecondition,
+    ReleaseResult,
+    ReservationNotFound,
+    ReserveResult,
+    StoreUnavailable,
+    check_commit,
+    check_fleet,
+    check_release,
+    plan_get,
+    plan_reserve,
+)
+
+LUA_DIR = Path(__file__).with_name("lua")
+SOCKET_TIMEOUT = 0.5
+CALL_TIMEOUT = 1.0
+_TRANSIENT = ("LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY")
+
+
+def _script(name: str) -> str:
+    return (LUA_DIR / "lib.lua").read_text() + "\n" + (LUA_DIR / f"{name}.lua").read_text()
+
+
+def parse_redis_url(url: str) -> tuple[str, bool]:
+    """(url for redis-py, is_cluster): `+cluster` schemes and `?cluster=1` mean Cluster."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    cluster = False
+    if scheme.endswith("+cluster"):
+        scheme, cluster = scheme[: -len("+cluster")], True
+    query = []
+    for k, v in parse_qsl(parts.query, keep_blank_values=True):
+        if k == "cluster":
+            cluster = cluster or v.lower() in ("1", "true", "yes", "on")
+        else:
+            query.append((k, v))
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), "")), cluster
+
+
+def connect(url: str) -> Any:
+    """A redis.asyncio client (Redis or RedisCluster) with bounded, non-retrying timeouts."""
+    clean, cluster = parse_redis_url(url)
+    opts: dict[str, Any] = {
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": SOCKET_TIMEOUT,
+        "retry": Retry(NoBackoff(), 0),
+        "decode_responses": True,
+    }
+    if cluster:
+        return RedisCluster.from_url(clean, **opts)
+    return aioredis.Redis.from_url(clean, **opts)
+
+
+class _Script:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.text = _script(name)
+        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
+
+
+class RedisBudgetStore:
+    """BudgetStore in Redis or Redis Cluster (see the module docstring)."""
+
+    def __init__(self, client: Any, fleet: str = "default", *, owns_client: bool = True) -> None:
+        self._r = client
+        self._prefix = f"proctor:{{{check_fleet(fleet)}}}:"
+        self._owns = owns_client
+        self._scripts = {n: _Script(n) for n in ("reserve", "commit", "release", "get")}
+        self._loaded = False
+
+    @classmethod
+    def from_url(cls, url: str, fleet: str = "default") -> RedisBudgetStore:
+        return cls(connect(url), fleet)
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _load(self) -> None:
+        for s in self._scripts.values():
+            sha = await self._r.script_load(s.text)
+            if isinstance(sha, dict):  # a cluster answers per node
+                sha = next(iter(sha.values()))
+            if sha != s.sha:
+                raise RuntimeError(f"SCRIPT LOAD of {s.name}.lua returned {sha}, expected {s.sha}")
+        self._loaded = True
+
+    async def _run_once(self, name: str, args: list[Any]) -> Any:
+        s = self._scripts[name]
+        if not self._loaded:
+            await self._load()
+        try:
+            return await self._r.evalsha(s.sha, 1, self._prefix, *args)
+        except NoScriptError:
+            return await self._r.eval(s.text, 1, self._prefix, *args)
+
+    async def _run(self, name: str, args: list[Any]) -> Any:
+        try:
+            return await asyncio.wait_for(self._run_once(name, args), CALL_TIMEOUT)
+        except NoScriptError:
+            raise
+        except ResponseError as e:
+            if str(e).startswith(_TRANSIENT):
+                raise StoreUnavailable(f"budget store: redis {e}") from e
+            raise
+        except (RedisError, OSError, TimeoutError) as e:
+            self._loaded = False  # a restarted Redis has lost its scripts
+            raise StoreUnavailable(f"budget store unavailable: {type(e).__name__}: {e}") from e
+
+    @staticmethod
+    def _budget_args(counters: tuple[Counter, ...]) -> list[Any]:
+        args: list[Any] = [len(counters)]
+        for c in counters:
+            args += [c.budget_id, c.unit, c.scope, c.scope_key, c.kind, c.limit, c.window,
+                     c.window_seconds, c.window_spec]
+        return args
+
+    # -- the store -----------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        budgets: tuple[BudgetDef, ...],
+        reservation_id: str,
+        tenant: str,
+        agent_id: str,
+        run_id: str,
+        unit: str,
+        amount: int,
+        ttl_seconds: int,
+    ) -> ReserveResult:
+        counters = plan_reserve(
+            budgets, reservation_id, tenant, agent_id, run_id, unit, amount, ttl_seconds
+        )
+        args = [reservation_id, unit, amount, ttl_seconds * 1000, RECORD_MARGIN_SECONDS * 1000]
+        reply = await self._run("reserve", args + self._budget_args(counters))
+        _, granted, refused_by, expires_ms, statuses = reply
+        return ReserveResult(
+            granted=bool(granted),
+            refused_by=refused_by or "",
+            budgets=_statuses(statuses),
+            reservation_id=reservation_id,
+            expires_at=int(expires_ms) / 1000,
+        )
+
+    async def commit(self, reservation_id: str, actual: int) -> CommitResult:
+        check_commit(reservation_id, actual)
+        reply = await self._run("commit", [reservation_id, actual])
+        _raise_for(reply)
+        return CommitResult(reservation_id, _statuses(reply[1]))
+
+    async def release(self, reservation_id: str) -> ReleaseResult:
+        check_release(reservation_id)
+        reply = await self._run("release", [reservation_id])
+        _raise_for(reply)
+        return ReleaseResult(reservation_id, _statuses(reply[1]))
+
+    async def get(
+        self,
+        budgets: tuple[BudgetDef, ...],
+        tenant: str,
+        agent_id: str,
+        run_id: str,
+        budget_id: str = "",
+    ) -> tuple[BudgetStatus, ...]:
+        counters = plan_get(budgets, tenant, agent_id, run_id, budget_id)
+        if not counters:
+            return ()
+        reply = await self._run("get", self._budget_args(counters))
+        return _statuses(reply[1])
+
+    async def ping(self) -> None:
+        try:
+            await asyncio.wait_for(self._r.ping(), CALL_TIMEOUT)
+        except (RedisError, OSError, TimeoutError) as e:
+            self._loaded = False
+            raise StoreUnavailable(f"budget store unavailable: {type(e).__name__}: {e}") from e
+
+    async def close(self) -> None:
+        if self._owns:
+            await self._r.aclose()
+
+
+def _raise_for(reply: list[Any]) -> None:
+    tag = reply[0]
+    if tag == "not_found":
+        raise ReservationNotFound(reply[1])
+    if tag == "precondition":
+        raise FailedPrecondition(reply[1])
+
+
+def _statuses(raw: Any) -> tuple[BudgetStatus, ...]:
+    if not raw:
+        return ()
+    out = []
+    for s in raw:
+        bid, unit, scope, key, kind, limit, used, reserved, spec, wend = s
+        wend_ms = int(wend)
+        out.append(
+            BudgetStatus(
+                budget_id=bid,
+                unit=unit,
+                scope=scope,
+                scope_key=key,
+                kind=kind,
+                limit=int(limit),
+                used=int(used),
+                reserved=int(reserved),
+                window=spec,
+                window_resets_at=wend_ms / 1000 if wend_ms else None,
+            )
+        )
+    return tuple(out)

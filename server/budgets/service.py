@@ -1,0 +1,216 @@
+"""The proctor.v1.Budgets servicer: validate, act on the store, audit, answer.
+
+Budgets come from the serving policy on every call (`holder.current.budgets`),
+so a reload changes them at once. Domain errors map to gRPC codes:
+InvalidArgument -> INVALID_ARGUMENT, ReservationNotFound -> NOT_FOUND,
+FailedPrecondition -> FAILED_PRECONDITION, StoreUnavailable -> UNAVAILABLE
+(fail closed). The store's reachability drives the health of
+proctor.v1.Budgets: NOT_SERVING when a call or probe fails to reach it, SERVING
+again when one succeeds (`watch_health` probes on its own, so the status
+recovers without traffic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from proctor.v1 import budgets_pb2, budgets_pb2_grpc
+
+from .store import (
+    BudgetError,
+    BudgetStatus,
+    BudgetStore,
+    FailedPrecondition,
+    InvalidArgument,
+    ReservationNotFound,
+    StoreUnavailable,
+)
+
+SERVICE_NAME = "proctor.v1.Budgets"
+log = logging.getLogger("proctor.budgets")
+
+_KINDS = {
+    "spend": budgets_pb2.BUDGET_KIND_SPEND,
+    "concurrency": budgets_pb2.BUDGET_KIND_CONCURRENCY,
+}
+_CODES: tuple[tuple[type[BudgetError], grpc.StatusCode], ...] = (
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (ReservationNotFound, grpc.StatusCode.NOT_FOUND),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def _ts(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromMilliseconds(round(seconds * 1000))
+    return ts
+
+
+def status_pb(s: BudgetStatus) -> budgets_pb2.BudgetStatus:
+    out = budgets_pb2.BudgetStatus(
+        budget_id=s.budget_id,
+        unit=s.unit,
+        scope=s.scope,
+        scope_key=s.scope_key,
+        kind=_KINDS.get(s.kind, budgets_pb2.BUDGET_KIND_UNSPECIFIED),
+        limit=s.limit,
+        used=s.used,
+        reserved=s.reserved,
+        remaining=s.remaining,
+        window=s.window,
+        over=s.over,
+    )
+    if s.window_resets_at is not None:
+        out.window_resets_at.CopyFrom(_ts(s.window_resets_at))
+    return out
+
+
+class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
+    """Budgets over gRPC, on any BudgetStore."""
+
+    def __init__(self, store: BudgetStore, holder: Any, audit: Any, health: Any = None) -> None:
+        self._store = store
+        self._holder = holder
+        self._audit = audit
+        self._health = health
+        self._serving: bool | None = None
+
+    # -- health --------------------------------------------------------------------------
+
+    def _mark(self, serving: bool) -> None:
+        if serving == self._serving:
+            return
+        self._serving = serving
+        if not serving:
+            log.warning("budget store unreachable: %s NOT_SERVING", SERVICE_NAME)
+        elif self._health is not None:
+            log.info("budget store reachable: %s SERVING", SERVICE_NAME)
+        if self._health is not None:
+            self._health.set_service(SERVICE_NAME, serving)
+
+    async def probe(self) -> bool:
+        """Ping the store once and report the result to health."""
+        try:
+            await self._store.ping()
+        except StoreUnavailable:
+            self._mark(False)
+            return False
+        self._mark(True)
+        return True
+
+    async def watch_health(self, interval: float = 1.0) -> None:
+        """Probe the store every `interval` seconds until cancelled."""
+        while True:
+            await self.probe()
+            await asyncio.sleep(interval)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _budgets(self) -> tuple[Any, ...]:
+        policy = self._holder.current
+        return tuple(getattr(policy, "budgets", ()) or ())
+
+    async def _fail(self, context: Any, op: str, fields: dict[str, Any], e: BudgetError) -> NoReturn:
+        code = next(c for t, c in _CODES if isinstance(e, t))
+        if isinstance(e, StoreUnavailable):
+            self._mark(False)
+        fields = {**fields, "op": op, "outcome": "error", "code": code.name, "error": e.message}
+        with contextlib.suppress(Exception):
+            await self._audit.record("budget", fields)
+        await context.abort(code, e.message)
+        raise AssertionError("unreachable")  # context.abort raises
+
+    # -- the RPCs ------------------------------------------------------------------------
+
+    async def ReserveBudget(
+        self, request: budgets_pb2.ReserveBudgetRequest, context: Any
+    ) -> budgets_pb2.ReserveBudgetResponse:
+        fields = {
+            "reservation_id": request.reservation_id,
+            "tenant": request.tenant,
+            "agent_id": request.agent_id,
+            "run_id": request.run_id,
+            "unit": request.unit,
+            "amount": request.amount,
+            "ttl_seconds": request.ttl_seconds,
+        }
+        try:
+            r = await self._store.reserve(
+                self._budgets(), request.reservation_id, request.tenant, request.agent_id,
+                request.run_id, request.unit, request.amount, request.ttl_seconds,
+            )
+        except BudgetError as e:
+            await self._fail(context, "reserve", fields, e)
+        self._mark(True)
+        await self._audit.record("budget", {
+            **fields, "op": "reserve", "outcome": "granted" if r.granted else "refused",
+            "granted": r.granted, "refused_by": r.refused_by,
+            "policy_version": getattr(self._holder.current, "policy_version", ""),
+        })
+        resp = budgets_pb2.ReserveBudgetResponse(
+            granted=r.granted,
+            refused_by=r.refused_by,
+            budgets=[status_pb(s) for s in r.budgets],
+            reservation_id=r.reservation_id,
+        )
+        resp.expires_at.CopyFrom(_ts(r.expires_at))
+        return resp
+
+    async def CommitBudget(
+        self, request: budgets_pb2.CommitBudgetRequest, context: Any
+    ) -> budgets_pb2.CommitBudgetResponse:
+        fields = {"reservation_id": request.reservation_id, "actual": request.actual}
+        try:
+            r = await self._store.commit(request.reservation_id, request.actual)
+        except BudgetError as e:
+            await self._fail(context, "commit", fields, e)
+        self._mark(True)
+        await self._audit.record("budget", {
+            **fields, "op": "commit", "outcome": "over" if r.over else "committed", "over": r.over,
+        })
+        return budgets_pb2.CommitBudgetResponse(
+            reservation_id=r.reservation_id,
+            budgets=[status_pb(s) for s in r.budgets],
+            over=r.over,
+        )
+
+    async def ReleaseBudget(
+        self, request: budgets_pb2.ReleaseBudgetRequest, context: Any
+    ) -> budgets_pb2.ReleaseBudgetResponse:
+        fields = {"reservation_id": request.reservation_id}
+        try:
+            r = await self._store.release(request.reservation_id)
+        except BudgetError as e:
+            await self._fail(context, "release", fields, e)
+        self._mark(True)
+        await self._audit.record("budget", {**fields, "op": "release", "outcome": "released"})
+        return budgets_pb2.ReleaseBudgetResponse(
+            reservation_id=r.reservation_id, budgets=[status_pb(s) for s in r.budgets]
+        )
+
+    async def GetBudget(
+        self, request: budgets_pb2.GetBudgetRequest, context: Any
+    ) -> budgets_pb2.GetBudgetResponse:
+        fields = {
+            "budget_id": request.budget_id,
+            "tenant": request.tenant,
+            "agent_id": request.agent_id,
+            "run_id": request.run_id,
+        }
+        try:
+            statuses = await self._store.get(
+                self._budgets(), request.tenant, request.agent_id, request.run_id,
+                request.budget_id,
+            )
+        except BudgetError as e:
+            await self._fail(context, "get", fields, e)
+        self._mark(True)
+        await self._audit.record("budget", {**fields, "op": "get", "outcome": "ok"})
+        return budgets_pb2.GetBudgetResponse(budgets=[status_pb(s) for s in statuses])

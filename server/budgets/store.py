@@ -1,0 +1,363 @@
+"""The budget store seam: what the Budgets service asks of a store, and the rules both stores share.
+
+A budget (engine.Budget, DESIGN section 4) is a limit on one unit, counted per
+scope key (one counter for the fleet, or one per tenant, agent or run) and per
+window. A reservation names a unit and an amount; it applies to every budget of
+that unit, all or nothing. This module holds:
+
+- the `BudgetStore` Protocol the embedded and the Redis store implement;
+- the answers (`BudgetStatus`, `ReserveResult`, `CommitResult`, `ReleaseResult`);
+- the domain errors the servicer maps to gRPC codes;
+- input validation and scope resolution, shared by both stores so that bad
+  input is refused before anything in a store is touched.
+
+Choices where DESIGN is silent (the contract tests hold both stores to them):
+
+- A budget of scope tenant/agent/run needs its key: a reservation whose unit has
+  such a budget and whose tenant/agent_id/run_id is empty is INVALID_ARGUMENT
+  naming the field. An agent cannot dodge a run budget by leaving run_id out.
+- A unit with no budget in the serving policy is INVALID_ARGUMENT naming `unit`:
+  a typo in the unit must not turn into unlimited spend.
+- A reservation touching any concurrency budget is a lease: it has no commit
+  (FAILED_PRECONDITION); re-reserving the same id while it is held renews it
+  (expiry = now + the new ttl) without taking a second slot. Concurrency
+  counters have no window.
+- The same reservation_id again returns the first answer (granted or refused,
+  with the statuses of that moment) and never reserves twice, for 24 h after
+  its expiry, whatever its state; the parameters of the retry are not compared.
+  An expired or released lease is not re-taken: its answer's expires_at lies in
+  the past, and the caller should use a new id.
+- Commit settles against the counters the reservation was made on (the window
+  it was reserved in, the definitions of the policy it was reserved under); a
+  window that has ended since is not touched, so a late commit never leaks
+  into the next window. Committing a reservation that has expired still records
+  the actual spend (the counter tells the truth). A second commit with the same
+  actual returns the first answer; with another actual it is FAILED_PRECONDITION.
+  Committing a released or refused reservation is FAILED_PRECONDITION.
+- Release of a reservation that is no longer held (committed, released,
+  expired, refused) changes nothing and reports the counters as they are.
+- Amounts and limits are exact up to 2**53 - 1 (Lua numbers are doubles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+MAX_ID_CHARS = 128
+MAX_TTL_SECONDS = 86400
+MAX_AMOUNT = 2**53 - 1
+RECORD_MARGIN_SECONDS = 86400  # a reservation's record outlives its expiry by this much
+SCOPES = ("fleet", "tenant", "agent", "run")
+SCOPE_FIELD = {"tenant": "tenant", "agent": "agent_id", "run": "run_id"}
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+class BudgetError(Exception):
+    """Base of the budget domain errors; `.message` is safe to show the caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(BudgetError):
+    """Bad input (gRPC INVALID_ARGUMENT); `.field` names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ReservationNotFound(BudgetError):
+    """No reservation with that id (gRPC NOT_FOUND)."""
+
+
+class FailedPrecondition(BudgetError):
+    """The reservation is in a state that forbids the operation (gRPC FAILED_PRECONDITION)."""
+
+
+class StoreUnavailable(BudgetError):
+    """The store cannot be reached within its bounded timeout (gRPC UNAVAILABLE); fail closed."""
+
+
+# -- budgets and answers ----------------------------------------------------------------------
+
+
+class BudgetDef(Protocol):
+    """The fields of engine.Budget a store reads (see docs/INTERNALS.md)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def window(self) -> str: ...
+    @property
+    def window_seconds(self) -> int: ...
+    @property
+    def window_spec(self) -> str: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One budget resolved for one request: which counter it uses (scope key) and its rules."""
+
+    budget_id: str
+    unit: str
+    scope: str
+    scope_key: str
+    kind: str
+    limit: int
+    window: str  # none | minute | hour | day | month | fixed (concurrency: always none)
+    window_seconds: int
+    window_spec: str
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """One budget's counter for one scope key, as the answer reports it."""
+
+    budget_id: str
+    unit: str
+    scope: str
+    scope_key: str
+    kind: str
+    limit: int
+    used: int
+    reserved: int
+    window: str  # the window as written: none, day, 30s ...
+    window_resets_at: float | None  # epoch seconds; None for window none
+
+    @property
+    def remaining(self) -> int:
+        """limit - used - reserved; negative when a commit went over."""
+        return self.limit - self.used - self.reserved
+
+    @property
+    def over(self) -> bool:
+        """used + reserved exceeds the limit (a commit above its reservation)."""
+        return self.used + self.reserved > self.limit
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    granted: bool
+    refused_by: str  # first refusing budget in policy order; "" when granted
+    budgets: tuple[BudgetStatus, ...]
+    reservation_id: str
+    expires_at: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    reservation_id: str
+    budgets: tuple[BudgetStatus, ...]
+
+    @property
+    def over(self) -> bool:
+        return any(b.over for b in self.budgets)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseResult:
+    reservation_id: str
+    budgets: tuple[BudgetStatus, ...]
+
+
+# -- the seam ---------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class BudgetStore(Protocol):
+    """Where budget counters and reservations live: embedded (memory.py) or Redis (redis_store.py).
+
+    Every method validates its input first (InvalidArgument, nothing touched),
+    then acts atomically. StoreUnavailable when the backing store cannot be
+    reached within the bounded timeout.
+    """
+
+    async def reserve(
+        self,
+        budgets: tuple[BudgetDef, ...],
+        reservation_id: str,
+        tenant: str,
+        agent_id: str,
+        run_id: str,
+        unit: str,
+        amount: int,
+        ttl_seconds: int,
+    ) -> ReserveResult:
+        """Reserve `amount` against every budget of `unit` in `budgets` (the serving policy's,
+        in policy order) whose scope applies, all or nothing.
+
+        Granted only when each has room (used + reserved + amount <= limit for spend,
+        reserved + amount <= limit for concurrency); otherwise refused_by names the
+        first refusing budget and nothing is held. The reservation expires after
+        `ttl_seconds` unless committed or released. The same id again returns the
+        first answer (a held lease is renewed instead).
+        """
+        ...
+
+    async def commit(self, reservation_id: str, actual: int) -> CommitResult:
+        """Settle a spend reservation at `actual`: the reserved amount is refunded and
+        `actual` is counted as used, even above the reservation (the answer is then over).
+
+        ReservationNotFound for an unknown id; FailedPrecondition for a lease, a
+        refused or released reservation, or a second commit with another actual.
+        """
+        ...
+
+    async def release(self, reservation_id: str) -> ReleaseResult:
+        """Refund a held reservation or free a lease; a no-op for one no longer held.
+
+        ReservationNotFound for an unknown id.
+        """
+        ...
+
+    async def get(
+        self,
+        budgets: tuple[BudgetDef, ...],
+        tenant: str,
+        agent_id: str,
+        run_id: str,
+        budget_id: str = "",
+    ) -> tuple[BudgetStatus, ...]:
+        """Current counters: of `budget_id` only (InvalidArgument when the policy has no such
+        budget or its scope key is missing), or of every budget whose scope key is given
+        (fleet budgets always), in policy order.
+        """
+        ...
+
+    async def ping(self) -> None:
+        """Return when the store answers; StoreUnavailable otherwise (for health)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store is not used afterwards."""
+        ...
+
+
+# -- validation and scope resolution (shared by both stores) ----------------------------------
+
+
+def check_id(field: str, value: str, *, required: bool) -> None:
+    if required and not value:
+        raise InvalidArgument(field, "must not be empty")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidArgument(field, f"at most {MAX_ID_CHARS} characters, got {len(value)}")
+
+
+def _counter(b: BudgetDef, key: str) -> Counter:
+    concurrency = b.kind == "concurrency"
+    return Counter(
+        budget_id=b.id,
+        unit=b.unit,
+        scope=b.scope,
+        scope_key=key,
+        kind="concurrency" if concurrency else "spend",
+        limit=int(b.limit),
+        window="none" if concurrency else b.window,
+        window_seconds=0 if concurrency else int(b.window_seconds),
+        window_spec="none" if concurrency else b.window_spec,
+    )
+
+
+def _scope_key(b: BudgetDef, keys: dict[str, str]) -> str | None:
+    if b.scope == "fleet":
+        return ""
+    return keys[SCOPE_FIELD[b.scope]] or None
+
+
+def plan_reserve(
+    budgets: tuple[BudgetDef, ...],
+    reservation_id: str,
+    tenant: str,
+    agent_id: str,
+    run_id: str,
+    unit: str,
+    amount: int,
+    ttl_seconds: int,
+) -> tuple[Counter, ...]:
+    """Validate a reservation and resolve the counters it applies to (policy order)."""
+    check_id("reservation_id", reservation_id, required=True)
+    check_id("tenant", tenant, required=False)
+    check_id("agent_id", agent_id, required=False)
+    check_id("run_id", run_id, required=False)
+    check_id("unit", unit, required=True)
+    if amount <= 0:
+        raise InvalidArgument("amount", f"must be positive, got {amount}")
+    if amount > MAX_AMOUNT:
+        raise InvalidArgument("amount", f"at most {MAX_AMOUNT}, got {amount}")
+    if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
+        raise InvalidArgument("ttl_seconds", f"must be 1..{MAX_TTL_SECONDS}, got {ttl_seconds}")
+    keys = {"tenant": tenant, "agent_id": agent_id, "run_id": run_id}
+    out: list[Counter] = []
+    for b in budgets:
+        if b.unit != unit:
+            continue
+        key = _scope_key(b, keys)
+        if key is None:
+            field = SCOPE_FIELD[b.scope]
+            raise InvalidArgument(
+                field, f"must not be empty: budget {b.id!r} of unit {unit!r} has scope {b.scope}"
+            )
+        out.append(_counter(b, key))
+    if not out:
+        raise InvalidArgument("unit", f"no budget of unit {unit!r} in the serving policy")
+    return tuple(out)
+
+
+def plan_get(
+    budgets: tuple[BudgetDef, ...], tenant: str, agent_id: str, run_id: str, budget_id: str
+) -> tuple[Counter, ...]:
+    """Validate a GetBudget and resolve the counters it reports (policy order)."""
+    check_id("budget_id", budget_id, required=False)
+    check_id("tenant", tenant, required=False)
+    check_id("agent_id", agent_id, required=False)
+    check_id("run_id", run_id, required=False)
+    keys = {"tenant": tenant, "agent_id": agent_id, "run_id": run_id}
+    if budget_id:
+        for b in budgets:
+            if b.id == budget_id:
+                key = _scope_key(b, keys)
+                if key is None:
+                    field = SCOPE_FIELD[b.scope]
+                    raise InvalidArgument(
+                        field, f"must not be empty: budget {b.id!r} has scope {b.scope}"
+                    )
+                return (_counter(b, key),)
+        raise InvalidArgument("budget_id", f"no budget {budget_id!r} in the serving policy")
+    out = []
+    for b in budgets:
+        key = _scope_key(b, keys)
+        if key is not None:
+            out.append(_counter(b, key))
+    return tuple(out)
+
+
+def check_commit(reservation_id: str, actual: int) -> None:
+    check_id("reservation_id", reservation_id, required=True)
+    if actual < 0:
+        raise InvalidArgument("actual", f"must not be negative, got {actual}")
+    if actual > MAX_AMOUNT:
+        raise InvalidArgument("actual", f"at most {MAX_AMOUNT}, got {actual}")
+
+
+def check_release(reservation_id: str) -> None:
+    check_id("reservation_id", reservation_id, required=True)
+
+
+def check_fleet(fleet: str) -> str:
+    """The fleet name becomes the Redis hash tag: 1..64 chars, no braces."""
+    if not fleet or len(fleet) > 64 or "{" in fleet or "}" in fleet:
+        raise ValueError(f"budget fleet name must be 1..64 characters without braces: {fleet!r}")
+    return fleet

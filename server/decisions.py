@@ -1,0 +1,143 @@
+"""The Decisions service: may this agent take this action?
+
+Each call reads top to bottom: validate the request into an engine.Request,
+evaluate it on the serving policy, record the decision in the audit, answer.
+Bad input is INVALID_ARGUMENT with the engine's message (it names the field
+and the limit); nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import grpc
+from proctor.v1 import decisions_pb2, decisions_pb2_grpc
+
+import engine
+
+from .ids import UlidGenerator
+
+MAX_BATCH_ITEMS = 1000
+MAX_APPROVAL_ID_CHARS = 128
+
+DECISION_TO_PROTO = {
+    "allow": decisions_pb2.DECISION_ALLOW,
+    "deny": decisions_pb2.DECISION_DENY,
+    "require_approval": decisions_pb2.DECISION_REQUIRE_APPROVAL,
+}
+_INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+# Trailing metadata naming the process that answered (several workers share a port).
+WORKER_METADATA_KEY = "proctor-worker"
+
+
+def to_engine_request(msg: decisions_pb2.EvaluateRequest) -> engine.Request:
+    """Validate and normalize one EvaluateRequest; raises engine.RequestError."""
+    if len(msg.approval_id) > MAX_APPROVAL_ID_CHARS:
+        raise engine.RequestError(
+            "approval_id", f"at most {MAX_APPROVAL_ID_CHARS} characters"
+        )
+    return engine.Request(
+        topic=msg.topic,
+        risk_tags=tuple(msg.risk_tags),
+        delegation_path=tuple(msg.delegation_path),
+        tenant=msg.tenant,
+        run_id=msg.run_id,
+        request_id=msg.request_id,
+        labels=dict(msg.labels),
+    )
+
+
+class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
+    """Evaluate and EvaluateBatch on the holder's serving policy."""
+
+    def __init__(self, holder: Any, audit: Any, metrics: Any) -> None:
+        self.holder = holder
+        self.audit = audit
+        self.metrics = metrics
+        self._ids = UlidGenerator()
+        self._worker = ((WORKER_METADATA_KEY, str(os.getpid())),)
+
+    async def Evaluate(
+        self, request: decisions_pb2.EvaluateRequest, context: grpc.aio.ServicerContext
+    ) -> decisions_pb2.EvaluateResponse:
+        started = time.perf_counter_ns()
+        context.set_trailing_metadata(self._worker)
+        try:
+            req = to_engine_request(request)
+        except engine.RequestError as e:
+            self.metrics.invalid("Evaluate", e.field)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        response = await self._decide(req, request, started)
+        self.metrics.observe_evaluate((time.perf_counter_ns() - started) / 1e9)
+        return response
+
+    async def EvaluateBatch(
+        self, request: decisions_pb2.EvaluateBatchRequest, context: grpc.aio.ServicerContext
+    ) -> decisions_pb2.EvaluateBatchResponse:
+        started = time.perf_counter_ns()
+        context.set_trailing_metadata(self._worker)
+        items = request.requests
+        if len(items) > MAX_BATCH_ITEMS:
+            self.metrics.invalid("EvaluateBatch", "requests")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"requests: at most {MAX_BATCH_ITEMS} items per batch, got {len(items)}",
+            )
+        out = decisions_pb2.EvaluateBatchResponse()
+        for item in items:
+            slot = out.results.add()
+            item_started = time.perf_counter_ns()
+            try:
+                req = to_engine_request(item)
+            except engine.RequestError as e:
+                self.metrics.invalid("EvaluateBatch", e.field)
+                slot.error.code = _INVALID_ARGUMENT
+                slot.error.message = str(e)
+                continue
+            slot.response.CopyFrom(await self._decide(req, item, item_started))
+        self.metrics.observe_batch((time.perf_counter_ns() - started) / 1e9, len(items))
+        return out
+
+    async def _decide(
+        self, req: engine.Request, msg: decisions_pb2.EvaluateRequest, started: int
+    ) -> decisions_pb2.EvaluateResponse:
+        """Evaluate one validated request on the serving policy, audit it, build the answer."""
+        policy = self.holder.current
+        decision = policy.evaluate(req, explain=msg.explain)
+        decision_id = self._ids.new()
+        # Approvals are not built yet: a require_approval decision carries no approval_id.
+        approval_id = ""
+        latency_us = (time.perf_counter_ns() - started) // 1000
+        await self.audit.record(
+            "decision",
+            {
+                "request_id": req.request_id,
+                "run_id": req.run_id,
+                "tenant": req.tenant,
+                "delegation_path": list(req.delegation_path),
+                "topic": req.topic,
+                "risk_tags": list(req.risk_tags),
+                "labels": req.labels,
+                "derived_tags": list(decision.derived_tags),
+                "outcome": decision.decision,
+                "rule_id": decision.rule_id,
+                "reason": decision.reason,
+                "policy_version": decision.policy_version,
+                "decision_id": decision_id,
+                "approval_id": approval_id,
+                "latency_us": latency_us,
+            },
+        )
+        self.metrics.decided(decision.decision, decision.rule_id)
+        return decisions_pb2.EvaluateResponse(
+            decision=DECISION_TO_PROTO[decision.decision],
+            rule_id=decision.rule_id,
+            reason=decision.reason,
+            policy_version=decision.policy_version,
+            decision_id=decision_id,
+            approval_id=approval_id,
+            matched_rule_ids=decision.matched_rule_ids,
+            derived_tags=decision.derived_tags,
+        )

@@ -1,0 +1,217 @@
+"""Every flag of `proctor serve`, its default and its validation, in one place.
+
+`add_arguments` declares the flags on an argparse parser; `Settings.from_args`
+turns the parsed namespace into a frozen `Settings` and `Settings.validate`
+refuses bad combinations early, with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_AUDIT_DIR = "./proctor-audit"
+DEFAULT_AUDIT_STREAM = "proctor:audit"
+DEFAULT_AUDIT_QUEUE_SIZE = 65536
+DEFAULT_AUDIT_MAXLEN = 1_000_000
+DEFAULT_GRACE_SECONDS = 10.0
+DEFAULT_RELOAD_POLL_SECONDS = 1.0
+MAX_MESSAGE_BYTES = 1 << 20
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """A flag or a combination of flags that `proctor serve` refuses."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The configuration of one `proctor serve` process (and of each of its workers)."""
+
+    policy: str
+    listen: str = DEFAULT_LISTEN
+    redis_url: str = ""
+    audit: str = "file"
+    audit_dir: str = DEFAULT_AUDIT_DIR
+    audit_stream: str = DEFAULT_AUDIT_STREAM
+    audit_hmac_key_file: str = ""
+    audit_durability: str = "async"
+    audit_queue_policy: str = "block"
+    audit_queue_size: int = DEFAULT_AUDIT_QUEUE_SIZE
+    audit_maxlen: int = DEFAULT_AUDIT_MAXLEN
+    workers: int = 1
+    metrics_listen: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    client_ca: str = ""
+    tokens: str = ""
+    log_level: str = "info"
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    reload_poll_seconds: float = DEFAULT_RELOAD_POLL_SECONDS
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        return cls(**values)
+
+    @property
+    def listen_host(self) -> str:
+        return split_host_port(self.listen, "--listen")[0]
+
+    @property
+    def listen_port(self) -> int:
+        return split_host_port(self.listen, "--listen")[1]
+
+    @property
+    def embedded_stores(self) -> bool:
+        """Budgets and approvals live in this process (no Redis configured)."""
+        return not self.redis_url
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+    def validate(self) -> Settings:
+        """Raise SettingsError naming the flag when anything is wrong; return self."""
+        _require_file(self.policy, "--policy")
+        host, port = split_host_port(self.listen, "--listen")
+        if self.workers < 1:
+            raise SettingsError(f"--workers must be at least 1, got {self.workers}")
+        if self.workers > 1 and self.embedded_stores:
+            raise SettingsError(
+                f"--workers {self.workers} needs --redis-url: without Redis, budgets and "
+                "approvals live in embedded in-process stores, and several workers would "
+                "split that state (each would keep its own budgets and approvals). "
+                "Run one worker, or pass --redis-url redis://HOST:PORT/DB."
+            )
+        if self.workers > 1 and port == 0:
+            raise SettingsError("--workers above 1 needs a fixed --listen port (not 0)")
+        if self.audit not in ("file", "redis"):
+            raise SettingsError(f"--audit must be file or redis, got {self.audit!r}")
+        if self.audit == "redis" and not self.redis_url:
+            raise SettingsError("--audit redis needs --redis-url")
+        if self.audit_durability not in ("async", "sync"):
+            raise SettingsError(
+                f"--audit-durability must be async or sync, got {self.audit_durability!r}"
+            )
+        if self.audit_queue_policy not in ("block", "shed"):
+            raise SettingsError(
+                f"--audit-queue-policy must be block or shed, got {self.audit_queue_policy!r}"
+            )
+        if self.audit_queue_size < 1:
+            raise SettingsError(
+                f"--audit-queue-size must be at least 1, got {self.audit_queue_size}"
+            )
+        if self.audit_maxlen < 1:
+            raise SettingsError(f"--audit-maxlen must be at least 1, got {self.audit_maxlen}")
+        if not self.audit_stream:
+            raise SettingsError("--audit-stream must not be empty")
+        if self.audit_hmac_key_file:
+            _require_file(self.audit_hmac_key_file, "--audit-hmac-key-file")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(
+                "--redis-url must start with redis://, rediss:// or unix://, "
+                f"got {self.redis_url!r}"
+            )
+        if self.metrics_listen:
+            _, mport = split_host_port(self.metrics_listen, "--metrics-listen")
+            if self.workers > 1 and mport == 0:
+                raise SettingsError("--metrics-listen with --workers needs a fixed port (not 0)")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SettingsError("--tls-cert and --tls-key go together: give both or neither")
+        if self.tls_cert:
+            _require_file(self.tls_cert, "--tls-cert")
+            _require_file(self.tls_key, "--tls-key")
+        if self.client_ca:
+            if not self.tls_cert:
+                raise SettingsError("--client-ca (mTLS) needs --tls-cert and --tls-key")
+            _require_file(self.client_ca, "--client-ca")
+        if self.tokens:
+            _require_file(self.tokens, "--tokens")
+            raise SettingsError(
+                "--tokens: bearer-token callers are not built yet; use --client-ca (mTLS) "
+                "or listen on loopback"
+            )
+        if not self.client_ca and not _is_loopback(host):
+            raise SettingsError(
+                f"--listen {self.listen}: without --client-ca or --tokens every caller has "
+                "every role, so Proctor listens on loopback only (127.0.0.1, ::1, localhost)"
+            )
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        if self.grace_seconds < 0:
+            raise SettingsError("--grace-seconds must not be negative")
+        if self.reload_poll_seconds <= 0:
+            raise SettingsError("--reload-poll-seconds must be positive")
+        return self
+
+
+def split_host_port(value: str, flag: str) -> tuple[str, int]:
+    """'127.0.0.1:50051' -> ('127.0.0.1', 50051); '[::1]:50051' -> ('::1', 50051)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise SettingsError(f"{flag} must be HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise SettingsError(f"{flag} must be HOST:PORT, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"{flag}: port must be 0..65535, got {port}")
+    return host, port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _require_file(path: str, flag: str) -> None:
+    if not path:
+        raise SettingsError(f"{flag} is required")
+    if not Path(path).is_file():
+        raise SettingsError(f"{flag} {path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise SettingsError(f"{flag} {path}: not readable")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare every `proctor serve` flag (DESIGN sections 6 and 7)."""
+    p = parser
+    p.add_argument("--policy", required=True, help="policy YAML file (reloaded on change)")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, help="gRPC address HOST:PORT")
+    p.add_argument("--redis-url", default="", help="Redis for budgets, approvals, audit stream")
+    p.add_argument("--audit", choices=("file", "redis"), default="file", help="audit sink")
+    p.add_argument("--audit-dir", default=DEFAULT_AUDIT_DIR, help="audit segments / spool dir")
+    p.add_argument("--audit-stream", default=DEFAULT_AUDIT_STREAM, help="Redis audit stream")
+    p.add_argument("--audit-hmac-key-file", default="", help="add an HMAC to every audit event")
+    p.add_argument("--audit-durability", choices=("async", "sync"), default="async")
+    p.add_argument("--audit-queue-policy", choices=("block", "shed"), default="block")
+    p.add_argument("--audit-queue-size", type=int, default=DEFAULT_AUDIT_QUEUE_SIZE)
+    p.add_argument("--audit-maxlen", type=int, default=DEFAULT_AUDIT_MAXLEN)
+    p.add_argument("--workers", type=int, default=1, help="processes on one port (SO_REUSEPORT)")
+    p.add_argument(
+        "--metrics-listen", default="", help="Prometheus HOST:PORT (worker i uses PORT+i)"
+    )
+    p.add_argument("--tls-cert", default="", help="server certificate (PEM)")
+    p.add_argument("--tls-key", default="", help="server private key (PEM)")
+    p.add_argument("--client-ca", default="", help="CA for client certificates (mTLS)")
+    p.add_argument("--tokens", default="", help="bearer tokens file (planned)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    p.add_argument(
+        "--grace-seconds", type=float, default=DEFAULT_GRACE_SECONDS,
+        help="SIGTERM: how long in-flight calls may take to finish",
+    )
+    p.add_argument(
+        "--reload-poll-seconds", type=float, default=DEFAULT_RELOAD_POLL_SECONDS,
+        help="how often the policy file is checked for changes",
+    )

@@ -1,0 +1,145 @@
+"""End to end with real `proctor serve` processes: every answered decision is in the audit."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+
+import grpc
+import redis
+from proctor.v1 import decisions_pb2, decisions_pb2_grpc
+
+from server.audit.file_sink import list_segments
+from server.audit.verify import verify_dir, verify_stream
+from tests.audit.test_redis_sink import STREAM, durable_redis  # noqa: F401 - fixture
+from tests.support.proctor import run_proctor, start_proctor
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = ROOT / "examples" / "safety.yaml"
+TOPICS = [("job.{i}.send.email", ["external"]), ("job.{i}.read.pii", ["pii"]),
+          ("job.{i}.delegate.internal", []), ("job.{i}.export.bulk", ["bulk-data"])]
+
+
+def _request(i: int) -> decisions_pb2.EvaluateRequest:
+    topic, tags = TOPICS[i % len(TOPICS)]
+    return decisions_pb2.EvaluateRequest(
+        request_id=f"r-{i}", run_id="run-e2e", tenant="acme", topic=topic.format(i=i),
+        risk_tags=tags, delegation_path=["planner", "worker"],
+    )
+
+
+def _evaluate(address: str, lo: int, hi: int) -> list[str]:
+    with grpc.insecure_channel(address) as ch:
+        stub = decisions_pb2_grpc.DecisionsStub(ch)
+        return [stub.Evaluate(_request(i), timeout=10).decision_id for i in range(lo, hi)]
+
+
+def _file_events(root: Path) -> list[dict]:
+    out = []
+    for files in list_segments(root).values():
+        for f in files:
+            out += [json.loads(x) for x in f.read_bytes().splitlines(keepends=True)
+                    if x.endswith(b"\n")]
+    return out
+
+
+def test_n_evaluations_give_n_verified_decision_events(tmp_path: Path) -> None:
+    key = tmp_path / "hmac.key"
+    key.write_text("k3y\n")
+    srv = start_proctor(SEED, tmp_path / "p", "--audit-hmac-key-file", str(key))
+    try:
+        ids = _evaluate(srv.address, 0, 200)
+        tail = run_proctor("audit", "tail", "--server", srv.address, "--json", cwd=tmp_path)
+        assert tail.returncode == 0, tail.stderr
+        streamed = [json.loads(x)["decision_id"] for x in tail.stdout.splitlines()]
+    finally:
+        assert srv.stop() == 0
+    audit = tmp_path / "p" / "audit"
+    evs = [e for e in _file_events(audit) if e["kind"] == "decision"]
+    assert [e["decision_id"] for e in evs] == ids
+    assert streamed[: len(ids)] == ids  # StreamDecisions served the same record
+    rep = verify_dir(audit, b"k3y")
+    assert rep.ok and rep.events == 200, rep.render()
+    done = run_proctor("audit", "verify", "--audit-dir", str(audit), "--hmac-key-file", str(key),
+                       cwd=tmp_path)
+    assert done.returncode == 0 and "OK: 200 events" in done.stdout
+
+
+def test_redis_outage_mid_run_counts_the_same(durable_redis, tmp_path: Path) -> None:  # noqa: F811
+    srv = start_proctor(SEED, tmp_path / "p", "--audit", "redis", "--redis-url", durable_redis.url,
+                        "--audit-stream", STREAM)
+    try:
+        ids = _evaluate(srv.address, 0, 100)
+        durable_redis.stop()
+        ids += _evaluate(srv.address, 100, 200)  # answered while the stream is unreachable
+        durable_redis.start()
+        ids += _evaluate(srv.address, 200, 300)
+    finally:
+        assert srv.stop() == 0
+    assert "spooling" in srv.log(), "the outage must have been seen by the sink"
+    r = redis.Redis.from_url(durable_redis.url)
+    evs = [json.loads(f[b"event"]) for _, f in r.xrange(STREAM)]
+    r.close()
+    decided = [e for e in evs if e["kind"] == "decision"]
+    assert len(decided) == 300
+    assert [e["decision_id"] for e in decided] == ids
+    rep = verify_stream(durable_redis.url, STREAM)
+    assert rep.ok, rep.render()
+
+
+def test_sync_durability_server_sigkill_keeps_every_answer(tmp_path: Path) -> None:
+    srv = start_proctor(SEED, tmp_path / "p", "--audit-durability", "sync")
+    answered: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(k: int) -> None:
+        with grpc.insecure_channel(srv.address) as ch:
+            stub = decisions_pb2_grpc.DecisionsStub(ch)
+            i = k * 1_000_000
+            while not stop.is_set():
+                try:
+                    d = stub.Evaluate(_request(i), timeout=5).decision_id
+                except grpc.RpcError:
+                    return
+                with lock:
+                    answered.append(d)
+                i += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        while True:
+            with lock:
+                if len(answered) >= 600:
+                    break
+            threading.Event().wait(0.01)
+        srv.stop(sig=signal.SIGKILL)  # in the middle of the traffic
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        srv.stop()
+    on_disk = {e.get("decision_id") for e in _file_events(tmp_path / "p" / "audit")}
+    missing = [d for d in answered if d not in on_disk]
+    assert not missing, f"{len(missing)} of {len(answered)} answered decisions not on disk"
+    assert verify_dir(tmp_path / "p" / "audit").ok
+
+
+def test_replay_cli_against_a_served_audit(tmp_path: Path) -> None:
+    srv = start_proctor(SEED, tmp_path / "p")
+    try:
+        _evaluate(srv.address, 0, 40)
+    finally:
+        srv.stop()
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(SEED.read_text().replace(
+        'decision: require_approval\n    reason: "Customer data access requires review"',
+        'decision: deny\n    reason: "no more customer data"'))
+    out = run_proctor("replay", "--policy", str(strict), "--audit", str(tmp_path / "p" / "audit"),
+                      "--json", cwd=tmp_path)
+    res = json.loads(out.stdout)
+    assert (res["total"], res["escalated"], res["relaxed"]) == (40, 10, 0)

@@ -1,0 +1,87 @@
+"""Envelope unit tests: canonical JSON, the chain hash, HMAC, ids, times."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.audit.event import (
+    EventIds,
+    canonical,
+    format_time,
+    parse_time,
+    record_hash,
+    record_hmac,
+    safe_name,
+    seal,
+)
+
+
+def test_canonical_is_sorted_compact_utf8() -> None:
+    body = canonical({"b": 1, "a": {"é": "ü", "z": [1, 2]}, "c": "x y"})
+    assert body == '{"a":{"z":[1,2],"é":"ü"},"b":1,"c":"x y"}'.encode()
+
+
+def test_seal_hash_covers_prev_hash_and_line_round_trips() -> None:
+    rec = {"seq": 1, "kind": "decision", "topic": "job.1.read.pii", "prev_hash": "abc"}
+    line, digest = seal(rec, None)
+    assert line.endswith(b"\n")
+    stored = json.loads(line)
+    assert stored["hash"] == digest == hashlib.sha256(canonical(rec)).hexdigest()
+    assert record_hash(stored) == digest
+    assert "hmac" not in stored
+    other, other_digest = seal({**rec, "prev_hash": "abd"}, None)
+    assert other_digest != digest
+
+
+def test_hmac_uses_the_same_canonical_bytes() -> None:
+    rec = {"seq": 7, "writer": "w", "prev_hash": ""}
+    line, _ = seal(rec, b"secret")
+    stored = json.loads(line)
+    want = hmac.new(b"secret", canonical(rec), hashlib.sha256).hexdigest()
+    assert stored["hmac"] == want == record_hmac(stored, b"secret")
+    assert record_hmac(stored, b"other") != want
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=8).filter(lambda k: k not in ("hash", "hmac")),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda inner: st.lists(inner, max_size=3)
+            | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+            max_leaves=8,
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_any_record_seals_and_verifies(rec: dict) -> None:
+    rec = {**rec, "prev_hash": "p"}
+    line, digest = seal(rec, b"k")
+    stored = json.loads(line)
+    assert record_hash(stored) == digest
+    assert record_hmac(stored, b"k") == stored["hmac"]
+
+
+def test_event_ids_unique_sortable_by_time() -> None:
+    ids = EventIds()
+    batch = {ids.new(1_700_000_000.0) for _ in range(10_000)}
+    assert len(batch) == 10_000
+    assert all(len(i) == 26 for i in batch)
+    assert ids.new(1_700_000_000.0) < ids.new(1_700_000_001.0)
+
+
+def test_time_format_is_fixed_width_and_round_trips() -> None:
+    a, b = format_time(1_700_000_000.0), format_time(1_700_000_000.123456)
+    assert len(a) == len(b) == 27 and a < b
+    assert abs(parse_time(b) - 1_700_000_000.123456) < 1e-6
+
+
+def test_safe_name() -> None:
+    assert safe_name("host-1:42:1700") == "host-1_42_1700"

@@ -1,0 +1,149 @@
+"""The Redis sink against a real private redis-server: outages, spool, exactly-once replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import redis
+
+from server.audit.event import seal
+from server.audit.pipeline import AuditPipeline
+from server.audit.redis_sink import RedisSink, Spool, heads_key
+from server.audit.sink import Sealed
+from server.audit.verify import verify_stream
+from server.cli import main as cli_main
+from tests.audit.helpers import decision, run
+from tests.support.ports import free_port
+from tests.support.redis import RedisProcess
+
+STREAM = "proctor:audit"
+
+
+@pytest.fixture
+def durable_redis(tmp_path: Path):
+    """A private redis-server with an append-only file, so a restart keeps the stream."""
+    r = RedisProcess(port=free_port(), workdir=tmp_path / "redis",
+                     extra=("--appendonly", "yes", "--appendfsync", "always")).start()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+def _stream_events(url: str) -> list[dict]:
+    r = redis.Redis.from_url(url)
+    try:
+        return [json.loads(f[b"event"]) for _, f in r.xrange(STREAM)]
+    finally:
+        r.close()
+
+
+def test_outage_mid_run_gives_exactly_n_in_order(durable_redis: RedisProcess, tmp_path: Path):
+    n = 600
+
+    async def go() -> RedisSink:
+        sink = RedisSink(durable_redis.url, STREAM, tmp_path / "spool", retry_interval=0.1)
+        p = AuditPipeline(sink, writer="w:1", max_batch=50)
+        for i in range(n):
+            await p.record("decision", decision(i))
+            if i == 200:
+                await p.flush()
+                durable_redis.stop()
+            if i == 400:
+                await p.flush()
+                assert sink.spooled > 0, "events must spool while redis is down"
+                durable_redis.start()
+            if i % 25 == 0:
+                await asyncio.sleep(0.005)
+        await p.close()
+        return sink
+
+    sink = run(go)
+    evs = _stream_events(durable_redis.url)
+    assert len(evs) == n
+    assert [e["seq"] for e in evs] == list(range(1, n + 1))
+    assert [e["decision_id"] for e in evs] == [f"d-{i}" for i in range(n)]
+    assert sink.spooled >= 150 and sink.replayed >= 150
+    assert not any((tmp_path / "spool").glob("*.jsonl")), "spool removed once replayed"
+    rep = verify_stream(durable_redis.url, STREAM)
+    assert rep.ok and rep.events == n, rep.render()
+    assert cli_main(["audit", "verify", "--redis-url", durable_redis.url,
+                     "--audit-stream", STREAM]) == 0
+
+
+def _sealed(writer: str, n: int) -> list[Sealed]:
+    out, prev = [], ""
+    for i in range(1, n + 1):
+        rec = {**decision(i), "seq": i, "writer": writer, "kind": "decision", "prev_hash": prev,
+               "event_id": f"e{i}", "time": "2026-01-01T00:00:00.000000Z"}
+        line, prev = seal(rec, None)
+        out.append(Sealed(writer, i, line))
+    return out
+
+
+def test_interrupted_replay_never_duplicates(redis_proc, tmp_path: Path):
+    """Spool holds 1..10 and the stream already got 1..6 (EXEC reply lost, or a cut replay)."""
+    batch = _sealed("w:2", 10)
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    sp = Spool(spool_dir, "w_2")
+    sp.append(batch)
+    sp.close()
+    sink = RedisSink(redis_proc.url, STREAM, spool_dir)
+    sink._xadd("w:2", [(s.seq, s.line) for s in batch[:6]])  # noqa: SLF001 - simulate
+    sink.resume("w:2")
+    sink.write(_sealed("w:2", 12)[10:])  # new events 11, 12 go after the spool
+    sink.close()
+    evs = _stream_events(redis_proc.url)
+    assert [e["seq"] for e in evs] == list(range(1, 13))
+    r = redis.Redis.from_url(redis_proc.url)
+    assert r.hget(heads_key(STREAM), "w:2").startswith(b"12:")
+    r.close()
+    assert verify_stream(redis_proc.url, STREAM).ok
+
+
+def test_a_dead_writers_spool_is_replayed_by_another(redis_proc, tmp_path: Path):
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    dead = Spool(spool_dir, "dead_1")
+    dead.append(_sealed("dead:1", 5))
+    with open(dead.path, "ab") as f:
+        f.write(b'{"torn')  # its last write was cut by the crash
+    dead.close()  # lock released: the process is gone
+    live = RedisSink(redis_proc.url, STREAM, spool_dir)
+    live.write(_sealed("live:1", 2))
+    live.close()
+    evs = _stream_events(redis_proc.url)
+    assert sorted((e["writer"], e["seq"]) for e in evs) == [
+        *[("dead:1", i) for i in range(1, 6)], ("live:1", 1), ("live:1", 2)]
+    assert not dead.path.exists()
+
+
+def test_a_live_writers_spool_is_left_alone(redis_proc, tmp_path: Path):
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    other = Spool(spool_dir, "other_1")
+    other.lock()
+    other.append(_sealed("other:1", 3))
+    live = RedisSink(redis_proc.url, STREAM, spool_dir)
+    live.write(_sealed("live:1", 1))
+    live.close()
+    assert [e["writer"] for e in _stream_events(redis_proc.url)] == ["live:1"]
+    assert other.pending()
+    other.close()
+
+
+def test_maxlen_caps_the_stream(redis_proc, tmp_path: Path):
+    sink = RedisSink(redis_proc.url, STREAM, tmp_path / "spool", maxlen=100)
+    batch = _sealed("w:3", 1000)
+    for i in range(0, 1000, 100):
+        sink.write(batch[i : i + 100])
+    sink.close()
+    r = redis.Redis.from_url(redis_proc.url)
+    assert 100 <= r.xlen(STREAM) < 1000
+    r.close()
+    rep = verify_stream(redis_proc.url, STREAM)
+    assert rep.ok and any("earlier events trimmed" in n for n in rep.notes)

@@ -1,0 +1,1 @@
+"""Budget store and service tests."""
