@@ -306,8 +306,10 @@ def main(argv: list[str] | None = None) -> int:
                 for name, addr, method in order:
                     tp[name].append(throughput(pool, args.procs, addr, method, payload,
                                                args.inflight, args.duration))
-            tput = {name: {"calls_per_s": round(statistics.median(v)), "rounds": [round(x) for x in v]}
-                    for name, v in tp.items()}
+            tput = {
+                name: {"calls_per_s": round(statistics.median(v)), "rounds": [round(x) for x in v]}
+                for name, v in tp.items()
+            }
             tput["ratio"] = round(tput["proctor"]["calls_per_s"] / tput["echo"]["calls_per_s"], 3)
             tput["inflight"] = args.inflight
             tput["load_procs"] = args.procs

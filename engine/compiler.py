@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 from engine.model import DENY, DENY_OVERRIDES, REQUIRE_APPROVAL, Match, Policy
@@ -159,12 +159,27 @@ class Bundle:
         self.conds = tuple(conds)
 
 
+_NO_LITERALS: frozenset[str] = frozenset()
+
+
+class _AnyOf:
+    """Membership in any of several trie nodes' literal dicts (for large fan-outs)."""
+
+    __slots__ = ("maps",)
+
+    def __init__(self, maps: tuple[dict[str, int], ...]) -> None:
+        self.maps = maps
+
+    def __contains__(self, seg: object) -> bool:
+        return any(seg in m for m in self.maps)
+
+
 class DState:
     """A set of trie nodes reached by a topic prefix (one state of the lazy DFA)."""
 
     __slots__ = ("nodes", "trans", "lits", "other", "bundle")
 
-    def __init__(self, nodes: frozenset[int], lits: frozenset[str]) -> None:
+    def __init__(self, nodes: frozenset[int], lits: Container[str]) -> None:
         self.nodes = nodes
         self.trans: dict[str, DState] = {}
         self.lits = lits
@@ -248,13 +263,21 @@ class Automaton:
         state = self.states.get(nodes)
         if state is not None:
             return state
-        lits: set[str] = set()
-        for n in nodes:
-            lits.update(self.lit[n])
-        state = DState(nodes, frozenset(lits))
+        state = DState(nodes, self._literals(nodes))
         if len(self.states) < HARD_CAP:
             self.states[nodes] = state
         return state
+
+    def _literals(self, nodes: frozenset[int]) -> Container[str]:
+        """The literal segments any of nodes can take, without copying large key sets."""
+        maps = [self.lit[n] for n in nodes if self.lit[n]]
+        if not maps:
+            return _NO_LITERALS
+        if len(maps) == 1:
+            return maps[0]  # the trie node's own dict: a shared view, never copied
+        if sum(map(len, maps)) <= 64:
+            return frozenset().union(*maps)
+        return _AnyOf(tuple(maps))
 
     def _step(self, nodes: frozenset[int], seg: str | None) -> frozenset[int]:
         out: set[int] = set()
@@ -307,7 +330,10 @@ class Automaton:
         while queue and len(self.states) < self.eager_limit:
             state = queue.popleft()
             self.accept(state)
-            successors = [self.advance(state, seg) for seg in state.lits]
+            segs: set[str] = set()
+            for n in state.nodes:
+                segs.update(self.lit[n])
+            successors = [self.advance(state, seg) for seg in segs]
             successors.append(self.advance(state, "\x00other"))
             for nxt in successors:
                 if id(nxt) not in seen:

@@ -79,6 +79,11 @@ class CompiledPolicy:
             LRUCache(maxsize=cache_size) if cache_size > 0 else None
         )
         self._cache_lock = threading.Lock()
+        # Decisions that carry derived tags, shared per (rule, derived tags); bounded.
+        self._derived_decisions: dict[tuple[int, tuple[str, ...]], Decision] = {}
+        if self._cache is None:
+            # No cache: skip a call level on the hot path.
+            self.evaluate = self._decide  # type: ignore[method-assign]
 
     def rule(self, rule_id: str) -> Rule | None:
         return self._by_id.get(rule_id)
@@ -117,7 +122,7 @@ class CompiledPolicy:
             cache[key] = decision
         return decision
 
-    def _decide(self, request: Request, explain: bool) -> Decision:
+    def _decide(self, request: Request, explain: bool = False) -> Decision:
         state = self._start
         for seg in request.topic.split("."):
             nxt = state.trans.get(seg)
@@ -145,7 +150,9 @@ class CompiledPolicy:
                 if bits:
                     mask |= bits
         if not mask:
-            return self._default if not extra else self._with(self._default, (), extra)
+            if not extra:
+                return self._default
+            return self._derived_decisions.get((-1, extra)) or self._remember(-1, extra)
         if explain:
             return self._explained(request, bundle, mask, extra)
 
@@ -157,10 +164,23 @@ class CompiledPolicy:
                 low = cand & -cand
                 local = low.bit_length() - 1
                 if low & plain or conds[local].holds(request, derived):  # type: ignore[union-attr]
-                    decision = self._decisions[bundle.rules[local]]
-                    return decision if not extra else self._with(decision, (), extra)
+                    index = bundle.rules[local]
+                    if not extra:
+                        return self._decisions[index]
+                    return self._derived_decisions.get((index, extra)) or self._remember(
+                        index, extra
+                    )
                 cand ^= low
-        return self._default if not extra else self._with(self._default, (), extra)
+        if not extra:
+            return self._default
+        return self._derived_decisions.get((-1, extra)) or self._remember(-1, extra)
+
+    def _remember(self, index: int, extra: tuple[str, ...]) -> Decision:
+        base = self._default if index < 0 else self._decisions[index]
+        decision = self._with(base, (), extra)
+        if len(self._derived_decisions) < 65536:
+            self._derived_decisions[(index, extra)] = decision
+        return decision
 
     def _explained(
         self, request: Request, bundle: Bundle, mask: int, extra: tuple[str, ...]

@@ -93,59 +93,76 @@ class Request:
         request_id: str = "",
         labels: Mapping[str, str] | None = None,
     ) -> None:
-        if type(topic) is not str or len(topic) > MAX_TOPIC_BYTES or _topic_match(topic) is None:
+        # The hot path: a few type checks and one regex. The literals are the
+        # MAX_* limits above (inlined: a global lookup costs as much as a check).
+        # "".join raises TypeError unless every item is a str, so it checks types.
+        if type(topic) is not str or len(topic) > 256 or _topic_match(topic) is None:
             _bad_topic(topic)
         self.topic = topic
 
-        # Fast paths: "".join raises TypeError unless every item is a str, and a
-        # total length within the per-item limit proves every item is within it.
         if not risk_tags:
             self.risk_tags = ()
         else:
+            # Fast when the tags together fit one tag's limit (so each one does).
             try:
-                fast = (
-                    (type(risk_tags) is list or type(risk_tags) is tuple)
-                    and len(risk_tags) <= MAX_TAGS
-                    and len("".join(risk_tags)) <= MAX_TAG_CHARS
-                )
+                fast = (type(risk_tags) is list or type(risk_tags) is tuple) and len(
+                    "".join(risk_tags)
+                ) <= 64
             except TypeError:
                 fast = False
-            if fast:
+            if not fast or len(risk_tags) > 3:  # type: ignore[arg-type]
+                self.risk_tags = normalize_tags(risk_tags)
+            elif len(risk_tags) == 1:  # type: ignore[arg-type]
+                tag = risk_tags[0].strip().lower()  # type: ignore[index]
+                self.risk_tags = (tag,) if tag else ()
+            elif len(risk_tags) == 2:  # type: ignore[arg-type]
+                a = risk_tags[0].strip().lower()  # type: ignore[index]
+                b = risk_tags[1].strip().lower()  # type: ignore[index]
+                if not a or not b:
+                    self.risk_tags = (a,) if a else (b,) if b else ()
+                elif a < b:
+                    self.risk_tags = (a, b)
+                elif b < a:
+                    self.risk_tags = (b, a)
+                else:
+                    self.risk_tags = (a,)
+            else:
                 tags = set(map(_lower, map(_strip, risk_tags)))
                 tags.discard("")
                 self.risk_tags = tuple(sorted(tags))
-            else:
-                self.risk_tags = normalize_tags(risk_tags)
 
         path = delegation_path if type(delegation_path) is tuple else _as_tuple(delegation_path)
         try:
-            fast = (
-                0 < len(path) <= MAX_PATH
-                and "" not in path
-                and (len("".join(path)) <= MAX_AGENT_CHARS)
-            )
+            fast = 0 < len(path) <= 32 and len("".join(path)) <= 128 and "" not in path
         except TypeError:
             fast = False
         if not fast:
             _check_path(path)
         self.delegation_path = path
 
-        self.tenant = (
-            tenant
-            if type(tenant) is str and len(tenant) <= MAX_ID_CHARS
-            else (_short_id(tenant, "tenant"))
-        )
-        self.run_id = (
-            run_id
-            if type(run_id) is str and len(run_id) <= MAX_ID_CHARS
-            else (_short_id(run_id, "run_id"))
-        )
-        self.request_id = (
-            request_id
-            if type(request_id) is str and len(request_id) <= MAX_ID_CHARS
-            else _short_id(request_id, "request_id")
-        )
-        self.labels = _labels(labels) if labels else {}
+        if type(tenant) is not str or len(tenant) > 128:
+            tenant = _short_id(tenant, "tenant")
+        self.tenant = tenant
+        if type(run_id) is not str or len(run_id) > 128:
+            run_id = _short_id(run_id, "run_id")
+        self.run_id = run_id
+        if type(request_id) is not str or len(request_id) > 128:
+            request_id = _short_id(request_id, "request_id")
+        self.request_id = request_id
+
+        if not labels:
+            self.labels = {}
+        else:
+            try:
+                fast = (
+                    type(labels) is dict
+                    and len(labels) <= 32
+                    and len("".join(labels)) <= 64
+                    and len("".join(labels.values())) <= 256
+                )
+            except TypeError:
+                fast = False
+            self.labels = labels.copy() if fast else _labels(labels)  # type: ignore[attr-defined]
 
     @property
     def acting_agent(self) -> str:

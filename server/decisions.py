@@ -45,7 +45,7 @@ def to_engine_request(msg: decisions_pb2.EvaluateRequest) -> engine.Request:
         tenant=msg.tenant,
         run_id=msg.run_id,
         request_id=msg.request_id,
-        labels=dict(msg.labels),
+        labels=dict(msg.labels) if msg.labels else None,
     )
 
 
@@ -131,13 +131,16 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             },
         )
         self.metrics.decided(decision.decision, decision.rule_id)
-        return decisions_pb2.EvaluateResponse(
+        response = decisions_pb2.EvaluateResponse(
             decision=DECISION_TO_PROTO[decision.decision],
             rule_id=decision.rule_id,
             reason=decision.reason,
             policy_version=decision.policy_version,
             decision_id=decision_id,
             approval_id=approval_id,
-            matched_rule_ids=decision.matched_rule_ids,
-            derived_tags=decision.derived_tags,
         )
+        if decision.matched_rule_ids:
+            response.matched_rule_ids.extend(decision.matched_rule_ids)
+        if decision.derived_tags:
+            response.derived_tags.extend(decision.derived_tags)
+        return response

@@ -8,24 +8,29 @@ they were made; across processes the random part keeps them unique.
 
 from __future__ import annotations
 
-import os
+import random
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Two characters (10 bits) at a time.
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
 _RANDOM_BITS = 80
 _RANDOM_MAX = (1 << _RANDOM_BITS) - 1
-# Two base32 characters per byte pair of bits: encode 10 bits at a time.
-_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+# Random bits come from a generator seeded from os.urandom at startup: ids must be
+# unique and sortable, not secret, and a system call per id costs too much here.
+_random = random.SystemRandom().getrandbits(64)
+_rng = random.Random(_random)
 
 
 class UlidGenerator:
     """Makes monotonic ULIDs; not thread-safe (one per event loop)."""
 
-    __slots__ = ("_last_ms", "_last_random")
+    __slots__ = ("_last_ms", "_last_random", "_prefix")
 
     def __init__(self) -> None:
         self._last_ms = -1
         self._last_random = 0
+        self._prefix = ""
 
     def new(self) -> str:
         ms = time.time_ns() // 1_000_000
@@ -35,20 +40,27 @@ class UlidGenerator:
             rnd = self._last_random + 1
             if rnd > _RANDOM_MAX:  # 2**80 ids in one millisecond: move to the next one
                 ms += 1
-                rnd = int.from_bytes(os.urandom(10), "big") >> 1
+                rnd = _rng.getrandbits(_RANDOM_BITS - 1)
         else:
-            # Leave headroom so a burst within the millisecond cannot overflow.
-            rnd = int.from_bytes(os.urandom(10), "big") >> 1
-        self._last_ms = ms
+            # 79 random bits: headroom so a burst within the millisecond cannot overflow.
+            rnd = _rng.getrandbits(_RANDOM_BITS - 1)
+        if ms != self._last_ms:
+            # The first 10 characters are the 48-bit time (after two zero bits).
+            self._prefix = _encode_pairs(ms, 5)
+            self._last_ms = ms
         self._last_random = rnd
-        return encode((ms << _RANDOM_BITS) | rnd)
+        return self._prefix + _encode_pairs(rnd, 8)
+
+
+def _encode_pairs(value: int, pairs: int) -> str:
+    """The low 10*pairs bits of value as 2*pairs Crockford base32 characters."""
+    table = _PAIRS
+    return "".join([table[(value >> shift) & 0x3FF] for shift in range(10 * (pairs - 1), -10, -10)])
 
 
 def encode(value: int) -> str:
     """A 128-bit integer as 26 Crockford base32 characters (most significant first)."""
-    pairs = _PAIRS
-    # 130 bits = 13 groups of 10 bits; the top 2 bits are always zero.
-    return "".join(pairs[(value >> shift) & 0x3FF] for shift in range(120, -10, -10))
+    return _encode_pairs(value, 13)
 
 
 def timestamp_ms(ulid: str) -> int:

@@ -42,6 +42,8 @@ from .admin import AdminService
 from .audit import build_audit as build_audit_pipeline
 from .audit.metrics import register as register_audit_metrics
 from .audit.stream import AuditService
+from .budgets import build_budget_store
+from .budgets.service import BudgetsService
 from .decisions import DecisionsService
 from .health import HealthState
 from .metrics import Metrics
@@ -86,14 +88,18 @@ def register_services(
 ) -> tuple[str, ...]:
     """Add every servicer to the server; return the service names for reflection.
 
-    Budgets, Approvals and Audit are the generated base classes for now (every
-    method answers UNIMPLEMENTED); their issues swap their servicers in here.
+    Approvals is the generated base class for now (every method answers
+    UNIMPLEMENTED); its issue swaps its servicer in here.
     """
     decisions_pb2_grpc.add_DecisionsServicer_to_server(
         DecisionsService(holder, audit, metrics), server
     )
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(holder, on_reload), server)
-    budgets_pb2_grpc.add_BudgetsServicer_to_server(budgets_pb2_grpc.BudgetsServicer(), server)
+    # Budgets: Redis store with --redis-url (?cluster=1 for Redis Cluster), embedded otherwise;
+    # health of proctor.v1.Budgets follows the store (probed every second).
+    budget_service = BudgetsService(build_budget_store(settings), holder, audit, health)
+    budget_service.start_watch()
+    budgets_pb2_grpc.add_BudgetsServicer_to_server(budget_service, server)
     approvals_pb2_grpc.add_ApprovalsServicer_to_server(
         approvals_pb2_grpc.ApprovalsServicer(), server
     )

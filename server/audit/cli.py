@@ -145,9 +145,18 @@ def _tail(args: argparse.Namespace) -> int:
     except CursorError as exc:
         print(f"proctor audit tail: {exc}", file=sys.stderr)
         return 2
+    import redis
+
     try:
         while True:
-            items = reader.poll(1000)
+            try:
+                items = reader.poll(1000)
+            except redis.RedisError as exc:
+                if not args.follow:
+                    print(f"proctor audit tail: redis: {exc}", file=sys.stderr)
+                    return 1
+                time.sleep(1.0)
+                continue
             for it in items:
                 reader.ack(it)
                 if flt.match(it.event):

@@ -72,28 +72,46 @@ def seal(record: dict[str, Any], key: bytes | None) -> tuple[bytes, str]:
     return body[:-1] + tail.encode("ascii") + b'"}\n', digest
 
 
+_second_cache: list[tuple[int, str]] = [(-1, "")]
+
+
 def format_time(epoch: float) -> str:
     """RFC 3339 UTC with microseconds: fixed width, so strings sort as times."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    micros = int(round(epoch * 1_000_000))
+    sec, frac = divmod(micros, 1_000_000)
+    cached_sec, prefix = _second_cache[0]
+    if cached_sec != sec:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _second_cache[0] = (sec, prefix)
+    return f"{prefix}.{frac:06d}Z"
 
 
 def parse_time(text: str) -> float:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
+_PAIRS = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)  # 10 bits -> 2 chars
+
+
 class EventIds:
-    """ULID-shaped ids: 48-bit millisecond time + 80 random bits, 26 Crockford base32 chars."""
+    """ULIDs: 48-bit millisecond time then 80 random bits, 26 Crockford base32 chars.
+
+    They sort by creation time (to the millisecond); the random part makes them unique.
+    """
 
     def __init__(self) -> None:
         self._rand = random.Random(os.urandom(16))
 
     def new(self, epoch: float) -> str:
-        value = (int(epoch * 1000) & ((1 << 48) - 1)) << 80 | self._rand.getrandbits(80)
-        out = []
-        for _ in range(26):
-            out.append(_CROCKFORD[value & 31])
-            value >>= 5
-        return "".join(reversed(out))
+        ms = int(epoch * 1000) & ((1 << 48) - 1)
+        r = self._rand.getrandbits(80)
+        p = _PAIRS
+        return (
+            p[ms >> 40] + p[(ms >> 30) & 1023] + p[(ms >> 20) & 1023] + p[(ms >> 10) & 1023]
+            + p[ms & 1023] + p[r >> 70] + p[(r >> 60) & 1023] + p[(r >> 50) & 1023]
+            + p[(r >> 40) & 1023] + p[(r >> 30) & 1023] + p[(r >> 20) & 1023]
+            + p[(r >> 10) & 1023] + p[r & 1023]
+        )
 
 
 def default_writer_name() -> str:

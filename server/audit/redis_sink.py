@@ -1,11 +1,11 @@
 """The Redis sink: pipelined XADD to a stream (MAXLEN ~), with a disk spool for outages.
 
-Each batch is one MULTI/EXEC pipeline: an XADD per event (the stored line as
-the single field `event`) plus an HSET of the writer's head (`seq:hash`) in a
-companion hash `<stream>:heads` (same hash slot as the stream). The head makes
-replays exactly-once: whatever is replayed from the spool skips events whose
-seq is not above the writer's head, so a batch whose EXEC reply was lost, or a
-replay interrupted halfway, is never added twice.
+Each batch is one call of an atomic Lua script (lua/append.lua): an XADD per
+event (the stored line as the single field `event`, MAXLEN ~) and an HSET of the
+writer's head (`seq:hash`) in a companion hash `<stream>:heads` (same hash slot
+as the stream). The script skips events whose seq is not above the writer's
+head, so a batch whose reply was lost, or a spool replay interrupted halfway, is
+never added twice: exactly once in the stream.
 
 While Redis is unreachable, batches are appended (and fsynced) to
 `<spool>/<writer>.jsonl`; once anything is spooled every later batch goes there
@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -40,6 +41,7 @@ EVENT_FIELD = "event"
 _CHUNK = 1000
 _DRAIN_PER_WRITE = 20_000
 _ORPHAN_SCAN_S = 10.0
+APPEND_LUA = (Path(__file__).parent / "lua" / "append.lua").read_text()
 
 
 def heads_key(stream: str) -> str:
@@ -181,6 +183,7 @@ class RedisSink:
         self.maxlen = maxlen
         self.retry_interval = retry_interval
         self._r = connect(url, timeout)
+        self._append = self._r.register_script(APPEND_LUA)
         self._spool_root = Path(spool_dir)
         self._spool_root.mkdir(parents=True, exist_ok=True)
         self._spool: Spool | None = None
@@ -225,7 +228,11 @@ class RedisSink:
         if self._spool is not None:
             if self._spool.pending():
                 self._down_until = 0.0
-                self._drain(self._spool, limit=None)
+                if not self._drain(self._spool, limit=None):
+                    log.warning(
+                        "audit redis sink closing with %s still spooled: the next writer "
+                        "on this directory replays it", self._spool.path,
+                    )
             self._spool.close()
         self._r.close()
 
@@ -248,12 +255,12 @@ class RedisSink:
         self._down_until = time.monotonic() + self.retry_interval
         metrics.SINK_ERRORS.labels(self.name).inc()
 
-    def _xadd(self, writer: str, items: list[tuple[int, bytes]]) -> None:
-        pipe = self._r.pipeline(transaction=True)
-        for _, line in items:
-            pipe.xadd(self.stream, {EVENT_FIELD: line}, maxlen=self.maxlen, approximate=True)
-        pipe.hset(self.heads, writer, f"{items[-1][0]}:{_hash_of(items[-1][1])}")
-        pipe.execute()
+    def _xadd(self, writer: str, items: list[tuple[int, bytes]]) -> int:
+        """Append in one atomic script call; events at or below the writer's head are skipped."""
+        args: list[Any] = [writer, self.maxlen]
+        for seq, line in items:
+            args += (seq, _hash_of(line), line.rstrip(b"\n"))
+        return int(self._append(keys=[self.stream, self.heads], args=args))
 
     def _drain(self, spool: Spool, limit: int | None = _DRAIN_PER_WRITE) -> bool:
         """Replay the spool in order (exactly once); True when it is empty."""
@@ -262,7 +269,6 @@ class RedisSink:
         done = 0
         drained = not spool.pending()
         try:
-            heads: dict[str, int] = {}
             while not drained and (limit is None or done < limit):
                 rows, pos = spool.read(_CHUNK)
                 if not rows:
@@ -270,15 +276,9 @@ class RedisSink:
                     break
                 by_writer: dict[str, list[tuple[int, bytes]]] = {}
                 for writer, seq, line in rows:
-                    if writer not in heads:
-                        raw = self._r.hget(self.heads, writer)
-                        heads[writer] = int(raw.split(b":", 1)[0]) if raw else 0
-                    if seq > heads[writer]:
-                        by_writer.setdefault(writer, []).append((seq, line))
+                    by_writer.setdefault(writer, []).append((seq, line))
                 for writer, items in by_writer.items():
-                    self._xadd(writer, items)
-                    heads[writer] = items[-1][0]
-                    self.replayed += len(items)
+                    self.replayed += self._xadd(writer, items)
                 spool.advance(pos)
                 done += len(rows)
                 drained = not spool.pending()

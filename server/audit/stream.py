@@ -136,6 +136,8 @@ class AuditService(audit_pb2_grpc.AuditServicer):
                 reader.ack(item)
                 if flt.match(item.event):
                     yield to_proto(item.event, reader.cursor())
+        except redis.RedisError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"audit stream unreachable: {exc}")
         finally:
             if isinstance(reader, StreamReader):
                 reader.close()

@@ -76,8 +76,10 @@ class _State:
 class MemoryBudgetStore:
     """BudgetStore kept in this process."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time,
+                 record_margin_seconds: int = RECORD_MARGIN_SECONDS) -> None:
         self._clock = clock
+        self._margin_ms = record_margin_seconds * 1000
         self._lock = asyncio.Lock()
         self._s = _State()
         self._calls = 0
@@ -170,7 +172,7 @@ class MemoryBudgetStore:
             if r is not None:
                 if r.lease and r.state == "held":
                     r.expires_ms = now + ttl_ms
-                    r.record_until_ms = r.expires_ms + RECORD_MARGIN_SECONDS * 1000
+                    r.record_until_ms = r.expires_ms + self._margin_ms
                     heapq.heappush(self._s.expiries, (r.expires_ms, reservation_id))
                 return _reserve_answer(reservation_id, r)
             slots = self._slots(counters, now)
@@ -191,7 +193,7 @@ class MemoryBudgetStore:
                 amount=amount,
                 lease=lease,
                 expires_ms=now + ttl_ms,
-                record_until_ms=now + ttl_ms + RECORD_MARGIN_SECONDS * 1000,
+                record_until_ms=now + ttl_ms + self._margin_ms,
                 granted=not refused_by,
                 refused_by=refused_by,
                 slots=slots,

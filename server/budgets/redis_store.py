@@ -16,7 +16,7 @@ URLs: `redis://HOST:PORT/DB` (or rediss://, unix://) is one Redis;
 `redis://HOST:PORT?cluster=1` or `redis+cluster://HOST:PORT` is a Redis Cluster
 reached through that startup node (redis.asyncio.RedisCluster).
 
-Faults: connect and command timeouts of 0.5 s, no client-side retries, and a
+Faults: connect and command timeouts of 1 s, no client-side retries, and a
 hard 1 s bound per call: an unreachable Redis is StoreUnavailable (UNAVAILABLE)
 within about a second, fail closed. The store reconnects on the next call. A
 retry after a lost answer is safe: reservations are keyed by their id.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -55,7 +56,7 @@ from .store import (
 )
 
 LUA_DIR = Path(__file__).with_name("lua")
-SOCKET_TIMEOUT = 0.5
+SOCKET_TIMEOUT = 1.0
 CALL_TIMEOUT = 1.0
 _TRANSIENT = ("LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY")
 
@@ -104,8 +105,10 @@ class _Script:
 class RedisBudgetStore:
     """BudgetStore in Redis or Redis Cluster (see the module docstring)."""
 
-    def __init__(self, client: Any, fleet: str = "default", *, owns_client: bool = True) -> None:
+    def __init__(self, client: Any, fleet: str = "default", *, owns_client: bool = True,
+                 record_margin_seconds: int = RECORD_MARGIN_SECONDS) -> None:
         self._r = client
+        self._margin_ms = record_margin_seconds * 1000
         self._prefix = f"proctor:{{{check_fleet(fleet)}}}:"
         self._owns = owns_client
         self._scripts = {n: _Script(n) for n in ("reserve", "commit", "release", "get")}
@@ -141,7 +144,8 @@ class RedisBudgetStore:
 
     async def _run(self, name: str, args: list[Any]) -> Any:
         try:
-            return await asyncio.wait_for(self._run_once(name, args), CALL_TIMEOUT)
+            async with asyncio.timeout(CALL_TIMEOUT):
+                return await self._run_once(name, args)
         except NoScriptError:
             raise
         except ResponseError as e:
@@ -153,12 +157,12 @@ class RedisBudgetStore:
             raise StoreUnavailable(f"budget store unavailable: {type(e).__name__}: {e}") from e
 
     @staticmethod
-    def _budget_args(counters: tuple[Counter, ...]) -> list[Any]:
-        args: list[Any] = [len(counters)]
-        for c in counters:
-            args += [c.budget_id, c.unit, c.scope, c.scope_key, c.kind, c.limit, c.window,
-                     c.window_seconds, c.window_spec]
-        return args
+    def _budget_arg(counters: tuple[Counter, ...]) -> str:
+        return json.dumps([
+            [c.budget_id, c.unit, c.scope, c.scope_key, c.kind, str(c.limit), c.window,
+             c.window_seconds, c.window_spec]
+            for c in counters
+        ], separators=(",", ":"))
 
     # -- the store -----------------------------------------------------------------------
 
@@ -176,28 +180,26 @@ class RedisBudgetStore:
         counters = plan_reserve(
             budgets, reservation_id, tenant, agent_id, run_id, unit, amount, ttl_seconds
         )
-        args = [reservation_id, unit, amount, ttl_seconds * 1000, RECORD_MARGIN_SECONDS * 1000]
-        reply = await self._run("reserve", args + self._budget_args(counters))
-        _, granted, refused_by, expires_ms, statuses = reply
+        args = [reservation_id, unit, amount, ttl_seconds * 1000, self._margin_ms,
+                self._budget_arg(counters)]
+        reply = json.loads(await self._run("reserve", args))
         return ReserveResult(
-            granted=bool(granted),
-            refused_by=refused_by or "",
-            budgets=_statuses(statuses),
+            granted=bool(reply["g"]),
+            refused_by=reply["r"],
+            budgets=_statuses(reply["s"]),
             reservation_id=reservation_id,
-            expires_at=int(expires_ms) / 1000,
+            expires_at=int(reply["e"]) / 1000,
         )
 
     async def commit(self, reservation_id: str, actual: int) -> CommitResult:
         check_commit(reservation_id, actual)
-        reply = await self._run("commit", [reservation_id, actual])
-        _raise_for(reply)
-        return CommitResult(reservation_id, _statuses(reply[1]))
+        reply = _checked(await self._run("commit", [reservation_id, actual]))
+        return CommitResult(reservation_id, _statuses(reply["s"]))
 
     async def release(self, reservation_id: str) -> ReleaseResult:
         check_release(reservation_id)
-        reply = await self._run("release", [reservation_id])
-        _raise_for(reply)
-        return ReleaseResult(reservation_id, _statuses(reply[1]))
+        reply = _checked(await self._run("release", [reservation_id]))
+        return ReleaseResult(reservation_id, _statuses(reply["s"]))
 
     async def get(
         self,
@@ -210,12 +212,13 @@ class RedisBudgetStore:
         counters = plan_get(budgets, tenant, agent_id, run_id, budget_id)
         if not counters:
             return ()
-        reply = await self._run("get", self._budget_args(counters))
-        return _statuses(reply[1])
+        reply = json.loads(await self._run("get", [self._budget_arg(counters)]))
+        return _statuses(reply["s"])
 
     async def ping(self) -> None:
         try:
-            await asyncio.wait_for(self._r.ping(), CALL_TIMEOUT)
+            async with asyncio.timeout(CALL_TIMEOUT):
+                await self._r.ping()
         except (RedisError, OSError, TimeoutError) as e:
             self._loaded = False
             raise StoreUnavailable(f"budget store unavailable: {type(e).__name__}: {e}") from e
@@ -225,12 +228,13 @@ class RedisBudgetStore:
             await self._r.aclose()
 
 
-def _raise_for(reply: list[Any]) -> None:
-    tag = reply[0]
-    if tag == "not_found":
-        raise ReservationNotFound(reply[1])
-    if tag == "precondition":
-        raise FailedPrecondition(reply[1])
+def _checked(raw: str) -> dict[str, Any]:
+    reply: dict[str, Any] = json.loads(raw)
+    if reply["k"] == "not_found":
+        raise ReservationNotFound(reply["m"])
+    if reply["k"] == "precondition":
+        raise FailedPrecondition(reply["m"])
+    return reply
 
 
 def _statuses(raw: Any) -> tuple[BudgetStatus, ...]:

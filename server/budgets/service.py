@@ -19,7 +19,6 @@ from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
 from .store import (
@@ -81,6 +80,7 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         self._audit = audit
         self._health = health
         self._serving: bool | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     # -- health --------------------------------------------------------------------------
 
@@ -106,10 +106,29 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         return True
 
     async def watch_health(self, interval: float = 1.0) -> None:
-        """Probe the store every `interval` seconds until cancelled."""
+        """Probe the store every `interval` seconds until cancelled, re-stating the status to
+        health each time (so it holds whatever order the server declares its services in)."""
         while True:
-            await self.probe()
+            serving = await self.probe()
+            if self._health is not None:
+                self._health.set_service(SERVICE_NAME, serving)
             await asyncio.sleep(interval)
+
+    def start_watch(self, interval: float = 1.0) -> None:
+        """Run watch_health in the background on the running loop (none: do nothing)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._watch = loop.create_task(self.watch_health(interval))
+
+    async def close(self) -> None:
+        """Stop the health watch and close the store."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await self._store.close()
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -117,7 +136,9 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         policy = self._holder.current
         return tuple(getattr(policy, "budgets", ()) or ())
 
-    async def _fail(self, context: Any, op: str, fields: dict[str, Any], e: BudgetError) -> NoReturn:
+    async def _fail(
+        self, context: Any, op: str, fields: dict[str, Any], e: BudgetError
+    ) -> NoReturn:
         code = next(c for t, c in _CODES if isinstance(e, t))
         if isinstance(e, StoreUnavailable):
             self._mark(False)

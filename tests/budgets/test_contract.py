@@ -134,7 +134,8 @@ def test_answers_report_remaining_and_window_resets(env: Env) -> None:
         assert st["daily"].window_resets_at == midnight.timestamp()
         first = today.replace(day=1)
         nxt = first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
-        assert st["monthly"].window_resets_at == dt.datetime.combine(nxt, dt.time(), dt.UTC).timestamp()
+        month_end = dt.datetime.combine(nxt, dt.time(), dt.UTC).timestamp()
+        assert st["monthly"].window_resets_at == month_end
         assert st["burst"].window_resets_at is not None
         assert st["burst"].window_resets_at % 30 == 0
         assert before < st["burst"].window_resets_at <= after + 30
@@ -435,6 +436,6 @@ def test_bad_input_is_refused_and_changes_nothing(env: Env) -> None:
                 await call
             assert e.value.field == f
         assert await snapshot(store) == before
-        assert not before == []
+        assert before  # the store did hold something
 
     env.run(scenario)

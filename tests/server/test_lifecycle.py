@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -13,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from proctor.v1 import admin_pb2, admin_pb2_grpc
 from proctor_client import EvaluationRequest, ProctorClient, ProctorError
 
+from tests.support.ports import free_port
 from tests.support.proctor import run_proctor, start_proctor
 from tests.support.redis import RedisProcess
 
@@ -123,6 +126,19 @@ def test_sigterm_drains_calls_in_flight(tmp_path: Path) -> None:
 # -- workers ---------------------------------------------------------------------------
 
 
+def _two_free_ports() -> int:
+    """A port P with P+1 free too."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two adjacent free ports")
+
+
 def _worker_pid(address: str, method: str = "GetPolicy") -> tuple[str, object]:
     """Ask on a brand-new connection (no shared subchannel), so the kernel picks a worker."""
     opts = [("grpc.use_local_subchannel_pool", 1)]
@@ -138,9 +154,10 @@ def test_two_workers_share_one_port_and_reload_together(
 ) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(versioned("w1"))
+    mport = _two_free_ports()
     server = start_proctor(
         policy, tmp_path, "--workers", "2", "--redis-url", redis_proc.url,
-        "--reload-poll-seconds", "3600",
+        "--reload-poll-seconds", "3600", "--metrics-listen", f"127.0.0.1:{mport}",
     )
     try:
         versions: dict[str, str] = {}
@@ -174,6 +191,11 @@ def test_two_workers_share_one_port_and_reload_together(
             return len(fresh) == 2 and set(fresh.values()) == {"w2"}
 
         wait_for(both_reloaded, timeout=30, what="both workers on w2")
+
+        # Each worker serves its own metrics on PORT + index.
+        for port in (mport, mport + 1):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as m:
+                assert 'proctor_policy_info{policy_version="w2"} 1.0' in m.read().decode()
     finally:
         code = server.stop()
     assert code == 0, server.log()

@@ -13,8 +13,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from proctor.v1 import (
     admin_pb2,
     admin_pb2_grpc,
-    budgets_pb2,
-    budgets_pb2_grpc,
+    approvals_pb2,
+    approvals_pb2_grpc,
     decisions_pb2,
     decisions_pb2_grpc,
 )
@@ -221,9 +221,9 @@ def test_get_policy_describes_the_serving_policy(seed_server: ProctorProcess) ->
 
 def test_later_services_answer_unimplemented(seed_server: ProctorProcess) -> None:
     with grpc.insecure_channel(seed_server.address) as ch:
-        stub = budgets_pb2_grpc.BudgetsStub(ch)
+        stub = approvals_pb2_grpc.ApprovalsStub(ch)
         with pytest.raises(grpc.RpcError) as e:
-            stub.GetBudget(budgets_pb2.GetBudgetRequest(), timeout=5)
+            stub.ListApprovals(approvals_pb2.ListApprovalsRequest(), timeout=5)
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

@@ -12,6 +12,13 @@
 """
 
 from .aio import AsyncProctorClient
+from .budgets import (
+    BudgetRefusedError,
+    BudgetStatus,
+    Held,
+    Reservation,
+    Settlement,
+)
 from .client import ProctorClient
 from .errors import InvalidRequestError, ProctorError, ProctorUnavailableError
 from .results import (
@@ -34,12 +41,17 @@ __all__ = [
     "REQUIRE_APPROVAL",
     "AsyncProctorClient",
     "BatchItem",
+    "BudgetRefusedError",
+    "BudgetStatus",
     "DecisionResult",
     "EvaluationRequest",
+    "Held",
     "InvalidRequestError",
     "ItemError",
     "ProctorClient",
     "ProctorError",
     "ProctorUnavailableError",
+    "Reservation",
     "RetryPolicy",
+    "Settlement",
 ]

@@ -19,6 +19,7 @@ from ._base import (
     describe,
     may_fail_closed,
 )
+from .budgets import AsyncBudgetsMixin
 from .errors import ProctorError
 from .results import BatchItem, DecisionResult, EvaluationRequest, batch_from_proto
 from .retry import RetryPolicy
@@ -27,7 +28,7 @@ T = TypeVar("T")
 _UNSET: Any = object()
 
 
-class AsyncProctorClient:
+class AsyncProctorClient(AsyncBudgetsMixin):
     """asyncio client for Proctor's gRPC API (grpc.aio); same behaviour as ProctorClient.
 
     >>> async with AsyncProctorClient("127.0.0.1:50051", fail_closed=True) as proctor:

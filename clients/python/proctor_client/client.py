@@ -19,6 +19,7 @@ from ._base import (
     describe,
     may_fail_closed,
 )
+from .budgets import BudgetsMixin
 from .errors import ProctorError
 from .results import BatchItem, DecisionResult, EvaluationRequest, batch_from_proto
 from .retry import RetryPolicy
@@ -27,7 +28,7 @@ T = TypeVar("T")
 _UNSET: Any = object()
 
 
-class ProctorClient:
+class ProctorClient(BudgetsMixin):
     """Blocking client for Proctor's gRPC API.
 
     >>> with ProctorClient("127.0.0.1:50051", fail_closed=True) as proctor:

@@ -6,10 +6,15 @@
 -- starts with P, so all of one fleet's keys share the hash tag and slot):
 --   P.."c:"..scope..":"..window_spec..":"..window_start_ms..":"..#id..":"..id..":"..scope_key
 --        hash {used, reserved}; PEXPIREAT window end + 1 s (no expiry for window none)
---   P.."r:"..reservation_id   string, cjson record (state, amount, lease, expiry, the
---        counters it holds and the first answer); kept until expiry + 24 h
+--   P.."r:"..reservation_id   string, cjson record: s state (held|committed|released|expired|
+--        refused), a amount, l lease, e expiry ms, g granted, r refused_by, b the slots it
+--        holds, u the first answer's [used, reserved] per slot, ca/cu the commit's actual and
+--        answer; kept until expiry + the record margin (idempotent retries)
 --   P.."exp"                  sorted set: reservation ids held, scored by expiry (ms)
--- Integers are kept as decimal strings inside records (cjson keeps 14 digits only).
+-- A slot is one budget's counter for one request, an array of strings:
+--   [id, unit, scope, scope_key, kind, limit, window spec, window start ms, window end ms]
+-- (window start and end "0" for no window). Integers are kept as decimal strings inside
+-- records and replies (cjson keeps 14 significant digits only).
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -63,45 +68,58 @@ local function window_bounds(window, span_s, now)
   return start, start + span
 end
 
--- a budget definition from ARGV, BUDGET_FIELDS (9) fields from position i
-local function read_budget(i)
-  return {
-    id = ARGV[i], unit = ARGV[i + 1], scope = ARGV[i + 2], key = ARGV[i + 3],
-    kind = ARGV[i + 4], limit = ARGV[i + 5], win = ARGV[i + 6], span = tonumber(ARGV[i + 7]),
-    spec = ARGV[i + 8],
-  }
-end
-local BUDGET_FIELDS = 9
-
--- resolve a budget to its counter for now: sets b.ck (key) and b.we (window end, string)
-local function place(P, b, now)
-  local start, wend = window_bounds(b.win, b.span, now)
-  b.ck = P .. 'c:' .. b.scope .. ':' .. b.spec .. ':' .. I(start) .. ':' .. #b.id .. ':'
-    .. b.id .. ':' .. b.key
-  b.we = I(wend)
-  return b
+-- the slots for now of the budgets in ARGV: a JSON array of [id, unit, scope, scope_key, kind,
+-- limit (string), window (none|minute|hour|day|month|fixed), fixed span (s), window spec]
+local function read_slots(arg, now)
+  local out = {}
+  for i, d in ipairs(cjson.decode(arg)) do
+    local start, wend = window_bounds(d[7], d[8], now)
+    out[i] = {d[1], d[2], d[3], d[4], d[5], d[6], d[9], I(start), I(wend)}
+  end
+  return out
 end
 
-local function counts(b)
-  local v = redis.call('HMGET', b.ck, 'used', 'reserved')
+local function counter_key(P, s)
+  return P .. 'c:' .. s[3] .. ':' .. s[7] .. ':' .. s[8] .. ':' .. #s[1] .. ':' .. s[1] .. ':'
+    .. s[4]
+end
+
+-- used and reserved of a slot's counter (0, 0 once its window is over)
+local function counts(P, s, now)
+  local wend = tonumber(s[9])
+  if wend > 0 and now >= wend + 1000 then return 0, 0 end
+  local v = redis.call('HMGET', counter_key(P, s), 'used', 'reserved')
   return tonumber(v[1] or '0'), tonumber(v[2] or '0')
 end
 
 -- change a counter while its window is current; a past window is left alone
-local function adjust(b, now, used, reserved)
-  local wend = tonumber(b.we)
+local function adjust(P, s, now, used, reserved)
+  local wend = tonumber(s[9])
   if wend > 0 and now >= wend then return end
-  if used ~= 0 then redis.call('HINCRBY', b.ck, 'used', used) end
-  if reserved ~= 0 then redis.call('HINCRBY', b.ck, 'reserved', reserved) end
-  if wend > 0 then redis.call('PEXPIREAT', b.ck, wend + 1000) end
+  local ck = counter_key(P, s)
+  if used ~= 0 then redis.call('HINCRBY', ck, 'used', used) end
+  if reserved ~= 0 then redis.call('HINCRBY', ck, 'reserved', reserved) end
+  if wend > 0 then redis.call('PEXPIREAT', ck, wend + 1000) end
 end
 
--- a status as returned to the store: {id, unit, scope, key, kind, limit, used, reserved, spec, wend}
-local function status(b, now)
-  local used, reserved = 0, 0
-  local wend = tonumber(b.we)
-  if wend == 0 or now < wend + 1000 then used, reserved = counts(b) end
-  return {b.id, b.unit, b.scope, b.key, b.kind, b.limit, I(used), I(reserved), b.spec, b.we}
+-- [used, reserved] of every slot, now
+local function snapshot(P, slots, now)
+  local out = {}
+  for i, s in ipairs(slots) do
+    local used, reserved = counts(P, s, now)
+    out[i] = {I(used), I(reserved)}
+  end
+  return out
+end
+
+-- statuses as replied: [id, unit, scope, scope_key, kind, limit, used, reserved, window spec,
+-- window end ms ("0": none)]
+local function statuses(slots, uses)
+  local out = {}
+  for i, s in ipairs(slots) do
+    out[i] = {s[1], s[2], s[3], s[4], s[5], s[6], uses[i][1], uses[i][2], s[7], s[9]}
+  end
+  return out
 end
 
 -- give back what expired reservations hold (at most 1000 per call; the rest on the next)
@@ -114,7 +132,7 @@ local function reclaim(P, now)
       local rec = cjson.decode(raw)
       if rec.s == 'held' and tonumber(rec.e) <= now then
         local a = tonumber(rec.a)
-        for _, b in ipairs(rec.b) do adjust(b, now, 0, -a) end
+        for _, s in ipairs(rec.b) do adjust(P, s, now, 0, -a) end
         rec.s = 'expired'
         redis.call('SET', rkey, cjson.encode(rec), 'KEEPTTL')
       end
@@ -137,10 +155,9 @@ local function save_record(P, rid, rec, ttl_ms)
   end
 end
 
-local function current(rec, now)
-  local out = {}
-  for i, b in ipairs(rec.b) do out[i] = status(b, now) end
-  return out
+-- replies are one JSON string (cheaper for the client to read than nested arrays)
+local function reply(t)
+  return cjson.encode(t)
 end
 
 -- END lib.lua

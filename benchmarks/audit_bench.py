@@ -1,0 +1,303 @@
+"""Audit benchmark: Evaluate latency with audit off / file / redis, and sink throughput.
+
+    python benchmarks/audit_bench.py [--rounds 4] [--seconds 3] [--concurrency 1,8]
+                                     [--sink-events 100000] [--out FILE.json]
+
+Starts a private redis-server and three `proctor serve` processes on free
+loopback ports (audit off, `--audit file`, `--audit redis`), then drives
+Evaluate over real gRPC (closed loop, N in flight) in alternating rounds, the
+order rotated every round so drift on a shared machine hits every mode alike.
+"Off" is the same server with the audit factory swapped for NullAudit (this
+script re-executes itself as that launcher), since `proctor serve` always
+audits. Then it measures each sink's throughput (events/s from the first
+record() to a closed, fsynced pipeline) and the request-path cost of record().
+Results go to benchmarks/results/audit-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SEED = ROOT / "examples" / "safety.yaml"
+MODES = ("off", "file", "redis")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing on port {port}")
+
+
+def _serve_null_audit(argv: list[str]) -> int:
+    """The launcher for mode "off": `proctor serve` with NullAudit as the audit factory."""
+    import server.main
+    from server.audit.pipeline import NullAudit
+    from server.cli import main
+
+    server.main.build_audit = lambda settings: NullAudit()  # type: ignore[assignment]
+    return main(["serve", *argv])
+
+
+def _wait_serving(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                req = health_pb2.HealthCheckRequest()
+                st = health_pb2_grpc.HealthStub(ch).Check(req, timeout=1)
+                if st.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("server not serving")
+
+
+def _start_servers(work: Path, redis_url: str) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
+    proctor = shutil.which("proctor") or str(Path(sys.executable).parent / "proctor")
+    out: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    for mode in MODES:
+        port = _free_port()
+        common = ["--policy", str(SEED), "--listen", f"127.0.0.1:{port}",
+                  "--audit-dir", str(work / mode / "audit"), "--log-level", "warning"]
+        if mode == "off":
+            cmd = [sys.executable, __file__, "--serve-null-audit", *common]
+        elif mode == "file":
+            cmd = [proctor, "serve", *common, "--audit", "file"]
+        else:
+            cmd = [proctor, "serve", *common, "--audit", "redis", "--redis-url", redis_url]
+        (work / mode).mkdir(parents=True, exist_ok=True)
+        with open(work / mode / "stderr.log", "wb") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
+        out[mode] = (proc, port)
+    for _mode, (proc, port) in out.items():
+        _wait_serving(port, proc)
+    return out
+
+
+async def _drive(port: int, seconds: float, concurrency: int) -> list[int]:
+    import grpc
+    from proctor.v1 import decisions_pb2, decisions_pb2_grpc
+
+    lat: list[int] = []
+    topics = [("job.{i}.send.email", ["external"]), ("job.{i}.read.pii", ["pii"]),
+              ("job.{i}.delegate.internal", []), ("job.{i}.export.bulk", ["bulk-data"])]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = decisions_pb2_grpc.DecisionsStub(ch)
+        reqs = [decisions_pb2.EvaluateRequest(
+            topic=t.format(i=i), risk_tags=tags, delegation_path=["planner", "worker"],
+            tenant="acme", run_id="bench", request_id=f"r{i}")
+            for i in range(64) for t, tags in topics]
+        for r in reqs[:50]:
+            await stub.Evaluate(r)  # warm the connection
+        end = time.perf_counter() + seconds
+
+        async def worker(k: int) -> None:
+            i = k
+            while time.perf_counter() < end:
+                t0 = time.perf_counter_ns()
+                await stub.Evaluate(reqs[i % len(reqs)])
+                lat.append(time.perf_counter_ns() - t0)
+                i += concurrency
+
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    return lat
+
+
+def _pct(sorted_ns: list[int], q: float) -> float:
+    if not sorted_ns:
+        return 0.0
+    return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1000.0
+
+
+def _summary(lat: list[int], seconds: float) -> dict[str, float]:
+    s = sorted(lat)
+    return {"n": len(s), "p50_us": _pct(s, 0.50), "p90_us": _pct(s, 0.90),
+            "p99_us": _pct(s, 0.99), "max_us": s[-1] / 1000.0 if s else 0.0,
+            "rps": len(s) / seconds if seconds else 0.0}
+
+
+async def _sink_throughput(kind: str, n: int, work: Path, redis_url: str) -> dict[str, float]:
+    from server.audit.file_sink import FileSink
+    from server.audit.pipeline import AuditPipeline
+    from server.audit.redis_sink import RedisSink
+
+    sink: Any
+    if kind == "file":
+        sink = FileSink(work / "tp-file")
+    else:
+        sink = RedisSink(redis_url, f"bench:tp:{time.time_ns()}", work / "tp-spool")
+    p = AuditPipeline(sink, writer=f"bench-{kind}", queue_size=8192)
+    fields = {"request_id": "r", "run_id": "bench", "tenant": "acme",
+              "delegation_path": ["planner", "worker"], "topic": "job.1.send.email",
+              "risk_tags": ["external"], "derived_tags": [], "labels": {},
+              "outcome": "require_approval", "rule_id": "approve-external-action",
+              "reason": "External actions from any agent need approval",
+              "policy_version": "71127b8a3735", "decision_id": "01ABC", "approval_id": "",
+              "latency_us": 20}
+    t0 = time.perf_counter()
+    enq = 0.0
+    for _ in range(n):
+        t1 = time.perf_counter()
+        await p.record("decision", dict(fields))
+        enq += time.perf_counter() - t1
+    await p.close()
+    dt = time.perf_counter() - t0
+    return {"events": n, "seconds": dt, "events_per_s": n / dt,
+            "batches": p.stats["batches"], "mean_record_call_us": enq / n * 1e6}
+
+
+async def _record_cost(n: int) -> dict[str, float]:
+    """The request-path cost of record() alone (async, block, queue never full)."""
+    from server.audit.pipeline import AuditPipeline
+    from server.audit.sink import Sealed
+
+    class Discard:
+        name = "discard"
+
+        def resume(self, writer: str) -> None:
+            return None
+
+        def write(self, batch: list[Sealed]) -> None:
+            return None
+
+        def close(self) -> None:
+            return None
+
+    p = AuditPipeline(Discard(), writer="cost", queue_size=n + 10)
+    fields = {"topic": "job.1.send.email", "outcome": "allow"}
+    await p.start()
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        await p.record("decision", fields)
+    per = (time.perf_counter_ns() - t0) / n / 1000.0
+    await p.close()
+    return {"calls": n, "us_per_call": per}
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-null-audit":
+        return _serve_null_audit(sys.argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--concurrency", type=lambda v: [int(x) for x in v.split(",")],
+                    default=[1, 8], help="comma-separated closed-loop concurrencies")
+    ap.add_argument("--sink-events", type=int, default=100_000)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="audit-bench-"))
+    rport = _free_port()
+    redis_proc = subprocess.Popen(
+        ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(work)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_port(rport)
+    redis_url = f"redis://127.0.0.1:{rport}/0"
+    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    result: dict[str, Any] = {}
+    try:
+        servers = _start_servers(work, redis_url)
+        evaluate: dict[str, Any] = {}
+        for conc in args.concurrency:
+            rounds: list[dict[str, Any]] = []
+            allv: dict[str, list[int]] = {m: [] for m in MODES}
+            for r in range(args.rounds):
+                order = MODES[r % 3 :] + MODES[: r % 3]
+                row: dict[str, Any] = {"round": r, "order": list(order)}
+                for mode in order:
+                    lat = asyncio.run(_drive(servers[mode][1], args.seconds, conc))
+                    allv[mode] += lat
+                    row[mode] = _summary(lat, args.seconds)
+                    print(f"c={conc} round {r} {mode:5}: p50 {row[mode]['p50_us']:7.1f} us  "
+                          f"p99 {row[mode]['p99_us']:7.1f} us  {row[mode]['rps']:7.0f}/s",
+                          flush=True)
+                rounds.append(row)
+            total = {m: _summary(allv[m], args.seconds * args.rounds) for m in MODES}
+            off = total["off"]
+            ratios = {m: {"p50": total[m]["p50_us"] / off["p50_us"],
+                          "p99": total[m]["p99_us"] / off["p99_us"],
+                          "rps": total[m]["rps"] / off["rps"]} for m in ("file", "redis")}
+            evaluate[f"concurrency_{conc}"] = {"total": total, "ratio_to_off": ratios,
+                                               "rounds": rounds}
+        for proc, _ in servers.values():
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        servers = {}
+        sinks = {k: asyncio.run(_sink_throughput(k, args.sink_events, work, redis_url))
+                 for k in ("file", "redis")}
+        cost = asyncio.run(_record_cost(200_000))
+        result = {
+            "benchmark": "audit",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                        "cpus": os.cpu_count(), "note": "shared, noisy machine"},
+            "commit": _commit(),
+            "settings": vars(args),
+            "evaluate": evaluate,
+            "sink_throughput": sinks,
+            "record_call": cost,
+        }
+        brief = {k: {"total": {m: {q: round(v[q], 1) for q in ("p50_us", "p99_us", "rps")}
+                               for m, v in e["total"].items()},
+                     "ratio_to_off": e["ratio_to_off"]} for k, e in evaluate.items()}
+        print(json.dumps({"evaluate": brief, "sinks": sinks, "record_call": cost}, indent=2))
+        out = Path(args.out) if args.out else (
+            ROOT / "benchmarks" / "results" / f"audit-{time.strftime('%Y%m%dT%H%M%S')}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
+    finally:
+        for proc, _ in servers.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        redis_proc.terminate()
+        redis_proc.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=5).stdout.strip()
+    except OSError:
+        return ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

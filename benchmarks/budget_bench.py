@@ -1,0 +1,308 @@
+"""ReserveBudget over gRPC beside its two floors, measured in the same run.
+
+Starts a private redis-server, `proctor serve --redis-url` on it (a policy with a
+fleet and a tenant budget of the same unit, so each reservation touches two
+counters), and the bare echo server of benchmarks/echo_server.py answering with
+a reply the size of a real ReserveBudgetResponse. Then, in alternating rounds
+(the order flips every round, so machine drift hits all alike):
+
+- `reserve`: ReserveBudget over gRPC, a fresh reservation_id per call;
+- `echo`: the gRPC echo floor, same request size;
+- `redis`: the raw Redis round trip, EVALSHA of a trivial script;
+- `script`: the real reserve.lua through the Redis store (no gRPC), for insight.
+
+Sequential latency (one call at a time) gives p50/p99; throughput runs with
+--concurrency calls in flight (grpc.aio) for reserve and echo. The target:
+reserve p99 <= echo p99 + 1.5 x redis p99.
+
+    python benchmarks/budget_bench.py [--rounds 10] [--calls 300] [--quick]
+
+Results: JSON under benchmarks/results/ with the machine, commit and settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from proctor.v1 import budgets_pb2  # noqa: E402
+
+from server.budgets.redis_store import RedisBudgetStore  # noqa: E402
+
+RESERVE = "/proctor.v1.Budgets/ReserveBudget"
+ECHO = "/bench.Echo/Echo"
+POLICY = """\
+version: v1
+rules:
+  - id: allow-all
+    match: {topics: ["**"]}
+    decision: allow
+    reason: "bench"
+budgets:
+  - {id: fleet-tokens, unit: tokens, limit: 1000000000000, window: day, scope: fleet}
+  - {id: tenant-tokens, unit: tokens, limit: 1000000000000, window: hour, scope: tenant}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing on port {port}")
+
+
+def request_bytes(i: int) -> bytes:
+    return budgets_pb2.ReserveBudgetRequest(
+        reservation_id=f"bench-{uuid.uuid4().hex[:12]}-{i:08d}", tenant="acme",
+        agent_id="research-agent", run_id="run-7f3a", unit="tokens", amount=1,
+        ttl_seconds=60,
+    ).SerializeToString()
+
+
+def pct(samples: list[float], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ms = [x * 1000 for x in samples]
+    return {"n": len(ms), "p50_ms": round(pct(ms, 0.50), 4), "p90_ms": round(pct(ms, 0.90), 4),
+            "p99_ms": round(pct(ms, 0.99), 4), "max_ms": round(max(ms), 4),
+            "mean_ms": round(statistics.fmean(ms), 4)}
+
+
+class Procs:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
+        err = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, cwd=self.workdir,
+                             start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.kill(p.pid, signal.SIGKILL)
+
+
+def sequential(args: argparse.Namespace, reserve_addr: str, echo_addr: str, redis_port: int,
+               echo_reply: int) -> dict[str, Any]:
+    r = redis.Redis(port=redis_port)
+    trivial = r.script_load("return 1")
+    samples: dict[str, list[float]] = {"reserve": [], "echo": [], "redis": [], "script": []}
+    loop = asyncio.new_event_loop()
+    store = RedisBudgetStore.from_url(f"redis://127.0.0.1:{redis_port}/0", fleet="bench-script")
+    import engine
+
+    budgets = engine.compile_policy(POLICY).budgets
+    with grpc.insecure_channel(reserve_addr) as rch, grpc.insecure_channel(echo_addr) as ech:
+        reserve = rch.unary_unary(RESERVE)
+        echo = ech.unary_unary(ECHO)
+        payloads = [request_bytes(i) for i in range(args.rounds * args.calls + 200)]
+        echo_payload = payloads[0]
+        for p in payloads[:100]:  # warm up every path
+            reserve(p, timeout=5)
+            echo(echo_payload, timeout=5)
+            r.evalsha(trivial, 0)
+        loop.run_until_complete(
+            store.reserve(budgets, "warm", "acme", "a", "r", "tokens", 1, 60))
+        k = 200
+        order = ["reserve", "echo", "redis", "script"]
+        for rnd in range(args.rounds):
+            for name in (order if rnd % 2 == 0 else order[::-1]):
+                out = samples[name]
+                for _ in range(args.calls):
+                    if name == "reserve":
+                        p = payloads[k]
+                        k += 1
+                        t0 = time.perf_counter()
+                        reserve(p, timeout=5)
+                    elif name == "echo":
+                        t0 = time.perf_counter()
+                        echo(echo_payload, timeout=5)
+                    elif name == "redis":
+                        t0 = time.perf_counter()
+                        r.evalsha(trivial, 0)
+                    else:
+                        rid = uuid.uuid4().hex
+                        t0 = time.perf_counter()
+                        loop.run_until_complete(store.reserve(
+                            budgets, rid, "acme", "a", "r", "tokens", 1, 60))
+                    out.append(time.perf_counter() - t0)
+    loop.run_until_complete(store.close())
+    loop.close()
+    r.close()
+    del echo_reply
+    return {name: summary(v) for name, v in samples.items()}
+
+
+async def _throughput_once(address: str, method: str, payloads: list[bytes] | None,
+                           fixed: bytes, concurrency: int, seconds: float) -> dict[str, float]:
+    async with grpc.aio.insecure_channel(address) as ch:
+        call = ch.unary_unary(method)
+        end = time.perf_counter() + seconds
+        lat: list[float] = []
+        counter = [0]
+
+        async def worker() -> None:
+            while time.perf_counter() < end:
+                if payloads is not None:
+                    p = payloads[counter[0] % len(payloads)]
+                    counter[0] += 1
+                else:
+                    p = fixed
+                t0 = time.perf_counter()
+                await call(p, timeout=5)
+                lat.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return {"calls": len(lat), "per_second": round(len(lat) / elapsed, 1),
+            "p50_ms": round(pct(lat, 0.5) * 1000, 3), "p99_ms": round(pct(lat, 0.99) * 1000, 3)}
+
+
+def throughput(args: argparse.Namespace, reserve_addr: str, echo_addr: str) -> dict[str, Any]:
+    out: dict[str, list[dict[str, float]]] = {"reserve": [], "echo": []}
+    fixed = request_bytes(0)
+    for rnd in range(args.tp_rounds):
+        for name in (["reserve", "echo"] if rnd % 2 == 0 else ["echo", "reserve"]):
+            if name == "reserve":
+                payloads = [request_bytes(rnd * 1_000_000 + i) for i in range(200_000)]
+                res = asyncio.run(_throughput_once(reserve_addr, RESERVE, payloads, fixed,
+                                                   args.concurrency, args.tp_seconds))
+            else:
+                res = asyncio.run(_throughput_once(echo_addr, ECHO, None, fixed,
+                                                   args.concurrency, args.tp_seconds))
+            out[name].append(res)
+    return {name: {"rounds": v, "median_per_second": statistics.median(x["per_second"] for x in v)}
+            for name, v in out.items()}
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=5).stdout.strip()
+    except OSError:
+        return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--tp-seconds", type=float, default=3.0)
+    parser.add_argument("--tp-rounds", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.calls, args.tp_seconds, args.tp_rounds = 2, 100, 1.0, 2
+
+    workdir = Path(tempfile.mkdtemp(prefix="budget-bench-"))
+    procs = Procs(workdir)
+    try:
+        redis_port = free_port()
+        procs.start([shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
+                     "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                     "--dir", str(workdir)], "redis")
+        wait_port(redis_port)
+        (workdir / "policy.yaml").write_text(POLICY)
+        proctor_port, echo_port = free_port(), free_port()
+        proctor = shutil.which("proctor") or str(Path(sys.executable).parent / "proctor")
+        procs.start([proctor, "serve", "--policy", str(workdir / "policy.yaml"),
+                     "--listen", f"127.0.0.1:{proctor_port}", "--audit-dir",
+                     str(workdir / "audit"), "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
+                    "proctor")
+        # the echo reply has the size of a real ReserveBudgetResponse
+        with grpc.insecure_channel(f"127.0.0.1:{proctor_port}") as ch:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    reply = ch.unary_unary(RESERVE)(request_bytes(0), timeout=1)
+                    break
+                except grpc.RpcError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        procs.start([sys.executable, str(ROOT / "benchmarks" / "echo_server.py"), "--listen",
+                     f"127.0.0.1:{echo_port}", "--response-bytes", str(len(reply))], "echo")
+        wait_port(echo_port)
+        reserve_addr, echo_addr = f"127.0.0.1:{proctor_port}", f"127.0.0.1:{echo_port}"
+
+        seq = sequential(args, reserve_addr, echo_addr, redis_port, len(reply))
+        tp = throughput(args, reserve_addr, echo_addr)
+        budget_ms = seq["echo"]["p99_ms"] + 1.5 * seq["redis"]["p99_ms"]
+        result = {
+            "benchmark": "budget_bench",
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": git_commit(),
+            "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                        "cpus": os.cpu_count(), "load_avg": os.getloadavg()},
+            "settings": vars(args) | {"response_bytes": len(reply),
+                                      "request_bytes": len(request_bytes(0))},
+            "sequential": seq,
+            "throughput": tp,
+            "target": {"rule": "reserve p99 <= echo p99 + 1.5 x redis p99",
+                       "limit_ms": round(budget_ms, 4),
+                       "reserve_p99_ms": seq["reserve"]["p99_ms"],
+                       "met": seq["reserve"]["p99_ms"] <= budget_ms},
+            "note": "shared 2-core machine, other work running: figures are noisy",
+        }
+        out = Path(args.out) if args.out else (
+            ROOT / "benchmarks" / "results" /
+            f"budget_bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({"sequential": seq, "throughput_median_per_second": {
+            k: v["median_per_second"] for k, v in tp.items()}, "target": result["target"]},
+            indent=2))
+        print(f"written to {out}")
+        return 0
+    finally:
+        procs.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Races: 48 concurrent clients across 2 OS processes against one Redis and a limit of 500
+grant exactly 500, round after round; with the Redis store used directly, and over gRPC
+through two real `proctor serve` processes sharing the Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.support.proctor import start_proctor
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = """\
+version: v1
+rules:
+  - id: allow-all
+    match: {topics: ["**"]}
+    decision: allow
+    reason: "race"
+budgets:
+  - {id: race, unit: calls, limit: 500, scope: fleet}
+"""
+
+
+def _race(mode: str, targets: list[str], name: str) -> list[str]:
+    start_at = time.time() + 1.5
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.budgets.race_worker", mode, target, f"{name}/p{i}",
+             str(start_at), "24"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i, target in enumerate(targets)
+    ]
+    granted: list[str] = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        granted += json.loads(out)
+    return granted
+
+
+def test_store_race_grants_exactly_the_limit(budget_redis: Any) -> None:
+    for _ in range(3):
+        fleet = f"race-{uuid.uuid4().hex[:8]}"
+        granted = _race("store", [budget_redis.url] * 2, fleet)
+        assert len(granted) == 500 and len(set(granted)) == 500
+        r = redis.Redis(port=budget_redis.port, decode_responses=True)
+        try:
+            key = next(iter(r.scan_iter(match=f"proctor:{{{fleet}}}:c:*")))
+            assert r.hgetall(key) == {"reserved": "500"}
+        finally:
+            r.close()
+
+
+def test_grpc_race_across_two_servers_grants_exactly_the_limit(redis_proc: Any,
+                                                               tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    servers = [start_proctor(policy, tmp_path / f"s{i}", "--redis-url", redis_proc.url)
+               for i in range(2)]
+    r = redis.Redis(port=redis_proc.port, decode_responses=True)
+    try:
+        for round_ in range(3):
+            r.flushall()
+            granted = _race("grpc", [s.address for s in servers], f"round{round_}")
+            assert len(granted) == 500 and len(set(granted)) == 500
+            key = next(iter(r.scan_iter(match="proctor:{default}:c:*")))
+            assert r.hgetall(key) == {"reserved": "500"}
+    finally:
+        r.close()
+        for s in servers:
+            s.stop()
+
+
+def test_proctor_serve_on_redis_cluster(redis_cluster: Any, tmp_path: Path) -> None:
+    import grpc
+    from proctor.v1 import budgets_pb2, budgets_pb2_grpc
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.replace("scope: fleet}", "scope: fleet, window: 30s}"))
+    server = start_proctor(policy, tmp_path / "s", "--redis-url", redis_cluster.url + "?cluster=1")
+    try:
+        with grpc.insecure_channel(server.address) as ch:
+            stub = budgets_pb2_grpc.BudgetsStub(ch)
+            req = budgets_pb2.ReserveBudgetRequest(reservation_id=uuid.uuid4().hex, unit="calls",
+                                                   amount=3, ttl_seconds=60)
+            r = stub.ReserveBudget(req, timeout=5)
+            assert r.granted and r.budgets[0].reserved >= 3 and r.budgets[0].window == "30s"
+            c = stub.CommitBudget(budgets_pb2.CommitBudgetRequest(
+                reservation_id=req.reservation_id, actual=2), timeout=5)
+            assert c.budgets[0].used >= 2
+    finally:
+        server.stop()

@@ -1,0 +1,107 @@
+"""In-process units of the service layer: ULIDs, settings validation, metrics export."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+
+from server import ids
+from server.metrics import Metrics
+from server.settings import Settings, SettingsError, add_arguments
+
+from .conftest import SEED_POLICY
+
+
+def _naive_encode(value: int) -> str:
+    return "".join(ids._ALPHABET[(value >> (5 * i)) & 31] for i in range(25, -1, -1))
+
+
+def test_ulid_encoding_is_crockford_base32() -> None:
+    rng = random.Random(3)
+    for value in [0, 1, (1 << 128) - 1, *(rng.getrandbits(128) for _ in range(100))]:
+        assert ids.encode(value) == _naive_encode(value)
+
+
+def test_ulids_are_unique_monotonic_and_carry_the_time() -> None:
+    gen = ids.UlidGenerator()
+    before = time.time_ns() // 1_000_000
+    made = [gen.new() for _ in range(20_000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(made)) == len(made)
+    assert made == sorted(made)
+    assert before <= ids.timestamp_ms(made[0]) <= ids.timestamp_ms(made[-1]) <= after
+    # Two generators (two processes) do not collide.
+    other = ids.UlidGenerator()
+    assert not set(made) & {other.new() for _ in range(1000)}
+
+
+def _settings(*argv: str) -> Settings:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return Settings.from_args(parser.parse_args(["--policy", str(SEED_POLICY), *argv]))
+
+
+def test_settings_defaults_cover_every_flag() -> None:
+    s = _settings().validate()
+    assert (s.listen, s.audit, s.audit_dir, s.audit_stream) == (
+        "127.0.0.1:50051", "file", "./proctor-audit", "proctor:audit",
+    )
+    assert (s.audit_durability, s.audit_queue_policy, s.audit_maxlen, s.workers) == (
+        "async", "block", 1_000_000, 1,
+    )
+    assert s.embedded_stores and not s.tls
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "2"], "needs --redis-url"),
+        (["--workers", "0"], "at least 1"),
+        (["--workers", "2", "--redis-url", "redis://x:1/0", "--listen", "127.0.0.1:0"],
+         "fixed --listen port"),
+        (["--audit", "redis"], "--audit redis needs --redis-url"),
+        (["--listen", "nonsense"], "HOST:PORT"),
+        (["--listen", "0.0.0.0:50051"], "loopback"),
+        (["--tls-cert", "/nonexistent"], "go together"),
+        (["--redis-url", "http://x"], "redis://"),
+        (["--audit-queue-size", "0"], "--audit-queue-size"),
+        (["--audit-hmac-key-file", "/nonexistent"], "--audit-hmac-key-file"),
+    ],
+)
+def test_settings_refuse_bad_flags_with_clear_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(SettingsError) as e:
+        _settings(*argv).validate()
+    assert message in str(e.value)
+
+
+def test_settings_accept_workers_with_redis_and_ipv6_loopback(tmp_path: Path) -> None:
+    s = _settings("--workers", "3", "--redis-url", "redis://127.0.0.1:6390/0",
+                  "--listen", "[::1]:7000").validate()
+    assert (s.workers, s.listen_host, s.listen_port) == (3, "::1", 7000)
+
+
+def test_metrics_export_counts_and_histograms() -> None:
+    m = Metrics()
+    for _ in range(3):
+        m.decided("deny", "deny-bulk-export")
+    m.observe_evaluate(30e-6)
+    m.observe_evaluate(2.0)
+    m.observe_batch(0.002, 7)
+    m.invalid("Evaluate", "topic")
+    m.policy_loaded("v1", 4)
+    m.policy_loaded("v2", 5)
+    m.reloaded(False, "file")
+    text = generate_latest(m.registry).decode()
+    assert 'proctor_decisions_total{outcome="deny",rule_id="deny-bulk-export"} 3.0' in text
+    assert 'proctor_evaluate_latency_seconds_bucket{le="5e-05",method="Evaluate"} 1.0' in text
+    assert 'proctor_evaluate_latency_seconds_bucket{le="+Inf",method="Evaluate"} 2.0' in text
+    assert 'proctor_batch_size_bucket{le="10.0"} 1.0' in text
+    assert 'proctor_policy_info{policy_version="v2"} 1.0' in text
+    assert 'policy_version="v1"' not in text
+    assert 'proctor_policy_reloads_total{result="failed",trigger="file"} 1.0' in text
+    assert "proctor_policy_reload_failing 1.0" in text
