@@ -278,7 +278,7 @@ def measure(path: str, evals: int, with_request: bool) -> dict[str, Any]:
         "rss_after_compile_mib": round(_rss_mib(), 1),
         "automaton_states": len(policy._auto.states),
         "trie_nodes": len(policy._auto.lit),
-        "bundles": len(policy._auto.bundles),
+        "terminal_nodes": len(policy._auto.node_rules),
     }
     patterns = [p for rule in policy.rules for p in rule.match.topics]
     for p in patterns[:50]:

@@ -8,41 +8,46 @@ states carry small, local rule bitsets.
    ends there.
 
 2. Walking that trie for a topic is a set of trie nodes per segment. The sets
-   are memoised as a deterministic automaton (``DState``): a state knows the
-   literal segments any of its nodes can take (``lits``), its successor for
-   each literal once computed (``trans``) and one shared successor for every
-   other segment (``other``), so the walk is one dict lookup per segment.
-   States are built eagerly at compile time up to a budget (breadth first
-   from the root) and lazily beyond it; past a hard cap new states are built
-   per walk and not kept, so memory stays bounded whatever the patterns.
+   are precomputed as a deterministic automaton (``DState``): a state knows
+   the literal segments any of its nodes can take (``lits``), its successor
+   for each literal (``trans``) and one shared successor for every other
+   segment (``other``), so the walk is one dict lookup per segment. Patterns
+   with ``**`` in the middle multiply the states (a state holds every loop
+   still open), so states are built breadth first from the root only up to a
+   budget proportional to the trie; small policies get the whole automaton.
+   Past the built states the walk goes on over the trie itself (``finish``:
+   per node one dict lookup in a precomputed successor table). Nothing is
+   built or memoised while evaluating: a compiled policy never changes and
+   its memory is fixed at compile time.
 
-3. The end state of the walk owns a ``Bundle``: the rules whose patterns end
-   in any of its nodes, renumbered densely 0..k-1 in file order. Every set in
-   the bundle is a Python int over those k local bits only: the rules with no
-   tag condition (OR the rules naming a derived tag), one mask per tag, the
-   decision masks, and the "plain" mask of rules that have no condition beyond
-   topic and tags. So the bit operations cost O(k), the rules that can match
-   this topic, never O(rules in the policy). Rules with further conditions
-   (agents, chain, tenants, depth, labels, risk_tags_all) carry a Condition
-   that is checked only for candidates that survive topic and tags; the
-   evaluator checks them in priority order and stops at the first that holds.
+3. Each trie node where rule patterns end owns a ``NodeRules``: those rules
+   renumbered densely 0..k-1 in file order, and every set over them a Python
+   int of k bits only: the rules with no tag condition, one mask per tag, the
+   decision masks, and the "plain" mask of rules with no condition beyond topic
+   and tags. A DState lists the NodeRules of its nodes (``ends``, usually one
+   or two) and the tags its derive_tags entries add. So the bit operations cost
+   O(k), the rules whose patterns can match this topic, never O(rules in the
+   policy), and no set is ever built per state: memory follows the trie.
+   Rules with further conditions (agents, chain, tenants, depth, labels,
+   risk_tags_all) carry a Condition checked only for candidates that survive
+   topic and tags; with one NodeRules the evaluator tries candidates strongest
+   first and stops at the first that holds; with several it collects the
+   matches of each and merges them.
 """
 
 from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 from engine.model import DENY, DENY_OVERRIDES, REQUIRE_APPROVAL, Match, Policy
 from engine.topics import GLOBSTAR, STAR, canonical, parse_pattern
 
-# DFA states kept: eager ones up to EAGER_FACTOR x trie nodes (at least EAGER_MIN),
-# lazily built ones up to HARD_CAP in all.
-EAGER_MIN = 4096
-EAGER_FACTOR = 3
-HARD_CAP = 1_000_000
+# Transitions built at compile time: EAGER_FACTOR per trie node, at least EAGER_MIN.
+EAGER_MIN = 20_000
+EAGER_FACTOR = 4
 
 
 def glob_matcher(globs: tuple[str, ...]) -> Callable[[str], bool]:
@@ -100,29 +105,23 @@ class Condition:
         return True
 
 
-class Bundle:
-    """The rules that a topic's end state can match, as local bitsets (see module doc)."""
+class NodeRules:
+    """The rules whose topic pattern ends at one trie node, as local bitsets.
 
-    __slots__ = (
-        "rules",
-        "base",
-        "tagmask",
-        "plain",
-        "order",
-        "deny",
-        "conds",
-        "derived",
-    )
+    Bit i stands for rules[i] (global rule indexes in file order): base holds
+    the rules without an any-of tag condition, tagmask the rules naming each
+    tag, plain the rules with no condition beyond topic and tags, and order the
+    decision masks in the order candidates are tried (strongest first for
+    deny_overrides; one mask for first_match). conds[i] is rules[i]'s Condition
+    or None.
+    """
+
+    __slots__ = ("rules", "base", "tagmask", "plain", "order", "conds")
 
     def __init__(
-        self,
-        rule_indexes: list[int],
-        derived: frozenset[str],
-        policy: Policy,
-        conditions: list[Condition | None],
+        self, rule_indexes: list[int], policy: Policy, conditions: list[Condition | None]
     ) -> None:
         self.rules = tuple(rule_indexes)
-        self.derived = derived
         base = plain = deny = approve = allow = 0
         tagmask: dict[str, int] = {}
         conds: list[Condition | None] = []
@@ -134,8 +133,6 @@ class Bundle:
                 base |= bit
             for tag in tags:
                 tagmask[tag] = tagmask.get(tag, 0) | bit
-                if tag in derived:
-                    base |= bit
             cond = conditions[index]
             conds.append(cond)
             if cond is None:
@@ -149,13 +146,12 @@ class Bundle:
         self.base = base
         self.tagmask = tagmask
         self.plain = plain
-        self.deny = deny
-        # Masks in the order candidates are tried: by strength, or all at once.
         everything = deny | approve | allow
+        # (rank, mask) in the order candidates are tried: strongest first, or all at once.
         if policy.combining == DENY_OVERRIDES:
-            self.order = tuple(m for m in (deny, approve, allow) if m)
+            self.order = tuple((r, m) for r, m in ((2, deny), (1, approve), (0, allow)) if m)
         else:
-            self.order = (everything,) if everything else ()
+            self.order = ((0, everything),) if everything else ()
         self.conds = tuple(conds)
 
 
@@ -175,27 +171,47 @@ class _AnyOf:
 
 
 class DState:
-    """A set of trie nodes reached by a topic prefix (one state of the lazy DFA)."""
+    """A set of trie nodes reached by a topic prefix (one state of the lazy DFA).
 
-    __slots__ = ("nodes", "trans", "lits", "other", "bundle")
+    ends holds the NodeRules of its nodes where rule patterns end, derived the
+    tags of the derive_tags entries whose patterns end in its nodes.
+    """
 
-    def __init__(self, nodes: frozenset[int], lits: Container[str]) -> None:
+    __slots__ = ("nodes", "trans", "lits", "other", "ends", "derived", "globs")
+
+    def __init__(
+        self,
+        nodes: tuple[int, ...],
+        lits: Container[str],
+        ends: tuple[NodeRules, ...],
+        derived: frozenset[str],
+        globs: tuple[tuple[int, int], ...],
+    ) -> None:
         self.nodes = nodes
         self.trans: dict[str, DState] = {}
         self.lits = lits
         self.other: DState | None = None
-        self.bundle: Bundle | None = None
+        self.ends = ends
+        self.derived = derived
+        self.globs = globs  # (suffix trie root, segments before the '**') of open '**' nodes
 
 
 class Automaton:
     """The trie of every topic pattern and its lazily determinised walk."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, split_suffixes: bool = True, build: bool = True) -> None:
         self.policy = policy
+        self.split_suffixes = split_suffixes
         self.lit: list[dict[str, int]] = [{}]
         self.star: list[int] = [-1]
         self.glob: list[int] = [-1]
         self.is_glob: list[bool] = [False]
+        # Suffix tries: the part of a pattern after its only inner '**', reversed.
+        self.sfx_lit: list[dict[str, int]] = []
+        self.sfx_star: list[int] = []
+        self.glob_sfx: dict[int, int] = {}  # '**' trie node -> its suffix trie root
+        self.glob_prefix: dict[int, int] = {}  # '**' trie node -> segments before it
+        # Terminals: trie nodes (>= 0) and suffix trie nodes (-1 - id).
         self.term_rules: dict[int, list[int]] = {}
         self.term_derive: dict[int, list[int]] = {}
         for index, rule in enumerate(policy.rules):
@@ -214,12 +230,22 @@ class Automaton:
             Condition(r.match) if r.match.has_conditions_beyond_topic_and_tags else None
             for r in policy.rules
         ]
-        self.states: dict[frozenset[int], DState] = {}
-        self.bundles: dict[frozenset[int], Bundle] = {}
-        self.start = self._intern(frozenset(self._closure(0)))
-        self.dead = self._intern(frozenset())
+        self.node_rules: dict[int, NodeRules] = {
+            node: NodeRules(indexes, policy, self.conditions)
+            for node, indexes in self.term_rules.items()
+        }
+        self.node_derived: dict[int, frozenset[str]] = {
+            node: frozenset(tag for d in indexes for tag in policy.derive_tags[d].add)
+            for node, indexes in self.term_derive.items()
+        }
+        if not build:
+            return
+        self._build_steps()
+        self.states: dict[tuple[int, ...], DState] = {}
+        self.start = self._intern(tuple(sorted(self._closure(0))))
+        self.dead = self._intern(())
         self.dead.other = self.dead
-        self.eager_limit = max(EAGER_MIN, EAGER_FACTOR * len(self.lit))
+        self.complete = False
         self._build_eagerly()
 
     # -- the trie ---------------------------------------------------------------------------
@@ -232,8 +258,24 @@ class Automaton:
         return len(self.lit) - 1
 
     def _insert(self, pattern: str) -> int:
+        """Add pattern; return its terminal: a trie node, or -1 - a suffix trie node.
+
+        A pattern whose only inner '**' is followed by literals and '*' (such as
+        ``job.*.**.export`` or ``**.delete``) goes into the trie up to the '**'
+        and into that node's suffix trie, reversed, after it: the topic's tail
+        is matched against the suffix once, at the end of the walk. So the
+        '**' node has no children in the trie and an open '**' does not
+        multiply the automaton's states by the segments that may follow it.
+        """
+        segs = canonical(parse_pattern(pattern))
+        suffix: tuple[str, ...] = ()
+        if self.split_suffixes and GLOBSTAR in segs:
+            k = segs.index(GLOBSTAR)
+            rest = segs[k + 1 :]
+            if rest and GLOBSTAR not in rest:
+                segs, suffix = segs[: k + 1], rest
         node = 0
-        for seg in canonical(parse_pattern(pattern)):
+        for seg in segs:
             if seg == STAR:
                 child = self.star[node]
                 if child < 0:
@@ -247,7 +289,66 @@ class Automaton:
                 if child < 0:
                     child = self.lit[node][seg] = self._new_node(False)
             node = child
-        return node
+        if not suffix:
+            return node
+        s = self.glob_sfx.get(node)
+        if s is None:
+            s = self.glob_sfx[node] = self._new_suffix_node()
+            self.glob_prefix[node] = len(segs) - 1
+        for seg in reversed(suffix):
+            if seg == STAR:
+                child = self.sfx_star[s]
+                if child < 0:
+                    child = self.sfx_star[s] = self._new_suffix_node()
+            else:
+                child = self.sfx_lit[s].get(seg, -1)
+                if child < 0:
+                    child = self.sfx_lit[s][seg] = self._new_suffix_node()
+            s = child
+        return -1 - s
+
+    def _new_suffix_node(self) -> int:
+        self.sfx_lit.append({})
+        self.sfx_star.append(-1)
+        return len(self.sfx_lit) - 1
+
+    def suffix_matches(
+        self, globs: tuple[tuple[int, int], ...], segs: list[str]
+    ) -> tuple[list[NodeRules], set[str]]:
+        """The NodeRules and derived tags of suffix patterns that match the topic's tail."""
+        ends: list[NodeRules] = []
+        derived: set[str] = set()
+        node_rules = self.node_rules
+        node_derived = self.node_derived
+        sfx_lit = self.sfx_lit
+        sfx_star = self.sfx_star
+        n = len(segs)
+        for root, before in globs:
+            active = [root]
+            depth = 0
+            room = n - before  # segments the '**' and its suffix may take
+            while active and depth < room:
+                seg = segs[n - 1 - depth]
+                nxt: list[int] = []
+                for s in active:
+                    child = sfx_lit[s].get(seg, -1)
+                    if child >= 0:
+                        nxt.append(child)
+                    child = sfx_star[s]
+                    if child >= 0:
+                        nxt.append(child)
+                active = nxt
+                depth += 1
+                for s in active:
+                    key = -1 - s
+                    rules = node_rules.get(key)
+                    if rules is not None:
+                        ends.append(rules)
+                    if node_derived:
+                        tags = node_derived.get(key)
+                        if tags:
+                            derived.update(tags)
+        return ends, derived
 
     def _closure(self, node: int) -> list[int]:
         """node and the '**' nodes reachable from it by consuming no segment."""
@@ -257,85 +358,119 @@ class Automaton:
             out.append(node)
         return out
 
-    # -- the determinised walk ---------------------------------------------------------------
+    # -- the walk ---------------------------------------------------------------------------
 
-    def _intern(self, nodes: frozenset[int]) -> DState:
+    def _build_steps(self) -> None:
+        """Per trie node: its successors on each literal segment, and on any other segment."""
+        empty: dict[str, tuple[int, ...]] = {}
+        self.step_lit: list[dict[str, tuple[int, ...]]] = []
+        self.step_other: list[tuple[int, ...]] = []
+        for n in range(len(self.lit)):
+            other: list[int] = []
+            if self.star[n] >= 0:
+                other.extend(self._closure(self.star[n]))
+            if self.is_glob[n]:
+                other.append(n)
+            self.step_other.append(tuple(other))
+            if self.lit[n]:
+                self.step_lit.append(
+                    {seg: (*self._closure(c), *other) for seg, c in self.lit[n].items()}
+                )
+            else:
+                self.step_lit.append(empty)
+
+    def step(self, nodes: Iterable[int], seg: str) -> tuple[int, ...]:
+        """The trie nodes reached from nodes by one segment (sorted, no duplicates)."""
+        step_lit = self.step_lit
+        step_other = self.step_other
+        out: set[int] = set()
+        for n in nodes:
+            nxt = step_lit[n].get(seg)
+            out.update(step_other[n] if nxt is None else nxt)
+        return tuple(sorted(out))
+
+    def finish(
+        self, nodes: tuple[int, ...], segs: list[str]
+    ) -> tuple[tuple[NodeRules, ...], frozenset[str], tuple[tuple[int, int], ...]]:
+        """Walk the rest of a topic on the trie itself, past the prebuilt states.
+
+        Returns what a DState would hold: its NodeRules, derived tags and open '**'.
+        """
+        step_lit = self.step_lit
+        step_other = self.step_other
+        active: Iterable[int] = nodes
+        for seg in segs:
+            out: set[int] = set()
+            for n in active:
+                nxt = step_lit[n].get(seg)
+                out.update(step_other[n] if nxt is None else nxt)
+            if not out:
+                return (), _NO_LITERALS, ()
+            active = out
+        node_rules = self.node_rules
+        ends = tuple(node_rules[n] for n in active if n in node_rules)
+        derived: frozenset[str] = _NO_LITERALS
+        if self.node_derived:
+            tags = [self.node_derived[n] for n in active if n in self.node_derived]
+            if tags:
+                derived = frozenset().union(*tags)
+        glob_sfx = self.glob_sfx
+        globs = tuple((glob_sfx[n], self.glob_prefix[n]) for n in active if n in glob_sfx)
+        return ends, derived, globs
+
+    def _state(self, nodes: tuple[int, ...]) -> DState:
+        """A DState for nodes (not kept: the kept ones come from _intern)."""
+        node_rules = self.node_rules
+        ends = tuple(node_rules[n] for n in nodes if n in node_rules)
+        derived: frozenset[str] = _NO_LITERALS
+        if self.node_derived:
+            tags = [self.node_derived[n] for n in nodes if n in self.node_derived]
+            if tags:
+                derived = frozenset().union(*tags)
+        glob_sfx = self.glob_sfx
+        globs = tuple((glob_sfx[n], self.glob_prefix[n]) for n in nodes if n in glob_sfx)
+        return DState(nodes, self._literals(nodes), ends, derived, globs)
+
+    def _intern(self, nodes: tuple[int, ...]) -> DState:
         state = self.states.get(nodes)
-        if state is not None:
-            return state
-        state = DState(nodes, self._literals(nodes))
-        if len(self.states) < HARD_CAP:
-            self.states[nodes] = state
+        if state is None:
+            state = self.states[nodes] = self._state(nodes)
         return state
 
-    def _literals(self, nodes: frozenset[int]) -> Container[str]:
+    def _literals(self, nodes: tuple[int, ...]) -> Container[str]:
         """The literal segments any of nodes can take, without copying large key sets."""
         maps = [self.lit[n] for n in nodes if self.lit[n]]
         if not maps:
             return _NO_LITERALS
         if len(maps) == 1:
             return maps[0]  # the trie node's own dict: a shared view, never copied
-        if sum(map(len, maps)) <= 64:
+        if sum(map(len, maps)) <= 16:
             return frozenset().union(*maps)
         return _AnyOf(tuple(maps))
 
-    def _step(self, nodes: frozenset[int], seg: str | None) -> frozenset[int]:
-        out: set[int] = set()
-        for n in nodes:
-            if seg is not None:
-                child = self.lit[n].get(seg, -1)
-                if child >= 0:
-                    out.update(self._closure(child))
-            if self.star[n] >= 0:
-                out.update(self._closure(self.star[n]))
-            if self.is_glob[n]:
-                out.add(n)
-        return frozenset(out)
-
-    def advance(self, state: DState, seg: str) -> DState:
-        """The successor of state on seg, memoised while under the cap."""
-        keep = len(self.states) < HARD_CAP
-        if seg in state.lits:
-            nxt = self._intern(self._step(state.nodes, seg))
-            if keep:
-                state.trans[seg] = nxt
-        else:
-            nxt = self._intern(self._step(state.nodes, None))
-            if keep:
-                state.other = nxt
-        return nxt
-
-    def accept(self, state: DState) -> Bundle:
-        """The bundle of rules ending in the nodes of state, shared between equal sets."""
-        terminals = frozenset(
-            n for n in state.nodes if n in self.term_rules or n in self.term_derive
-        )
-        bundle = self.bundles.get(terminals)
-        if bundle is None:
-            rules: set[int] = set()
-            derived: set[str] = set()
-            for n in terminals:
-                rules.update(self.term_rules.get(n, ()))
-                for d in self.term_derive.get(n, ()):
-                    derived.update(self.policy.derive_tags[d].add)
-            bundle = Bundle(sorted(rules), frozenset(derived), self.policy, self.conditions)
-            if len(self.bundles) < HARD_CAP:
-                self.bundles[terminals] = bundle
-        state.bundle = bundle
-        return bundle
-
     def _build_eagerly(self) -> None:
+        """Breadth first from the root, until every state is built or the budget is spent."""
+        budget = max(EAGER_MIN, EAGER_FACTOR * len(self.lit))
+        built = 0
         queue: deque[DState] = deque([self.start])
-        seen = {id(self.start)}
-        while queue and len(self.states) < self.eager_limit:
+        seen = {self.start.nodes}
+        while queue:
             state = queue.popleft()
-            self.accept(state)
             segs: set[str] = set()
             for n in state.nodes:
                 segs.update(self.lit[n])
-            successors = [self.advance(state, seg) for seg in segs]
-            successors.append(self.advance(state, "\x00other"))
-            for nxt in successors:
-                if id(nxt) not in seen:
-                    seen.add(id(nxt))
+            if built + len(segs) + 1 > budget:
+                self.complete = False
+                return
+            built += len(segs) + 1
+            for seg in segs:
+                nxt = state.trans[seg] = self._intern(self.step(state.nodes, seg))
+                if nxt.nodes not in seen:
+                    seen.add(nxt.nodes)
                     queue.append(nxt)
+            other = self.step(state.nodes, "\x00")  # no literal: every child but literals
+            nxt = state.other = self._intern(other) if other else self.dead
+            if nxt.nodes not in seen:
+                seen.add(nxt.nodes)
+                queue.append(nxt)
+        self.complete = True

@@ -16,10 +16,11 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from engine.compiler import Automaton, Bundle
+from engine.compiler import Automaton, NodeRules
 from engine.model import (
     DEFAULT_RULE_ID,
     DENY,
+    DENY_OVERRIDES,
     MAX_DEPTH_RULE_ID,
     REQUIRE_APPROVAL,
     Budget,
@@ -47,6 +48,8 @@ class CompiledPolicy:
         self._start = self._auto.start
         self._max_depth = policy.max_depth
         self._rule_ids = tuple(r.id for r in policy.rules)
+        strength = {DENY: 2, REQUIRE_APPROVAL: 1}
+        self._rank = tuple(strength.get(r.decision, 0) for r in policy.rules)
         pv = policy.policy_version
         self._decisions = tuple(
             Decision(
@@ -124,56 +127,149 @@ class CompiledPolicy:
 
     def _decide(self, request: Request, explain: bool = False) -> Decision:
         state = self._start
-        for seg in request.topic.split("."):
+        segs = request.topic.split(".")
+        for i, seg in enumerate(segs):
             nxt = state.trans.get(seg)
-            if nxt is None:
-                if seg in state.lits:
-                    nxt = self._auto.advance(state, seg)
-                else:
-                    nxt = state.other or self._auto.advance(state, seg)
+            if nxt is None and (seg in state.lits or (nxt := state.other) is None):
+                ends, derived, globs = self._auto.finish(state.nodes, segs[i:])
+                break
             state = nxt
-        bundle = state.bundle or self._auto.accept(state)
+        else:
+            ends = state.ends
+            derived = state.derived
+            globs = state.globs
+        if globs:
+            more, more_derived = self._auto.suffix_matches(globs, segs)
+            if more:
+                ends = (*ends, *more)
+            if more_derived:
+                derived = derived | more_derived
 
         tags = request.risk_tags
-        derived = bundle.derived
         extra: tuple[str, ...] = ()
         if derived:
             extra = tuple(sorted(derived.difference(tags)))
         if self._max_depth is not None and len(request.delegation_path) - 1 > self._max_depth:
             return self._too_deep(len(request.delegation_path) - 1, extra)
+        if explain or len(ends) != 1:
+            return self._merged(request, ends, derived, extra, explain)
 
-        mask = bundle.base
-        tagmask = bundle.tagmask
+        node = ends[0]
+        mask = node.base
+        tagmask = node.tagmask
         if tagmask:
             for tag in tags:
                 bits = tagmask.get(tag)
                 if bits:
                     mask |= bits
-        if not mask:
-            if not extra:
-                return self._default
-            return self._derived_decisions.get((-1, extra)) or self._remember(-1, extra)
-        if explain:
-            return self._explained(request, bundle, mask, extra)
-
-        plain = bundle.plain
-        conds = bundle.conds
-        for group in bundle.order:
-            cand = mask & group
-            while cand:
-                low = cand & -cand
-                local = low.bit_length() - 1
-                if low & plain or conds[local].holds(request, derived):  # type: ignore[union-attr]
-                    index = bundle.rules[local]
-                    if not extra:
-                        return self._decisions[index]
-                    return self._derived_decisions.get((index, extra)) or self._remember(
-                        index, extra
-                    )
-                cand ^= low
+            for tag in extra:
+                bits = tagmask.get(tag)
+                if bits:
+                    mask |= bits
+        if mask:
+            plain = node.plain
+            conds = node.conds
+            for _rank, group in node.order:
+                cand = mask & group
+                while cand:
+                    low = cand & -cand
+                    local = low.bit_length() - 1
+                    if low & plain or conds[local].holds(request, derived):  # type: ignore[union-attr]
+                        index = node.rules[local]
+                        if not extra:
+                            return self._decisions[index]
+                        return self._derived_decisions.get((index, extra)) or self._remember(
+                            index, extra
+                        )
+                    cand ^= low
         if not extra:
             return self._default
         return self._derived_decisions.get((-1, extra)) or self._remember(-1, extra)
+
+    def _merged(
+        self,
+        request: Request,
+        ends: tuple[NodeRules, ...],
+        derived: frozenset[str],
+        extra: tuple[str, ...],
+        explain: bool,
+    ) -> Decision:
+        """The winner over several NodeRules (or, with explain, every match in file order)."""
+        tags = request.risk_tags
+        if not explain:
+            # Each node's best candidate, strongest first; the best of those wins.
+            best_rank = -1
+            best = -1
+            for node in ends:
+                mask = node.base
+                tagmask = node.tagmask
+                if tagmask:
+                    for tag in tags:
+                        mask |= tagmask.get(tag, 0)
+                    for tag in extra:
+                        mask |= tagmask.get(tag, 0)
+                if not mask:
+                    continue
+                plain = node.plain
+                conds = node.conds
+                for rank, group in node.order:
+                    if rank < best_rank:
+                        break
+                    cand = mask & group
+                    found = False
+                    while cand:
+                        low = cand & -cand
+                        local = low.bit_length() - 1
+                        if low & plain or conds[local].holds(  # type: ignore[union-attr]
+                            request, derived
+                        ):
+                            index = node.rules[local]
+                            if rank > best_rank or index < best:
+                                best_rank, best = rank, index
+                            found = True
+                            break
+                        cand ^= low
+                    if found:
+                        break
+            if best < 0:
+                if not extra:
+                    return self._default
+                return self._derived_decisions.get((-1, extra)) or self._remember(-1, extra)
+            if not extra:
+                return self._decisions[best]
+            return self._derived_decisions.get((best, extra)) or self._remember(best, extra)
+
+        matched: list[int] = []
+        for node in ends:
+            mask = node.base
+            tagmask = node.tagmask
+            if tagmask:
+                for tag in tags:
+                    mask |= tagmask.get(tag, 0)
+                for tag in extra:
+                    mask |= tagmask.get(tag, 0)
+            plain = node.plain
+            conds = node.conds
+            rules = node.rules
+            while mask:
+                low = mask & -mask
+                local = low.bit_length() - 1
+                if low & plain or conds[local].holds(request, derived):  # type: ignore[union-attr]
+                    matched.append(rules[local])
+                mask ^= low
+        winner = None
+        if matched:
+            if len(ends) > 1:
+                matched = sorted(set(matched))
+            if self.combining == DENY_OVERRIDES:
+                ranks = self._rank
+                top = max(ranks[i] for i in matched)
+                winner = next(i for i in matched if ranks[i] == top)
+            else:
+                winner = matched[0]
+        base = self._default if winner is None else self._decisions[winner]
+        ids = self._rule_ids
+        return self._with(base, tuple(ids[i] for i in matched), extra)
 
     def _remember(self, index: int, extra: tuple[str, ...]) -> Decision:
         base = self._default if index < 0 else self._decisions[index]
@@ -181,36 +277,6 @@ class CompiledPolicy:
         if len(self._derived_decisions) < 65536:
             self._derived_decisions[(index, extra)] = decision
         return decision
-
-    def _explained(
-        self, request: Request, bundle: Bundle, mask: int, extra: tuple[str, ...]
-    ) -> Decision:
-        plain = bundle.plain
-        conds = bundle.conds
-        rest = mask & ~plain
-        while rest:
-            low = rest & -rest
-            if not conds[low.bit_length() - 1].holds(  # type: ignore[union-attr]
-                request, bundle.derived
-            ):
-                mask ^= low
-            rest ^= low
-        if not mask:
-            return self._with(self._default, (), extra)
-        matched: list[str] = []
-        ids = self._rule_ids
-        rules = bundle.rules
-        walk = mask
-        while walk:
-            low = walk & -walk
-            matched.append(ids[rules[low.bit_length() - 1]])
-            walk ^= low
-        for group in bundle.order:
-            cand = mask & group
-            if cand:
-                local = (cand & -cand).bit_length() - 1
-                return self._with(self._decisions[rules[local]], tuple(matched), extra)
-        raise AssertionError("a matching rule fell outside every decision group")
 
     def _with(
         self, decision: Decision, matched: tuple[str, ...], derived: tuple[str, ...]

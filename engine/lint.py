@@ -41,7 +41,7 @@ class Finding:
 
 def lint(policy: CompiledPolicy) -> list[Finding]:
     """Warnings for policy, in file order."""
-    auto: Automaton = policy._auto
+    auto = Automaton(policy.policy, split_suffixes=False, build=False)
     rules = policy.rules
     first_match = policy.combining != DENY_OVERRIDES
     findings: list[Finding] = []

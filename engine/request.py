@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.errors import RequestError
-from engine.topics import MAX_TOPIC_BYTES, TOPIC_RE, diagnose_topic
+from engine.topics import TOPIC_RE, diagnose_topic
 
 MAX_PATH = 32
 MAX_AGENT_CHARS = 128

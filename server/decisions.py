@@ -1,13 +1,15 @@
 """The Decisions service: may this agent take this action?
 
 Each call reads top to bottom: validate the request into an engine.Request,
-evaluate it on the serving policy, record the decision in the audit, answer.
+evaluate it on the serving policy (`_decide` builds the answer and its audit
+event), record the event in the audit, answer.
 Bad input is INVALID_ARGUMENT with the engine's message (it names the field
 and the limit); nothing else is touched.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -52,10 +54,13 @@ def to_engine_request(msg: decisions_pb2.EvaluateRequest) -> engine.Request:
 class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
     """Evaluate and EvaluateBatch on the holder's serving policy."""
 
-    def __init__(self, holder: Any, audit: Any, metrics: Any) -> None:
+    def __init__(self, holder: Any, audit: Any, metrics: Any, sync_audit: bool = False) -> None:
         self.holder = holder
         self.audit = audit
         self.metrics = metrics
+        # With --audit-durability sync a record waits for the disk: a batch then records
+        # its events concurrently so that one group commit covers them all.
+        self.sync_audit = sync_audit
         self._ids = UlidGenerator()
         self._worker = ((WORKER_METADATA_KEY, str(os.getpid())),)
 
@@ -69,7 +74,8 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         except engine.RequestError as e:
             self.metrics.invalid("Evaluate", e.field)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        response = await self._decide(req, request, started)
+        response, event = self._decide(req, request, started)
+        await self.audit.record("decision", event)
         self.metrics.observe_evaluate((time.perf_counter_ns() - started) / 1e9)
         return response
 
@@ -86,6 +92,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                 f"requests: at most {MAX_BATCH_ITEMS} items per batch, got {len(items)}",
             )
         out = decisions_pb2.EvaluateBatchResponse()
+        events: list[dict[str, Any]] = []
         for item in items:
             slot = out.results.add()
             item_started = time.perf_counter_ns()
@@ -96,40 +103,27 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                 slot.error.code = _INVALID_ARGUMENT
                 slot.error.message = str(e)
                 continue
-            slot.response.CopyFrom(await self._decide(req, item, item_started))
+            response, event = self._decide(req, item, item_started)
+            slot.response.CopyFrom(response)
+            events.append(event)
+        if self.sync_audit:
+            # Enqueued in item order (each record enqueues before it first waits).
+            await asyncio.gather(*[self.audit.record("decision", event) for event in events])
+        else:
+            for event in events:
+                await self.audit.record("decision", event)
         self.metrics.observe_batch((time.perf_counter_ns() - started) / 1e9, len(items))
         return out
 
-    async def _decide(
+    def _decide(
         self, req: engine.Request, msg: decisions_pb2.EvaluateRequest, started: int
-    ) -> decisions_pb2.EvaluateResponse:
-        """Evaluate one validated request on the serving policy, audit it, build the answer."""
+    ) -> tuple[decisions_pb2.EvaluateResponse, dict[str, Any]]:
+        """Evaluate one validated request on the serving policy: the answer and its audit event."""
         policy = self.holder.current
         decision = policy.evaluate(req, explain=msg.explain)
         decision_id = self._ids.new()
         # Approvals are not built yet: a require_approval decision carries no approval_id.
         approval_id = ""
-        latency_us = (time.perf_counter_ns() - started) // 1000
-        await self.audit.record(
-            "decision",
-            {
-                "request_id": req.request_id,
-                "run_id": req.run_id,
-                "tenant": req.tenant,
-                "delegation_path": list(req.delegation_path),
-                "topic": req.topic,
-                "risk_tags": list(req.risk_tags),
-                "labels": req.labels,
-                "derived_tags": list(decision.derived_tags),
-                "outcome": decision.decision,
-                "rule_id": decision.rule_id,
-                "reason": decision.reason,
-                "policy_version": decision.policy_version,
-                "decision_id": decision_id,
-                "approval_id": approval_id,
-                "latency_us": latency_us,
-            },
-        )
         self.metrics.decided(decision.decision, decision.rule_id)
         response = decisions_pb2.EvaluateResponse(
             decision=DECISION_TO_PROTO[decision.decision],
@@ -143,4 +137,23 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             response.matched_rule_ids.extend(decision.matched_rule_ids)
         if decision.derived_tags:
             response.derived_tags.extend(decision.derived_tags)
-        return response
+        # Tuples and the request's own label dict go in as they are: the audit only
+        # reads them (and writes tuples as JSON arrays).
+        event = {
+            "request_id": req.request_id,
+            "run_id": req.run_id,
+            "tenant": req.tenant,
+            "delegation_path": req.delegation_path,
+            "topic": req.topic,
+            "risk_tags": req.risk_tags,
+            "labels": req.labels,
+            "derived_tags": decision.derived_tags,
+            "outcome": decision.decision,
+            "rule_id": decision.rule_id,
+            "reason": decision.reason,
+            "policy_version": decision.policy_version,
+            "decision_id": decision_id,
+            "approval_id": approval_id,
+            "latency_us": (time.perf_counter_ns() - started) // 1000,
+        }
+        return response, event

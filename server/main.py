@@ -38,6 +38,7 @@ import engine
 
 from . import health as health_names
 from . import logs
+from . import reflection as server_reflection
 from .admin import AdminService
 from .audit import build_audit as build_audit_pipeline
 from .audit.metrics import register as register_audit_metrics
@@ -92,7 +93,10 @@ def register_services(
     UNIMPLEMENTED); its issue swaps its servicer in here.
     """
     decisions_pb2_grpc.add_DecisionsServicer_to_server(
-        DecisionsService(holder, audit, metrics), server
+        DecisionsService(
+            holder, audit, metrics, sync_audit=settings.audit_durability == "sync"
+        ),
+        server,
     )
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(holder, on_reload), server)
     # Budgets: Redis store with --redis-url (?cluster=1 for Redis Cluster), embedded otherwise;
@@ -171,7 +175,7 @@ async def serve(
         server, settings=settings, holder=holder, audit=audit, metrics=metrics,
         health=health, on_reload=on_reload,
     )
-    reflection.enable_server_reflection(names, server)
+    server_reflection.enable(server, names)
     try:
         port = _bind(server, settings)
     except (RuntimeError, OSError) as e:

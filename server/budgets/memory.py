@@ -32,6 +32,7 @@ from .store import (
 )
 from .windows import counter_key, window_bounds
 
+_HELD = 2**63  # a held reservation's record never expires (its expiry reclaims it)
 _PURGE_EVERY = 1024  # calls between sweeps of dead counters and records (memory only)
 
 
@@ -122,6 +123,7 @@ class MemoryBudgetStore:
             for slot in r.slots:
                 self._adjust(slot, now, 0, -r.amount)
             r.state = "expired"
+            r.record_until_ms = now + self._margin_ms
         self._calls += 1
         if self._calls % _PURGE_EVERY == 0:
             self._purge(now)
@@ -172,7 +174,6 @@ class MemoryBudgetStore:
             if r is not None:
                 if r.lease and r.state == "held":
                     r.expires_ms = now + ttl_ms
-                    r.record_until_ms = r.expires_ms + self._margin_ms
                     heapq.heappush(self._s.expiries, (r.expires_ms, reservation_id))
                 return _reserve_answer(reservation_id, r)
             slots = self._slots(counters, now)
@@ -193,7 +194,7 @@ class MemoryBudgetStore:
                 amount=amount,
                 lease=lease,
                 expires_ms=now + ttl_ms,
-                record_until_ms=now + ttl_ms + self._margin_ms,
+                record_until_ms=now + ttl_ms + self._margin_ms if refused_by else _HELD,
                 granted=not refused_by,
                 refused_by=refused_by,
                 slots=slots,
@@ -231,6 +232,7 @@ class MemoryBudgetStore:
             for s in r.slots:
                 self._adjust(s, now, actual, -refund)
             r.state = "committed"
+            r.record_until_ms = now + self._margin_ms
             r.actual = actual
             r.commit_answer = tuple(self._status(s, now) for s in r.slots)
             return CommitResult(reservation_id, r.commit_answer)
@@ -247,6 +249,7 @@ class MemoryBudgetStore:
                 for s in r.slots:
                     self._adjust(s, now, 0, -r.amount)
                 r.state = "released"
+                r.record_until_ms = now + self._margin_ms
             return ReleaseResult(reservation_id, tuple(self._status(s, now) for s in r.slots))
 
     async def get(
@@ -262,6 +265,9 @@ class MemoryBudgetStore:
             now = self._now_ms()
             self._reclaim(now)
             return tuple(self._status(s, now) for s in self._slots(counters, now))
+
+    async def start(self) -> None:
+        return None
 
     async def ping(self) -> None:
         return None

@@ -1,9 +1,11 @@
 """The Redis budget store: counters and reservations in Redis, changed only by Lua scripts.
 
 Each operation is one script (lua/reserve.lua, commit.lua, release.lua, get.lua,
-each prefixed with lua/lib.lua) run atomically with EVALSHA; the scripts are
-loaded once with SCRIPT LOAD, and on NOSCRIPT (a restarted Redis, a node that
-never saw the script) the call is re-sent as EVAL, which runs and caches it.
+each prefixed with lua/lib.lua) run atomically with EVALSHA (the SHA1 is computed
+locally). The scripts are loaded with SCRIPT LOAD by `start()` and by `ping()`
+after a failure (the servicer's health probe calls it every second), and a call
+that meets NOSCRIPT anyway (a restarted Redis, a node that never saw the script)
+is re-sent as EVAL, which runs the script and caches it, in the same time bound.
 Time comes from Redis TIME inside the scripts, so replicas with skewed clocks
 agree.
 
@@ -58,6 +60,7 @@ from .store import (
 LUA_DIR = Path(__file__).with_name("lua")
 SOCKET_TIMEOUT = 1.0
 CALL_TIMEOUT = 1.0
+START_TIMEOUT = 5.0
 _TRANSIENT = ("LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY")
 
 
@@ -133,27 +136,23 @@ class RedisBudgetStore:
                 raise RuntimeError(f"SCRIPT LOAD of {s.name}.lua returned {sha}, expected {s.sha}")
         self._loaded = True
 
-    async def _run_once(self, name: str, args: list[Any]) -> Any:
-        s = self._scripts[name]
-        if not self._loaded:
-            await self._load()
-        try:
-            return await self._r.evalsha(s.sha, 1, self._prefix, *args)
-        except NoScriptError:
-            return await self._r.eval(s.text, 1, self._prefix, *args)
-
     async def _run(self, name: str, args: list[Any]) -> Any:
+        """EVALSHA within CALL_TIMEOUT; on NOSCRIPT (a restarted Redis, a node that never saw
+        the script) EVAL, which runs the script and caches it, in the same bound."""
+        s = self._scripts[name]
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
-                return await self._run_once(name, args)
-        except NoScriptError:
-            raise
+                try:
+                    return await self._r.evalsha(s.sha, 1, self._prefix, *args)
+                except NoScriptError:
+                    self._loaded = False
+                    return await self._r.eval(s.text, 1, self._prefix, *args)
         except ResponseError as e:
             if str(e).startswith(_TRANSIENT):
                 raise StoreUnavailable(f"budget store: redis {e}") from e
             raise
         except (RedisError, OSError, TimeoutError) as e:
-            self._loaded = False  # a restarted Redis has lost its scripts
+            self._loaded = False  # a restarted Redis has lost its scripts: re-load on ping
             raise StoreUnavailable(f"budget store unavailable: {type(e).__name__}: {e}") from e
 
     @staticmethod
@@ -215,10 +214,22 @@ class RedisBudgetStore:
         reply = json.loads(await self._run("get", [self._budget_arg(counters)]))
         return _statuses(reply["s"])
 
+    async def start(self) -> None:
+        """Connect (discovering a cluster's nodes) and SCRIPT LOAD every script, within
+        START_TIMEOUT; StoreUnavailable when Redis does not answer."""
+        await self._start(START_TIMEOUT)
+
     async def ping(self) -> None:
+        """PING within CALL_TIMEOUT (for health); after a failure or a NOSCRIPT, also re-load
+        the scripts within the same bound."""
+        await self._start(CALL_TIMEOUT)
+
+    async def _start(self, timeout: float) -> None:
         try:
-            async with asyncio.timeout(CALL_TIMEOUT):
+            async with asyncio.timeout(timeout):
                 await self._r.ping()
+                if not self._loaded:
+                    await self._load()
         except (RedisError, OSError, TimeoutError) as e:
             self._loaded = False
             raise StoreUnavailable(f"budget store unavailable: {type(e).__name__}: {e}") from e

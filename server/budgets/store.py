@@ -23,8 +23,9 @@ Choices where DESIGN is silent (the contract tests hold both stores to them):
   (expiry = now + the new ttl) without taking a second slot. Concurrency
   counters have no window.
 - The same reservation_id again returns the first answer (granted or refused,
-  with the statuses of that moment) and never reserves twice, for 24 h after
-  its expiry, whatever its state; the parameters of the retry are not compared.
+  with the statuses of that moment) and never reserves twice: the record lives
+  while the reservation is held and for 24 h after it ends (committed, released,
+  expired; refused: TTL + 24 h); the parameters of the retry are not compared.
   An expired or released lease is not re-taken: its answer's expires_at lies in
   the past, and the caller should use a new id.
 - Commit settles against the counters the reservation was made on (the window
@@ -47,7 +48,7 @@ from typing import Protocol, runtime_checkable
 MAX_ID_CHARS = 128
 MAX_TTL_SECONDS = 86400
 MAX_AMOUNT = 2**53 - 1
-RECORD_MARGIN_SECONDS = 86400  # a reservation's record outlives its expiry by this much
+RECORD_MARGIN_SECONDS = 86400  # a reservation's record outlives its end by this much
 SCOPES = ("fleet", "tenant", "agent", "run")
 SCOPE_FIELD = {"tenant": "tenant", "agent": "agent_id", "run": "run_id"}
 
@@ -235,6 +236,11 @@ class BudgetStore(Protocol):
         budget or its scope key is missing), or of every budget whose scope key is given
         (fleet budgets always), in policy order.
         """
+        ...
+
+    async def start(self) -> None:
+        """Connect and prepare (Redis: load the scripts) before serving; StoreUnavailable when
+        the store cannot be reached. Optional: calls work without it, paying the setup."""
         ...
 
     async def ping(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -143,3 +144,25 @@ def test_replay_cli_against_a_served_audit(tmp_path: Path) -> None:
                       "--json", cwd=tmp_path)
     res = json.loads(out.stdout)
     assert (res["total"], res["escalated"], res["relaxed"]) == (40, 10, 0)
+
+
+def test_two_workers_two_chains_and_any_worker_serves_the_whole_audit(redis_proc, tmp_path):
+    srv = start_proctor(SEED, tmp_path / "p", "--workers", "2", "--redis-url", redis_proc.url)
+    audit = tmp_path / "p" / "audit"
+    try:
+        ids: list[str] = []
+        deadline = time.monotonic() + 20
+        # a fresh channel per call spreads the calls over the workers (SO_REUSEPORT), once
+        # both listen: go on until both writers have written
+        while len(ids) < 40 or (len(list_segments(audit)) < 2 and time.monotonic() < deadline):
+            ids += _evaluate(srv.address, len(ids), len(ids) + 1)
+            if len(ids) % 20 == 0:
+                time.sleep(0.05)
+        tail = run_proctor("audit", "tail", "--server", srv.address, "--json", cwd=tmp_path)
+    finally:
+        assert srv.stop() == 0
+    streamed = [json.loads(x) for x in tail.stdout.splitlines()]
+    assert sorted(e["decision_id"] for e in streamed) == sorted(ids)
+    rep = verify_dir(audit)
+    assert rep.ok and rep.events == len(ids), rep.render()
+    assert rep.writers == 2 == len({e["writer"] for e in streamed})

@@ -17,8 +17,8 @@ import pytest
 import engine
 from engine import model as engine_model
 from server.budgets.memory import MemoryBudgetStore
-from server.budgets.redis_store import RedisBudgetStore
-from server.budgets.store import BudgetStore
+from server.budgets.redis_store import RedisBudgetStore, connect
+from server.budgets.store import RECORD_MARGIN_SECONDS, BudgetStore
 from tests.support import redis as support_redis
 from tests.support.ports import free_port
 from tests.support.redis import RedisCluster, RedisProcess, start_redis
@@ -66,11 +66,14 @@ class Env:
     url: str = ""
     clock: FakeClock | None = None
 
+    margin: int = RECORD_MARGIN_SECONDS
+
     def make_store(self) -> BudgetStore:
         if self.kind == "memory":
             self.clock = self.clock or FakeClock()
-            return MemoryBudgetStore(clock=self.clock)
-        return RedisBudgetStore.from_url(self.url, fleet=f"t-{uuid.uuid4().hex[:12]}")
+            return MemoryBudgetStore(clock=self.clock, record_margin_seconds=self.margin)
+        return RedisBudgetStore(connect(self.url), fleet=f"t-{uuid.uuid4().hex[:12]}",
+                                record_margin_seconds=self.margin)
 
     def now(self) -> float:
         return self.clock() if self.clock else time.time()
@@ -89,6 +92,7 @@ class Env:
 
         async def main() -> T:
             store = self.make_store()
+            await store.start()
             try:
                 return await fn(store)
             finally:
@@ -116,6 +120,26 @@ def _cluster_port() -> int:
             return port
 
 
+def _wait_converged(cluster: RedisCluster, timeout: float = 30.0) -> None:
+    """Every node says cluster_state:ok and knows all slots (start_cluster asks node 0 only)."""
+    import redis
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ok = 0
+        for host, port in cluster.startup_nodes:
+            r = redis.Redis(host=host, port=port)
+            try:
+                info = r.cluster("info")
+                ok += info.get("cluster_state") == "ok" and int(info["cluster_slots_ok"]) == 16384
+            finally:
+                r.close()
+        if ok == len(cluster.nodes):
+            return
+        time.sleep(0.1)
+    raise TimeoutError("the budget test cluster did not converge")
+
+
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
     """tests/conftest.py's cluster, started on ports below 55536 (see _cluster_port)."""
@@ -126,6 +150,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     finally:
         support_redis.free_port = original
     try:
+        _wait_converged(c)
         yield c
     finally:
         c.stop()

@@ -47,6 +47,7 @@ async def _store_side(url: str, name: str, start_at: float, tasks: int) -> list[
             assert again.granted
             mine.append(rid)
 
+    await store.start()
     await asyncio.sleep(max(0.0, start_at - time.time()))
     try:
         return [rid for part in await asyncio.gather(*(one(i) for i in range(tasks)))

@@ -336,6 +336,24 @@ def test_renewing_a_lease_keeps_it_alive(env: Env) -> None:
     env.run(scenario)
 
 
+def test_records_live_while_held_and_for_the_margin_after(env: Env) -> None:
+    env.margin = 1
+
+    async def scenario(store: BudgetStore) -> None:
+        a = await reserve(store, TOKENS, "a", 10, ttl=1)
+        await env.sleep(2.2)  # past ttl + margin with no call at all: the hold is still found
+        assert (await store.get(TOKENS, "", "", ""))[0].reserved == 0
+        again = await reserve(store, TOKENS, "a", 10, ttl=1)
+        assert again == a  # remembered for the margin after it expired
+        await env.sleep(1.1)
+        fresh = await reserve(store, TOKENS, "a", 10, ttl=1)  # forgotten: a new reservation
+        assert fresh.granted and fresh.expires_at > a.expires_at + 2
+        with pytest.raises(ReservationNotFound):
+            await store.commit("gone", 1)
+
+    env.run(scenario)
+
+
 def test_unknown_reservation_is_not_found(env: Env) -> None:
     async def scenario(store: BudgetStore) -> None:
         with pytest.raises(ReservationNotFound):

@@ -22,6 +22,7 @@ from .conftest import budget
 from .test_service import POLICY, Holder, RecordingAudit, RecordingHealth
 
 TOKENS = (budget("fleet-tokens", "tokens", 100),)
+LIMIT = 1.5  # the 1 s bound, plus scheduling slack on a shared, loaded machine
 
 
 async def _reserve(store: RedisBudgetStore, rid: str, amount: int = 1) -> Any:
@@ -41,8 +42,8 @@ def test_killed_redis_is_unavailable_then_recovers(redis_proc: Any) -> None:
         try:
             assert (await _reserve(store, "a")).granted
             redis_proc.kill()
-            assert await _timed_unavailable(_reserve(store, "b")) < 1.2
-            assert await _timed_unavailable(store.ping()) < 1.2
+            assert await _timed_unavailable(_reserve(store, "b")) < LIMIT
+            assert await _timed_unavailable(store.ping()) < LIMIT
             redis_proc.start()  # same port, empty (no persistence), scripts gone
             r = await _reserve(store, "c", 5)  # same store object: reconnects, re-loads scripts
             assert r.granted and r.budgets[0].reserved == 5
@@ -61,7 +62,7 @@ def test_frozen_redis_times_out_and_a_lost_answer_never_counts_twice(redis_proc:
             os.kill(redis_proc.proc.pid, signal.SIGSTOP)
             try:
                 # the command reaches Redis but the answer never comes back in time
-                assert await _timed_unavailable(_reserve(store, "lost", 7)) < 1.2
+                assert await _timed_unavailable(_reserve(store, "lost", 7)) < LIMIT
             finally:
                 os.kill(redis_proc.proc.pid, signal.SIGCONT)
             await asyncio.sleep(0.2)
@@ -99,7 +100,7 @@ def test_servicer_fails_closed_and_health_follows_redis(redis_proc: Any) -> None
                 with pytest.raises(grpc.aio.AioRpcError) as e:
                     await stub.ReserveBudget(req)
                 assert e.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert time.monotonic() - t0 < 1.3
+                assert time.monotonic() - t0 < LIMIT
                 assert health.changes[-1] == ("proctor.v1.Budgets", False)
                 redis_proc.start()
                 deadline = time.monotonic() + 5
@@ -154,7 +155,7 @@ def test_proctor_serve_fails_closed_and_recovers_when_redis_returns(redis_proc: 
             with pytest.raises(grpc.RpcError) as e:
                 reserve("b")
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert time.monotonic() - t0 < 1.3
+            assert time.monotonic() - t0 < LIMIT
             wait_health(health_pb2.HealthCheckResponse.NOT_SERVING)
             assert server.health("") == serving  # Evaluate needs no store
             redis_proc.start()

@@ -423,26 +423,31 @@ def test_cache_gives_the_same_answers_and_stays_bounded() -> None:
     assert p.cache_size == 8 and len(p._cache or ()) <= 8
 
 
-def test_lazy_automaton_beyond_the_eager_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compiler, "EAGER_MIN", 1)
+@pytest.mark.parametrize("budget", [1, 10, 60])
+def test_walk_past_the_prebuilt_states(monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
+    """With a tiny budget most walks leave the prebuilt automaton for the trie."""
+    monkeypatch.setattr(compiler, "EAGER_MIN", budget)
     monkeypatch.setattr(compiler, "EAGER_FACTOR", 0)
-    r = random.Random(11)
-    for _ in range(20):
+    r = random.Random(budget)
+    for _ in range(15):
         pol = random_policy(r, 30)
         compiled = compile_policy(yaml.safe_dump(pol))
+        assert not compiled._auto.complete
         for _ in range(40):
             rq = random_request(r, pol)
             want = reference_decide(pol, rq)
-            got = compiled.evaluate(Request(**rq), explain=True)
-            assert (got.rule_id, list(got.matched_rule_ids)) == (
-                want["rule_id"],
-                want["matched_rule_ids"],
-            )
+            for explain in (True, False):
+                got = compiled.evaluate(Request(**rq), explain=explain)
+                assert (got.rule_id, got.derived_tags) == (
+                    want["rule_id"],
+                    tuple(want["derived_tags"]),
+                )
+                if explain:
+                    assert list(got.matched_rule_ids) == want["matched_rule_ids"]
 
 
-def test_states_past_the_hard_cap_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compiler, "HARD_CAP", 3)
+def test_small_policies_get_the_whole_automaton() -> None:
     p = one_rule('{topics: ["**.x.**.y"]}')
+    assert p._auto.complete
     for topic in ("a.x.b.y", "x.x.y", "q.r.s", "x.y", "y.x", "x.y.x.y"):
         assert hits(p, topic) is topic_matches("**.x.**.y", topic), topic
-    assert len(p._auto.states) <= 3

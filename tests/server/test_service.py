@@ -249,6 +249,21 @@ def test_reflection_lists_every_service(seed_server: ProctorProcess) -> None:
     assert method.name == "proctor/v1/decisions.proto"
 
 
+def test_reflection_v1_answers_too(seed_server: ProctorProcess) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    with grpc.insecure_channel(seed_server.address) as ch:
+        call = ch.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        replies = list(call(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                            timeout=5))
+    names = {s.name for s in replies[0].list_services_response.service}
+    assert "proctor.v1.Decisions" in names
+
+
 def test_metrics_count_decisions_by_outcome_and_rule(
     seed_server: ProctorProcess, client: ProctorClient
 ) -> None:

@@ -32,8 +32,9 @@ class AsyncProctorClient(AsyncBudgetsMixin):
     """asyncio client for Proctor's gRPC API (grpc.aio); same behaviour as ProctorClient.
 
     >>> async with AsyncProctorClient("127.0.0.1:50051", fail_closed=True) as proctor:
-    ...     d = await proctor.evaluate("job.7.send.email", delegation_path=["planner", "mailer"],
-    ...                          risk_tags=["external"])
+    ...     d = await proctor.evaluate("job.7.send.email",
+    ...                                delegation_path=["planner", "mailer"],
+    ...                                risk_tags=["external"])
     ...     if d.decision != "allow": ...
 
     `timeout` is each call's overall deadline in seconds (retries included),

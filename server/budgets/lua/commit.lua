@@ -29,5 +29,5 @@ redis.call('ZREM', P .. 'exp', rid)
 rec.s = 'committed'
 rec.ca = I(actual)
 rec.cu = snapshot(P, rec.b, now)
-save_record(P, rid, rec, nil)
+save_record(P, rid, rec, tonumber(rec.m))
 return reply({k = 'ok', s = statuses(rec.b, rec.cu)})

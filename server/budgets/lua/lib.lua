@@ -9,7 +9,9 @@
 --   P.."r:"..reservation_id   string, cjson record: s state (held|committed|released|expired|
 --        refused), a amount, l lease, e expiry ms, g granted, r refused_by, b the slots it
 --        holds, u the first answer's [used, reserved] per slot, ca/cu the commit's actual and
---        answer; kept until expiry + the record margin (idempotent retries)
+--        answer, m the record margin; kept without expiry while held (so an expired hold is
+--        always found and refunded, however long the fleet stays idle), then for the margin
+--        (default 24 h) after it ends (idempotent retries)
 --   P.."exp"                  sorted set: reservation ids held, scored by expiry (ms)
 -- A slot is one budget's counter for one request, an array of strings:
 --   [id, unit, scope, scope_key, kind, limit, window spec, window start ms, window end ms]
@@ -134,7 +136,7 @@ local function reclaim(P, now)
         local a = tonumber(rec.a)
         for _, s in ipairs(rec.b) do adjust(P, s, now, 0, -a) end
         rec.s = 'expired'
-        redis.call('SET', rkey, cjson.encode(rec), 'KEEPTTL')
+        redis.call('SET', rkey, cjson.encode(rec), 'PX', tonumber(rec.m))
       end
     end
     redis.call('ZREM', P .. 'exp', rid)
@@ -147,11 +149,12 @@ local function load_record(P, rid)
   return cjson.decode(raw)
 end
 
+-- ttl_ms nil: no expiry (a held reservation)
 local function save_record(P, rid, rec, ttl_ms)
   if ttl_ms then
     redis.call('SET', P .. 'r:' .. rid, cjson.encode(rec), 'PX', ttl_ms)
   else
-    redis.call('SET', P .. 'r:' .. rid, cjson.encode(rec), 'KEEPTTL')
+    redis.call('SET', P .. 'r:' .. rid, cjson.encode(rec))
   end
 end
 

@@ -15,6 +15,6 @@ if rec.s == 'held' then
   for _, s in ipairs(rec.b) do adjust(P, s, now, 0, -a) end
   redis.call('ZREM', P .. 'exp', rid)
   rec.s = 'released'
-  save_record(P, rid, rec, nil)
+  save_record(P, rid, rec, tonumber(rec.m))
 end
 return reply({k = 'ok', s = statuses(rec.b, snapshot(P, rec.b, now))})

@@ -2,7 +2,7 @@
 -- KEYS[1]  the fleet prefix "proctor:{FLEET}:" (names no key itself; routes the call to the
 --          fleet's slot; every key touched is derived from it, so all share its hash tag)
 -- ARGV[1]  reservation_id      ARGV[2] unit       ARGV[3] amount      ARGV[4] ttl (ms)
--- ARGV[5]  record margin (ms): how long the record outlives the expiry (idempotency)
+-- ARGV[5]  record margin (ms): how long the record outlives the reservation (idempotency)
 -- ARGV[6]  the budgets in policy order, a JSON array of
 --          [id, unit, scope, scope_key, kind (spend|concurrency), limit (string),
 --           window (none|minute|hour|day|month|fixed), fixed span (s), window spec]
@@ -20,7 +20,7 @@ if rec then
   if rec.l and rec.s == 'held' then
     rec.e = I(now + ttl)
     redis.call('ZADD', P .. 'exp', now + ttl, rid)
-    save_record(P, rid, rec, ttl + margin)
+    save_record(P, rid, rec, nil)
   end
   return reply({g = rec.g, r = rec.r, e = rec.e, s = statuses(rec.b, rec.u)})
 end
@@ -42,7 +42,11 @@ if refused_by == '' then
 end
 rec = {
   s = (refused_by == '') and 'held' or 'refused', a = I(amount), l = lease, e = I(now + ttl),
-  g = (refused_by == ''), r = refused_by, b = slots, u = snapshot(P, slots, now),
+  g = (refused_by == ''), r = refused_by, b = slots, u = snapshot(P, slots, now), m = I(margin),
 }
-save_record(P, rid, rec, ttl + margin)
+if refused_by == '' then
+  save_record(P, rid, rec, nil)
+else
+  save_record(P, rid, rec, ttl + margin)
+end
 return reply({g = rec.g, r = refused_by, e = rec.e, s = statuses(slots, rec.u)})

@@ -1,0 +1,48 @@
+"""Choosing the store from settings, and the Redis URL forms."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+
+from server.budgets import build_budget_store
+from server.budgets.memory import MemoryBudgetStore
+from server.budgets.redis_store import RedisBudgetStore, parse_redis_url
+from server.budgets.store import check_fleet
+
+
+@dataclass
+class FakeSettings:
+    redis_url: str = ""
+
+
+@pytest.mark.parametrize("url,want", [
+    ("redis://127.0.0.1:7000/0", ("redis://127.0.0.1:7000/0", False)),
+    ("redis://127.0.0.1:7000/0?cluster=1", ("redis://127.0.0.1:7000/0", True)),
+    ("redis://h:1/0?cluster=yes&ssl_cert_reqs=none",
+     ("redis://h:1/0?ssl_cert_reqs=none", True)),
+    ("redis://h:1/0?cluster=0", ("redis://h:1/0", False)),
+    ("redis+cluster://h:1", ("redis://h:1", True)),
+    ("rediss+cluster://h:1/0", ("rediss://h:1/0", True)),
+])
+def test_redis_url_forms(url: str, want: tuple[str, bool]) -> None:
+    assert parse_redis_url(url) == want
+
+
+def test_store_follows_settings() -> None:
+    async def main() -> None:
+        embedded = build_budget_store(FakeSettings())
+        assert isinstance(embedded, MemoryBudgetStore)
+        remote = build_budget_store(FakeSettings("redis://127.0.0.1:1/0"))
+        assert isinstance(remote, RedisBudgetStore) and remote.prefix == "proctor:{default}:"
+        await remote.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("name", ["", "a{b", "a}b", "x" * 65])
+def test_fleet_names_that_would_break_the_hash_tag_are_refused(name: str) -> None:
+    with pytest.raises(ValueError):
+        check_fleet(name)
