@@ -12,6 +12,8 @@ _COMMAND_MODULES = (
     "server.serve_cli",  # serve
     "server.policy_cli",  # check, test, eval
     "server.audit.cli",  # audit tail|consume|verify|show, replay
+    "server.approvals.cli",  # approvals list|approve|deny
+    "server.bench.cli",  # bench
 )
 
 

@@ -1,0 +1,1 @@
+"""Approvals: require_approval as a workflow bound to the exact action."""

@@ -1,0 +1,1 @@
+"""proctor bench: the load harness."""
