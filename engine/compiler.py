@@ -1,38 +1,43 @@
-"""Policy -> the tables evaluation reads: a topic automaton whose accepting
-states carry small, local rule bitsets.
+"""Policy -> the tables evaluation reads: a topic automaton whose states carry
+small, local rule bitsets.
 
 1. Every topic pattern (of rules and of derive_tags) goes into one segment
    trie: literal children in a dict, a ``*`` child, and a ``**`` child that
    loops on itself (patterns are first made canonical, so no two ``**`` are
-   adjacent). Trie nodes record the rules and derive entries whose pattern
-   ends there.
+   adjacent). A pattern whose one inner ``**`` is followed only by literals
+   and ``*`` (``**.delete``, ``job.*.**.export``, the common case) stops at its
+   ``**`` node: what follows goes, reversed, into that node's suffix trie, which
+   is matched against the topic's last segments once the walk is done. So an
+   open ``**`` never carries children along the walk, and the automaton below
+   stays about the size of the trie instead of multiplying by every segment
+   that may follow a ``**``. Patterns with two inner ``**`` stay whole in the
+   trie (the ``**`` node then has children, and the walk handles them).
 
-2. Walking that trie for a topic is a set of trie nodes per segment. The sets
+2. Walking the trie for a topic is a set of trie nodes per segment. The sets
    are precomputed as a deterministic automaton (``DState``): a state knows
    the literal segments any of its nodes can take (``lits``), its successor
    for each literal (``trans``) and one shared successor for every other
-   segment (``other``), so the walk is one dict lookup per segment. Patterns
-   with ``**`` in the middle multiply the states (a state holds every loop
-   still open), so states are built breadth first from the root only up to a
-   budget proportional to the trie; small policies get the whole automaton.
-   Past the built states the walk goes on over the trie itself (``finish``:
-   per node one dict lookup in a precomputed successor table). Nothing is
-   built or memoised while evaluating: a compiled policy never changes and
-   its memory is fixed at compile time.
+   segment (``other``), so the walk is one dict lookup per segment. States are
+   built breadth first from the root up to a budget proportional to the trie
+   (every realistic policy gets its whole automaton); past the built states
+   the walk goes on over the trie itself (``finish``: per node one lookup in a
+   precomputed successor table). A state also lists its open ``**`` nodes
+   (``globs``), whose suffix tries, each determinised too (``SuffixState``),
+   are walked from the topic's end (``suffix_matches``). Nothing is built or
+   memoised while evaluating: a compiled policy never changes, and its memory
+   is fixed at compile time.
 
-3. Each trie node where rule patterns end owns a ``NodeRules``: those rules
-   renumbered densely 0..k-1 in file order, and every set over them a Python
-   int of k bits only: the rules with no tag condition, one mask per tag, the
-   decision masks, and the "plain" mask of rules with no condition beyond topic
-   and tags. A DState lists the NodeRules of its nodes (``ends``, usually one
-   or two) and the tags its derive_tags entries add. So the bit operations cost
-   O(k), the rules whose patterns can match this topic, never O(rules in the
-   policy), and no set is ever built per state: memory follows the trie.
-   Rules with further conditions (agents, chain, tenants, depth, labels,
-   risk_tags_all) carry a Condition checked only for candidates that survive
-   topic and tags; with one NodeRules the evaluator tries candidates strongest
-   first and stops at the first that holds; with several it collects the
-   matches of each and merges them.
+3. Each trie or suffix-trie node where rule patterns end owns a ``NodeRules``:
+   those rules renumbered densely 0..k-1 in file order, and every set over
+   them a Python int of k bits only: the rules with no tag condition, one mask
+   per tag, the decision masks, and the "plain" mask of rules with no
+   condition beyond topic and tags. So the bit operations cost O(k), the rules
+   whose patterns can match this topic, never O(rules in the policy), and no
+   rule set is built per state. Rules with further conditions (agents, chain,
+   tenants, depth, labels, risk_tags_all) carry a Condition checked only for
+   candidates that survive topic and tags. With one NodeRules the evaluator
+   tries candidates strongest first and stops at the first that holds; with
+   several it takes each one's best and keeps the strongest, earliest.
 """
 
 from __future__ import annotations
@@ -170,8 +175,23 @@ class _AnyOf:
         return any(seg in m for m in self.maps)
 
 
+class SuffixState:
+    """A state of one '**' node's determinised suffix trie, walked from the topic's end."""
+
+    __slots__ = ("nodes", "trans", "other", "ends", "derived")
+
+    def __init__(
+        self, nodes: tuple[int, ...], ends: tuple[NodeRules, ...], derived: frozenset[str]
+    ) -> None:
+        self.nodes = nodes
+        self.trans: dict[str, SuffixState] = {}
+        self.other: SuffixState | None = None
+        self.ends = ends
+        self.derived = derived
+
+
 class DState:
-    """A set of trie nodes reached by a topic prefix (one state of the lazy DFA).
+    """A set of trie nodes reached by a topic prefix (one state of the automaton).
 
     ends holds the NodeRules of its nodes where rule patterns end, derived the
     tags of the derive_tags entries whose patterns end in its nodes.
@@ -185,7 +205,7 @@ class DState:
         lits: Container[str],
         ends: tuple[NodeRules, ...],
         derived: frozenset[str],
-        globs: tuple[tuple[int, int], ...],
+        globs: tuple[tuple[SuffixState, int], ...],
     ) -> None:
         self.nodes = nodes
         self.trans: dict[str, DState] = {}
@@ -197,7 +217,7 @@ class DState:
 
 
 class Automaton:
-    """The trie of every topic pattern and its lazily determinised walk."""
+    """The trie of every topic pattern, its suffix tries and its determinised walk."""
 
     def __init__(self, policy: Policy, split_suffixes: bool = True, build: bool = True) -> None:
         self.policy = policy
@@ -240,6 +260,8 @@ class Automaton:
         }
         if not build:
             return
+        self.merged: dict[tuple[int, ...], NodeRules] = {}
+        self._build_suffix_automata()
         self._build_steps()
         self.states: dict[tuple[int, ...], DState] = {}
         self.start = self._intern(tuple(sorted(self._closure(0))))
@@ -312,42 +334,68 @@ class Automaton:
         self.sfx_star.append(-1)
         return len(self.sfx_lit) - 1
 
+    def _build_suffix_automata(self) -> None:
+        """Determinise each suffix trie (no loops, so every state has one depth)."""
+        self.sfx_states: dict[int, SuffixState] = {}
+        for glob_node, root in self.glob_sfx.items():
+            start = self._suffix_state((root,))
+            made = {start.nodes: start}
+            queue = deque([start])
+            while queue:
+                state = queue.popleft()
+                segs: set[str] = set()
+                for s in state.nodes:
+                    segs.update(self.sfx_lit[s])
+                for seg in (*segs, None):
+                    out: list[int] = []
+                    for s in state.nodes:
+                        if seg is not None:
+                            child = self.sfx_lit[s].get(seg, -1)
+                            if child >= 0:
+                                out.append(child)
+                        if self.sfx_star[s] >= 0:
+                            out.append(self.sfx_star[s])
+                    if not out:
+                        continue
+                    key = tuple(sorted(set(out)))
+                    nxt = made.get(key)
+                    if nxt is None:
+                        nxt = made[key] = self._suffix_state(key)
+                        queue.append(nxt)
+                    if seg is None:
+                        state.other = nxt
+                    else:
+                        state.trans[seg] = nxt
+            self.sfx_states[glob_node] = start
+
+    def _suffix_state(self, nodes: tuple[int, ...]) -> SuffixState:
+        ends = tuple(self.node_rules[-1 - s] for s in nodes if -1 - s in self.node_rules)
+        tags: set[str] = set()
+        for s in nodes:
+            tags.update(self.node_derived.get(-1 - s, ()))
+        return SuffixState(nodes, ends, frozenset(tags))
+
     def suffix_matches(
-        self, globs: tuple[tuple[int, int], ...], segs: list[str]
+        self, globs: tuple[tuple[SuffixState, int], ...], segs: list[str]
     ) -> tuple[list[NodeRules], set[str]]:
         """The NodeRules and derived tags of suffix patterns that match the topic's tail."""
         ends: list[NodeRules] = []
         derived: set[str] = set()
-        node_rules = self.node_rules
-        node_derived = self.node_derived
-        sfx_lit = self.sfx_lit
-        sfx_star = self.sfx_star
         n = len(segs)
-        for root, before in globs:
-            active = [root]
-            depth = 0
-            room = n - before  # segments the '**' and its suffix may take
-            while active and depth < room:
-                seg = segs[n - 1 - depth]
-                nxt: list[int] = []
-                for s in active:
-                    child = sfx_lit[s].get(seg, -1)
-                    if child >= 0:
-                        nxt.append(child)
-                    child = sfx_star[s]
-                    if child >= 0:
-                        nxt.append(child)
-                active = nxt
-                depth += 1
-                for s in active:
-                    key = -1 - s
-                    rules = node_rules.get(key)
-                    if rules is not None:
-                        ends.append(rules)
-                    if node_derived:
-                        tags = node_derived.get(key)
-                        if tags:
-                            derived.update(tags)
+        for state, before in globs:
+            # The '**' and its suffix may take the segments after the prefix.
+            i = n - 1
+            stop = before - 1
+            while i > stop:
+                nxt = state.trans.get(segs[i]) or state.other
+                if nxt is None:
+                    break
+                state = nxt
+                if state.ends:
+                    ends.extend(state.ends)
+                if state.derived:
+                    derived.update(state.derived)
+                i -= 1
         return ends, derived
 
     def _closure(self, node: int) -> list[int]:
@@ -391,7 +439,7 @@ class Automaton:
 
     def finish(
         self, nodes: tuple[int, ...], segs: list[str]
-    ) -> tuple[tuple[NodeRules, ...], frozenset[str], tuple[tuple[int, int], ...]]:
+    ) -> tuple[tuple[NodeRules, ...], frozenset[str], tuple[tuple[SuffixState, int], ...]]:
         """Walk the rest of a topic on the trie itself, past the prebuilt states.
 
         Returns what a DState would hold: its NodeRules, derived tags and open '**'.
@@ -414,21 +462,30 @@ class Automaton:
             tags = [self.node_derived[n] for n in active if n in self.node_derived]
             if tags:
                 derived = frozenset().union(*tags)
-        glob_sfx = self.glob_sfx
-        globs = tuple((glob_sfx[n], self.glob_prefix[n]) for n in active if n in glob_sfx)
+        sfx = self.sfx_states
+        globs = tuple((sfx[n], self.glob_prefix[n]) for n in active if n in sfx)
         return ends, derived, globs
 
     def _state(self, nodes: tuple[int, ...]) -> DState:
         """A DState for nodes (not kept: the kept ones come from _intern)."""
         node_rules = self.node_rules
         ends = tuple(node_rules[n] for n in nodes if n in node_rules)
+        if len(ends) > 1:
+            # One NodeRules for the state's own terminals, shared by equal sets.
+            key = tuple(n for n in nodes if n in node_rules)
+            merged = self.merged.get(key)
+            if merged is None:
+                indexes = sorted({i for e in ends for i in e.rules})
+                merged = self.merged[key] = NodeRules(indexes, self.policy, self.conditions)
+            ends = (merged,)
         derived: frozenset[str] = _NO_LITERALS
         if self.node_derived:
             tags = [self.node_derived[n] for n in nodes if n in self.node_derived]
             if tags:
                 derived = frozenset().union(*tags)
         glob_sfx = self.glob_sfx
-        globs = tuple((glob_sfx[n], self.glob_prefix[n]) for n in nodes if n in glob_sfx)
+        sfx = self.sfx_states
+        globs = tuple((sfx[n], self.glob_prefix[n]) for n in nodes if n in glob_sfx)
         return DState(nodes, self._literals(nodes), ends, derived, globs)
 
     def _intern(self, nodes: tuple[int, ...]) -> DState:

@@ -19,9 +19,7 @@ from engine import model as engine_model
 from server.budgets.memory import MemoryBudgetStore
 from server.budgets.redis_store import RedisBudgetStore, connect
 from server.budgets.store import RECORD_MARGIN_SECONDS, BudgetStore
-from tests.support import redis as support_redis
-from tests.support.ports import free_port
-from tests.support.redis import RedisCluster, RedisProcess, start_redis
+from tests.support.redis import RedisProcess, start_redis
 
 T = TypeVar("T")
 Budget = getattr(engine, "Budget", None) or engine_model.Budget
@@ -109,51 +107,6 @@ def budget_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
         yield r
     finally:
         r.stop()
-
-
-def _cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is valid: redis-server refuses
-    to start in cluster mode on a port above 55535."""
-    while True:
-        port = free_port()
-        if port <= 55535:
-            return port
-
-
-def _wait_converged(cluster: RedisCluster, timeout: float = 30.0) -> None:
-    """Every node says cluster_state:ok and knows all slots (start_cluster asks node 0 only)."""
-    import redis
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ok = 0
-        for host, port in cluster.startup_nodes:
-            r = redis.Redis(host=host, port=port)
-            try:
-                info = r.cluster("info")
-                ok += info.get("cluster_state") == "ok" and int(info["cluster_slots_ok"]) == 16384
-            finally:
-                r.close()
-        if ok == len(cluster.nodes):
-            return
-        time.sleep(0.1)
-    raise TimeoutError("the budget test cluster did not converge")
-
-
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    """tests/conftest.py's cluster, started on ports below 55536 (see _cluster_port)."""
-    original = support_redis.free_port
-    support_redis.free_port = _cluster_port
-    try:
-        c = support_redis.start_cluster(Path(tmp_path_factory.mktemp("budget-cluster")))
-    finally:
-        support_redis.free_port = original
-    try:
-        _wait_converged(c)
-        yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])

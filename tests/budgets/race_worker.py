@@ -79,7 +79,6 @@ async def _store_side(url: str, name: str, start_at: float, tasks: int) -> tuple
 
 async def _grpc_side(address: str, name: str, start_at: float, tasks: int) -> tuple[list[str], int]:
     import grpc
-
     from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
     def transient(e: BaseException) -> bool:

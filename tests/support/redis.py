@@ -101,12 +101,32 @@ class RedisCluster:
             n.stop()
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) exists: redis-server refuses
+    cluster mode on a port above 55535."""
+    while True:
+        port = free_port()
+        if port <= 55535:
+            return port
+
+
+def _converged(cluster: RedisCluster) -> bool:
+    """Every node reports cluster_state:ok with all 16384 slots covered."""
+    for node in cluster.nodes:
+        info = subprocess.run(
+            [REDIS_CLI, "-p", str(node.port), "cluster", "info"], capture_output=True, text=True
+        ).stdout
+        if "cluster_state:ok" not in info or "cluster_slots_ok:16384" not in info:
+            return False
+    return True
+
+
 def start_cluster(workdir: Path, masters: int = 3) -> RedisCluster:
-    """A real Redis Cluster of `masters` masters and no replicas."""
+    """A real Redis Cluster of `masters` masters and no replicas, converged on every node."""
     cluster = RedisCluster()
     try:
         for i in range(masters):
-            port = free_port()
+            port = _cluster_port()
             node = RedisProcess(
                 port=port,
                 workdir=workdir / f"node{i}",
@@ -124,11 +144,7 @@ def start_cluster(workdir: Path, masters: int = 3) -> RedisCluster:
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            info = subprocess.run(
-                [REDIS_CLI, "-p", str(cluster.nodes[0].port), "cluster", "info"],
-                capture_output=True, text=True,
-            ).stdout
-            if "cluster_state:ok" in info:
+            if _converged(cluster):
                 return cluster
             time.sleep(0.1)
         raise TimeoutError("redis cluster did not reach cluster_state:ok")

@@ -1,0 +1,38 @@
+-- create.lua: create a pending approval, or return the live one of an idempotent retry.
+-- KEYS[1]  the prefix (lib.lua)
+-- ARGV[1]  new approval id      ARGV[2] body JSON        ARGV[3] ttl seconds
+-- ARGV[4]  tenant               ARGV[5] request_id ('' : always new)
+-- ARGV[6]  action hash          ARGV[7] approvers JSON   ARGV[8] retention ms
+-- Returns {k = "created" | "existing", a = record, x = expired}.
+local id, body, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local tenant, rq, hash, approvers = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local retention = tonumber(ARGV[8])
+local now = now_ms()
+local x = sweep(now)
+
+local idx = nil
+if rq ~= '' then
+  idx = P .. 'rq:' .. #tenant .. ':' .. tenant .. ':' .. rq
+  local prior = redis.call('GET', idx)
+  if prior then
+    local r = load(prior)
+    if r and (is_open(r.st) or r.st == 'denied') and now < tonumber(r.exp) and r.h == hash then
+      return reply({k = 'existing', a = r, x = x})
+    end
+  end
+end
+
+local exp = now + ttl * 1000
+local key = akey(id)
+redis.call('HSET', key, 'st', 'pending', 'exp', I(exp), 'cr', I(now), 'res', '0', 'rv', '',
+  'rr', '', 'cat', '0', 'cby', '', 'h', hash, 't', tenant, 'rq', rq, 'ap', approvers,
+  'ttl', I(ttl), 'body', body)
+redis.call('PEXPIREAT', key, exp + retention)
+redis.call('ZADD', P .. 'open', exp, id)
+redis.call('ZADD', P .. 'all', now, id)
+if idx then
+  redis.call('SET', idx, id, 'PXAT', exp)
+end
+-- Forget listing entries older than any record can be (their hashes have expired).
+redis.call('ZREMRANGEBYSCORE', P .. 'all', '-inf', now - retention - 2 * ttl * 1000 - 86400000)
+return reply({k = 'created', a = load(id), x = x})
