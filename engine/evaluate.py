@@ -46,6 +46,7 @@ class CompiledPolicy:
         self._by_id = {r.id: r for r in policy.rules}
         self._auto = Automaton(policy)
         self._start = self._auto.start
+        self._complete = self._auto.complete
         self._max_depth = policy.max_depth
         self._rule_ids = tuple(r.id for r in policy.rules)
         strength = {DENY: 2, REQUIRE_APPROVAL: 1}
@@ -128,22 +129,39 @@ class CompiledPolicy:
     def _decide(self, request: Request, explain: bool = False) -> Decision:
         state = self._start
         segs = request.topic.split(".")
-        for i, seg in enumerate(segs):
-            nxt = state.trans.get(seg)
-            if nxt is None and (seg in state.lits or (nxt := state.other) is None):
-                ends, derived, globs = self._auto.finish(state.nodes, segs[i:])
-                break
-            state = nxt
-        else:
+        if self._complete:
+            # Every state has every transition: one lookup per segment.
+            for seg in segs:
+                state = state.trans.get(seg) or state.other  # type: ignore[assignment]
             ends = state.ends
             derived = state.derived
             globs = state.globs
+        else:
+            for i, seg in enumerate(segs):
+                nxt = state.trans.get(seg)
+                if nxt is None and (seg in state.lits or (nxt := state.other) is None):
+                    ends, derived, globs = self._auto.finish(state.nodes, segs[i:])
+                    break
+                state = nxt
+            else:
+                ends = state.ends
+                derived = state.derived
+                globs = state.globs
         if globs:
-            more, more_derived = self._auto.suffix_matches(globs, segs)
-            if more:
-                ends = (*ends, *more)
-            if more_derived:
-                derived = derived | more_derived
+            # Open '**' nodes: match their suffix tries against the topic's tail
+            # (the inlined form of Automaton.suffix_matches, on the hot path).
+            last = len(segs) - 1
+            for sfx, before in globs:
+                i = last
+                while i >= before:
+                    sfx = sfx.trans.get(segs[i]) or sfx.other  # type: ignore[assignment]
+                    if sfx is None:
+                        break
+                    if sfx.ends:
+                        ends = (*ends, *sfx.ends)
+                    if sfx.derived:
+                        derived = derived | sfx.derived
+                    i -= 1
 
         tags = request.risk_tags
         extra: tuple[str, ...] = ()
@@ -151,6 +169,10 @@ class CompiledPolicy:
             extra = tuple(sorted(derived.difference(tags)))
         if self._max_depth is not None and len(request.delegation_path) - 1 > self._max_depth:
             return self._too_deep(len(request.delegation_path) - 1, extra)
+        if not ends and not explain:
+            if not extra:
+                return self._default
+            return self._derived_decisions.get((-1, extra)) or self._remember(-1, extra)
         if explain or len(ends) != 1:
             return self._merged(request, ends, derived, extra, explain)
 

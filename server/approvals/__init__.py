@@ -1,1 +1,38 @@
-"""Approvals: require_approval as a workflow bound to the exact action."""
+"""Approvals: require_approval as a workflow bound to the exact action (DESIGN section 5).
+
+| module | what |
+|---|---|
+| store.py | the ApprovalStore Protocol, records, errors, validation, and the |
+|          | semantics chosen where DESIGN is silent                          |
+| memory.py | the embedded store (no --redis-url) |
+| redis_store.py, lua/ | the Redis / Redis Cluster store: one Lua script per operation |
+| binding.py | the action hash that binds an approval to its action |
+| gate.py | the Evaluate step: create approvals, consume presented grants |
+| events.py | the audit events of kind "approval" |
+| service.py | the proctor.v1.Approvals servicer and the store's health watch |
+| cli.py | proctor approvals list / approve / deny |
+
+`build_approval_store(settings)` picks the store: Redis (or Redis Cluster, with
+`?cluster=1`) when `settings.redis_url` is set, the embedded store otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .store import ApprovalStore
+
+
+def build_approval_store(settings: Any) -> ApprovalStore:
+    url = getattr(settings, "redis_url", "") or ""
+    if url:
+        from .redis_store import RedisApprovalStore
+
+        fleet = getattr(settings, "approval_fleet", "") or "default"
+        return RedisApprovalStore.from_url(url, fleet)
+    from .memory import MemoryApprovalStore
+
+    return MemoryApprovalStore()
+
+
+__all__ = ["ApprovalStore", "build_approval_store"]

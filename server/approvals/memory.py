@@ -11,6 +11,7 @@ wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import time
 from collections.abc import Callable
@@ -164,10 +165,12 @@ class MemoryApprovalStore:
             # Wake at a transition, at the approval's own expiry, or when the wait ends.
             until_expiry = max(0.0, a.expires_at - self._now()) + 0.001
             async with cond:
-                try:
+                # Re-checked under the lock: a transition notifies while holding it.
+                current = self._records.get(approval_id)
+                if current is None or current.status != PENDING:
+                    continue
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(cond.wait(), min(left, until_expiry, 1.0))
-                except TimeoutError:
-                    pass
 
     async def list(
         self, status: str = "", approver: str = "", tenant: str = "",
@@ -176,8 +179,7 @@ class MemoryApprovalStore:
         limit = check_list(status, approver, tenant, limit)
         expired = self._sweep(self._now())
         out: list[Approval] = []
-        for a in sorted(self._records.values(), key=lambda x: (x.created_at, x.approval_id),
-                        reverse=True):
+        for a in reversed(self._records.values()):  # insertion order: oldest first
             if status and a.status != status:
                 continue
             if tenant and a.draft.tenant != tenant:

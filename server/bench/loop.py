@@ -196,6 +196,7 @@ class _Caller:
         self.plan = spec.plan
         self.calls = [[ch.unary_unary(op.method) for ch in channels] for op in spec.plan.ops]
         self.n = 0
+        self.op_n = [0] * len(spec.plan.ops)
         self.token = f"{spec.run_token or secrets.token_hex(4)}-{spec.index}-"
         self.timeout = spec.timeout
 
@@ -205,7 +206,9 @@ class _Caller:
         schedule = self.plan.schedule
         i = schedule[n % len(schedule)]
         op = self.plan.ops[i]
-        payload = op.payloads[(n // len(schedule) * op.weight + n) % len(op.payloads)]
+        k = self.op_n[i]
+        self.op_n[i] = k + 1
+        payload = op.payloads[k % len(op.payloads)]
         if op.fresh_reservation_id:
             payload = reservation_prefix(self.token + str(n)) + payload
         chans = self.calls[i]
@@ -421,11 +424,16 @@ def run_load(
     for w in workers:
         w.start()
     try:
-        for _ in workers:
+        waiting, give_up = procs, time.monotonic() + 60
+        while waiting:
             try:
-                ready.get(timeout=60)
-            except Exception as e:  # queue.Empty
-                raise BenchError(f"load processes not ready after 60 s ({address})") from e
+                ready.get(timeout=0.5)
+                waiting -= 1
+            except Exception:  # queue.Empty
+                dead = [w for w in workers if w.exitcode is not None]
+                if dead or time.monotonic() > give_up:
+                    why = f"one exited with {dead[0].exitcode}" if dead else "60 s passed"
+                    raise BenchError(f"load processes not ready ({address}): {why}") from None
         t0 = time.monotonic() + 0.1
         start_at.value = t0
         bar = Progress(label or f"{mode} {address}", warmup, duration, enabled=progress)

@@ -14,6 +14,9 @@ class RetryPolicy:
 
     `attempts` counts the first try: 1 means no retry. The pause before retry n
     is a uniform random draw in [0, min(max_backoff, initial_backoff * multiplier**(n-1))].
+    Only UNAVAILABLE is retried by default; a server that stops while a call is still
+    queued in its transport answers CANCELLED, which `retry_on` may add (Evaluate is
+    safe to repeat).
     """
 
     attempts: int = 3

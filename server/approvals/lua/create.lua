@@ -29,10 +29,13 @@ redis.call('HSET', key, 'st', 'pending', 'exp', I(exp), 'cr', I(now), 'res', '0'
   'ttl', I(ttl), 'body', body)
 redis.call('PEXPIREAT', key, exp + retention)
 redis.call('ZADD', P .. 'open', exp, id)
-redis.call('ZADD', P .. 'all', now, id)
+-- Score: creation ms * 1000 + a per-fleet counter, so creations within one ms list in order.
+local seq = redis.call('INCR', P .. 'seq') % 1000
+redis.call('ZADD', P .. 'all', now * 1000 + seq, id)
 if idx then
   redis.call('SET', idx, id, 'PXAT', exp)
 end
 -- Forget listing entries older than any record can be (their hashes have expired).
-redis.call('ZREMRANGEBYSCORE', P .. 'all', '-inf', now - retention - 2 * ttl * 1000 - 86400000)
+redis.call('ZREMRANGEBYSCORE', P .. 'all', '-inf',
+  (now - retention - 2 * ttl * 1000 - 86400000) * 1000)
 return reply({k = 'created', a = load(id), x = x})

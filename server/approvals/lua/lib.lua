@@ -12,7 +12,9 @@
 --                    string: the id of the approval that request created; PEXPIREAT its
 --                    deadline (idempotent retries).
 --   P.."open"        sorted set: pending and approved ids scored by deadline (ms).
---   P.."all"         sorted set: every id scored by creation (ms), for listing.
+--   P.."all"         sorted set: every id scored by creation (ms * 1000 + P.."seq" % 1000),
+--                    for listing newest first.
+--   P.."seq"         counter of creations.
 -- Replies are cjson objects: k (kind), a (one record), l (records), x (records that this
 -- call expired, for the caller to report). Integers travel as decimal strings.
 

@@ -1,0 +1,91 @@
+"""`proctor serve` as a subprocess for --spawn: a free loopback port, a private audit dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proctor_command() -> list[str]:
+    exe = Path(sys.executable).parent / "proctor"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "server"]
+
+
+class SpawnedServer:
+    """Start `proctor serve --policy P` on 127.0.0.1:<free port>; stop it with SIGTERM."""
+
+    def __init__(self, policy: str | os.PathLike[str], extra_args: list[str] | None = None,
+                 workdir: Path | None = None) -> None:
+        self.own_dir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="proctor-bench-"))
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log_path = self.workdir / "proctor-serve.log"
+        self.cmd = [*proctor_command(), "serve", "--policy", str(Path(policy).resolve()),
+                    "--listen", self.address, "--audit-dir", str(self.workdir / "audit"),
+                    "--log-level", "warning", *(extra_args or [])]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> SpawnedServer:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=log, cwd=self.workdir,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"proctor serve exited with {self.proc.returncode}:\n{self.log()}")
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    if status.status == health_pb2.HealthCheckResponse.SERVING:
+                        return self
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"proctor serve not SERVING after {timeout:.0f} s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(10)
+            code = self.proc.returncode
+        if self.own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return code
+
+    def __enter__(self) -> SpawnedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
