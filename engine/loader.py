@@ -215,6 +215,10 @@ class _Loader:
         if root is None or (root.kind == SCALAR and root.value is None):
             self.fail("the policy is empty (expected a mapping with 'version: v1')", None)
         top = self.mapping(root, "the policy", TOP_KEYS)
+        for key in ("rules", "budgets", "derive_tags", "delegation"):
+            # An empty section ("rules:" with nothing under it) is an empty one.
+            if key in top and top[key].kind == SCALAR and top[key].value is None:
+                del top[key]
         if "version" not in top:
             self.fail("missing required key 'version' (expected 'version: v1')", root.line)
         version = top["version"]
@@ -234,11 +238,9 @@ class _Loader:
             derive = tuple(self.derive(n) for n in self.seq(top["derive_tags"], "derive_tags"))
         max_depth: int | None = None
         if "delegation" in top:
-            node = top["delegation"]
-            if not (node.kind == SCALAR and node.value is None):
-                fields = self.mapping(node, "delegation", DELEGATION_KEYS)
-                if "max_depth" in fields:
-                    max_depth = self.integer(fields["max_depth"], "delegation.max_depth", 0)
+            fields = self.mapping(top["delegation"], "delegation", DELEGATION_KEYS)
+            if "max_depth" in fields:
+                max_depth = self.integer(fields["max_depth"], "delegation.max_depth", 0)
         rules: list[Rule] = []
         if "rules" in top:
             seen: dict[str, int] = {}

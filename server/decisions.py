@@ -54,8 +54,12 @@ def to_engine_request(msg: decisions_pb2.EvaluateRequest) -> engine.Request:
 class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
     """Evaluate and EvaluateBatch on the holder's serving policy."""
 
-    def __init__(self, holder: Any, audit: Any, metrics: Any, sync_audit: bool = False) -> None:
+    def __init__(self, holder: Any, audit: Any, metrics: Any, sync_audit: bool = False,
+                 approvals: Any = None) -> None:
         self.holder = holder
+        # server.approvals.gate.ApprovalGate: require_approval creates an approval; a presented
+        # approved id for the very same action turns it into allow once. None: no approvals.
+        self.approvals = approvals
         self.audit = audit
         self.metrics = metrics
         # With --audit-durability sync a record waits for the disk: a batch then records
@@ -74,7 +78,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         except engine.RequestError as e:
             self.metrics.invalid("Evaluate", e.field)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        response, event = self._decide(req, request, started)
+        response, event = await self._decide(req, request, started)
         await self.audit.record("decision", event)
         self.metrics.observe_evaluate((time.perf_counter_ns() - started) / 1e9)
         return response
@@ -103,7 +107,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                 slot.error.code = _INVALID_ARGUMENT
                 slot.error.message = str(e)
                 continue
-            response, event = self._decide(req, item, item_started)
+            response, event = await self._decide(req, item, item_started)
             slot.response.CopyFrom(response)
             events.append(event)
         if self.sync_audit:
@@ -115,20 +119,23 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         self.metrics.observe_batch((time.perf_counter_ns() - started) / 1e9, len(items))
         return out
 
-    def _decide(
+    async def _decide(
         self, req: engine.Request, msg: decisions_pb2.EvaluateRequest, started: int
     ) -> tuple[decisions_pb2.EvaluateResponse, dict[str, Any]]:
         """Evaluate one validated request on the serving policy: the answer and its audit event."""
         policy = self.holder.current
         decision = policy.evaluate(req, explain=msg.explain)
         decision_id = self._ids.new()
-        # Approvals are not built yet: a require_approval decision carries no approval_id.
-        approval_id = ""
-        self.metrics.decided(decision.decision, decision.rule_id)
+        outcome, reason, approval_id, extra = decision.decision, decision.reason, "", {}
+        if self.approvals is not None and (outcome == "require_approval" or msg.approval_id):
+            gate = await self.approvals.apply(req, decision, msg.approval_id, decision_id)
+            outcome, reason, approval_id, extra = (
+                gate.decision, gate.reason, gate.approval_id, gate.audit)
+        self.metrics.decided(outcome, decision.rule_id)
         response = decisions_pb2.EvaluateResponse(
-            decision=DECISION_TO_PROTO[decision.decision],
+            decision=DECISION_TO_PROTO[outcome],
             rule_id=decision.rule_id,
-            reason=decision.reason,
+            reason=reason,
             policy_version=decision.policy_version,
             decision_id=decision_id,
             approval_id=approval_id,
@@ -148,12 +155,13 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             "risk_tags": req.risk_tags,
             "labels": req.labels,
             "derived_tags": decision.derived_tags,
-            "outcome": decision.decision,
+            "outcome": outcome,
             "rule_id": decision.rule_id,
-            "reason": decision.reason,
+            "reason": reason,
             "policy_version": decision.policy_version,
             "decision_id": decision_id,
             "approval_id": approval_id,
             "latency_us": (time.perf_counter_ns() - started) // 1000,
+            **extra,
         }
         return response, event

@@ -40,6 +40,8 @@ from . import health as health_names
 from . import logs
 from . import reflection as server_reflection
 from .admin import AdminService
+from .approvals import build_approval_store
+from .approvals.service import ApprovalsService
 from .audit import build_audit as build_audit_pipeline
 from .audit.metrics import register as register_audit_metrics
 from .audit.stream import AuditService
@@ -89,12 +91,15 @@ def register_services(
 ) -> tuple[str, ...]:
     """Add every servicer to the server; return the service names for reflection.
 
-    Approvals is the generated base class for now (every method answers
-    UNIMPLEMENTED); its issue swaps its servicer in here.
+    Approvals: Redis store with --redis-url, embedded otherwise; its gate sits in Evaluate
+    (require_approval creates an approval; an approved id unlocks its action once).
     """
+    approval_service = ApprovalsService(build_approval_store(settings), audit, health)
+    approval_service.start_watch()
     decisions_pb2_grpc.add_DecisionsServicer_to_server(
         DecisionsService(
-            holder, audit, metrics, sync_audit=settings.audit_durability == "sync"
+            holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
+            approvals=approval_service.gate,
         ),
         server,
     )
@@ -104,9 +109,7 @@ def register_services(
     budget_service = BudgetsService(build_budget_store(settings), holder, audit, health)
     budget_service.start_watch()
     budgets_pb2_grpc.add_BudgetsServicer_to_server(budget_service, server)
-    approvals_pb2_grpc.add_ApprovalsServicer_to_server(
-        approvals_pb2_grpc.ApprovalsServicer(), server
-    )
+    approvals_pb2_grpc.add_ApprovalsServicer_to_server(approval_service, server)
     audit_pb2_grpc.add_AuditServicer_to_server(AuditService.from_settings(settings), server)
     register_audit_metrics(metrics.registry)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)

@@ -283,10 +283,19 @@ def envelope(d: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
     reviewer = reason = ""
     if d.get("outcome") == "require_approval":
         status = "pending" if d.get("approval_id") else "not created"
+    approvers: list[str] = []
+    expires_at = used_by = ""
     for s in steps:
-        status = str(s.get("outcome") or s.get("status") or status)
+        # Approval events (server/approvals/events.py) carry the status after the step;
+        # only approved/denied steps carry reviewer and reason.
+        status = str(s.get("status") or s.get("outcome") or status)
         reviewer = str(s.get("reviewer", reviewer))
         reason = str(s.get("reason", reason))
+        approvers = list(s.get("approvers") or approvers)
+        expires_at = str(s.get("expires_at") or expires_at)
+        used_by = str(s.get("used_by") or used_by)
+    if status in ("pending", "approved") and expires_at and expires_at < format_time(time.time()):
+        status = "expired"  # no server recorded the expiry (none was running), but it has passed
     return {
         "decision_id": d.get("decision_id", ""),
         "time": d.get("time", ""),
@@ -310,7 +319,8 @@ def envelope(d: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
         "latency_us": d.get("latency_us"),
         "approval": {
             "approval_id": d.get("approval_id", ""), "status": status, "reviewer": reviewer,
-            "reason": reason, "steps": steps,
+            "reason": reason, "approvers": approvers, "expires_at": expires_at,
+            "used_by": used_by, "steps": steps,
         },
         "hash": d.get("hash", ""),
         "prev_hash": d.get("prev_hash", ""),
@@ -338,6 +348,8 @@ def render_envelope(env: dict[str, Any]) -> str:
         ("latency", f"{env['latency_us']} us"),
         ("approval", a["approval_id"] or "-"),
         ("approval status", a["status"]),
+        ("approvers", ", ".join(a.get("approvers") or []) or "-"),
+        ("used by", a.get("used_by") or "-"),
         ("reviewer", a["reviewer"] or "-"),
         ("review reason", a["reason"] or "-"),
         ("hash", env["hash"]),

@@ -30,7 +30,12 @@ def _pyplot() -> Any:
 
 def latency_vs_throughput(points: list[dict[str, Any]], path: Path, title: str,
                           floor: list[dict[str, Any]] | None = None) -> Path:
-    """p50 and p99 (ms, log scale) against achieved throughput, one marker per swept rate."""
+    """p50 and p99 (ms, log scale) against achieved throughput, one marker per swept rate.
+
+    Each p99 marker is labelled with its offered rate as a share of the base; past
+    saturation the achieved throughput can fall while latency climbs, so the line
+    may curl back.
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
     for series, style, label in ((points, "-", "proctor"), (floor or [], "--", "floor")):
@@ -39,6 +44,9 @@ def latency_vs_throughput(points: list[dict[str, Any]], path: Path, title: str,
         xs = [p["throughput_per_s"] for p in series]
         ax.plot(xs, [p["p50_us"] / 1000 for p in series], "o" + style, label=f"{label} p50")
         ax.plot(xs, [p["p99_us"] / 1000 for p in series], "s" + style, label=f"{label} p99")
+        for p in series:
+            ax.annotate(f"{p['fraction']:.0%}", (p["throughput_per_s"], p["p99_us"] / 1000),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_yscale("log")
     ax.set_xlabel("achieved throughput (calls/s)")
     ax.set_ylabel("latency from intended send (ms)")

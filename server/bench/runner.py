@@ -30,6 +30,7 @@ from .workload import (
     augmented_policy_text,
     budget_units,
     build_plan,
+    engine_decision,
     generate_requests,
     local_decisions,
     read_jsonl,
@@ -123,6 +124,7 @@ def _run(args: argparse.Namespace) -> int:
         pre = preflight(address, plan, timeout=args.timeout)
         if pre["ok"] == 0:
             raise BenchError(f"preflight: no call to {address} succeeded: {pre['errors']}")
+        pre["engine_mismatches"] = engine_mismatches(policy, requests, pre["in_order"])
 
         settings: dict[str, Any] = {
             "target": args.target, "mode": mode,
@@ -157,7 +159,8 @@ def _run(args: argparse.Namespace) -> int:
                 "request_bytes": plan.request_bytes,
                 "response_bytes": pre["response_bytes"],
                 "engine_decisions": local_decisions(policy, requests) if policy else None,
-                "preflight": {k: pre[k] for k in ("calls", "ok", "errors", "decisions")},
+                "preflight": {k: pre[k] for k in ("calls", "ok", "errors", "decisions",
+                                                  "engine_mismatches")},
             },
             "figures": main.figures(),
         }
@@ -211,6 +214,7 @@ def preflight(address: str, plan: Any, timeout: float = 10.0, sample: int = 200)
     sizes: dict[str, list[int]] = {}
     errors: Counter[str] = Counter()
     decisions: Counter[str] = Counter()
+    in_order: list[str] = []
     calls = ok = 0
     with grpc.insecure_channel(address) as ch:
         try:
@@ -232,12 +236,31 @@ def preflight(address: str, plan: Any, timeout: float = 10.0, sample: int = 200)
                 sizes.setdefault(op.name, []).append(len(reply))
                 if op.name == "evaluate":
                     resp = decisions_pb2.EvaluateResponse.FromString(reply)
-                    decisions[_DECISIONS.get(resp.decision, str(resp.decision))] += 1
+                    name = _DECISIONS.get(resp.decision, str(resp.decision))
+                    decisions[name] += 1
+                    in_order.append(name)
     return {
         "calls": calls, "ok": ok, "errors": dict(errors),
-        "decisions": dict(sorted(decisions.items())),
+        "decisions": dict(sorted(decisions.items())), "in_order": in_order,
         "response_bytes": {k: round(sum(v) / len(v)) for k, v in sizes.items()},
     }
+
+
+def engine_mismatches(policy: Any, requests: list[dict[str, Any]],
+                      answered: list[str]) -> int | None:
+    """How many preflight answers differ from the engine's decision (None: no policy, or
+    the answers cannot be lined up because some calls failed)."""
+    if policy is None or not answered or len(answered) != min(len(requests), 200):
+        return None
+    bad = 0
+    for obj, got in zip(requests, answered, strict=False):
+        want = engine_decision(policy, obj)
+        if want == "invalid":
+            continue
+        # a presented, granted approval turns require_approval into allow (DESIGN section 5)
+        if want != got and not (obj.get("approval_id") and want == "require_approval"):
+            bad += 1
+    return bad
 
 
 def run_floor(plan: Any, response_bytes: dict[str, int], load_kw: dict[str, Any]) -> LoadResult:
@@ -293,6 +316,7 @@ def run_sweep(args: argparse.Namespace, address: str, plan: Any, main: LoadResul
     finally:
         if echo is not None:
             echo.stop()
+    out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.with_suffix("")
     title = (f"proctor bench --target {args.target}: open loop at fractions of "
              f"{base:,.0f} calls/s ({'closed-loop max' if mode == 'closed' else '--rate'})")
@@ -344,6 +368,10 @@ def summary(doc: dict[str, Any]) -> str:
                      f"{fmt(r['p90']):>10}{fmt(r['p99']):>10}{fmt(r['p99_9']):>10}"
                      f"{fmt(r['max']):>10}")
     f = doc["figures"]
+    mismatches = doc["workload"]["preflight"].get("engine_mismatches")
+    if mismatches:
+        lines.append(f"WARNING: {mismatches} preflight answers differ from the engine's decision "
+                     "(is the server serving the same policy?)")
     if f["errors_by_code"]:
         lines.append("errors by status: " + ", ".join(f"{k} {v:,}" for k, v in
                                                        f["errors_by_code"].items()))

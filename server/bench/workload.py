@@ -195,26 +195,28 @@ def to_message(obj: dict[str, Any]) -> decisions_pb2.EvaluateRequest:
         raise WorkloadError(f"bad request {obj!r}: {e}") from None
 
 
-def local_decisions(policy: Any, requests: list[dict[str, Any]]) -> dict[str, int]:
-    """The decision mix the engine gives the workload (what the server should answer)."""
+def engine_decision(policy: Any, obj: dict[str, Any]) -> str:
+    """The engine's decision for one request object ("invalid" when it breaks a limit)."""
     from engine import Request, RequestError
 
-    counts: Counter[str] = Counter()
-    for obj in requests:
-        try:
-            req = Request(
-                topic=obj.get("topic", ""),
-                risk_tags=obj.get("risk_tags", ()),
-                delegation_path=obj.get("delegation_path", ()),
-                tenant=obj.get("tenant", ""),
-                run_id=obj.get("run_id", ""),
-                request_id=obj.get("request_id", ""),
-                labels=obj.get("labels") or None,
-            )
-        except RequestError:
-            counts["invalid"] += 1
-            continue
-        counts[policy.evaluate(req).decision] += 1
+    try:
+        req = Request(
+            topic=obj.get("topic", ""),
+            risk_tags=obj.get("risk_tags", ()),
+            delegation_path=obj.get("delegation_path", ()),
+            tenant=obj.get("tenant", ""),
+            run_id=obj.get("run_id", ""),
+            request_id=obj.get("request_id", ""),
+            labels=obj.get("labels") or None,
+        )
+    except RequestError:
+        return "invalid"
+    return str(policy.evaluate(req).decision)
+
+
+def local_decisions(policy: Any, requests: list[dict[str, Any]]) -> dict[str, int]:
+    """The decision mix the engine gives the workload (what the server should answer)."""
+    counts = Counter(engine_decision(policy, obj) for obj in requests)
     return dict(sorted(counts.items()))
 
 

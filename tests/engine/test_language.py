@@ -71,6 +71,19 @@ def hits(p: CompiledPolicy, *args: Any, **kw: Any) -> bool:
         ("Job.read", "job.read", False),
         ("job.read", "job.read.more", False),
         ("a:b.c-d.e_f", "a:b.c-d.e_f", True),
+        # A '**' followed by a suffix: the suffix may not reach back into the prefix.
+        ("x.*.**.y", "x.y", False),
+        ("x.*.**.y", "x.q.y", True),
+        ("x.*.**.y", "x.y.y", True),
+        ("x.**.y.*", "x.y", False),
+        ("x.**.y.*", "x.y.z", True),
+        ("**.a.b", "b", False),
+        ("**.a.b", "a.b", True),
+        ("**.a.*", "q.a.b", True),
+        ("a.**.a", "a", False),
+        ("a.**.a", "a.a", True),
+        ("a.**.b.**.c", "a.b.c", True),
+        ("a.**.b.**.c", "a.c.b", False),
     ],
 )
 def test_topic_patterns(pattern: str, topic: str, expected: bool) -> None:
@@ -305,6 +318,12 @@ def test_default_default() -> None:
         "no rule matched",
         (),
     )
+
+
+def test_empty_sections_are_empty() -> None:
+    p = policy("version: v1\nrules:\nbudgets:\nderive_tags:\ndelegation:\n")
+    assert p.rule_count == 0 and p.budgets == ()
+    assert p.evaluate(req("x")).rule_id == "default"
 
 
 def test_custom_default() -> None:

@@ -56,8 +56,8 @@ def test_sensitive_actions_require_approval(
 ) -> None:
     d = client.evaluate(topic, delegation_path=AGENTS, risk_tags=tags)
     assert (d.decision, d.rule_id) == ("require_approval", rule)
-    # Approvals are not built yet: no approval id.
-    assert d.approval_id == ""
+    # Each creates an approval to wait on (the workflow is tested in tests/approvals).
+    assert d.approval_id.startswith("apv_")
 
 
 def test_bulk_export_is_denied_whatever_else_matches(client: ProctorClient) -> None:
@@ -219,12 +219,12 @@ def test_get_policy_describes_the_serving_policy(seed_server: ProctorProcess) ->
     assert p.loaded_at.seconds > 0
 
 
-def test_later_services_answer_unimplemented(seed_server: ProctorProcess) -> None:
+def test_approvals_service_answers(seed_server: ProctorProcess) -> None:
     with grpc.insecure_channel(seed_server.address) as ch:
         stub = approvals_pb2_grpc.ApprovalsStub(ch)
         with pytest.raises(grpc.RpcError) as e:
-            stub.ListApprovals(approvals_pb2.ListApprovalsRequest(), timeout=5)
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            stub.GetApproval(approvals_pb2.GetApprovalRequest(approval_id="apv_x"), timeout=5)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 # -- health, reflection, metrics ------------------------------------------------------

@@ -12,6 +12,7 @@
 """
 
 from .aio import AsyncProctorClient
+from .approvals import ApprovalState
 from .budgets import (
     BudgetRefusedError,
     BudgetStatus,
@@ -35,6 +36,7 @@ from .retry import NO_RETRY, RetryPolicy
 
 __all__ = [
     "ALLOW",
+    "ApprovalState",
     "DENY",
     "FAIL_CLOSED_RULE_ID",
     "NO_RETRY",

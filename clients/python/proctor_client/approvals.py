@@ -33,7 +33,7 @@ from typing import Any
 from proctor.v1 import approvals_pb2, approvals_pb2_grpc
 
 from .errors import ProctorError
-from .results import DENY, REQUIRE_APPROVAL, DecisionResult
+from .results import DENY, REQUIRE_APPROVAL, DecisionResult, EvaluationRequest
 
 _DEFAULT: Any = object()
 DEFAULT_WAIT_SECONDS = 60.0
@@ -125,8 +125,19 @@ def settled(first: DecisionResult, state: ApprovalState, waited: float) -> Decis
     return replace(first, decision=DENY, reason=f"{first.reason} ({text})")
 
 
-def _waitable(result: DecisionResult, wait: float | None) -> bool:
+def waits(result: DecisionResult, wait: float | None) -> bool:
+    """Does evaluate's wait_for_approval apply to this answer?"""
     return bool(wait) and result.decision == REQUIRE_APPROVAL and bool(result.approval_id)
+
+
+def with_approval(request: Any, approval_id: str) -> EvaluationRequest:
+    """The same EvaluateRequest, presenting `approval_id`."""
+    return EvaluationRequest(
+        topic=request.topic, delegation_path=tuple(request.delegation_path),
+        risk_tags=tuple(request.risk_tags), tenant=request.tenant, run_id=request.run_id,
+        request_id=request.request_id, labels=dict(request.labels), approval_id=approval_id,
+        explain=request.explain,
+    )
 
 
 class ApprovalsMixin:
@@ -183,10 +194,7 @@ class ApprovalsMixin:
         out = settled(first, state, time.monotonic() - started)
         if out is not None:
             return out
-        again = type(request)()
-        again.CopyFrom(request)
-        again.approval_id = first.approval_id
-        return self.evaluate(again)
+        return self.evaluate(with_approval(request, first.approval_id))
 
 
 class AsyncApprovalsMixin:
@@ -243,10 +251,7 @@ class AsyncApprovalsMixin:
         out = settled(first, state, time.monotonic() - started)
         if out is not None:
             return out
-        again = type(request)()
-        again.CopyFrom(request)
-        again.approval_id = first.approval_id
-        return await self.evaluate(again)
+        return await self.evaluate(with_approval(request, first.approval_id))
 
 
-__all__ = ["ApprovalState", "ApprovalsMixin", "AsyncApprovalsMixin", "_waitable"]
+__all__ = ["ApprovalState", "ApprovalsMixin", "AsyncApprovalsMixin", "waits"]

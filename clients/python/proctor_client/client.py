@@ -19,6 +19,7 @@ from ._base import (
     describe,
     may_fail_closed,
 )
+from .approvals import ApprovalsMixin, waits
 from .budgets import BudgetsMixin
 from .errors import ProctorError
 from .results import BatchItem, DecisionResult, EvaluationRequest, batch_from_proto
@@ -28,7 +29,7 @@ T = TypeVar("T")
 _UNSET: Any = object()
 
 
-class ProctorClient(BudgetsMixin):
+class ProctorClient(BudgetsMixin, ApprovalsMixin):
     """Blocking client for Proctor's gRPC API.
 
     >>> with ProctorClient("127.0.0.1:50051", fail_closed=True) as proctor:
@@ -118,8 +119,13 @@ class ProctorClient(BudgetsMixin):
         approval_id: str = "",
         explain: bool = False,
         timeout: float | None = _UNSET,
+        wait_for_approval: float | None = None,
     ) -> DecisionResult:
-        """Decide one action; see the class docstring for deadlines, retries and fail-closed."""
+        """Decide one action; see the class docstring for deadlines, retries and fail-closed.
+
+        wait_for_approval=SECONDS: on require_approval with an approval id, wait for the
+        reviewer and return the final answer (see proctor_client.approvals).
+        """
         request = build_request(
             topic, delegation_path=delegation_path, risk_tags=risk_tags, tenant=tenant,
             run_id=run_id, request_id=request_id, labels=labels, approval_id=approval_id,
@@ -135,7 +141,10 @@ class ProctorClient(BudgetsMixin):
                     describe(error, error.attempts)
                 )
             raise
-        return DecisionResult.from_proto(response)
+        result = DecisionResult.from_proto(response)
+        if waits(result, wait_for_approval):
+            return self._await_decision(result, request, wait_for_approval)
+        return result
 
     def evaluate_batch(
         self,
