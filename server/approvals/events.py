@@ -1,7 +1,7 @@
 """Audit events of kind "approval": one per step, so one record answers who asked, through
 which delegation path, under which policy version and rule, who resolved it, and why.
 
-Fields: `op` (created | approved | denied | expired | consumed), `outcome` and
+Fields: `op` and `outcome` (created | approved | denied | expired | consumed),
 `status` (the approval's status after the step), `approval_id`, `decision_id`
 (the decision that asked for the approval; `used_by` names the decision that
 consumed it), the request (request_id, run_id, tenant, delegation_path, topic,
@@ -14,24 +14,22 @@ resolution's.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
+from ..audit.event import format_time
 from .store import Approval
 
 
 def iso(seconds: float) -> str:
-    if not seconds:
-        return ""
-    t = dt.datetime.fromtimestamp(seconds, dt.UTC)
-    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The audit's time format (RFC 3339 UTC, microseconds: sorts as text)."""
+    return format_time(seconds) if seconds else ""
 
 
 def approval_event(op: str, a: Approval, **extra: Any) -> dict[str, Any]:
     d = a.draft
     fields: dict[str, Any] = {
         "op": op,
-        "outcome": a.status,
+        "outcome": op,
         "status": a.status,
         "approval_id": a.approval_id,
         "decision_id": d.decision_id,

@@ -123,10 +123,12 @@ class ApprovalGate:
             )
             made = await self._store.create(draft)
         except StoreUnavailable as e:
-            return self._unavailable(decision, e.message, presented)
+            why = e.message.removeprefix("approval store unavailable: ")
+            return self._unavailable(decision, why, presented)
         except ApprovalError as e:  # a policy ttl outside the store's bounds, say
             log.error("approval not created: %s", e.message)
-            return self._unavailable(decision, e.message, presented)
+            return self._unavailable(decision, e.message, presented,
+                                     "approval not created")
         a = made.approval
         if made.created:
             await self._audit.record("approval", approval_event("created", a))
@@ -136,10 +138,8 @@ class ApprovalGate:
         return GateResult(REQUIRE_APPROVAL, reason, a.approval_id, extra)
 
     @staticmethod
-    def _unavailable(decision: Any, why: str, presented: str) -> GateResult:
-        why = why.removeprefix("approval store unavailable: ")
+    def _unavailable(decision: Any, why: str, presented: str,
+                     what: str = "approval store unavailable") -> GateResult:
         extra = {"approval_presented": presented} if presented else {}
         extra["approval_error"] = why
-        return GateResult(
-            REQUIRE_APPROVAL, f"{decision.reason} (approval store unavailable: {why})", "", extra
-        )
+        return GateResult(REQUIRE_APPROVAL, f"{decision.reason} ({what}: {why})", "", extra)

@@ -22,6 +22,7 @@ from .store import (
     DEFAULT_LIST_LIMIT,
     DENIED,
     EXPIRED,
+    MAX_OPEN_APPROVALS,
     MISMATCH,
     NOT_FOUND,
     PENDING,
@@ -33,6 +34,7 @@ from .store import (
     Draft,
     ExpiredListener,
     FailedPrecondition,
+    StoreFull,
     check_draft,
     check_id,
     check_list,
@@ -52,8 +54,11 @@ class MemoryApprovalStore:
     """ApprovalStore kept in this process."""
 
     def __init__(self, clock: Callable[[], float] = time.time,
-                 retention_seconds: int = RETENTION_SECONDS) -> None:
+                 retention_seconds: int = RETENTION_SECONDS,
+                 max_open: int = MAX_OPEN_APPROVALS) -> None:
         self._clock = clock
+        self._max_open = max_open
+        self._open: set[str] = set()
         self._retention = retention_seconds
         self._records: dict[str, Approval] = {}
         self._by_request: dict[tuple[str, str], str] = {}
@@ -81,6 +86,9 @@ class MemoryApprovalStore:
         self._records[a.approval_id] = a
         if a.open:
             heapq.heappush(self._deadlines, (a.expires_at, a.approval_id))
+            self._open.add(a.approval_id)
+        else:
+            self._open.discard(a.approval_id)
         return a
 
     def _sweep(self, now: float) -> list[Approval]:
@@ -134,6 +142,9 @@ class MemoryApprovalStore:
                     and now < prior.expires_at
                     and prior.draft.action_hash == draft.action_hash):
                 result = CreateResult(prior, created=False)
+        if result is None and len(self._open) >= self._max_open:
+            await self._report(expired)
+            raise StoreFull(f"{self._max_open} approvals are open already")
         if result is None:
             a = Approval(
                 approval_id=new_approval_id(), status=PENDING, draft=draft,

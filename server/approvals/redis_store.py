@@ -31,6 +31,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from ..budgets.redis_store import connect
 from .store import (
     DEFAULT_LIST_LIMIT,
+    MAX_OPEN_APPROVALS,
     MISMATCH,
     NOT_FOUND,
     PENDING,
@@ -42,6 +43,7 @@ from .store import (
     Draft,
     ExpiredListener,
     FailedPrecondition,
+    StoreFull,
     StoreUnavailable,
     check_draft,
     check_id,
@@ -78,8 +80,10 @@ class RedisApprovalStore:
     """ApprovalStore in Redis or Redis Cluster (see the module docstring)."""
 
     def __init__(self, client: Any, fleet: str = "default", *, owns_client: bool = True,
-                 retention_seconds: int = RETENTION_SECONDS) -> None:
+                 retention_seconds: int = RETENTION_SECONDS,
+                 max_open: int = MAX_OPEN_APPROVALS) -> None:
         self._r = client
+        self._max_open = max_open
         self._prefix = f"proctor:{{apv:{check_fleet(fleet)}}}:"
         self._owns = owns_client
         self._retention_ms = retention_seconds * 1000
@@ -130,8 +134,10 @@ class RedisApprovalStore:
         reply = await self._run(
             "create", new_approval_id(), body, draft.ttl_seconds, draft.tenant,
             draft.request_id, draft.action_hash, json.dumps(list(draft.approvers)),
-            self._retention_ms,
+            self._retention_ms, self._max_open,
         )
+        if reply["k"] == "full":
+            raise StoreFull(f"{self._max_open} approvals are open already")
         return CreateResult(_approval(reply["a"]), created=reply["k"] == "created")
 
     async def get(self, approval_id: str) -> Approval:

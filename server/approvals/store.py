@@ -34,6 +34,9 @@ Choices where DESIGN is silent (the contract suite holds both stores to them):
 - Resolving anything but a pending approval is FailedPrecondition naming the
   state (an expired one included). A reviewer is required (1..128 chars); a
   reason is required to deny (up to 1,024 chars), optional to approve.
+- At most MAX_OPEN_APPROVALS (100,000) approvals are open (pending or
+  approved) at once; creating one more is StoreFull (retries of existing ones
+  still answer).
 - Records are kept for RETENTION_SECONDS (7 days) after their last deadline,
   then dropped (Redis: key expiry); ListApprovals shows newest first.
 - Expiry is applied lazily by every operation and by `expire_due()`, which the
@@ -64,6 +67,7 @@ MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
 RETENTION_SECONDS = 7 * 86400
 MAX_TTL_SECONDS = 30 * 86400
+MAX_OPEN_APPROVALS = 100_000  # pending + approved at once, per store (fleet)
 
 # Why a presented approval could not unlock an action (ConsumeResult.refusal).
 NOT_FOUND = "not_found"
@@ -95,6 +99,11 @@ class ApprovalNotFound(ApprovalError):
 
 class FailedPrecondition(ApprovalError):
     """The approval's state forbids the operation (gRPC FAILED_PRECONDITION)."""
+
+
+class StoreFull(ApprovalError):
+    """MAX_OPEN_APPROVALS are open: no new approval is created (a runaway agent cannot fill
+    the store); the decision stays require_approval without an id."""
 
 
 class StoreUnavailable(ApprovalError):

@@ -294,6 +294,8 @@ def envelope(d: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
         approvers = list(s.get("approvers") or approvers)
         expires_at = str(s.get("expires_at") or expires_at)
         used_by = str(s.get("used_by") or used_by)
+    from .event import format_time
+
     if status in ("pending", "approved") and expires_at and expires_at < format_time(time.time()):
         status = "expired"  # no server recorded the expiry (none was running), but it has passed
     return {

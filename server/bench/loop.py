@@ -20,7 +20,8 @@ the server, fell behind. `max_inflight` (0: none) caps calls in flight per
 process; a call waiting for a slot is still timed from its intended time.
 
 Only calls started (intended) inside the measured window count toward the
-latency figures; throughput counts the calls that completed inside it.
+latency figures and errors; throughput counts every successful answer that
+arrived inside the window, whenever its call was sent.
 """
 
 from __future__ import annotations
@@ -159,14 +160,16 @@ class _Recorder:
         self.sent += 1
         if error:
             self.failed += 1
+        elif self.measure_ns <= done_ns < self.end_ns:
+            # throughput: every answer inside the window, whenever it was sent
+            self.completed_in_window += 1
+            i = min(len(self.interval_done) - 1, (done_ns - self.measure_ns) // self.interval_ns)
+            self.interval_done[i] += 1
         if not self.measure_ns <= start_ns < self.end_ns:
             return
         if error:
             self.errors[error] = self.errors.get(error, 0) + 1
             return
-        if self.measure_ns <= done_ns < self.end_ns:
-            self.completed_in_window += 1
-            self.interval_done[(done_ns - self.measure_ns) // self.interval_ns] += 1
         us = (done_ns - start_ns) / 1000
         histo.record_us(self.hist, us)
         histo.record_us(self.by_op[op], us)

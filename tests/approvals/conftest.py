@@ -54,11 +54,15 @@ class Env:
     clock: FakeClock | None = None
     expired: list[Approval] = field(default_factory=list)
 
+    max_open: int = 100_000
+
     def make_store(self, fleet: str = "") -> ApprovalStore:
         if self.kind == "memory":
-            store: ApprovalStore = MemoryApprovalStore(clock=self.clock or FakeClock())
+            store: ApprovalStore = MemoryApprovalStore(clock=self.clock or FakeClock(),
+                                                       max_open=self.max_open)
         else:
-            store = RedisApprovalStore(connect(self.url), fleet=fleet or uuid.uuid4().hex[:12])
+            store = RedisApprovalStore(connect(self.url), fleet=fleet or uuid.uuid4().hex[:12],
+                                       max_open=self.max_open)
 
         async def listen(items: tuple[Approval, ...]) -> None:
             self.expired.extend(items)

@@ -19,6 +19,7 @@ from server.approvals.store import (
     ApprovalStore,
     FailedPrecondition,
     InvalidArgument,
+    StoreFull,
 )
 
 from .conftest import Env, draft
@@ -233,5 +234,22 @@ def test_stores_sharing_a_fleet_see_one_set(env: Env) -> None:
             assert (await store.get(aid)).status == APPROVED
         finally:
             await other.close()
+
+    env.run(scenario)
+
+
+def test_a_cap_on_open_approvals(env: Env) -> None:
+    env.max_open = 2
+
+    async def scenario(store: ApprovalStore) -> None:
+        a = await store.create(draft(request_id="r-1"))
+        b = await store.create(draft())
+        with pytest.raises(StoreFull):
+            await store.create(draft())
+        # A retry of an open one still answers; closing one makes room.
+        assert not (await store.create(draft(request_id="r-1"))).created
+        await store.resolve(b.approval.approval_id, False, "bob", "no")
+        assert (await store.create(draft())).created
+        assert a.approval.status == "pending"
 
     env.run(scenario)

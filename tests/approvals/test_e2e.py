@@ -10,6 +10,7 @@ on one Redis, error codes, the store going away.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -21,7 +22,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from proctor.v1 import approvals_pb2, approvals_pb2_grpc
-from proctor_client import ProctorClient, ProctorError
+from proctor_client import AsyncProctorClient, DecisionResult, ProctorClient, ProctorError
 
 from tests.support.proctor import ProctorProcess, run_proctor, start_proctor
 from tests.support.redis import RedisProcess
@@ -221,6 +222,37 @@ def test_client_waits_for_the_reviewer(seed: ProctorProcess, client: ProctorClie
     assert state.status == "pending"
 
 
+def test_batch_items_get_approvals_and_the_async_client_waits(
+    seed: ProctorProcess, client: ProctorClient
+) -> None:
+    items = client.evaluate_batch([
+        {"topic": "job.3.send.email", "delegation_path": PATH, "risk_tags": ["external"],
+         "run_id": "run-90"},
+        {"topic": "job.3.delegate.internal", "delegation_path": PATH},
+    ])
+    first = items[0]
+    assert isinstance(first, DecisionResult)
+    assert first.decision == "require_approval" and first.approval_id.startswith("apv_")
+    assert isinstance(items[1], DecisionResult) and items[1].approval_id == ""
+
+    async def main() -> None:
+        async with AsyncProctorClient(seed.address, timeout=5.0) as c:
+            waiter = asyncio.create_task(c.wait_for_approval(first.approval_id, timeout=20))
+            await asyncio.sleep(0.3)
+            assert not waiter.done()
+            r = await asyncio.to_thread(cli, seed, "approve", first.approval_id,
+                                        "--reviewer", "erin")
+            assert r.returncode == 0, r.stderr
+            state = await waiter
+            assert (state.status, state.reviewer) == ("approved", "erin")
+            d = await c.evaluate("job.3.send.email", delegation_path=PATH,
+                                 risk_tags=["external"], run_id="run-90",
+                                 approval_id=first.approval_id)
+            assert d.decision == "allow"
+
+    asyncio.run(main())
+
+
 def test_bad_ids_and_bad_resolutions(seed: ProctorProcess, client: ProctorClient) -> None:
     ch, s = stub(seed)
     with ch:
@@ -311,6 +343,16 @@ def test_two_servers_on_one_redis_share_approvals(
             with pytest.raises(ProctorError) as err:
                 cb.get_approval(d.approval_id, timeout=3)
             assert err.value.code == grpc.StatusCode.UNAVAILABLE
+
+            # Redis is back (empty, no scripts loaded): approvals work again within a probe.
+            redis_proc.start()
+            deadline = time.monotonic() + 5
+            while a.health("proctor.v1.Approvals") != health_pb2.HealthCheckResponse.SERVING:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            back = send_emails(ca, run_id="run-82")
+            assert back.decision == "require_approval" and back.approval_id.startswith("apv_")
+            assert cb.get_approval(back.approval_id).status == "pending"
     finally:
         for s in (a, b):
             assert s.stop() == 0, s.log()

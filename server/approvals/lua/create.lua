@@ -3,10 +3,12 @@
 -- ARGV[1]  new approval id      ARGV[2] body JSON        ARGV[3] ttl seconds
 -- ARGV[4]  tenant               ARGV[5] request_id ('' : always new)
 -- ARGV[6]  action hash          ARGV[7] approvers JSON   ARGV[8] retention ms
--- Returns {k = "created" | "existing", a = record, x = expired}.
+-- ARGV[9]  the most approvals that may be open (pending or approved) at once
+-- Returns {k = "created" | "existing", a = record, x = expired} or {k = "full", x = expired}.
 local id, body, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local tenant, rq, hash, approvers = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local retention = tonumber(ARGV[8])
+local max_open = tonumber(ARGV[9])
 local now = now_ms()
 local x = sweep(now)
 
@@ -20,6 +22,10 @@ if rq ~= '' then
       return reply({k = 'existing', a = r, x = x})
     end
   end
+end
+
+if redis.call('ZCARD', P .. 'open') >= max_open then
+  return reply({k = 'full', x = x})
 end
 
 local exp = now + ttl * 1000
