@@ -32,8 +32,10 @@ class UlidGenerator:
         self._last_random = 0
         self._prefix = ""
 
-    def new(self) -> str:
-        ms = time.time_ns() // 1_000_000
+    def new(self, ms: int | None = None) -> str:
+        """A ULID for now, or for the given Unix millisecond (an event's own time)."""
+        if ms is None:
+            ms = time.time_ns() // 1_000_000
         if ms <= self._last_ms:
             # Same millisecond (or the clock stepped back): keep order by counting up.
             ms = self._last_ms

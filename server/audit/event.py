@@ -16,7 +16,6 @@ import hashlib
 import hmac as _hmac
 import json
 import os
-import random
 import re
 import socket
 import time
@@ -27,9 +26,6 @@ KINDS = ("decision", "budget", "approval", "policy_reload", "gap")
 GENESIS = ""  # prev_hash of a writer's first event
 HASH_FIELDS = ("hash", "hmac")
 ENVELOPE_FIELDS = ("event_id", "seq", "time", "kind", "writer", "prev_hash")
-
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
 
 def canonical(record: dict[str, Any]) -> bytes:
     """The bytes the hash covers: sorted keys, no spaces, UTF-8, non-ASCII kept."""
@@ -88,30 +84,6 @@ def format_time(epoch: float) -> str:
 
 def parse_time(text: str) -> float:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-
-
-_PAIRS = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)  # 10 bits -> 2 chars
-
-
-class EventIds:
-    """ULIDs: 48-bit millisecond time then 80 random bits, 26 Crockford base32 chars.
-
-    They sort by creation time (to the millisecond); the random part makes them unique.
-    """
-
-    def __init__(self) -> None:
-        self._rand = random.Random(os.urandom(16))
-
-    def new(self, epoch: float) -> str:
-        ms = int(epoch * 1000) & ((1 << 48) - 1)
-        r = self._rand.getrandbits(80)
-        p = _PAIRS
-        return (
-            p[ms >> 40] + p[(ms >> 30) & 1023] + p[(ms >> 20) & 1023] + p[(ms >> 10) & 1023]
-            + p[ms & 1023] + p[r >> 70] + p[(r >> 60) & 1023] + p[(r >> 50) & 1023]
-            + p[(r >> 40) & 1023] + p[(r >> 30) & 1023] + p[(r >> 20) & 1023]
-            + p[(r >> 10) & 1023] + p[r & 1023]
-        )
 
 
 def default_writer_name() -> str:

@@ -22,8 +22,9 @@ import logging
 import time
 from typing import Any
 
+from ..ids import UlidGenerator
 from . import metrics
-from .event import GENESIS, EventIds, format_time, seal
+from .event import GENESIS, format_time, seal
 from .sink import Sealed, Sink
 
 log = logging.getLogger("proctor.audit")
@@ -102,7 +103,7 @@ class AuditPipeline:
         self._shed_first = 0.0
         self._shed_last = 0.0
         # writer-thread state
-        self._ids = EventIds()
+        self._ids = UlidGenerator()
         self._seq = 0
         self._prev = GENESIS
         self._resumed = False
@@ -278,7 +279,7 @@ class AuditPipeline:
             rec = dict(fields)
             rec.pop("hash", None)
             rec.pop("hmac", None)
-            rec["event_id"] = ids.new(when)
+            rec["event_id"] = ids.new(int(when * 1000))
             rec["seq"] = seq
             rec["time"] = format_time(when)
             rec["kind"] = kind

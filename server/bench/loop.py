@@ -86,6 +86,7 @@ class LoadResult:
     service: Any | None = None
     lag: Any | None = None
     procs: int = 1
+    load_cpu: list[float] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def figures(self) -> dict[str, Any]:
@@ -120,11 +121,18 @@ class LoadResult:
                 "throughput": relative_spread([i["throughput_per_s"] for i in intervals]),
             },
         }
+        if self.load_cpu:
+            # share of one core each load process used: near 1.0, the generator was the limit
+            out["load_cpu_share"] = [round(x, 3) for x in self.load_cpu]
         if self.service is not None:
             out["service_time_us"] = histo.summary(self.service)
         if self.lag is not None:
             out["send_lag_us"] = histo.summary(self.lag)
         out.update(self.extra)
+        share = self.extra.get("server_cpu_share")
+        if share is not None and out["throughput_per_s"]:
+            # server CPU per answered call: steadier than latency on a shared machine
+            out["server_cpu_us_per_call"] = round(share / out["throughput_per_s"] * 1e6, 1)
         return out
 
 
@@ -145,7 +153,6 @@ class _Recorder:
         self.measure_ns = start_ns + int(spec.warmup * 1e9)
         self.end_ns = self.measure_ns + int(spec.duration * 1e9)
         self.interval_ns = max(1, int(spec.duration * 1e9 / spec.intervals))
-        self.hist = histo.new_histogram()
         self.service = histo.new_histogram()
         self.lag = histo.new_histogram()
         self.by_op = {op.name: histo.new_histogram() for op in spec.plan.ops}
@@ -171,7 +178,6 @@ class _Recorder:
             self.errors[error] = self.errors.get(error, 0) + 1
             return
         us = (done_ns - start_ns) / 1000
-        histo.record_us(self.hist, us)
         histo.record_us(self.by_op[op], us)
         i = min(len(self.intervals) - 1, (start_ns - self.measure_ns) // self.interval_ns)
         histo.record_us(self.intervals[i], us)
@@ -181,7 +187,8 @@ class _Recorder:
 
     def export(self, mode: str) -> dict[str, Any]:
         return {
-            "hist": histo.encode(self.hist),
+            # the whole run is the sum of its ops: recorded once per call, merged here
+            "hist": histo.encode(histo.merge(self.by_op.values())),
             "service": histo.encode(self.service) if mode == "open" else b"",
             "lag": histo.encode(self.lag) if mode == "open" else b"",
             "by_op": {k: histo.encode(v) for k, v in self.by_op.items()},
@@ -333,6 +340,7 @@ async def _run_async(spec: LoadSpec, ready: Any, start_at: Any, progress: Any) -
         start_ns = int(start_at.value * 1e9) if start_at is not None else time.monotonic_ns()
         rec = _Recorder(spec, start_ns)
         await asyncio.sleep(max(0.0, (start_ns - time.monotonic_ns()) / 1e9))
+        cpu0, wall0 = time.process_time(), time.monotonic()
 
         async def report() -> None:
             while True:
@@ -349,7 +357,9 @@ async def _run_async(spec: LoadSpec, ready: Any, start_at: Any, progress: Any) -
                 await _open(spec, rec, caller, start_ns)
         finally:
             reporter.cancel()
-        return rec.export(spec.mode)
+        out = rec.export(spec.mode)
+        out["cpu_share"] = (time.process_time() - cpu0) / max(1e-9, time.monotonic() - wall0)
+        return out
     finally:
         for ch in channels:
             await ch.close()
@@ -391,8 +401,12 @@ def run_load(
     timeout: float = 10.0,
     progress: bool = True,
     label: str = "",
+    server_pid: int | None = None,
 ) -> LoadResult:
-    """Drive `address` with `plan` from `procs` load processes; merge their figures."""
+    """Drive `address` with `plan` from `procs` load processes; merge their figures.
+
+    With `server_pid` (a local server), the CPU it and its child processes use inside
+    the measured window is reported as `server_cpu_share` (cores busy on average)."""
     if mode == "closed":
         procs = max(1, min(procs, concurrency))
         shares: list[Any] = split(concurrency, procs)
@@ -443,8 +457,12 @@ def run_load(
         total = warmup + duration
         got: dict[int, dict[str, Any]] = {}
         deadline = t0 + total + timeout + 60
+        cpu_marks: list[tuple[float, float]] = []
         while len(got) < procs:
-            bar.update(time.monotonic() - t0, sum(counters[0::2]), sum(counters[1::2]))
+            now = time.monotonic()
+            if server_pid and len(cpu_marks) < 2 and now >= t0 + warmup + duration * len(cpu_marks):
+                cpu_marks.append((now, process_tree_cpu(server_pid)))
+            bar.update(now - t0, sum(counters[0::2]), sum(counters[1::2]))
             try:
                 idx, res = results.get(timeout=0.2)
                 got[idx] = res
@@ -466,6 +484,10 @@ def run_load(
     if failures:
         raise BenchError("a load process failed:\n" + failures[0])
     parts = [got[i] for i in sorted(got)]
+    extra: dict[str, Any] = {}
+    if len(cpu_marks) == 2 and cpu_marks[1][0] > cpu_marks[0][0]:
+        extra["server_cpu_share"] = round(
+            (cpu_marks[1][1] - cpu_marks[0][1]) / (cpu_marks[1][0] - cpu_marks[0][0]), 3)
     errors: dict[str, int] = {}
     for p in parts:
         for code, n in p["errors"].items():
@@ -482,7 +504,31 @@ def run_load(
         service=histo.merge(p["service"] for p in parts) if mode == "open" else None,
         lag=histo.merge(p["lag"] for p in parts) if mode == "open" else None,
         procs=procs,
+        load_cpu=[float(p.get("cpu_share", 0.0)) for p in parts],
+        extra=extra,
     )
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children, from /proc; 0 elsewhere."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0.0
+    todo, seen = [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            stat = open(f"/proc/{p}/stat").read()  # noqa: SIM115 (read at once)
+            fields = stat[stat.rindex(")") + 2:].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 class Progress:

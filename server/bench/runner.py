@@ -36,7 +36,7 @@ from .workload import (
     read_jsonl,
 )
 
-DEFAULT_SWEEP = (0.1, 0.25, 0.5, 0.7, 0.85, 1.0, 1.2)
+GENERATOR_BUSY = 0.85
 _DECISIONS = {v.number: v.name.removeprefix("DECISION_").lower()
               for v in decisions_pb2.Decision.DESCRIPTOR.values}
 
@@ -119,8 +119,10 @@ def _run(args: argparse.Namespace) -> int:
             stack.callback(server.stop)
             server.start()
             address = server.address
+            server_pid = server.proc.pid if server.proc else None
         else:
             address = args.server
+            server_pid = None
         pre = preflight(address, plan, timeout=args.timeout)
         if pre["ok"] == 0:
             raise BenchError(f"preflight: no call to {address} succeeded: {pre['errors']}")
@@ -146,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
                        procs=args.procs, max_inflight=args.max_inflight,
                        intervals=args.intervals, timeout=args.timeout,
                        progress=not args.no_progress)
-        main = run_load(address, plan, label="proctor", **load_kw)
+        main = run_load(address, plan, label="proctor", server_pid=server_pid, **load_kw)
         doc: dict[str, Any] = {
             "schema": results.SCHEMA_ID,
             "when": results.now().isoformat(timespec="seconds"),
@@ -177,7 +179,8 @@ def _run(args: argparse.Namespace) -> int:
         results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
         out = Path(args.out) if args.out else results.default_path(results_dir, settings, when)
         if args.sweep:
-            doc["sweep"] = run_sweep(args, address, plan, main, mode, load_kw, pre, out)
+            doc["sweep"] = run_sweep(args, address, plan, main, mode, load_kw, pre, out,
+                                     server_pid)
         previous = find_previous(results_dir, out, doc)
         if previous is not None:
             doc["comparison"] = results.compare(previous[1], doc, args.regression_threshold)
@@ -267,8 +270,9 @@ def run_floor(plan: Any, response_bytes: dict[str, int], load_kw: dict[str, Any]
     """The same load against the echo service answering replies of the real sizes."""
     replies = {FLOOR_METHODS[name].rsplit("/", 1)[1]: size for name, size in response_bytes.items()}
     address = f"127.0.0.1:{free_port()}"
-    with EchoProcess(address, response_bytes.get("evaluate", 160), replies):
-        return run_load(address, plan.with_methods(FLOOR_METHODS), label="floor  ", **load_kw)
+    with EchoProcess(address, response_bytes.get("evaluate", 160), replies) as echo:
+        return run_load(address, plan.with_methods(FLOOR_METHODS), label="floor  ",
+                        server_pid=echo.proc.pid, **load_kw)
 
 
 def ratios(proctor: dict[str, Any], floor: dict[str, Any]) -> dict[str, float | None]:
@@ -279,11 +283,16 @@ def ratios(proctor: dict[str, Any], floor: dict[str, Any]) -> dict[str, float | 
         out[key] = round(proctor["latency_us"][key] / f, 3) if f else None
     f = floor["throughput_per_s"]
     out["throughput"] = round(proctor["throughput_per_s"] / f, 3) if f else None
+    f = floor.get("server_cpu_us_per_call")
+    p = proctor.get("server_cpu_us_per_call")
+    if f and p:
+        out["server_cpu_per_call"] = round(p / f, 3)
     return out
 
 
 def run_sweep(args: argparse.Namespace, address: str, plan: Any, main: LoadResult, mode: str,
-              load_kw: dict[str, Any], pre: dict[str, Any], out: Path) -> dict[str, Any]:
+              load_kw: dict[str, Any], pre: dict[str, Any], out: Path,
+              server_pid: int | None) -> dict[str, Any]:
     """Open-loop runs at fractions of the first run's throughput (or of --rate); two PNGs."""
     base = main.figures()["throughput_per_s"] if mode == "closed" else float(args.rate)
     if base <= 0:
@@ -306,12 +315,14 @@ def run_sweep(args: argparse.Namespace, address: str, plan: Any, main: LoadResul
         for frac in fractions:
             rate = max(1.0, round(base * frac, 1))
             sweep_kw["rate"] = rate
-            r = run_load(address, plan, label=f"sweep {frac:>4.0%}", **sweep_kw)
+            r = run_load(address, plan, label=f"sweep {frac:>4.0%}", server_pid=server_pid,
+                         **sweep_kw)
             points.append(_point(frac, rate, r))
             if frac in (0.5, 1.0):
                 hist_series[f"open loop at {rate:g}/s"] = histo.bins(r.histogram)
             if echo is not None:
-                fr = run_load(echo.address, floor_plan, label=f"floor {frac:>4.0%}", **sweep_kw)
+                fr = run_load(echo.address, floor_plan, label=f"floor {frac:>4.0%}",
+                              server_pid=echo.proc.pid, **sweep_kw)
                 floor_points.append(_point(frac, rate, fr))
     finally:
         if echo is not None:
@@ -334,7 +345,8 @@ def _point(frac: float, rate: float, r: LoadResult) -> dict[str, Any]:
     return {"fraction": frac, "rate": rate, "throughput_per_s": f["throughput_per_s"],
             "calls": f["calls"], "errors": f["errors"], "p50_us": f["latency_us"]["p50"],
             "p90_us": f["latency_us"]["p90"], "p99_us": f["latency_us"]["p99"],
-            "max_us": f["latency_us"]["max"]}
+            "max_us": f["latency_us"]["max"], "server_cpu_share": f.get("server_cpu_share"),
+            "load_cpu_share": f.get("load_cpu_share")}
 
 
 # -- printing -------------------------------------------------------------------------------------
@@ -383,6 +395,19 @@ def summary(doc: dict[str, Any]) -> str:
         lines.append(f"open loop: service time p50 {f['service_time_us']['p50']:,.0f} us, "
                      f"p99 {f['service_time_us']['p99']:,.0f} us; generator send lag p99 "
                      f"{f['send_lag_us']['p99']:,.0f} us")
+    for name, fig in rows:
+        cpu = []
+        if fig.get("server_cpu_share") is not None:
+            cpu.append(f"server {fig['server_cpu_share']:.2f} cores")
+        if fig.get("server_cpu_us_per_call") is not None:
+            cpu.append(f"{fig['server_cpu_us_per_call']:,.0f} us of server CPU per call")
+        if fig.get("load_cpu_share"):
+            cpu.append("load processes " + ", ".join(f"{x:.2f}" for x in fig["load_cpu_share"]))
+        if cpu:
+            lines.append(f"cpu ({name}): " + "; ".join(cpu))
+        if any(x >= GENERATOR_BUSY for x in fig.get("load_cpu_share", [])):
+            lines.append(f"WARNING ({name}): a load process was busy {GENERATOR_BUSY:.0%}+ of a "
+                         "core: the generator may be the limit (add --procs, or more cores)")
     sp = f["spread"]
     lines.append(f"run-to-run spread (over {len(f['intervals'])} sub-intervals): p50 "
                  f"{sp['p50']:.1%}, p99 {sp['p99']:.1%}, throughput {sp['throughput']:.1%}")

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.audit.event import (
-    EventIds,
     canonical,
     format_time,
     parse_time,
@@ -19,6 +18,7 @@ from server.audit.event import (
     safe_name,
     seal,
 )
+from server.ids import UlidGenerator, timestamp_ms
 
 
 def test_canonical_is_sorted_compact_utf8() -> None:
@@ -69,12 +69,13 @@ def test_any_record_seals_and_verifies(rec: dict) -> None:
     assert record_hmac(stored, b"k") == stored["hmac"]
 
 
-def test_event_ids_unique_sortable_by_time() -> None:
-    ids = EventIds()
-    batch = {ids.new(1_700_000_000.0) for _ in range(10_000)}
-    assert len(batch) == 10_000
+def test_event_ids_at_an_event_time_are_unique_and_sortable() -> None:
+    ids = UlidGenerator()
+    batch = [ids.new(1_700_000_000_000) for _ in range(10_000)]
+    assert len(set(batch)) == 10_000 and batch == sorted(batch)
     assert all(len(i) == 26 for i in batch)
-    assert ids.new(1_700_000_000.0) < ids.new(1_700_000_001.0)
+    assert ids.new(1_700_000_000_000) < ids.new(1_700_000_001_000)
+    assert timestamp_ms(ids.new(1_700_000_005_000)) == 1_700_000_005_000
 
 
 def test_time_format_is_fixed_width_and_round_trips() -> None:
