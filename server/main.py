@@ -95,7 +95,7 @@ def register_services(
     (require_approval creates an approval; an approved id unlocks its action once).
     """
     approval_service = ApprovalsService(build_approval_store(settings), audit, health)
-    approval_service.start_watch()
+    approval_service.watch.start()
     decisions_pb2_grpc.add_DecisionsServicer_to_server(
         DecisionsService(
             holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
@@ -107,7 +107,7 @@ def register_services(
     # Budgets: Redis store with --redis-url (?cluster=1 for Redis Cluster), embedded otherwise;
     # health of proctor.v1.Budgets follows the store (probed every second).
     budget_service = BudgetsService(build_budget_store(settings), holder, audit, health)
-    budget_service.start_watch()
+    budget_service.watch.start()
     budgets_pb2_grpc.add_BudgetsServicer_to_server(budget_service, server)
     approvals_pb2_grpc.add_ApprovalsServicer_to_server(approval_service, server)
     audit_pb2_grpc.add_AuditServicer_to_server(AuditService.from_settings(settings), server)

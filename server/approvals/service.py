@@ -20,8 +20,6 @@ expires.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any, NoReturn
 
@@ -29,6 +27,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from proctor.v1 import approvals_pb2, approvals_pb2_grpc
 
+from ..health import StoreWatch
 from .events import approval_event
 from .gate import ApprovalGate
 from .store import (
@@ -112,8 +111,8 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
         self._audit = audit
         self._health = health
         self.gate = gate or ApprovalGate(store, audit)
-        self._serving: bool | None = None
-        self._watch: asyncio.Task[None] | None = None
+        self.watch = StoreWatch(SERVICE_NAME, self._probe, StoreUnavailable, health,
+                                on_change=self._gate_availability)
         store.on_expired = self._record_expired
 
     # -- audit of expiries, health -------------------------------------------------------
@@ -122,57 +121,22 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
         for a in items:
             await self._audit.record("approval", approval_event("expired", a))
 
-    def _mark(self, serving: bool) -> None:
+    def _gate_availability(self, serving: bool) -> None:
         self.gate.available = serving
-        if serving == self._serving:
-            return
-        self._serving = serving
-        if serving:
-            log.info("approval store reachable: %s SERVING", SERVICE_NAME)
-        else:
-            log.warning("approval store unreachable: %s NOT_SERVING", SERVICE_NAME)
-        if self._health is not None:
-            self._health.set_service(SERVICE_NAME, serving)
 
-    async def probe(self) -> bool:
-        """Ping the store, apply due expiries; report reachability to health and the gate."""
-        try:
-            await self._store.ping()
-            await self._store.expire_due()
-        except StoreUnavailable:
-            self._mark(False)
-            return False
-        except Exception:  # an audit failure must not stop the watch
-            log.exception("approval expiry sweep failed")
-        self._mark(True)
-        return True
-
-    async def watch_health(self, interval: float = 1.0) -> None:
-        while True:
-            serving = await self.probe()
-            if self._health is not None:
-                self._health.set_service(SERVICE_NAME, serving)
-            await asyncio.sleep(interval)
-
-    def start_watch(self, interval: float = 1.0) -> None:
-        """Run watch_health in the background on the running loop (none: do nothing)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._watch = loop.create_task(self.watch_health(interval))
+    async def _probe(self) -> None:
+        """Ping the store and apply due expiries (the sweep rides on the health probe)."""
+        await self._store.ping()
+        await self._store.expire_due()
 
     async def close(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        await self.watch.stop()
         await self._store.close()
 
     async def _fail(self, context: Any, e: ApprovalError) -> NoReturn:
         code = next(c for t, c in _CODES if isinstance(e, t))
         if isinstance(e, StoreUnavailable):
-            self._mark(False)
+            self.watch.mark(False)
         await context.abort(code, e.message)
         raise AssertionError("unreachable")  # context.abort raises
 
@@ -185,7 +149,7 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
             a = await self._store.get(request.approval_id)
         except ApprovalError as e:
             await self._fail(context, e)
-        self._mark(True)
+        self.watch.mark(True)
         return to_proto(a)
 
     async def WaitApproval(
@@ -202,7 +166,7 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
             a = await self._store.wait(request.approval_id, wait)
         except ApprovalError as e:
             await self._fail(context, e)
-        self._mark(True)
+        self.watch.mark(True)
         return to_proto(a)
 
     async def ListApprovals(
@@ -219,7 +183,7 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
                                            request.limit)
         except ApprovalError as e:
             await self._fail(context, e)
-        self._mark(True)
+        self.watch.mark(True)
         return approvals_pb2.ListApprovalsResponse(approvals=[to_proto(a) for a in items])
 
     async def ResolveApproval(
@@ -233,7 +197,7 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
             )
         except ApprovalError as e:
             await self._fail(context, e)
-        self._mark(True)
+        self.watch.mark(True)
         await self._audit.record(
             "approval", approval_event("approved" if request.approve else "denied", a)
         )

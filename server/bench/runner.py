@@ -379,6 +379,8 @@ def summary(doc: dict[str, Any]) -> str:
         lines.append(f"{'ratio':<8}{'':>10}{'':>8}{fmt(r['throughput']):>11}{fmt(r['p50']):>10}"
                      f"{fmt(r['p90']):>10}{fmt(r['p99']):>10}{fmt(r['p99_9']):>10}"
                      f"{fmt(r['max']):>10}")
+        if r.get("server_cpu_per_call"):
+            lines.append(f"server CPU per call: {r['server_cpu_per_call']:.2f}x the floor's")
     f = doc["figures"]
     mismatches = doc["workload"]["preflight"].get("engine_mismatches")
     if mismatches:

@@ -6,13 +6,12 @@ InvalidArgument -> INVALID_ARGUMENT, ReservationNotFound -> NOT_FOUND,
 FailedPrecondition -> FAILED_PRECONDITION, StoreUnavailable -> UNAVAILABLE
 (fail closed). The store's reachability drives the health of
 proctor.v1.Budgets: NOT_SERVING when a call or probe fails to reach it, SERVING
-again when one succeeds (`watch_health` probes on its own, so the status
+again when one succeeds (its StoreWatch probes on its own, so the status
 recovers without traffic).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from typing import Any, NoReturn
@@ -21,6 +20,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
+from ..health import StoreWatch
 from .store import (
     BudgetError,
     BudgetStatus,
@@ -79,55 +79,11 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         self._holder = holder
         self._audit = audit
         self._health = health
-        self._serving: bool | None = None
-        self._watch: asyncio.Task[None] | None = None
-
-    # -- health --------------------------------------------------------------------------
-
-    def _mark(self, serving: bool) -> None:
-        if serving == self._serving:
-            return
-        self._serving = serving
-        if not serving:
-            log.warning("budget store unreachable: %s NOT_SERVING", SERVICE_NAME)
-        elif self._health is not None:
-            log.info("budget store reachable: %s SERVING", SERVICE_NAME)
-        if self._health is not None:
-            self._health.set_service(SERVICE_NAME, serving)
-
-    async def probe(self) -> bool:
-        """Ping the store once and report the result to health."""
-        try:
-            await self._store.ping()
-        except StoreUnavailable:
-            self._mark(False)
-            return False
-        self._mark(True)
-        return True
-
-    async def watch_health(self, interval: float = 1.0) -> None:
-        """Probe the store every `interval` seconds until cancelled, re-stating the status to
-        health each time (so it holds whatever order the server declares its services in)."""
-        while True:
-            serving = await self.probe()
-            if self._health is not None:
-                self._health.set_service(SERVICE_NAME, serving)
-            await asyncio.sleep(interval)
-
-    def start_watch(self, interval: float = 1.0) -> None:
-        """Run watch_health in the background on the running loop (none: do nothing)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._watch = loop.create_task(self.watch_health(interval))
+        self.watch = StoreWatch(SERVICE_NAME, store.ping, StoreUnavailable, health)
 
     async def close(self) -> None:
         """Stop the health watch and close the store."""
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        await self.watch.stop()
         await self._store.close()
 
     # -- plumbing ------------------------------------------------------------------------
@@ -141,7 +97,7 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
     ) -> NoReturn:
         code = next(c for t, c in _CODES if isinstance(e, t))
         if isinstance(e, StoreUnavailable):
-            self._mark(False)
+            self.watch.mark(False)
         fields = {**fields, "op": op, "outcome": "error", "code": code.name, "error": e.message}
         with contextlib.suppress(Exception):
             await self._audit.record("budget", fields)
@@ -169,7 +125,7 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
             )
         except BudgetError as e:
             await self._fail(context, "reserve", fields, e)
-        self._mark(True)
+        self.watch.mark(True)
         await self._audit.record("budget", {
             **fields, "op": "reserve", "outcome": "granted" if r.granted else "refused",
             "granted": r.granted, "refused_by": r.refused_by,
@@ -192,7 +148,7 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
             r = await self._store.commit(request.reservation_id, request.actual)
         except BudgetError as e:
             await self._fail(context, "commit", fields, e)
-        self._mark(True)
+        self.watch.mark(True)
         await self._audit.record("budget", {
             **fields, "op": "commit", "outcome": "over" if r.over else "committed", "over": r.over,
         })
@@ -210,7 +166,7 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
             r = await self._store.release(request.reservation_id)
         except BudgetError as e:
             await self._fail(context, "release", fields, e)
-        self._mark(True)
+        self.watch.mark(True)
         await self._audit.record("budget", {**fields, "op": "release", "outcome": "released"})
         return budgets_pb2.ReleaseBudgetResponse(
             reservation_id=r.reservation_id, budgets=[status_pb(s) for s in r.budgets]
@@ -232,6 +188,6 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
             )
         except BudgetError as e:
             await self._fail(context, "get", fields, e)
-        self._mark(True)
+        self.watch.mark(True)
         await self._audit.record("budget", {**fields, "op": "get", "outcome": "ok"})
         return budgets_pb2.GetBudgetResponse(budgets=[status_pb(s) for s in statuses])

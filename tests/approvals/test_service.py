@@ -237,7 +237,7 @@ def test_store_down_keeps_require_approval_without_an_id() -> None:
         assert (d.decision, d.approval_id) == ("require_approval", "")
         assert d.reason == ("External actions from any agent need approval (approval store "
                             "unavailable: ConnectionError: refused)")
-        assert await svc.probe() is False
+        assert await svc.watch.check() is False
         assert svc.gate.available is False
         fast = await evaluate(svc.gate, request(), "apv_x")
         assert (fast.decision, fast.approval_id) == ("require_approval", "")
@@ -260,7 +260,7 @@ def test_expiry_is_audited_by_the_watch() -> None:
     async def scenario(stub: Any, svc: ApprovalsService, audit: RecordingAudit) -> None:
         d = await evaluate(svc.gate, request())
         clock.t += 3601
-        assert await svc.probe() is True
+        assert await svc.watch.check() is True
         assert audit.ops() == ["created", "expired"]
         a = await stub.GetApproval(S.GetApprovalRequest(approval_id=d.approval_id))
         assert a.status == S.APPROVAL_STATUS_EXPIRED

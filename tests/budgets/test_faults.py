@@ -88,7 +88,7 @@ def test_servicer_fails_closed_and_health_follows_redis(redis_proc: Any) -> None
         budgets_pb2_grpc.add_BudgetsServicer_to_server(service, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        watch = asyncio.create_task(service.watch_health(0.2))
+        service.watch.start(0.2)
         req = budgets_pb2.ReserveBudgetRequest(reservation_id="a", unit="tokens", amount=1,
                                                tenant="acme", ttl_seconds=60)
         try:
@@ -109,7 +109,7 @@ def test_servicer_fails_closed_and_health_follows_redis(redis_proc: Any) -> None
                 assert health.changes[-1] == ("proctor.v1.Budgets", True)  # no traffic needed
                 assert (await stub.ReserveBudget(req)).granted
         finally:
-            watch.cancel()
+            await service.watch.stop()
             await server.stop(None)
             await store.close()
 
