@@ -147,9 +147,6 @@ async def serve(
 ) -> int:
     """Run one server process until SIGTERM/SIGINT; return its exit code."""
     loop = asyncio.get_running_loop()
-    import sys as _sys
-    if os.environ.get("PROCTOR_SWITCH_INTERVAL"):
-        _sys.setswitchinterval(float(os.environ["PROCTOR_SWITCH_INTERVAL"]))
     metrics = Metrics()
     try:
         holder = PolicyHolder.load(settings.policy)
