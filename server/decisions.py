@@ -55,7 +55,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
     """Evaluate and EvaluateBatch on the holder's serving policy."""
 
     def __init__(self, holder: Any, audit: Any, metrics: Any, sync_audit: bool = False,
-                 approvals: Any = None) -> None:
+                 approvals: Any = None, name_worker: bool = False) -> None:
         self.holder = holder
         # server.approvals.gate.ApprovalGate: require_approval creates an approval; a presented
         # approved id for the very same action turns it into allow once. None: no approvals.
@@ -66,13 +66,16 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         # its events concurrently so that one group commit covers them all.
         self.sync_audit = sync_audit
         self._ids = UlidGenerator()
-        self._worker = ((WORKER_METADATA_KEY, str(os.getpid())),)
+        # Several workers share the port: each answer names the process that gave it. One
+        # worker: Admin calls still name it, and Evaluate saves the trailer's cost (~20 µs).
+        self._worker = ((WORKER_METADATA_KEY, str(os.getpid())),) if name_worker else None
 
     async def Evaluate(
         self, request: decisions_pb2.EvaluateRequest, context: grpc.aio.ServicerContext
     ) -> decisions_pb2.EvaluateResponse:
         started = time.perf_counter_ns()
-        context.set_trailing_metadata(self._worker)
+        if self._worker is not None:
+            context.set_trailing_metadata(self._worker)
         try:
             req = to_engine_request(request)
         except engine.RequestError as e:
@@ -87,7 +90,8 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         self, request: decisions_pb2.EvaluateBatchRequest, context: grpc.aio.ServicerContext
     ) -> decisions_pb2.EvaluateBatchResponse:
         started = time.perf_counter_ns()
-        context.set_trailing_metadata(self._worker)
+        if self._worker is not None:
+            context.set_trailing_metadata(self._worker)
         items = request.requests
         if len(items) > MAX_BATCH_ITEMS:
             self.metrics.invalid("EvaluateBatch", "requests")

@@ -99,7 +99,7 @@ def register_services(
     decisions_pb2_grpc.add_DecisionsServicer_to_server(
         DecisionsService(
             holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
-            approvals=approval_service.gate,
+            approvals=approval_service.gate, name_worker=settings.workers > 1,
         ),
         server,
     )

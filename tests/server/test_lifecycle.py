@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from proctor.v1 import admin_pb2, admin_pb2_grpc
+from proctor.v1 import admin_pb2, admin_pb2_grpc, decisions_pb2, decisions_pb2_grpc
 from proctor_client import EvaluationRequest, ProctorClient, ProctorError
 
 from tests.support.ports import free_port
@@ -171,10 +171,23 @@ def test_two_workers_share_one_port_and_reload_together(
         assert str(server.pid) not in versions
         assert set(versions.values()) == {"w1"}
 
-        # Evaluate is answered by both workers too.
-        with ProctorClient(server.address) as c:
-            d = c.evaluate("job.1.delegate.internal", delegation_path=["a"])
-        assert d.decision == "allow"
+        # Evaluate is answered by both workers too, each answer naming its worker.
+        evaluators: set[str] = set()
+
+        def both_evaluate() -> bool:
+            opts = [("grpc.use_local_subchannel_pool", 1)]
+            with grpc.insecure_channel(server.address, options=opts) as ch:
+                stub = decisions_pb2_grpc.DecisionsStub(ch)
+                req = decisions_pb2.EvaluateRequest(
+                    topic="job.1.delegate.internal", delegation_path=["a"]
+                )
+                resp, call = stub.Evaluate.with_call(req, timeout=5)
+            assert resp.decision == decisions_pb2.DECISION_ALLOW
+            evaluators.add(dict((m.key, m.value) for m in call.trailing_metadata())[
+                "proctor-worker"])
+            return evaluators == set(versions)
+
+        wait_for(both_evaluate, timeout=30, what="Evaluate answers from both workers")
 
         # ReloadPolicy on one worker reaches the other (the file is not polled here).
         write_atomically(policy, versions_text := versioned("w2"))

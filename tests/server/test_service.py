@@ -87,14 +87,20 @@ def test_decision_ids_are_unique_sortable_ulids(client: ProctorClient) -> None:
     assert timestamp_ms(ids[-1]) >= timestamp_ms(ids[0])
 
 
-def test_answer_names_the_worker_in_trailing_metadata(seed_server: ProctorProcess) -> None:
+def test_admin_names_the_worker_and_a_lone_worker_skips_it_on_evaluate(
+    seed_server: ProctorProcess,
+) -> None:
     with grpc.insecure_channel(seed_server.address) as ch:
-        stub = decisions_pb2_grpc.DecisionsStub(ch)
-        req = EvaluationRequest("job.1.delegate.internal", delegation_path=["a"]).to_proto()
-        _, call = stub.Evaluate.with_call(req, timeout=5)
+        _, call = admin_pb2_grpc.AdminStub(ch).GetPolicy.with_call(
+            admin_pb2.GetPolicyRequest(), timeout=5
+        )
         assert ("proctor-worker", str(seed_server.pid)) in [
             (m.key, m.value) for m in call.trailing_metadata()
         ]
+        stub = decisions_pb2_grpc.DecisionsStub(ch)
+        req = EvaluationRequest("job.1.delegate.internal", delegation_path=["a"]).to_proto()
+        _, call = stub.Evaluate.with_call(req, timeout=5)
+        assert "proctor-worker" not in [m.key for m in call.trailing_metadata()]
 
 
 # -- batches -------------------------------------------------------------------------
