@@ -29,9 +29,7 @@ ENVELOPE_FIELDS = ("event_id", "seq", "time", "kind", "writer", "prev_hash")
 
 def canonical(record: dict[str, Any]) -> bytes:
     """The bytes the hash covers: sorted keys, no spaces, UTF-8, non-ASCII kept."""
-    return json.dumps(
-        record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable
-    ).encode("utf-8")
+    return _ENCODER.encode(record).encode("utf-8")
 
 
 def _jsonable(value: Any) -> Any:
@@ -40,6 +38,12 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+# One encoder for every event: json.dumps with these options builds a new one per call.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable
+)
 
 
 def record_hash(record: dict[str, Any]) -> str:

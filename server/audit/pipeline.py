@@ -2,12 +2,12 @@
 
 `record()` only puts a small tuple on an asyncio queue (no hashing, no JSON).
 A writer task takes everything waiting (up to `max_batch`; with async durability
-after lingering up to 20 ms so batches, and fsyncs, stay few), hands the batch to
-a dedicated one-thread executor which chains, seals (serializes once) and writes
-it to the sink with one fsync, then wakes the batch's `sync` waiters: group
-commit.
-The chain state (seq, prev_hash) lives in that executor thread only, so no lock
-is ever held across I/O.
+after lingering up to 20 ms so batches, and fsyncs, stay few), chains and seals
+it (serializes once) in small chunks between requests, hands it to a dedicated
+one-thread executor which writes it to the sink with one fsync, then wakes the
+batch's `sync` waiters: group commit.
+The chain state (seq, prev_hash) belongs to the writer task alone, so no lock is
+ever held across I/O.
 
 Full queue: `block` awaits room; `shed` drops the event, counts it, and the
 next free slot carries a `gap` event with the count, so the chain shows the hole
@@ -31,6 +31,8 @@ log = logging.getLogger("proctor.audit")
 
 _STOP = object()
 DEFAULT_LINGER = 0.02  # seconds, async durability only
+SEAL_CHUNK = 4  # events sealed between yields to the request path (~40 µs)
+SEAL_PAUSE = 0.0005  # seconds between chunks (async durability, no backlog)
 _FLUSH = "\x00flush"
 
 
@@ -244,28 +246,34 @@ class AuditPipeline:
                 return
 
     async def _write(self, loop: asyncio.AbstractEventLoop, items: list[Any]) -> None:
-        """Seal and store one batch in the writer thread (one executor hop per batch).
+        """Seal one batch on the loop in small chunks, then store it in the writer thread.
 
-        The sealing runs off the event loop so it overlaps with the loop's idle time
-        (waiting on the network), and the chain state is only touched in that thread.
+        Sealing (canonical JSON + SHA-256, ~10 µs an event) is pure CPU: in a thread it
+        would hold the GIL for a whole batch while requests wait for it, so it runs
+        here, yielding to requests every SEAL_CHUNK events. Only the write and fsync,
+        which release the GIL, go to the thread. The chain head lives in this task.
         """
-        n = await loop.run_in_executor(self._executor, self._seal_and_store, items)
+        if not self._resumed:
+            head = await loop.run_in_executor(self._executor, self.sink.resume, self.writer)
+            if head is not None:
+                self._seq, self._prev = head
+            self._resumed = True
+        batch: list[Sealed] = []
+        for i in range(0, len(items), SEAL_CHUNK):
+            sealed, self._seq, self._prev = self._seal(items[i : i + SEAL_CHUNK])
+            batch.extend(sealed)
+            # A call takes several loop turns; a bare yield would let every chunk cut in
+            # between them. Pausing a little lets calls in flight finish first, unless a
+            # backlog builds or a sync caller waits for this batch.
+            paced = not self._sync and self._queue.qsize() < self._max_batch // 2
+            await asyncio.sleep(SEAL_PAUSE if paced else 0)
+        if batch:
+            await loop.run_in_executor(self._executor, self._store, batch)
+        n = len(batch)
         self.stats["written"] += n
         self.stats["batches"] += 1
         metrics.WRITTEN.labels(self.sink.name).inc(n)
         metrics.BATCH_EVENTS.set(n)
-
-    def _seal_and_store(self, items: list[tuple[str, Any, float, Any]]) -> int:
-        if not self._resumed:
-            head = self.sink.resume(self.writer)
-            if head is not None:
-                self._seq, self._prev = head
-            self._resumed = True
-        batch, seq, prev = self._seal(items)
-        if batch:
-            self._store(batch)
-        self._seq, self._prev = seq, prev
-        return len(batch)
 
     def _seal(self, items: list[tuple[str, Any, float, Any]]) -> tuple[list[Sealed], int, str]:
         """Chain and serialize items after the chain head: each event is serialized once."""

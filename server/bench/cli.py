@@ -40,9 +40,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-inflight", type=int, default=10000, metavar="N",
                    help="open loop: cap on calls in flight; waiting calls are still timed "
                    "from their intended send (0: no cap; default 10000)")
-    p.add_argument("--duration", type=float, default=10.0, metavar="S", help="measured seconds")
+    p.add_argument("--duration", type=float, default=10.0, metavar="S",
+                   help="measured seconds (default 10)")
     p.add_argument("--warmup", type=float, default=2.0, metavar="S",
-                   help="seconds of load before measuring")
+                   help="seconds of load before measuring (default 2)")
     where = p.add_argument_group("server")
     where.add_argument("--spawn", action="store_true",
                        help="start `proctor serve --policy P` on a free port, stop it after")

@@ -27,12 +27,10 @@ arrived inside the window, whenever its call was sent.
 from __future__ import annotations
 
 import asyncio
-import math
 import multiprocessing
 import os
 import secrets
 import statistics
-import sys
 import threading
 import time
 import traceback
@@ -42,6 +40,8 @@ from typing import Any
 import grpc
 
 from . import histo
+from .progress import Progress
+from .spawn import process_tree_cpu
 from .workload import Plan, reservation_prefix
 
 MAX_MESSAGE_BYTES = 1 << 20
@@ -274,17 +274,23 @@ async def _open(spec: LoadSpec, rec: _Recorder, caller: _Caller, start_ns: int) 
     worker_no = [0]
 
     async def one(intended: int) -> None:
-        if sem is not None:
-            await sem.acquire()
+        acquired = False
         try:
+            if sem is not None:
+                await sem.acquire()
+                acquired = True
             sent = clock()
             k = worker_no[0]
             worker_no[0] = k + 1
             name, call, payload = caller.next(k)
             error = await caller.send(call, payload)
             rec.record(name, intended, sent, clock(), error)
+        except asyncio.CancelledError:
+            # still queued (or in flight) when the drain gave up: counted, not hidden
+            rec.record("", intended, intended, clock(), "CLIENT_NOT_ANSWERED_BY_DRAIN")
+            raise
         finally:
-            if sem is not None:
+            if acquired and sem is not None:
                 sem.release()
 
     def launch(due: list[int]) -> None:
@@ -323,8 +329,11 @@ async def _open(spec: LoadSpec, rec: _Recorder, caller: _Caller, start_ns: int) 
     finally:
         stop.set()
         thread.join(5)
-        for task in list(tasks):
+        pending = list(tasks)
+        for task in pending:
             task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def _run_async(spec: LoadSpec, ready: Any, start_at: Any, progress: Any) -> dict[str, Any]:
@@ -460,11 +469,16 @@ def run_load(
         cpu_marks: list[tuple[float, float]] = []
         while len(got) < procs:
             now = time.monotonic()
-            if server_pid and len(cpu_marks) < 2 and now >= t0 + warmup + duration * len(cpu_marks):
-                cpu_marks.append((now, process_tree_cpu(server_pid)))
+            wait = 0.2
+            if server_pid and len(cpu_marks) < 2:
+                mark = t0 + warmup + duration * len(cpu_marks)
+                if now >= mark:
+                    cpu_marks.append((now, process_tree_cpu(server_pid)))
+                else:
+                    wait = min(wait, max(0.001, mark - now))
             bar.update(now - t0, sum(counters[0::2]), sum(counters[1::2]))
             try:
-                idx, res = results.get(timeout=0.2)
+                idx, res = results.get(timeout=wait)
                 got[idx] = res
             except Exception:  # queue.Empty
                 if time.monotonic() > deadline:
@@ -507,77 +521,6 @@ def run_load(
         load_cpu=[float(p.get("cpu_share", 0.0)) for p in parts],
         extra=extra,
     )
-
-
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its children, from /proc; 0 elsewhere."""
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    total = 0.0
-    todo, seen = [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        try:
-            stat = open(f"/proc/{p}/stat").read()  # noqa: SIM115 (read at once)
-            fields = stat[stat.rindex(")") + 2:].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
-
-
-class Progress:
-    """A one-line progress bar on stderr (redrawn in place on a terminal, sparse otherwise)."""
-
-    WIDTH = 24
-
-    def __init__(self, label: str, warmup: float, duration: float, enabled: bool = True) -> None:
-        self.label = label
-        self.warmup = warmup
-        self.total = warmup + duration
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.last_draw = -1e9
-        self.last = (0.0, 0)
-        self.rate = 0.0
-
-    def update(self, elapsed: float, calls: int, errors: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        every = 0.2 if self.tty else 2.0
-        if now - self.last_draw < every:
-            return
-        t_prev, c_prev = self.last
-        if now > t_prev and t_prev:
-            self.rate = (calls - c_prev) / (now - t_prev)
-        self.last = (now, calls)
-        self.last_draw = now
-        self._draw(max(0.0, elapsed), calls, errors)
-
-    def _draw(self, elapsed: float, calls: int, errors: int, end: str = "") -> None:
-        frac = min(1.0, elapsed / self.total) if self.total else 1.0
-        filled = math.floor(frac * self.WIDTH)
-        phase = "warmup" if elapsed < self.warmup else ("measure" if frac < 1 else "drain")
-        line = (
-            f"{self.label} [{'#' * filled}{'-' * (self.WIDTH - filled)}] "
-            f"{min(elapsed, self.total):5.1f}/{self.total:.1f}s {phase:<7} "
-            f"{calls:>9,} calls {self.rate:>9,.0f}/s {errors:,} errors"
-        )
-        if self.tty:
-            sys.stderr.write("\r" + line + "\x1b[K" + end)
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    def done(self, calls: int, errors: int) -> None:
-        if self.enabled:
-            self._draw(self.total, calls, errors, end="\n" if self.tty else "")
 
 
 def cpu_count() -> int:

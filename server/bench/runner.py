@@ -382,6 +382,9 @@ def summary(doc: dict[str, Any]) -> str:
         if r.get("server_cpu_per_call"):
             lines.append(f"server CPU per call: {r['server_cpu_per_call']:.2f}x the floor's")
     f = doc["figures"]
+    if doc["workload"]["preflight"]["errors"]:
+        lines.append("WARNING: preflight calls failed: " + ", ".join(
+            f"{k} {v}" for k, v in doc["workload"]["preflight"]["errors"].items()))
     mismatches = doc["workload"]["preflight"].get("engine_mismatches")
     if mismatches:
         lines.append(f"WARNING: {mismatches} preflight answers differ from the engine's decision "

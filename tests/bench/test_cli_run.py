@@ -110,3 +110,28 @@ def test_plots_are_pngs(tmp_path: Path) -> None:
     b = plot.latency_histogram({"run": histo.bins(h)}, tmp_path / "hist.png", "t")
     for path in (a, b):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_running_server_and_a_jsonl_workload(tmp_path: Path) -> None:
+    from tests.support.proctor import start_proctor
+
+    workload = tmp_path / "w.jsonl"
+    workload.write_text("".join(
+        json.dumps({"topic": f"job.{i}.export.bulk", "delegation_path": ["a", "etl"],
+                    "risk_tags": ["bulk-data"], "tenant": "acme", "request_id": f"r{i}"}) + "\n"
+        for i in range(20)))
+    server = start_proctor(SEED, tmp_path / "serve")
+    try:
+        out = tmp_path / "r.json"
+        r = _bench("--server", server.address, "--workload", str(workload), "--target", "batch",
+                   "--batch-size", "20", "--concurrency", "2", "--duration", "0.5",
+                   "--warmup", "0.1", "--out", str(out), "--no-progress", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr + r.stdout
+        doc = json.loads(out.read_text())
+        _sane(doc["figures"])
+        assert doc["settings"]["server"] == server.address
+        assert doc["settings"]["workload_sha"] and doc["workload"]["requests"] == 20
+        assert doc["workload"]["engine_decisions"] is None  # no --policy: nothing to check against
+        assert "server_cpu_share" not in doc["figures"]  # not ours to watch
+    finally:
+        server.stop()
