@@ -45,15 +45,23 @@ ROOT = Path(__file__).resolve().parent.parent
 EVALUATE = "/proctor.v1.Decisions/Evaluate"
 ECHO = "/bench.Echo/Echo"
 
-REQUEST = decisions_pb2.EvaluateRequest(
-    request_id="req-000000000042",
-    run_id="run-7f3a",
-    tenant="acme",
-    delegation_path=["orchestrator", "research-agent", "mailer"],
-    topic="job.42.send.email",
-    risk_tags=["external", "customer-data"],
-    labels={"env": "prod"},
-)
+# One request per decision path of the seed policy: the paths cost differently
+# (require_approval creates an approval and writes two audit events).
+_SEED_CALL = {
+    "request_id": "",
+    "run_id": "run-7f3a",
+    "tenant": "acme",
+    "delegation_path": ["orchestrator", "research-agent", "mailer"],
+    "labels": {"env": "prod"},
+}
+REQUESTS = {
+    "allow": decisions_pb2.EvaluateRequest(
+        topic="job.42.delegate.internal", risk_tags=[], **_SEED_CALL),
+    "deny": decisions_pb2.EvaluateRequest(
+        topic="job.42.export.bulk", risk_tags=["bulk-data"], **_SEED_CALL),
+    "require_approval": decisions_pb2.EvaluateRequest(
+        topic="job.42.send.email", risk_tags=["external", "customer-data"], **_SEED_CALL),
+}
 
 
 # -- processes ------------------------------------------------------------------------
@@ -235,19 +243,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--serve-arg", action="append", default=[],
                         help="extra flag for proctor serve (repeatable)")
+    parser.add_argument("--decision", choices=sorted(REQUESTS), default="allow",
+                        help="which seed decision path every call takes")
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.calls, args.tp_rounds, args.duration = 4, 100, 1, 1.0
 
     procs = Procs()
-    payload = REQUEST.SerializeToString()
+    payload = REQUESTS[args.decision].SerializeToString()
     report: dict[str, Any] = {
         "benchmark": "service_bench",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "commit": commit(),
-        "note": "shared 2-core machine (other engineers' jobs were running); noise ~ +-10%",
+        "note": "shared 2-core machine; noise ~ +-10%",
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "request_bytes": len(payload),
     }
@@ -325,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out) if args.out else (
         ROOT / "benchmarks" / "results"
-        / f"service-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+        / f"service-{args.decision}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
