@@ -21,6 +21,16 @@ def redis_proc(tmp_path: Path) -> Iterator[RedisProcess]:
 
 
 @pytest.fixture(scope="session")
+def store_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A private standalone redis-server for the store suites (each test its own fleet)."""
+    r = start_redis(tmp_path_factory.mktemp("store-redis"))
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+@pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
     """A private 3-master Redis Cluster, shared by the session's tests."""
     c = start_cluster(tmp_path_factory.mktemp("cluster"))

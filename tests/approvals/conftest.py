@@ -3,13 +3,8 @@ redis-server and a 3-master Redis Cluster, each test on a fleet (hash tag) of it
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -17,17 +12,7 @@ from server.approvals.binding import action_hash
 from server.approvals.memory import MemoryApprovalStore
 from server.approvals.redis_store import RedisApprovalStore, connect
 from server.approvals.store import Approval, ApprovalStore, Draft
-from tests.support.redis import RedisProcess, start_redis
-
-T = TypeVar("T")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = time.time()
-
-    def __call__(self) -> float:
-        return self.t
+from tests.support.stores import STORE_KINDS, FakeClock, StoreEnv, env_for
 
 
 def draft(topic: str = "job.1.send.email", *, tenant: str = "acme", request_id: str = "",
@@ -46,14 +31,10 @@ def draft(topic: str = "job.1.send.email", *, tenant: str = "acme", request_id: 
 
 
 @dataclass
-class Env:
-    """How a test reaches one kind of store, and how time passes for it."""
+class Env(StoreEnv[ApprovalStore]):
+    """An approval store of one kind; expiries it reports are collected in `expired`."""
 
-    kind: str  # memory | redis | cluster
-    url: str = ""
-    clock: FakeClock | None = None
     expired: list[Approval] = field(default_factory=list)
-
     max_open: int = 100_000
 
     def make_store(self, fleet: str = "") -> ApprovalStore:
@@ -70,38 +51,7 @@ class Env:
         store.on_expired = listen
         return store
 
-    async def sleep(self, seconds: float) -> None:
-        if self.clock is not None:
-            self.clock.t += seconds
-        else:
-            await asyncio.sleep(seconds)
 
-    def run(self, fn: Callable[[ApprovalStore], Awaitable[T]]) -> T:
-        async def main() -> T:
-            store = self.make_store()
-            await store.start()
-            try:
-                return await fn(store)
-            finally:
-                await store.close()
-
-        return asyncio.run(main())
-
-
-@pytest.fixture(scope="session")
-def approvals_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    r = start_redis(Path(tmp_path_factory.mktemp("approvals-redis")))
-    try:
-        yield r
-    finally:
-        r.stop()
-
-
-@pytest.fixture(params=["memory", "redis", "cluster"])
-def env(request: pytest.FixtureRequest) -> Env:
-    if request.param == "memory":
-        return Env("memory", clock=FakeClock())
-    if request.param == "redis":
-        return Env("redis", url=request.getfixturevalue("approvals_redis").url)
-    cluster = request.getfixturevalue("redis_cluster")
-    return Env("cluster", url=cluster.url + "?cluster=1")
+@pytest.fixture(params=STORE_KINDS)
+def env(request: pytest.FixtureRequest) -> StoreEnv[ApprovalStore]:
+    return env_for(request, Env)

@@ -57,12 +57,12 @@ def _race(mode: str, targets: list[str], name: str) -> list[str]:
     return _finish(_start_race(mode, targets, name, time.time() + 1.5))[0]
 
 
-def test_store_race_grants_exactly_the_limit(budget_redis: Any) -> None:
+def test_store_race_grants_exactly_the_limit(store_redis: Any) -> None:
     for _ in range(3):
         fleet = f"race-{uuid.uuid4().hex[:8]}"
-        granted = _race("store", [budget_redis.url] * 2, fleet)
+        granted = _race("store", [store_redis.url] * 2, fleet)
         assert len(granted) == 500 and len(set(granted)) == 500
-        r = redis.Redis(port=budget_redis.port, decode_responses=True)
+        r = redis.Redis(port=store_redis.port, decode_responses=True)
         try:
             key = next(iter(r.scan_iter(match=f"proctor:{{{fleet}}}:c:*")))
             assert r.hgetall(key) == {"reserved": "500"}

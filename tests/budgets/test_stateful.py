@@ -219,11 +219,11 @@ TestMemoryAgainstModel.settings = settings(
 
 
 @pytest.fixture
-def redis_machine(budget_redis: Any) -> type[BudgetMachine]:
+def redis_machine(store_redis: Any) -> type[BudgetMachine]:
     class RedisMachine(BudgetMachine):
         budgets = UNTIMED
         timed = False
-        env = Env("redis", url=budget_redis.url)
+        env = Env("redis", url=store_redis.url)
 
     return RedisMachine
 

@@ -44,8 +44,8 @@ def test_month_and_day_bounds_match_the_calendar() -> None:
     assert window_bounds("none", 0, 65_000) == (0, 0)
 
 
-def test_lua_and_python_windows_agree(budget_redis: Any) -> None:
-    r = redis.Redis(port=budget_redis.port)
+def test_lua_and_python_windows_agree(store_redis: Any) -> None:
+    r = redis.Redis(port=store_redis.port)
     try:
         script = (LUA_DIR / "lib.lua").read_text() + PROBE
         samples = _samples()
