@@ -23,7 +23,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from server.bench.spawn import free_port, wait_port  # noqa: E402
+
 SEED = ROOT / "examples" / "safety.yaml"
 MODES = ("off", "file", "off-redis", "redis")
 # Each sink is compared with audit off on the same stores: with --redis-url the
@@ -41,21 +42,8 @@ MODES = ("off", "file", "off-redis", "redis")
 BASELINE = {"file": "off", "redis": "off-redis"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing on port {port}")
 
 
 def _serve_null_audit(argv: list[str]) -> int:
@@ -92,7 +80,7 @@ def _start_servers(work: Path, redis_url: str) -> dict[str, tuple[subprocess.Pop
     proctor = shutil.which("proctor") or str(Path(sys.executable).parent / "proctor")
     out: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     for mode in MODES:
-        port = _free_port()
+        port = free_port()
         common = ["--policy", str(SEED), "--listen", f"127.0.0.1:{port}",
                   "--audit-dir", str(work / mode / "audit"), "--log-level", "warning"]
         if mode == "off":
@@ -226,12 +214,12 @@ def main() -> int:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="audit-bench-"))
-    rport = _free_port()
+    rport = free_port()
     redis_proc = subprocess.Popen(
         ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(work)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_port(rport)
+    wait_port(rport)
     redis_url = f"redis://127.0.0.1:{rport}/0"
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     result: dict[str, Any] = {}

@@ -29,7 +29,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from proctor.v1 import budgets_pb2  # noqa: E402
 
+from server.bench.spawn import free_port, wait_port  # noqa: E402
 from server.budgets.redis_store import RedisBudgetStore  # noqa: E402
 
 RESERVE = "/proctor.v1.Budgets/ReserveBudget"
@@ -65,21 +65,8 @@ budgets:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing on port {port}")
 
 
 def request_bytes(i: int) -> bytes:

@@ -28,7 +28,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from typing import Any
 
 import grpc
 from proctor.v1 import decisions_pb2
+
+from server.bench.spawn import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EVALUATE = "/proctor.v1.Decisions/Evaluate"
@@ -67,10 +68,6 @@ REQUESTS = {
 # -- processes ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(address: str, method: str, payload: bytes, timeout: float = 30.0) -> None:
