@@ -40,14 +40,18 @@ def to_engine_request(msg: decisions_pb2.EvaluateRequest) -> engine.Request:
         raise engine.RequestError(
             "approval_id", f"at most {MAX_APPROVAL_ID_CHARS} characters"
         )
+    # Per call: a slice of a repeated field is a plain list, cheaper than tuple() of the
+    # container; empty containers are skipped (most calls carry no labels or tags).
+    tags = msg.risk_tags
+    labels = msg.labels
     return engine.Request(
-        topic=msg.topic,
-        risk_tags=tuple(msg.risk_tags),
-        delegation_path=tuple(msg.delegation_path),
-        tenant=msg.tenant,
-        run_id=msg.run_id,
-        request_id=msg.request_id,
-        labels=dict(msg.labels) if msg.labels else None,
+        msg.topic,
+        tags[:] if tags else (),
+        tuple(msg.delegation_path),
+        msg.tenant,
+        msg.run_id,
+        msg.request_id,
+        dict(labels) if labels else None,
     )
 
 
@@ -127,14 +131,21 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         self, req: engine.Request, msg: decisions_pb2.EvaluateRequest, started: int
     ) -> tuple[decisions_pb2.EvaluateResponse, dict[str, Any]]:
         """Evaluate one validated request on the serving policy: the answer and its audit event."""
-        policy = self.holder.current
-        decision = policy.evaluate(req, explain=msg.explain)
+        decision = self.holder.current.evaluate(req, explain=msg.explain)
         decision_id = self._ids.new()
-        outcome, reason, approval_id, extra = decision.decision, decision.reason, "", {}
-        if self.approvals is not None and (outcome == "require_approval" or msg.approval_id):
+        if self.approvals is not None and (
+            decision.decision == "require_approval" or msg.approval_id
+        ):
             gate = await self.approvals.apply(req, decision, msg.approval_id, decision_id)
-            outcome, reason, approval_id, extra = (
-                gate.decision, gate.reason, gate.approval_id, gate.audit)
+            return self._answer(req, decision, decision_id, started, gate.decision,
+                                gate.reason, gate.approval_id, gate.audit)
+        return self._answer(req, decision, decision_id, started, decision.decision,
+                            decision.reason, "", None)
+
+    def _answer(
+        self, req: engine.Request, decision: engine.Decision, decision_id: str, started: int,
+        outcome: str, reason: str, approval_id: str, extra: dict[str, Any] | None,
+    ) -> tuple[decisions_pb2.EvaluateResponse, dict[str, Any]]:
         self.metrics.decided(outcome, decision.rule_id)
         response = decisions_pb2.EvaluateResponse(
             decision=DECISION_TO_PROTO[outcome],
@@ -149,7 +160,8 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         if decision.derived_tags:
             response.derived_tags.extend(decision.derived_tags)
         # Tuples and the request's own label dict go in as they are: the audit only
-        # reads them (and writes tuples as JSON arrays).
+        # reads them (and writes tuples as JSON arrays). These keys are the audit's
+        # DECISION_FIELDS (written by its template); approval steps add more.
         event = {
             "request_id": req.request_id,
             "run_id": req.run_id,
@@ -166,6 +178,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             "decision_id": decision_id,
             "approval_id": approval_id,
             "latency_us": (time.perf_counter_ns() - started) // 1000,
-            **extra,
         }
+        if extra:
+            event.update(extra)
         return response, event

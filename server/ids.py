@@ -25,12 +25,14 @@ _rng = random.Random(_random)
 class UlidGenerator:
     """Makes monotonic ULIDs; not thread-safe (one per event loop)."""
 
-    __slots__ = ("_last_ms", "_last_random", "_prefix")
+    __slots__ = ("_last_ms", "_last_random", "_prefix", "_high", "_high_text")
 
     def __init__(self) -> None:
         self._last_ms = -1
         self._last_random = 0
         self._prefix = ""
+        self._high = -1
+        self._high_text = ""
 
     def new(self, ms: int | None = None) -> str:
         """A ULID for now, or for the given Unix millisecond (an event's own time)."""
@@ -50,8 +52,16 @@ class UlidGenerator:
             # The first 10 characters are the 48-bit time (after two zero bits).
             self._prefix = _encode_pairs(ms, 5)
             self._last_ms = ms
+            self._high = -1
         self._last_random = rnd
-        return self._prefix + _encode_pairs(rnd, 8)
+        # Counting up within a millisecond changes only the low bits: the text of the
+        # high 60 bits is kept, and only the last 4 characters are encoded per id.
+        high = rnd >> 20
+        if high != self._high:
+            self._high = high
+            self._high_text = self._prefix + _encode_pairs(high, 6)
+        table = _PAIRS
+        return self._high_text + table[(rnd >> 10) & 0x3FF] + table[rnd & 0x3FF]
 
 
 def _encode_pairs(value: int, pairs: int) -> str:

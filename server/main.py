@@ -20,7 +20,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from proctor.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -51,6 +50,7 @@ from .decisions import DecisionsService
 from .health import HealthState
 from .metrics import Metrics
 from .reload import PolicyHolder
+from .routes import MethodTable
 from .settings import MAX_MESSAGE_BYTES, Settings, split_host_port
 
 log = logging.getLogger("proctor.server")
@@ -80,7 +80,7 @@ def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
 
 
 def register_services(
-    server: grpc.aio.Server,
+    server: Any,
     *,
     settings: Settings,
     holder: PolicyHolder,
@@ -89,7 +89,7 @@ def register_services(
     health: HealthState,
     on_reload: Callable[[], None] | None,
 ) -> tuple[str, ...]:
-    """Add every servicer to the server; return the service names for reflection.
+    """Add every servicer to `server` (a MethodTable); return the service names for reflection.
 
     Approvals: Redis store with --redis-url, embedded otherwise; its gate sits in Evaluate
     (require_approval creates an approval; an approved id unlocks its action once).
@@ -114,7 +114,9 @@ def register_services(
     register_audit_metrics(metrics.registry)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    return (*SERVICE_NAMES, health_service, reflection.SERVICE_NAME)
+    names = (*SERVICE_NAMES, health_service, *server_reflection.SERVICE_NAMES)
+    server_reflection.enable(server, names)
+    return names
 
 
 def build_audit(settings: Settings) -> Any:
@@ -174,11 +176,12 @@ async def serve(
                 os.kill(pid, signal.SIGHUP)
 
     server = grpc.aio.server(options=grpc_options(settings))
-    names = register_services(
-        server, settings=settings, holder=holder, audit=audit, metrics=metrics,
+    routes = MethodTable()
+    register_services(
+        routes, settings=settings, holder=holder, audit=audit, metrics=metrics,
         health=health, on_reload=on_reload,
     )
-    server_reflection.enable(server, names)
+    server.add_generic_rpc_handlers((routes,))
     try:
         port = _bind(server, settings)
     except (RuntimeError, OSError) as e:

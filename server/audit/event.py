@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac as _hmac
 import json
+import json.encoder
 import os
 import re
 import socket
@@ -65,6 +66,65 @@ def seal(record: dict[str, Any], key: bytes | None) -> tuple[bytes, str]:
     `record` must already hold `prev_hash` and no `hash`/`hmac`.
     """
     body = canonical(record)
+    digest = hashlib.sha256(body).hexdigest()
+    tail = ',"hash":"' + digest
+    if key is not None:
+        tail += '","hmac":"' + _hmac.new(key, body, hashlib.sha256).hexdigest()
+    return body[:-1] + tail.encode("ascii") + b'"}\n', digest
+
+
+# The fields Proctor's Decisions service records for a decision (the pipeline adds
+# ENVELOPE_FIELDS). Such an event is written by a template instead of the generic
+# encoder: same bytes (a property test holds the two together), a third of the time.
+DECISION_FIELDS = frozenset((
+    "request_id", "run_id", "tenant", "delegation_path", "topic", "risk_tags", "labels",
+    "derived_tags", "outcome", "rule_id", "reason", "policy_version", "decision_id",
+    "approval_id", "latency_us",
+))
+# The template below writes the keys in this order: canonical (sorted) order.
+_DECISION_ORDER = (
+    "approval_id", "decision_id", "delegation_path", "derived_tags", "event_id", "kind",
+    "labels", "latency_us", "outcome", "policy_version", "prev_hash", "reason", "request_id",
+    "risk_tags", "rule_id", "run_id", "seq", "tenant", "time", "topic", "writer",
+)
+assert list(_DECISION_ORDER) == sorted(DECISION_FIELDS | set(ENVELOPE_FIELDS))
+_quote = json.encoder.encode_basestring  # the C one where built, as the encoder uses
+_SEQUENCES = (tuple, list)
+
+
+def seal_decision(
+    f: dict[str, Any], event_id: str, seq: int, stamp: str, writer: str, prev: str,
+    key: bytes | None,
+) -> tuple[bytes, str] | None:
+    """seal() for a decision event holding exactly DECISION_FIELDS, or None.
+
+    None when a value is not of the type the template writes (a str where a list
+    belongs, a bool or float latency, non-string tags...): the caller falls back to
+    the generic encoder, which writes whatever it is given.
+    """
+    q = _quote
+    path, derived, tags, labels, latency = (
+        f["delegation_path"], f["derived_tags"], f["risk_tags"], f["labels"], f["latency_us"])
+    if (type(latency) is not int or type(labels) is not dict or type(path) not in _SEQUENCES
+            or type(derived) not in _SEQUENCES or type(tags) not in _SEQUENCES):
+        return None
+    try:
+        label_text = ",".join([q(k) + ":" + q(v) for k, v in sorted(labels.items())])
+        text = (
+            f'{{"approval_id":{q(f["approval_id"])},"decision_id":{q(f["decision_id"])},'
+            f'"delegation_path":[{",".join(map(q, path))}],'
+            f'"derived_tags":[{",".join(map(q, derived))}],"event_id":{q(event_id)},'
+            f'"kind":"decision","labels":{{{label_text}}},"latency_us":{latency},'
+            f'"outcome":{q(f["outcome"])},"policy_version":{q(f["policy_version"])},'
+            f'"prev_hash":{q(prev)},"reason":{q(f["reason"])},'
+            f'"request_id":{q(f["request_id"])},"risk_tags":[{",".join(map(q, tags))}],'
+            f'"rule_id":{q(f["rule_id"])},"run_id":{q(f["run_id"])},"seq":{seq},'
+            f'"tenant":{q(f["tenant"])},"time":{q(stamp)},"topic":{q(f["topic"])},'
+            f'"writer":{q(writer)}}}'
+        )
+    except TypeError:  # a value (or label) that is not a str
+        return None
+    body = text.encode("utf-8")
     digest = hashlib.sha256(body).hexdigest()
     tail = ',"hash":"' + digest
     if key is not None:

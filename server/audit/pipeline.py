@@ -1,6 +1,7 @@
 """The audit pipeline seen by the request path: a bounded queue and one background writer.
 
-`record()` only puts a small tuple on an asyncio queue (no hashing, no JSON).
+`record()` only appends a small tuple to a bounded deque and, when the writer
+sleeps, wakes it (no hashing, no JSON, no asyncio.Queue bookkeeping per event).
 A writer task takes everything waiting (up to `max_batch`; with async durability
 after lingering up to 20 ms so batches, and fsyncs, stay few), chains and seals
 it (serializes once) in small chunks between requests, hands it to a dedicated
@@ -20,18 +21,18 @@ import asyncio
 import concurrent.futures
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from ..ids import UlidGenerator
 from . import metrics
-from .event import GENESIS, format_time, seal
+from .event import DECISION_FIELDS, GENESIS, format_time, seal, seal_decision
 from .sink import Sealed, Sink
 
 log = logging.getLogger("proctor.audit")
 
-_STOP = object()
 DEFAULT_LINGER = 0.02  # seconds, async durability only
-SEAL_CHUNK = 4  # events sealed between yields to the request path (~40 µs)
+SEAL_CHUNK = 8  # events sealed between yields to the request path (~40 µs)
 SEAL_PAUSE = 0.0005  # seconds between chunks (async durability, no backlog)
 _FLUSH = "\x00flush"
 
@@ -85,7 +86,14 @@ class AuditPipeline:
         self.sink = sink
         self.writer = writer
         self._key = hmac_key
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max(1, queue_size))
+        # (kind, fields, time, sync future or None), oldest first; the loop thread appends,
+        # the writer task pops: both on the event loop, so no lock.
+        self._items: deque[tuple[str, Any, float, Any]] = deque()
+        self._capacity = max(1, queue_size)
+        self._wake = asyncio.Event()  # set when the idle writer has work
+        self._room = asyncio.Event()  # set when the writer took items (block policy)
+        self._idle = False
+        self._stopping = False
         self._shed = full_policy == "shed"
         self._sync = durability == "sync"
         self._max_batch = max(1, max_batch)
@@ -119,22 +127,21 @@ class AuditPipeline:
             raise AuditClosed("audit pipeline is closed")
         if self._task is None:
             self._start()
-        fut = self._loop.create_future() if self._sync else None  # type: ignore[union-attr]
-        item = (kind, fields, time.time(), fut)
-        q = self._queue
-        if self._shed:
-            if self._shed_pending:
-                self._enqueue_gap()
-            try:
-                q.put_nowait(item)
-            except asyncio.QueueFull:
-                self._count_shed(item[2])
+        items = self._items
+        if self._shed_pending:
+            self._enqueue_gap()
+        if len(items) >= self._capacity:
+            if self._shed:
+                self._count_shed(time.time())
                 return
-        else:
-            try:
-                q.put_nowait(item)
-            except asyncio.QueueFull:
-                await q.put(item)
+            while len(items) >= self._capacity:
+                self._room.clear()
+                await self._room.wait()
+        fut = self._loop.create_future() if self._sync else None  # type: ignore[union-attr]
+        items.append((kind, fields, time.time(), fut))
+        if self._idle:
+            self._idle = False
+            self._wake.set()
         if fut is not None:
             await fut
 
@@ -156,6 +163,8 @@ class AuditPipeline:
 
     def _enqueue_gap(self) -> None:
         """Put the pending shed count into the chain if a slot is free (loop thread)."""
+        if len(self._items) >= self._capacity:
+            return
         n = self._shed_pending
         fields = {
             "count": n,
@@ -164,10 +173,10 @@ class AuditPipeline:
             "first_shed": format_time(self._shed_first),
             "last_shed": format_time(self._shed_last),
         }
-        try:
-            self._queue.put_nowait(("gap", fields, self._shed_last, None))
-        except asyncio.QueueFull:
-            return
+        self._items.append(("gap", fields, self._shed_last, None))
+        if self._idle:
+            self._idle = False
+            self._wake.set()
         self._shed_pending = 0
         self.stats["gaps"] += 1
 
@@ -186,7 +195,11 @@ class AuditPipeline:
         if self._task is None:
             return
         fut = self._loop.create_future()  # type: ignore[union-attr]
-        await self._queue.put((_FLUSH, None, 0.0, fut))
+        # Past the capacity on purpose: a flush marker must not wait behind a full queue.
+        self._items.append((_FLUSH, None, 0.0, fut))
+        if self._idle:
+            self._idle = False
+            self._wake.set()
         await fut
 
     async def close(self, timeout: float = 30.0) -> None:
@@ -195,7 +208,8 @@ class AuditPipeline:
             return
         self._closed = True
         if self._task is not None:
-            await self._queue.put(_STOP)
+            self._stopping = True
+            self._wake.set()
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except TimeoutError:
@@ -211,22 +225,20 @@ class AuditPipeline:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        q = self._queue
-        stopping = False
+        queue = self._items
         while True:
-            first = await q.get()
-            if self._linger and first is not _STOP and q.qsize() < self._max_batch:
+            if not queue:
+                if self._stopping and not self._shed_pending:
+                    return
+                self._idle = True
+                self._wake.clear()
+                await self._wake.wait()
+            if self._linger and not self._stopping and len(queue) < self._max_batch:
                 await asyncio.sleep(self._linger)
-            items = [first]
-            while len(items) < self._max_batch:
-                try:
-                    items.append(q.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
-            if any(i is _STOP for i in items):
-                stopping = True
-                items = [i for i in items if i is not _STOP]
-            metrics.QUEUE_DEPTH.set(q.qsize())
+            n = min(len(queue), self._max_batch)
+            items = [queue.popleft() for _ in range(n)]
+            self._room.set()
+            metrics.QUEUE_DEPTH.set(len(queue))
             if items:
                 try:
                     await self._write(loop, items)
@@ -242,8 +254,6 @@ class AuditPipeline:
                             i[3].set_result(None)
             if self._shed_pending:
                 self._enqueue_gap()
-            if stopping and q.empty() and not self._shed_pending:
-                return
 
     async def _write(self, loop: asyncio.AbstractEventLoop, items: list[Any]) -> None:
         """Seal one batch on the loop in small chunks, then store it in the writer thread.
@@ -265,7 +275,7 @@ class AuditPipeline:
             # A call takes several loop turns; a bare yield would let every chunk cut in
             # between them. Pausing a little lets calls in flight finish first, unless a
             # backlog builds or a sync caller waits for this batch.
-            paced = not self._sync and self._queue.qsize() < self._max_batch // 2
+            paced = not self._sync and len(self._items) < self._max_batch // 2
             await asyncio.sleep(SEAL_PAUSE if paced else 0)
         if batch:
             await loop.run_in_executor(self._executor, self._store, batch)
@@ -284,16 +294,24 @@ class AuditPipeline:
             if kind == _FLUSH:
                 continue
             seq += 1
-            rec = dict(fields)
-            rec.pop("hash", None)
-            rec.pop("hmac", None)
-            rec["event_id"] = ids.new(int(when * 1000))
-            rec["seq"] = seq
-            rec["time"] = format_time(when)
-            rec["kind"] = kind
-            rec["writer"] = writer
-            rec["prev_hash"] = prev
-            line, prev = seal(rec, key)
+            event_id = ids.new(int(when * 1000))
+            stamp = format_time(when)
+            sealed = None
+            if kind == "decision" and fields.keys() == DECISION_FIELDS:
+                # The common event, written by a template (same bytes as the generic path).
+                sealed = seal_decision(fields, event_id, seq, stamp, writer, prev, key)
+            if sealed is None:
+                rec = dict(fields)
+                rec.pop("hash", None)
+                rec.pop("hmac", None)
+                rec["event_id"] = event_id
+                rec["seq"] = seq
+                rec["time"] = stamp
+                rec["kind"] = kind
+                rec["writer"] = writer
+                rec["prev_hash"] = prev
+                sealed = seal(rec, key)
+            line, prev = sealed
             batch.append(Sealed(writer, seq, line))
         return batch, seq, prev
 

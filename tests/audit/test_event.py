@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.audit.event import (
+    DECISION_FIELDS,
     canonical,
     format_time,
     parse_time,
@@ -17,6 +18,7 @@ from server.audit.event import (
     record_hmac,
     safe_name,
     seal,
+    seal_decision,
 )
 from server.ids import UlidGenerator, timestamp_ms
 
@@ -86,3 +88,46 @@ def test_time_format_is_fixed_width_and_round_trips() -> None:
 
 def test_safe_name() -> None:
     assert safe_name("host-1:42:1700") == "host-1_42_1700"
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_names = st.lists(_text, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    strings=st.fixed_dictionaries({
+        k: _text for k in ("request_id", "run_id", "tenant", "topic", "outcome", "rule_id",
+                           "reason", "policy_version", "decision_id", "approval_id")
+    }),
+    path=_names.map(tuple), derived=_names.map(tuple), tags=_names,
+    labels=st.dictionaries(_text, _text, max_size=4),
+    latency=st.integers(min_value=0, max_value=10**9),
+    seq=st.integers(min_value=1, max_value=10**12),
+    writer=_text, prev=_text, stamp=_text, event_id=_text,
+    key=st.one_of(st.none(), st.binary(min_size=1, max_size=16)),
+)
+def test_decision_template_writes_the_generic_bytes(
+    strings: dict[str, str], path: tuple[str, ...], derived: tuple[str, ...], tags: list[str],
+    labels: dict[str, str], latency: int, seq: int, writer: str, prev: str, stamp: str,
+    event_id: str, key: bytes | None,
+) -> None:
+    fields = {**strings, "delegation_path": path, "derived_tags": derived, "risk_tags": tags,
+              "labels": labels, "latency_us": latency}
+    assert fields.keys() == DECISION_FIELDS
+    fast = seal_decision(fields, event_id, seq, stamp, writer, prev, key)
+    rec = {**fields, "event_id": event_id, "seq": seq, "time": stamp, "kind": "decision",
+           "writer": writer, "prev_hash": prev}
+    assert fast == seal(rec, key)
+
+
+def test_decision_template_declines_values_it_does_not_write() -> None:
+    base = {"request_id": "r", "run_id": "", "tenant": "acme", "topic": "job.1.x",
+            "outcome": "allow", "rule_id": "a", "reason": "ok", "policy_version": "v",
+            "decision_id": "d", "approval_id": "", "delegation_path": ("a",),
+            "derived_tags": (), "risk_tags": (), "labels": {}, "latency_us": 3}
+    assert seal_decision(base, "e", 1, "t", "w", "", None) is not None
+    for field, odd in [("latency_us", True), ("latency_us", 1.5), ("labels", None),
+                       ("delegation_path", "a"), ("risk_tags", ("x", 1)), ("reason", None),
+                       ("labels", {"k": 1})]:
+        assert seal_decision({**base, field: odd}, "e", 1, "t", "w", "", None) is None, field

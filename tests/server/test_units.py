@@ -40,6 +40,20 @@ def test_ulids_are_unique_monotonic_and_carry_the_time() -> None:
     assert not set(made) & {other.new() for _ in range(1000)}
 
 
+def test_ulid_counting_up_across_the_cached_high_bits_encodes_exactly() -> None:
+    # Within one millisecond only the low characters are re-encoded; a carry out of
+    # the low 20 bits must still give exactly the ULID of (time, random).
+    gen = ids.UlidGenerator()
+    ms = 1_700_000_000_123
+    first = gen.new(ms)
+    start = (1 << 40) - 3
+    gen._last_random = start  # noqa: SLF001 - drive the counter to a carry boundary
+    made = [gen.new(ms) for _ in range(6)]
+    expected = [ids.encode((ms << 80) | (start + 1 + i)) for i in range(6)]
+    assert made == expected
+    assert made == sorted(made) and first[:10] == made[0][:10]
+
+
 def _settings(*argv: str) -> Settings:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
