@@ -41,7 +41,8 @@ def to_engine_request(msg: decisions_pb2.EvaluateRequest) -> engine.Request:
             "approval_id", f"at most {MAX_APPROVAL_ID_CHARS} characters"
         )
     # Per call: a slice of a repeated field is a plain list, cheaper than tuple() of the
-    # container; empty containers are skipped (most calls carry no labels or tags).
+    # container; empty containers are skipped (most calls carry no labels or tags); a map
+    # is copied key by key (dict() of it goes through the Mapping ABC's Python methods).
     tags = msg.risk_tags
     labels = msg.labels
     return engine.Request(
@@ -51,7 +52,7 @@ def to_engine_request(msg: decisions_pb2.EvaluateRequest) -> engine.Request:
         msg.tenant,
         msg.run_id,
         msg.request_id,
-        dict(labels) if labels else None,
+        {k: labels[k] for k in labels} if labels else None,
     )
 
 

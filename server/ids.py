@@ -25,12 +25,13 @@ _rng = random.Random(_random)
 class UlidGenerator:
     """Makes monotonic ULIDs; not thread-safe (one per event loop)."""
 
-    __slots__ = ("_last_ms", "_last_random", "_prefix", "_high", "_high_text")
+    __slots__ = ("_last_ms", "_last_random", "_prefix", "_time_text", "_high", "_high_text")
 
     def __init__(self) -> None:
         self._last_ms = -1
         self._last_random = 0
         self._prefix = ""
+        self._time_text = ""
         self._high = -1
         self._high_text = ""
 
@@ -38,30 +39,34 @@ class UlidGenerator:
         """A ULID for now, or for the given Unix millisecond (an event's own time)."""
         if ms is None:
             ms = time.time_ns() // 1_000_000
-        if ms <= self._last_ms:
-            # Same millisecond (or the clock stepped back): keep order by counting up.
-            ms = self._last_ms
-            rnd = self._last_random + 1
-            if rnd > _RANDOM_MAX:  # 2**80 ids in one millisecond: move to the next one
+        if ms < self._last_ms:
+            ms = self._last_ms  # the clock stepped back: keep order
+        # The random part counts up from a random start, also across milliseconds: ids
+        # stay unique (each process starts at its own 79 random bits) and sorted, and
+        # the text of its high bits is reused instead of re-encoded for every id.
+        rnd = self._last_random + 1
+        if rnd > _RANDOM_MAX or self._last_ms < 0:
+            # First id, or 2**80 ids counted: start again from fresh random bits (79: headroom).
+            if self._last_ms >= 0:
                 ms += 1
-                rnd = _rng.getrandbits(_RANDOM_BITS - 1)
-        else:
-            # 79 random bits: headroom so a burst within the millisecond cannot overflow.
             rnd = _rng.getrandbits(_RANDOM_BITS - 1)
         if ms != self._last_ms:
-            # The first 10 characters are the 48-bit time (after two zero bits).
-            self._prefix = _encode_pairs(ms, 5)
+            # The first 10 characters are the 48-bit time (after two zero bits); its high
+            # 30 bits change every ~17 minutes, so only the last 4 characters are encoded.
+            table = _PAIRS
+            if ms >> 20 != self._last_ms >> 20:
+                self._time_text = _encode_pairs(ms >> 20, 3)
+            self._prefix = self._time_text + table[(ms >> 10) & 0x3FF] + table[ms & 0x3FF]
             self._last_ms = ms
-            self._high = -1
         self._last_random = rnd
-        # Counting up within a millisecond changes only the low bits: the text of the
-        # high 60 bits is kept, and only the last 4 characters are encoded per id.
+        # Counting up changes only the low bits: the text of the high 60 bits is kept,
+        # and only the last 4 characters are encoded per id.
         high = rnd >> 20
         if high != self._high:
             self._high = high
-            self._high_text = self._prefix + _encode_pairs(high, 6)
+            self._high_text = _encode_pairs(high, 6)
         table = _PAIRS
-        return self._high_text + table[(rnd >> 10) & 0x3FF] + table[rnd & 0x3FF]
+        return self._prefix + self._high_text + table[(rnd >> 10) & 0x3FF] + table[rnd & 0x3FF]
 
 
 def _encode_pairs(value: int, pairs: int) -> str:

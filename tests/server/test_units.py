@@ -52,6 +52,11 @@ def test_ulid_counting_up_across_the_cached_high_bits_encodes_exactly() -> None:
     expected = [ids.encode((ms << 80) | (start + 1 + i)) for i in range(6)]
     assert made == expected
     assert made == sorted(made) and first[:10] == made[0][:10]
+    # The next millisecond carries into the cached high characters of the time.
+    carry = ((ms >> 20) + 1) << 20
+    later = gen.new(carry - 1), gen.new(carry)
+    assert later[1] == ids.encode((carry << 80) | gen._last_random)  # noqa: SLF001
+    assert made[-1] < later[0] < later[1]
 
 
 def _settings(*argv: str) -> Settings:
