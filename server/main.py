@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -229,6 +230,11 @@ async def serve(
         policy_version=holder.current.policy_version, rules=holder.current.rule_count,
         metrics=settings.metrics_listen or None, tls=settings.tls,
     )
+    # What start-up built lives as long as the process (the compiled policy above all:
+    # millions of objects at 100,000 rules). Frozen, no garbage collection walks it again,
+    # so full collections stay short however large the policy.
+    gc.collect()
+    gc.freeze()
     await stop.wait()
 
     logs.event(log, logging.INFO, "draining", grace_seconds=settings.grace_seconds)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
 from collections.abc import Iterable, Mapping, Sequence
 
 HASH_VERSION = "v1"
+_quote = json.encoder.encode_basestring  # the escaping json.dumps(ensure_ascii=False) uses
 
 
 def normalize_tags(tags: Iterable[str]) -> list[str]:
@@ -34,14 +36,43 @@ def action_hash(
     labels: Mapping[str, str] | None = None,
 ) -> str:
     """Hex SHA-256 of the canonical JSON of the action."""
-    doc = {
-        "v": HASH_VERSION,
-        "tenant": tenant,
-        "run_id": run_id,
-        "delegation_path": list(delegation_path),
-        "topic": topic,
-        "tags": normalize_tags([*risk_tags, *derived_tags]),
-        "labels": dict(labels or {}),
-    }
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(action_text(
+        tenant=tenant, run_id=run_id, delegation_path=delegation_path, topic=topic,
+        risk_tags=risk_tags, derived_tags=derived_tags, labels=labels,
+    ).encode("utf-8")).hexdigest()
+
+
+def action_text(
+    *,
+    tenant: str,
+    run_id: str,
+    delegation_path: Sequence[str],
+    topic: str,
+    risk_tags: Iterable[str],
+    derived_tags: Iterable[str] = (),
+    labels: Mapping[str, str] | None = None,
+) -> str:
+    """The canonical JSON the action hash covers.
+
+    Written by a template in sorted key order (every require_approval decision hashes
+    its action): the same text as json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False) of the document, which a property test holds it to; any value
+    that is not a string falls back to json.dumps itself.
+    """
+    tags = normalize_tags([*risk_tags, *derived_tags])
+    label_map = dict(labels or {})
+    q = _quote
+    try:
+        label_text = ",".join([q(k) + ":" + q(v) for k, v in sorted(label_map.items())])
+        return (
+            f'{{"delegation_path":[{",".join(map(q, delegation_path))}],'
+            f'"labels":{{{label_text}}},"run_id":{q(run_id)},"tags":[{",".join(map(q, tags))}],'
+            f'"tenant":{q(tenant)},"topic":{q(topic)},"v":"{HASH_VERSION}"}}'
+        )
+    except TypeError:
+        doc = {
+            "v": HASH_VERSION, "tenant": tenant, "run_id": run_id,
+            "delegation_path": list(delegation_path), "topic": topic, "tags": tags,
+            "labels": label_map,
+        }
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 
-from server.approvals.binding import action_hash
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.approvals.binding import action_hash, action_text, normalize_tags
 
 BASE = {
     "tenant": "acme", "run_id": "run-42", "delegation_path": ["orchestrator", "agent-c"],
@@ -38,3 +41,21 @@ def test_every_part_of_the_action_counts() -> None:
         h(risk_tags=["external"]), h(labels={}), h(labels={"data": "all"}),
     ]
     assert h() not in others and len(set(others)) == len(others)
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tenant=_text, run_id=_text, topic=_text, path=st.lists(_text, max_size=4),
+       tags=st.lists(_text, max_size=4), derived=st.lists(_text, max_size=3),
+       labels=st.one_of(st.none(), st.dictionaries(_text, _text, max_size=4)))
+def test_action_text_is_the_canonical_json_of_the_action(
+    tenant: str, run_id: str, topic: str, path: list[str], tags: list[str],
+    derived: list[str], labels: dict[str, str] | None,
+) -> None:
+    doc = {"v": "v1", "tenant": tenant, "run_id": run_id, "delegation_path": path,
+           "topic": topic, "tags": normalize_tags([*tags, *derived]), "labels": labels or {}}
+    expected = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert action_text(tenant=tenant, run_id=run_id, delegation_path=path, topic=topic,
+                       risk_tags=tags, derived_tags=derived, labels=labels) == expected
