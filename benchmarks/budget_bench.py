@@ -15,7 +15,13 @@ Sequential latency (one call at a time) gives p50/p99; throughput runs with
 --concurrency calls in flight (grpc.aio) for reserve and echo. The target:
 reserve p99 <= echo p99 + 1.5 x redis p99.
 
-    python benchmarks/budget_bench.py [--rounds 10] [--calls 300] [--quick]
+With --baseline DIR, a second `proctor serve` runs from another source tree
+(DIR holding server/, engine/ and clients/python/, e.g. a copy of an earlier
+commit) on the same Redis, and `baseline` (its ReserveBudget) joins the same
+alternating rounds and throughput runs: before and after, side by side, under
+the same machine conditions. The target is still judged on `reserve`.
+
+    python benchmarks/budget_bench.py [--rounds 10] [--calls 300] [--quick] [--baseline DIR]
 
 Results: JSON under benchmarks/results/ with the machine, commit and settings.
 """
@@ -94,10 +100,11 @@ class Procs:
         self.workdir = workdir
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
+    def start(self, args: list[str], name: str,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         err = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
         p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, cwd=self.workdir,
-                             start_new_session=True)
+                             start_new_session=True, env=env)
         self.procs.append(p)
         return p
 
@@ -111,38 +118,59 @@ class Procs:
                     os.kill(p.pid, signal.SIGKILL)
 
 
+def wait_reserve(address: str, timeout: float = 30.0) -> bytes:
+    """The first ReserveBudget answer of a server that is starting (raw bytes)."""
+    with grpc.insecure_channel(address) as ch:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply: bytes = ch.unary_unary(RESERVE)(request_bytes(0), timeout=1)
+                return reply
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+
 def sequential(args: argparse.Namespace, reserve_addr: str, echo_addr: str, redis_port: int,
-               echo_reply: int) -> dict[str, Any]:
+               echo_reply: int, baseline_addr: str = "") -> dict[str, Any]:
     r = redis.Redis(port=redis_port)
     trivial = r.script_load("return 1")
     samples: dict[str, list[float]] = {"reserve": [], "echo": [], "redis": [], "script": []}
+    if baseline_addr:
+        samples["baseline"] = []
     loop = asyncio.new_event_loop()
     store = RedisBudgetStore.from_url(f"redis://127.0.0.1:{redis_port}/0", fleet="bench-script")
     import engine
 
     budgets = engine.compile_policy(POLICY).budgets
-    with grpc.insecure_channel(reserve_addr) as rch, grpc.insecure_channel(echo_addr) as ech:
+    with grpc.insecure_channel(reserve_addr) as rch, grpc.insecure_channel(echo_addr) as ech, \
+            grpc.insecure_channel(baseline_addr or reserve_addr) as bch:
         reserve = rch.unary_unary(RESERVE)
         echo = ech.unary_unary(ECHO)
-        payloads = [request_bytes(i) for i in range(args.rounds * args.calls + 200)]
+        baseline = bch.unary_unary(RESERVE)
+        payloads = [request_bytes(i) for i in range(args.rounds * args.calls * 2 + 400)]
         echo_payload = payloads[0]
         for p in payloads[:100]:  # warm up every path
             reserve(p, timeout=5)
             echo(echo_payload, timeout=5)
             r.evalsha(trivial, 0)
+        for p in payloads[100:200] if baseline_addr else ():
+            baseline(p, timeout=5)
         loop.run_until_complete(
             store.reserve(budgets, "warm", "acme", "a", "r", "tokens", 1, 60))
         k = 200
-        order = ["reserve", "echo", "redis", "script"]
+        order = ["reserve", "echo", "redis", "script"] + (["baseline"] if baseline_addr else [])
         for rnd in range(args.rounds):
             for name in (order if rnd % 2 == 0 else order[::-1]):
                 out = samples[name]
                 for _ in range(args.calls):
-                    if name == "reserve":
+                    if name in ("reserve", "baseline"):
                         p = payloads[k]
                         k += 1
+                        call = reserve if name == "reserve" else baseline
                         t0 = time.perf_counter()
-                        reserve(p, timeout=5)
+                        call(p, timeout=5)
                     elif name == "echo":
                         t0 = time.perf_counter()
                         echo(echo_payload, timeout=5)
@@ -188,14 +216,21 @@ async def _throughput_once(address: str, method: str, payloads: list[bytes] | No
             "p50_ms": round(pct(lat, 0.5) * 1000, 3), "p99_ms": round(pct(lat, 0.99) * 1000, 3)}
 
 
-def throughput(args: argparse.Namespace, reserve_addr: str, echo_addr: str) -> dict[str, Any]:
+def throughput(args: argparse.Namespace, reserve_addr: str, echo_addr: str,
+               baseline_addr: str = "") -> dict[str, Any]:
     out: dict[str, list[dict[str, float]]] = {"reserve": [], "echo": []}
+    order = ["reserve", "echo"]
+    if baseline_addr:
+        out["baseline"] = []
+        order.append("baseline")
     fixed = request_bytes(0)
     for rnd in range(args.tp_rounds):
-        for name in (["reserve", "echo"] if rnd % 2 == 0 else ["echo", "reserve"]):
-            if name == "reserve":
-                payloads = [request_bytes(rnd * 1_000_000 + i) for i in range(200_000)]
-                res = asyncio.run(_throughput_once(reserve_addr, RESERVE, payloads, fixed,
+        for name in (order if rnd % 2 == 0 else order[::-1]):
+            if name in ("reserve", "baseline"):
+                base = (rnd * 2 + (name == "baseline")) * 1_000_000  # ids never repeat
+                payloads = [request_bytes(base + i) for i in range(200_000)]
+                addr = reserve_addr if name == "reserve" else baseline_addr
+                res = asyncio.run(_throughput_once(addr, RESERVE, payloads, fixed,
                                                    args.concurrency, args.tp_seconds))
             else:
                 res = asyncio.run(_throughput_once(echo_addr, ECHO, None, fixed,
@@ -222,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tp-rounds", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--out", default="")
+    parser.add_argument("--baseline", default="",
+                        help="a source tree to serve as `baseline` beside this one")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.calls, args.tp_seconds, args.tp_rounds = 2, 100, 1.0, 2
@@ -242,23 +279,27 @@ def main(argv: list[str] | None = None) -> int:
                      str(workdir / "audit"), "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
                     "proctor")
         # the echo reply has the size of a real ReserveBudgetResponse
-        with grpc.insecure_channel(f"127.0.0.1:{proctor_port}") as ch:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    reply = ch.unary_unary(RESERVE)(request_bytes(0), timeout=1)
-                    break
-                except grpc.RpcError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
+        reply = wait_reserve(f"127.0.0.1:{proctor_port}")
+        baseline_addr = ""
+        if args.baseline:
+            src = Path(args.baseline).resolve()
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                [str(src), str(src / "clients" / "python")]))
+            baseline_port = free_port()
+            procs.start([sys.executable, "-m", "server", "serve", "--policy",
+                         str(workdir / "policy.yaml"), "--listen", f"127.0.0.1:{baseline_port}",
+                         "--audit-dir", str(workdir / "audit-baseline"), "--redis-url",
+                         f"redis://127.0.0.1:{redis_port}/0"], "baseline", env=env)
+            baseline_addr = f"127.0.0.1:{baseline_port}"
+            wait_reserve(baseline_addr)
         procs.start([sys.executable, str(ROOT / "benchmarks" / "echo_server.py"), "--listen",
                      f"127.0.0.1:{echo_port}", "--response-bytes", str(len(reply))], "echo")
         wait_port(echo_port)
+        baseline_reply = len(wait_reserve(baseline_addr)) if baseline_addr else 0
         reserve_addr, echo_addr = f"127.0.0.1:{proctor_port}", f"127.0.0.1:{echo_port}"
 
-        seq = sequential(args, reserve_addr, echo_addr, redis_port, len(reply))
-        tp = throughput(args, reserve_addr, echo_addr)
+        seq = sequential(args, reserve_addr, echo_addr, redis_port, len(reply), baseline_addr)
+        tp = throughput(args, reserve_addr, echo_addr, baseline_addr)
         budget_ms = seq["echo"]["p99_ms"] + 1.5 * seq["redis"]["p99_ms"]
         result = {
             "benchmark": "budget_bench",
@@ -267,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": {"platform": platform.platform(), "python": platform.python_version(),
                         "cpus": os.cpu_count(), "load_avg": os.getloadavg()},
             "settings": vars(args) | {"response_bytes": len(reply),
+                                      "baseline_response_bytes": baseline_reply,
                                       "request_bytes": len(request_bytes(0))},
             "sequential": seq,
             "throughput": tp,

@@ -16,7 +16,10 @@ runs on Redis Cluster.
 
 URLs: `redis://HOST:PORT/DB` (or rediss://, unix://) is one Redis;
 `redis://HOST:PORT?cluster=1` or `redis+cluster://HOST:PORT` is a Redis Cluster
-reached through that startup node (redis.asyncio.RedisCluster).
+reached through that startup node (redis.asyncio.RedisCluster). One Redis over
+redis:// or unix:// is reached through resp.RespClient (one pipelined
+connection; redis.asyncio's per-command overhead was most of what ReserveBudget
+spent beyond the round trip); rediss:// and Cluster through redis-py.
 
 Faults: connect and command timeouts of 1 s, no client-side retries, and a
 hard 1 s bound per call: an unreachable Redis is StoreUnavailable (UNAVAILABLE)
@@ -39,7 +42,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from .resp import RespClient
 from .store import (
+    MAX_AMOUNT,
+    MAX_ID_CHARS,
+    MAX_TTL_SECONDS,
     RECORD_MARGIN_SECONDS,
     BudgetDef,
     BudgetStatus,
@@ -50,6 +57,7 @@ from .store import (
     ReservationNotFound,
     ReserveResult,
     StoreUnavailable,
+    _counter,
     check_commit,
     check_fleet,
     check_release,
@@ -81,7 +89,10 @@ def parse_redis_url(url: str) -> tuple[str, bool]:
             cluster = cluster or v.lower() in ("1", "true", "yes", "on")
         else:
             query.append((k, v))
-    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), "")), cluster
+    clean = urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), ""))
+    if not parts.netloc and parts.path:  # unix:///path: urlunsplit would drop the "//"
+        clean = f"{scheme}://{clean[len(scheme) + 1:]}"
+    return clean, cluster
 
 
 def connect(url: str) -> Any:
@@ -96,6 +107,17 @@ def connect(url: str) -> Any:
     if cluster:
         return RedisCluster.from_url(clean, **opts)
     return aioredis.Redis.from_url(clean, **opts)
+
+
+def connect_store_client(url: str) -> Any:
+    """The budget store's client: RespClient for one Redis over redis:// or unix://,
+    redis-py (`connect`) for rediss:// and Cluster. Same timeouts, no retries either way."""
+    clean, cluster = parse_redis_url(url)
+    parts = urlsplit(clean)
+    options = {k for k, _ in parse_qsl(parts.query)}
+    if not cluster and parts.scheme in ("redis", "unix") and options <= {"db"}:
+        return RespClient(clean, timeout=CALL_TIMEOUT)
+    return connect(url)  # TLS, Cluster, or options only redis-py understands
 
 
 class _Script:
@@ -116,10 +138,16 @@ class RedisBudgetStore:
         self._owns = owns_client
         self._scripts = {n: _Script(n) for n in ("reserve", "commit", "release", "get")}
         self._loaded = False
+        # RespClient bounds each command itself (a deadline per command, one timer per
+        # connection), which spares a timeout context per call on the hot path.
+        self._lean = isinstance(client, RespClient)
+        self._plans_for: tuple[BudgetDef, ...] | None = None
+        self._plans: dict[str, tuple[tuple[int, str, str], ...]] = {}
+        self._args: dict[tuple[str, str, str, str], str] = {}
 
     @classmethod
-    def from_url(cls, url: str, fleet: str = "default") -> RedisBudgetStore:
-        return cls(connect(url), fleet)
+    def from_url(cls, url: str, fleet: str = "default", **kwargs: Any) -> RedisBudgetStore:
+        return cls(connect_store_client(url), fleet, **kwargs)
 
     @property
     def prefix(self) -> str:
@@ -141,6 +169,15 @@ class RedisBudgetStore:
         the script) EVAL, which runs the script and caches it, in the same bound."""
         s = self._scripts[name]
         try:
+            if self._lean:
+                deadline = asyncio.get_running_loop().time() + CALL_TIMEOUT
+                try:
+                    return await self._r.evalsha(s.sha, 1, self._prefix, *args,
+                                                 deadline=deadline)
+                except NoScriptError:
+                    self._loaded = False
+                    return await self._r.eval(s.text, 1, self._prefix, *args,
+                                              deadline=deadline)
             async with asyncio.timeout(CALL_TIMEOUT):
                 try:
                     return await self._r.evalsha(s.sha, 1, self._prefix, *args)
@@ -176,19 +213,71 @@ class RedisBudgetStore:
         amount: int,
         ttl_seconds: int,
     ) -> ReserveResult:
-        counters = plan_reserve(
+        arg = self._reserve_arg(
             budgets, reservation_id, tenant, agent_id, run_id, unit, amount, ttl_seconds
         )
-        args = [reservation_id, unit, amount, ttl_seconds * 1000, self._margin_ms,
-                self._budget_arg(counters)]
-        reply = json.loads(await self._run("reserve", args))
+        if arg is None:  # bad input (raises) or an unusual budget set: the general path
+            arg = self._budget_arg(plan_reserve(
+                budgets, reservation_id, tenant, agent_id, run_id, unit, amount, ttl_seconds
+            ))
+        reply = json.loads(await self._run(
+            "reserve",
+            [reservation_id, unit, amount, ttl_seconds * 1000, self._margin_ms, arg],
+        ))
         return ReserveResult(
-            granted=bool(reply["g"]),
-            refused_by=reply["r"],
-            budgets=_statuses(reply["s"]),
-            reservation_id=reservation_id,
-            expires_at=int(reply["e"]) / 1000,
+            bool(reply["g"]), reply["r"], _statuses(reply["s"]), reservation_id,
+            int(reply["e"]) / 1000,
         )
+
+    def _reserve_arg(
+        self,
+        budgets: tuple[BudgetDef, ...],
+        reservation_id: str,
+        tenant: str,
+        agent_id: str,
+        run_id: str,
+        unit: str,
+        amount: int,
+        ttl_seconds: int,
+    ) -> str | None:
+        """ARGV[6] of reserve.lua from the JSON prebuilt per budget set (only the scope keys
+        are encoded per call); None when the input is not plainly valid, so that
+        plan_reserve names the offending field exactly as it does for every store."""
+        if budgets is not self._plans_for:
+            self._plans = _unit_plans(budgets)
+            self._plans_for = budgets
+            self._args.clear()
+        if (
+            not 0 < len(reservation_id) <= MAX_ID_CHARS
+            or not 0 < amount <= MAX_AMOUNT
+            or not 1 <= ttl_seconds <= MAX_TTL_SECONDS
+        ):
+            return None
+        # The same caller reserves again and again: its ARGV[6] is kept (only valid ones are)
+        cached = (unit, tenant, agent_id, run_id)
+        arg = self._args.get(cached)
+        if arg is not None:
+            return arg
+        plan = self._plans.get(unit)
+        if (
+            plan is None
+            or len(tenant) > MAX_ID_CHARS
+            or len(agent_id) > MAX_ID_CHARS
+            or len(run_id) > MAX_ID_CHARS
+        ):
+            return None
+        keys = ("", tenant, agent_id, run_id)
+        parts = []
+        for which, head, tail in plan:
+            key = keys[which]
+            if which and not key:
+                return None
+            parts.append(head + _json_str(key) + tail)
+        arg = "[" + ",".join(parts) + "]"
+        if len(self._args) >= _ARGS_CACHED:
+            self._args.clear()
+        self._args[cached] = arg
+        return arg
 
     async def commit(self, reservation_id: str, actual: int) -> CommitResult:
         check_commit(reservation_id, actual)
@@ -252,21 +341,32 @@ def _statuses(raw: Any) -> tuple[BudgetStatus, ...]:
     if not raw:
         return ()
     out = []
-    for s in raw:
-        bid, unit, scope, key, kind, limit, used, reserved, spec, wend = s
+    for bid, unit, scope, key, kind, limit, used, reserved, spec, wend in raw:
         wend_ms = int(wend)
-        out.append(
-            BudgetStatus(
-                budget_id=bid,
-                unit=unit,
-                scope=scope,
-                scope_key=key,
-                kind=kind,
-                limit=int(limit),
-                used=int(used),
-                reserved=int(reserved),
-                window=spec,
-                window_resets_at=wend_ms / 1000 if wend_ms else None,
-            )
-        )
+        # positional: BudgetStatus(budget_id, unit, scope, scope_key, kind, limit, used,
+        # reserved, window, window_resets_at)
+        out.append(BudgetStatus(bid, unit, scope, key, kind, int(limit), int(used),
+                                int(reserved), spec, wend_ms / 1000 if wend_ms else None))
     return tuple(out)
+
+
+_ARGS_CACHED = 4096  # (unit, tenant, agent, run) combinations kept; all dropped when full
+_SCOPE_INDEX = {"fleet": 0, "tenant": 1, "agent": 2, "run": 3}  # into ("", tenant, agent, run)
+_json_str = json.encoder.encode_basestring_ascii  # what json.dumps does to a str
+
+
+def _unit_plans(budgets: tuple[BudgetDef, ...]) -> dict[str, tuple[tuple[int, str, str], ...]]:
+    """Per unit, in policy order: (scope index, JSON before the scope key, JSON after it) of
+    each budget's entry in reserve.lua's ARGV[6], the same text `_budget_arg` writes."""
+    plans: dict[str, list[tuple[int, str, str]]] = {}
+    for b in budgets:
+        c = _counter(b, "")
+        if c.scope not in _SCOPE_INDEX:
+            continue  # plan_reserve will refuse it
+        head = json.dumps([c.budget_id, c.unit, c.scope], separators=(",", ":"))[:-1] + ","
+        tail = "," + json.dumps(
+            [c.kind, str(c.limit), c.window, c.window_seconds, c.window_spec],
+            separators=(",", ":"),
+        )[1:]
+        plans.setdefault(c.unit, []).append((_SCOPE_INDEX[c.scope], head, tail))
+    return {unit: tuple(p) for unit, p in plans.items()}

@@ -17,7 +17,6 @@ import logging
 from typing import Any, NoReturn
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
 from ..health import StoreWatch
@@ -46,29 +45,31 @@ _CODES: tuple[tuple[type[BudgetError], grpc.StatusCode], ...] = (
 )
 
 
-def _ts(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromMilliseconds(round(seconds * 1000))
-    return ts
+def _ts(seconds: float) -> dict[str, int]:
+    """A Timestamp as the dict a message constructor takes (ms precision): cheaper than
+    building a Timestamp and copying it in."""
+    secs, ms = divmod(round(seconds * 1000), 1000)
+    return {"seconds": secs, "nanos": ms * 1_000_000}
 
 
-def status_pb(s: BudgetStatus) -> budgets_pb2.BudgetStatus:
-    out = budgets_pb2.BudgetStatus(
-        budget_id=s.budget_id,
-        unit=s.unit,
-        scope=s.scope,
-        scope_key=s.scope_key,
-        kind=_KINDS.get(s.kind, budgets_pb2.BUDGET_KIND_UNSPECIFIED),
-        limit=s.limit,
-        used=s.used,
-        reserved=s.reserved,
-        remaining=s.remaining,
-        window=s.window,
-        over=s.over,
-    )
-    if s.window_resets_at is not None:
-        out.window_resets_at.CopyFrom(_ts(s.window_resets_at))
-    return out
+def add_statuses(field: Any, statuses: tuple[BudgetStatus, ...]) -> None:
+    """Append the statuses to a repeated BudgetStatus field, built in place (no copies)."""
+    add = field.add
+    for s in statuses:
+        add(
+            budget_id=s.budget_id,
+            unit=s.unit,
+            scope=s.scope,
+            scope_key=s.scope_key,
+            kind=_KINDS.get(s.kind, budgets_pb2.BUDGET_KIND_UNSPECIFIED),
+            limit=s.limit,
+            used=s.used,
+            reserved=s.reserved,
+            remaining=s.remaining,
+            window=s.window,
+            over=s.over,
+            window_resets_at=None if s.window_resets_at is None else _ts(s.window_resets_at),
+        )
 
 
 class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
@@ -109,35 +110,37 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
     async def ReserveBudget(
         self, request: budgets_pb2.ReserveBudgetRequest, context: Any
     ) -> budgets_pb2.ReserveBudgetResponse:
-        fields = {
-            "reservation_id": request.reservation_id,
-            "tenant": request.tenant,
-            "agent_id": request.agent_id,
-            "run_id": request.run_id,
-            "unit": request.unit,
-            "amount": request.amount,
-            "ttl_seconds": request.ttl_seconds,
-        }
+        rid, tenant, agent_id, run_id = (
+            request.reservation_id, request.tenant, request.agent_id, request.run_id
+        )
+        unit, amount, ttl = request.unit, request.amount, request.ttl_seconds
+        policy = self._holder.current
         try:
             r = await self._store.reserve(
-                self._budgets(), request.reservation_id, request.tenant, request.agent_id,
-                request.run_id, request.unit, request.amount, request.ttl_seconds,
+                tuple(getattr(policy, "budgets", ()) or ()), rid, tenant, agent_id, run_id,
+                unit, amount, ttl,
             )
         except BudgetError as e:
-            await self._fail(context, "reserve", fields, e)
+            await self._fail(context, "reserve", {
+                "reservation_id": rid, "tenant": tenant, "agent_id": agent_id,
+                "run_id": run_id, "unit": unit, "amount": amount, "ttl_seconds": ttl,
+            }, e)
         self.watch.mark(True)
+        # One dict, handed over as is (the pipeline owns it from here).
         await self._audit.record("budget", {
-            **fields, "op": "reserve", "outcome": "granted" if r.granted else "refused",
-            "granted": r.granted, "refused_by": r.refused_by,
-            "policy_version": getattr(self._holder.current, "policy_version", ""),
+            "reservation_id": rid, "tenant": tenant, "agent_id": agent_id, "run_id": run_id,
+            "unit": unit, "amount": amount, "ttl_seconds": ttl, "op": "reserve",
+            "outcome": "granted" if r.granted else "refused", "granted": r.granted,
+            "refused_by": r.refused_by,
+            "policy_version": getattr(policy, "policy_version", ""),
         })
         resp = budgets_pb2.ReserveBudgetResponse(
             granted=r.granted,
             refused_by=r.refused_by,
-            budgets=[status_pb(s) for s in r.budgets],
             reservation_id=r.reservation_id,
+            expires_at=_ts(r.expires_at),
         )
-        resp.expires_at.CopyFrom(_ts(r.expires_at))
+        add_statuses(resp.budgets, r.budgets)
         return resp
 
     async def CommitBudget(
@@ -152,11 +155,9 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         await self._audit.record("budget", {
             **fields, "op": "commit", "outcome": "over" if r.over else "committed", "over": r.over,
         })
-        return budgets_pb2.CommitBudgetResponse(
-            reservation_id=r.reservation_id,
-            budgets=[status_pb(s) for s in r.budgets],
-            over=r.over,
-        )
+        resp = budgets_pb2.CommitBudgetResponse(reservation_id=r.reservation_id, over=r.over)
+        add_statuses(resp.budgets, r.budgets)
+        return resp
 
     async def ReleaseBudget(
         self, request: budgets_pb2.ReleaseBudgetRequest, context: Any
@@ -168,9 +169,9 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
             await self._fail(context, "release", fields, e)
         self.watch.mark(True)
         await self._audit.record("budget", {**fields, "op": "release", "outcome": "released"})
-        return budgets_pb2.ReleaseBudgetResponse(
-            reservation_id=r.reservation_id, budgets=[status_pb(s) for s in r.budgets]
-        )
+        resp = budgets_pb2.ReleaseBudgetResponse(reservation_id=r.reservation_id)
+        add_statuses(resp.budgets, r.budgets)
+        return resp
 
     async def GetBudget(
         self, request: budgets_pb2.GetBudgetRequest, context: Any
@@ -190,4 +191,6 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
             await self._fail(context, "get", fields, e)
         self.watch.mark(True)
         await self._audit.record("budget", {**fields, "op": "get", "outcome": "ok"})
-        return budgets_pb2.GetBudgetResponse(budgets=[status_pb(s) for s in statuses])
+        resp = budgets_pb2.GetBudgetResponse()
+        add_statuses(resp.budgets, statuses)
+        return resp

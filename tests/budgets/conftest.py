@@ -12,7 +12,7 @@ import pytest
 
 from engine import Budget
 from server.budgets.memory import MemoryBudgetStore
-from server.budgets.redis_store import RedisBudgetStore, connect
+from server.budgets.redis_store import RedisBudgetStore
 from server.budgets.store import RECORD_MARGIN_SECONDS, BudgetStore
 from tests.support.stores import STORE_KINDS, FakeClock, StoreEnv, env_for
 
@@ -51,8 +51,9 @@ class Env(StoreEnv[BudgetStore]):
         if self.kind == "memory":
             self.clock = self.clock or FakeClock()
             return MemoryBudgetStore(clock=self.clock, record_margin_seconds=self.margin)
-        return RedisBudgetStore(connect(self.url), fleet=f"t-{uuid.uuid4().hex[:12]}",
-                                record_margin_seconds=self.margin)
+        # as `proctor serve` builds it: RespClient on one Redis, redis-py on a Cluster
+        return RedisBudgetStore.from_url(self.url, f"t-{uuid.uuid4().hex[:12]}",
+                                         record_margin_seconds=self.margin)
 
 
 @pytest.fixture(params=STORE_KINDS)

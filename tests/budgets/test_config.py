@@ -26,6 +26,7 @@ class FakeSettings:
     ("redis://h:1/0?cluster=0", ("redis://h:1/0", False)),
     ("redis+cluster://h:1", ("redis://h:1", True)),
     ("rediss+cluster://h:1/0", ("rediss://h:1/0", True)),
+    ("unix:///run/redis.sock?db=2", ("unix:///run/redis.sock?db=2", False)),
 ])
 def test_redis_url_forms(url: str, want: tuple[str, bool]) -> None:
     assert parse_redis_url(url) == want

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from server.budgets.memory import MemoryBudgetStore
+from server.budgets.redis_store import connect
+from server.budgets.resp import RespClient
 from server.budgets.store import (
     BudgetStatus,
     BudgetStore,
@@ -36,15 +38,22 @@ async def snapshot(store: BudgetStore) -> Any:
     if isinstance(store, MemoryBudgetStore):
         return repr(store._s)
     r = store._r  # type: ignore[attr-defined]
+    lean = isinstance(r, RespClient)  # speaks only the store's commands: look with redis-py
+    if lean:
+        r = connect(r.url)
     out = {}
-    async for key in r.scan_iter(match=store.prefix + "*"):  # type: ignore[attr-defined]
-        t = await r.type(key)
-        if t == "hash":
-            out[key] = sorted((await r.hgetall(key)).items())
-        elif t == "zset":
-            out[key] = await r.zrange(key, 0, -1, withscores=True)
-        else:
-            out[key] = await r.get(key)
+    try:
+        async for key in r.scan_iter(match=store.prefix + "*"):  # type: ignore[attr-defined]
+            t = await r.type(key)
+            if t == "hash":
+                out[key] = sorted((await r.hgetall(key)).items())
+            elif t == "zset":
+                out[key] = await r.zrange(key, 0, -1, withscores=True)
+            else:
+                out[key] = await r.get(key)
+    finally:
+        if lean:
+            await r.aclose()
     return sorted(out.items())
 
 

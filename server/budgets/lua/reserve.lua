@@ -25,11 +25,20 @@ if rec then
   return reply({g = rec.g, r = rec.r, e = rec.e, s = statuses(rec.b, rec.u)})
 end
 
-local slots, lease, refused_by = read_slots(ARGV[6], now), false, ''
-for _, s in ipairs(slots) do
+-- Every slot's counter is read once: the counts decide, and (plus the amount when granted)
+-- they are the answer, since nothing else runs between here and the end of the script. The
+-- slots are of the window holding now, so the window checks of counts() and adjust() are
+-- always passed here and are left out.
+local slots, lease, refused_by, uses, keys = read_slots(ARGV[6], now), false, '', {}, {}
+for i, s in ipairs(slots) do
   if s[5] == 'concurrency' then lease = true end
+  local ck = counter_key(P, s)
+  local v = redis.call('HMGET', ck, 'used', 'reserved')
+  local used, reserved = tonumber(v[1] or '0'), tonumber(v[2] or '0')
+  keys[i] = ck
+  -- a counter that exists already got its expiry (window end + 1 s) when it was created
+  uses[i] = {used, reserved, v[1] == false and v[2] == false}
   if refused_by == '' then
-    local used, reserved = counts(P, s, now)
     local base = reserved
     if s[5] ~= 'concurrency' then base = used + reserved end
     if base + amount > tonumber(s[6]) then refused_by = s[1] end
@@ -37,12 +46,18 @@ for _, s in ipairs(slots) do
 end
 
 if refused_by == '' then
-  for _, s in ipairs(slots) do adjust(P, s, now, 0, amount) end
+  for i, s in ipairs(slots) do
+    local wend = tonumber(s[9])
+    redis.call('HINCRBY', keys[i], 'reserved', amount)
+    if wend > 0 and uses[i][3] then redis.call('PEXPIREAT', keys[i], wend + 1000) end
+    uses[i][2] = uses[i][2] + amount
+  end
   redis.call('ZADD', P .. 'exp', now + ttl, rid)
 end
+for i, u in ipairs(uses) do uses[i] = {I(u[1]), I(u[2])} end
 rec = {
   s = (refused_by == '') and 'held' or 'refused', a = I(amount), l = lease, e = I(now + ttl),
-  g = (refused_by == ''), r = refused_by, b = slots, u = snapshot(P, slots, now), m = I(margin),
+  g = (refused_by == ''), r = refused_by, b = slots, u = uses, m = I(margin),
 }
 if refused_by == '' then
   save_record(P, rid, rec, nil)
