@@ -23,7 +23,7 @@ small, local rule bitsets.
    the walk goes on over the trie itself (``finish``: per node one lookup in a
    precomputed successor table). A state also lists its open ``**`` nodes
    (``globs``), whose suffix tries, each determinised too (``SuffixState``),
-   are walked from the topic's end (``suffix_matches``). Nothing is built or
+   are walked from the topic's end (in ``CompiledPolicy._decide``). Nothing is built or
    memoised while evaluating: a compiled policy never changes, and its memory
    is fixed at compile time.
 
@@ -38,126 +38,30 @@ small, local rule bitsets.
    candidates that survive topic and tags. With one NodeRules the evaluator
    tries candidates strongest first and stops at the first that holds; with
    several it takes each one's best and keeps the strongest, earliest.
+
+4. A complete automaton is then copied in walk order by engine.layout (the
+   builder's tables dropped), and equal parts are shared: segments and tags
+   are interned, equal Conditions, matchers, derived tag sets, '**' tuples and
+   decision orders are one object each. At 100,000 rules evaluation cost is
+   cache misses, not rules scanned: fewer, closer objects per topic count.
 """
 
 from __future__ import annotations
 
-import re
+import sys
 from collections import deque
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Container, Iterable
 from typing import Any
 
-from engine.model import DENY, DENY_OVERRIDES, REQUIRE_APPROVAL, Match, Policy
+from engine.model import Policy
+from engine.rules import Condition, NodeRules, Packed, glob_matcher
 from engine.topics import GLOBSTAR, STAR, canonical, parse_pattern
+
+__all__ = ["Automaton", "Condition", "DState", "NodeRules", "Packed", "SuffixState", "glob_matcher"]
 
 # Transitions built at compile time: EAGER_FACTOR per trie node, at least EAGER_MIN.
 EAGER_MIN = 20_000
 EAGER_FACTOR = 4
-
-
-def glob_matcher(globs: tuple[str, ...]) -> Callable[[str], bool]:
-    """A case-sensitive matcher for agent/tenant globs where '*' is any run of characters."""
-    literals = frozenset(g for g in globs if "*" not in g)
-    wild = [g for g in globs if "*" in g]
-    if any(set(g) == {"*"} for g in wild):
-        return lambda value: True
-    if not wild:
-        return literals.__contains__
-    rx = re.compile("|".join(".*".join(map(re.escape, g.split("*"))) for g in wild), re.DOTALL)
-    fullmatch = rx.fullmatch
-    if not literals:
-        return lambda value: fullmatch(value) is not None
-    return lambda value: value in literals or fullmatch(value) is not None
-
-
-class Condition:
-    """The conditions of one rule beyond topic and tags; holds(request, derived)."""
-
-    __slots__ = ("depth_min", "depth_max", "agents", "chain", "tenants", "labels", "tags_all")
-
-    def __init__(self, match: Match) -> None:
-        self.depth_min = match.depth_min
-        self.depth_max = match.depth_max
-        self.agents = glob_matcher(match.agents) if match.agents else None
-        self.chain = glob_matcher(match.chain) if match.chain else None
-        self.tenants = glob_matcher(match.tenants) if match.tenants else None
-        self.labels = tuple((k, frozenset(v)) for k, v in match.labels)
-        self.tags_all = match.risk_tags_all
-
-    def holds(self, request: Any, derived: frozenset[str]) -> bool:
-        path = request.delegation_path
-        if self.depth_min is not None and len(path) - 1 < self.depth_min:
-            return False
-        if self.depth_max is not None and len(path) - 1 > self.depth_max:
-            return False
-        if self.agents is not None and not self.agents(path[-1]):
-            return False
-        chain = self.chain
-        if chain is not None and not any(chain(agent) for agent in path):
-            return False
-        if self.tenants is not None and not self.tenants(request.tenant):
-            return False
-        if self.labels:
-            labels = request.labels
-            for key, values in self.labels:
-                if labels.get(key) not in values:
-                    return False
-        if self.tags_all:
-            tags = request.risk_tags
-            for tag in self.tags_all:
-                if tag not in derived and tag not in tags:
-                    return False
-        return True
-
-
-class NodeRules:
-    """The rules whose topic pattern ends at one trie node, as local bitsets.
-
-    Bit i stands for rules[i] (global rule indexes in file order): base holds
-    the rules without an any-of tag condition, tagmask the rules naming each
-    tag, plain the rules with no condition beyond topic and tags, and order the
-    decision masks in the order candidates are tried (strongest first for
-    deny_overrides; one mask for first_match). conds[i] is rules[i]'s Condition
-    or None.
-    """
-
-    __slots__ = ("rules", "base", "tagmask", "plain", "order", "conds")
-
-    def __init__(
-        self, rule_indexes: list[int], policy: Policy, conditions: list[Condition | None]
-    ) -> None:
-        self.rules = tuple(rule_indexes)
-        base = plain = deny = approve = allow = 0
-        tagmask: dict[str, int] = {}
-        conds: list[Condition | None] = []
-        for local, index in enumerate(rule_indexes):
-            bit = 1 << local
-            rule = policy.rules[index]
-            tags = rule.match.risk_tags
-            if not tags:
-                base |= bit
-            for tag in tags:
-                tagmask[tag] = tagmask.get(tag, 0) | bit
-            cond = conditions[index]
-            conds.append(cond)
-            if cond is None:
-                plain |= bit
-            if rule.decision == DENY:
-                deny |= bit
-            elif rule.decision == REQUIRE_APPROVAL:
-                approve |= bit
-            else:
-                allow |= bit
-        self.base = base
-        self.tagmask = tagmask
-        self.plain = plain
-        everything = deny | approve | allow
-        # (rank, mask) in the order candidates are tried: strongest first, or all at once.
-        if policy.combining == DENY_OVERRIDES:
-            self.order = tuple((r, m) for r, m in ((2, deny), (1, approve), (0, allow)) if m)
-        else:
-            self.order = ((0, everything),) if everything else ()
-        self.conds = tuple(conds)
 
 
 _NO_LITERALS: frozenset[str] = frozenset()
@@ -178,42 +82,50 @@ class _AnyOf:
 class SuffixState:
     """A state of one '**' node's determinised suffix trie, walked from the topic's end."""
 
-    __slots__ = ("nodes", "trans", "other", "ends", "derived")
+    # The walk's fields first: read on every step, they share the object's first cache line.
+    __slots__ = ("trans", "other", "node", "derived", "nodes")
 
-    def __init__(
-        self, nodes: tuple[int, ...], ends: tuple[NodeRules, ...], derived: frozenset[str]
-    ) -> None:
+    def __init__(self, nodes: tuple[int, ...], node: Any, derived: frozenset[str]) -> None:
         self.nodes = nodes
         self.trans: dict[str, SuffixState] = {}
         self.other: SuffixState | None = None
-        self.ends = ends
+        self.node = node
         self.derived = derived
+
+
+# The open '**' nodes of a state: per node its suffix trie root's transitions
+# (the root itself is never a terminal, so no object for it), the root's
+# successor on any other segment, and the number of segments before the '**'.
+Glob = tuple[dict[str, SuffixState], SuffixState | None, int]
+Globs = tuple[Glob, ...]
 
 
 class DState:
     """A set of trie nodes reached by a topic prefix (one state of the automaton).
 
-    ends holds the NodeRules of its nodes where rule patterns end, derived the
-    tags of the derive_tags entries whose patterns end in its nodes.
+    node holds the rules whose patterns end in its nodes (one NodeRules for
+    them all while building, its Packed form once laid out, or None), derived
+    the tags of the derive_tags entries whose patterns end in its nodes.
     """
 
-    __slots__ = ("nodes", "trans", "lits", "other", "ends", "derived", "globs")
+    # The walk's fields first: read on every step, they share the object's first cache line.
+    __slots__ = ("trans", "other", "node", "derived", "globs", "lits", "nodes")
 
     def __init__(
         self,
         nodes: tuple[int, ...],
         lits: Container[str],
-        ends: tuple[NodeRules, ...],
+        node: Any,
         derived: frozenset[str],
-        globs: tuple[tuple[SuffixState, int], ...],
+        globs: Globs,
     ) -> None:
         self.nodes = nodes
         self.trans: dict[str, DState] = {}
         self.lits = lits
         self.other: DState | None = None
-        self.ends = ends
+        self.node = node
         self.derived = derived
-        self.globs = globs  # (suffix trie root, segments before the '**') of open '**' nodes
+        self.globs = globs
 
 
 class Automaton:
@@ -246,16 +158,16 @@ class Automaton:
                 ends = self.term_derive.setdefault(node, [])
                 if not ends or ends[-1] != index:
                     ends.append(index)
-        self.conditions: list[Condition | None] = [
-            Condition(r.match) if r.match.has_conditions_beyond_topic_and_tags else None
-            for r in policy.rules
-        ]
+        # Equal objects shared: rules with the same conditions get one Condition
+        # (and equal globs one matcher), equal derived tag sets one frozenset.
+        self.shared: dict[Any, Any] = {}
+        self.conditions = self._conditions(policy)
         self.node_rules: dict[int, NodeRules] = {
-            node: NodeRules(indexes, policy, self.conditions)
+            node: NodeRules(indexes, policy, self.conditions, self.shared)
             for node, indexes in self.term_rules.items()
         }
         self.node_derived: dict[int, frozenset[str]] = {
-            node: frozenset(tag for d in indexes for tag in policy.derive_tags[d].add)
+            node: self._share(frozenset(tag for d in indexes for tag in policy.derive_tags[d].add))
             for node, indexes in self.term_derive.items()
         }
         if not build:
@@ -269,6 +181,62 @@ class Automaton:
         self.dead.other = self.dead
         self.complete = False
         self._build_eagerly()
+        self.counts = {
+            "automaton_states": len(self.states),
+            "trie_nodes": len(self.lit),
+            "terminal_nodes": len(self.node_rules),
+        }
+
+    def release(self, start: DState) -> None:
+        """Walk from start (a copy, see engine.layout) and drop the builder's tables.
+
+        A complete automaton's walk never reads them.
+        """
+        if not self.complete:
+            raise ValueError("a partly built automaton still walks the trie")
+        self.start = self.dead = start
+        for table in (self.lit, self.star, self.glob, self.is_glob, self.sfx_lit, self.sfx_star):
+            table.clear()
+        self.step_lit.clear()
+        self.step_other.clear()
+        for mapping in (self.glob_sfx, self.glob_prefix, self.term_rules, self.term_derive):
+            mapping.clear()
+        self.node_rules.clear()
+        self.node_derived.clear()
+        self.merged.clear()
+        self.sfx_states.clear()
+        self.states.clear()
+        self.shared.clear()
+
+    def _share(self, value: frozenset[str]) -> frozenset[str]:
+        if not value:
+            return _NO_LITERALS
+        found: frozenset[str] = self.shared.setdefault(("derived", value), value)
+        return found
+
+    def _conditions(self, policy: Policy) -> list[Condition | None]:
+        out: list[Condition | None] = []
+        made: dict[tuple[Any, ...], Condition] = {}
+        parts: dict[Any, Any] = {}
+        for rule in policy.rules:
+            m = rule.match
+            if not m.has_conditions_beyond_topic_and_tags:
+                out.append(None)
+                continue
+            key = (
+                m.depth_min,
+                m.depth_max,
+                m.agents,
+                m.chain,
+                m.tenants,
+                m.labels,
+                m.risk_tags_all,
+            )
+            cond = made.get(key)
+            if cond is None:
+                cond = made[key] = Condition(m, parts)
+            out.append(cond)
+        return out
 
     # -- the trie ---------------------------------------------------------------------------
 
@@ -296,6 +264,8 @@ class Automaton:
             rest = segs[k + 1 :]
             if rest and GLOBSTAR not in rest:
                 segs, suffix = segs[: k + 1], rest
+        # Interned: the automaton's keys are then one object per distinct segment.
+        segs = tuple(map(sys.intern, segs))
         node = 0
         for seg in segs:
             if seg == STAR:
@@ -369,34 +339,27 @@ class Automaton:
             self.sfx_states[glob_node] = start
 
     def _suffix_state(self, nodes: tuple[int, ...]) -> SuffixState:
-        ends = tuple(self.node_rules[-1 - s] for s in nodes if -1 - s in self.node_rules)
         tags: set[str] = set()
         for s in nodes:
             tags.update(self.node_derived.get(-1 - s, ()))
-        return SuffixState(nodes, ends, frozenset(tags))
+        return SuffixState(
+            nodes, self._merge([-1 - s for s in nodes]), self._share(frozenset(tags))
+        )
 
-    def suffix_matches(
-        self, globs: tuple[tuple[SuffixState, int], ...], segs: list[str]
-    ) -> tuple[list[NodeRules], set[str]]:
-        """The NodeRules and derived tags of suffix patterns that match the topic's tail."""
-        ends: list[NodeRules] = []
-        derived: set[str] = set()
-        n = len(segs)
-        for state, before in globs:
-            # The '**' and its suffix may take the segments after the prefix.
-            i = n - 1
-            stop = before - 1
-            while i > stop:
-                nxt = state.trans.get(segs[i]) or state.other
-                if nxt is None:
-                    break
-                state = nxt
-                if state.ends:
-                    ends.extend(state.ends)
-                if state.derived:
-                    derived.update(state.derived)
-                i -= 1
-        return ends, derived
+    def _merge(self, terminals: list[int]) -> NodeRules | None:
+        """One NodeRules for the rules ending at any of terminals (shared by equal sets)."""
+        node_rules = self.node_rules
+        ends = [node_rules[n] for n in terminals if n in node_rules]
+        if len(ends) <= 1:
+            return ends[0] if ends else None
+        key = tuple(n for n in terminals if n in node_rules)
+        merged = self.merged.get(key)
+        if merged is None:
+            indexes = sorted({i for e in ends for i in e.rules})
+            merged = self.merged[key] = NodeRules(
+                indexes, self.policy, self.conditions, self.shared
+            )
+        return merged
 
     def _closure(self, node: int) -> list[int]:
         """node and the '**' nodes reachable from it by consuming no segment."""
@@ -439,10 +402,10 @@ class Automaton:
 
     def finish(
         self, nodes: tuple[int, ...], segs: list[str]
-    ) -> tuple[tuple[NodeRules, ...], frozenset[str], tuple[tuple[SuffixState, int], ...]]:
+    ) -> tuple[tuple[Packed, ...], frozenset[str], Globs]:
         """Walk the rest of a topic on the trie itself, past the prebuilt states.
 
-        Returns what a DState would hold: its NodeRules, derived tags and open '**'.
+        Returns what a DState would hold: its (packed) NodeRules, derived tags and open '**'.
         """
         step_lit = self.step_lit
         step_other = self.step_other
@@ -456,37 +419,33 @@ class Automaton:
                 return (), _NO_LITERALS, ()
             active = out
         node_rules = self.node_rules
-        ends = tuple(node_rules[n] for n in active if n in node_rules)
+        ends = tuple(node_rules[n].packed for n in active if n in node_rules)
         derived: frozenset[str] = _NO_LITERALS
         if self.node_derived:
             tags = [self.node_derived[n] for n in active if n in self.node_derived]
             if tags:
                 derived = frozenset().union(*tags)
         sfx = self.sfx_states
-        globs = tuple((sfx[n], self.glob_prefix[n]) for n in active if n in sfx)
+        globs = tuple((sfx[n].trans, sfx[n].other, self.glob_prefix[n]) for n in active if n in sfx)
         return ends, derived, globs
 
     def _state(self, nodes: tuple[int, ...]) -> DState:
         """A DState for nodes (not kept: the kept ones come from _intern)."""
-        node_rules = self.node_rules
-        ends = tuple(node_rules[n] for n in nodes if n in node_rules)
-        if len(ends) > 1:
-            # One NodeRules for the state's own terminals, shared by equal sets.
-            key = tuple(n for n in nodes if n in node_rules)
-            merged = self.merged.get(key)
-            if merged is None:
-                indexes = sorted({i for e in ends for i in e.rules})
-                merged = self.merged[key] = NodeRules(indexes, self.policy, self.conditions)
-            ends = (merged,)
         derived: frozenset[str] = _NO_LITERALS
         if self.node_derived:
             tags = [self.node_derived[n] for n in nodes if n in self.node_derived]
             if tags:
-                derived = frozenset().union(*tags)
+                derived = self._share(frozenset().union(*tags))
         glob_sfx = self.glob_sfx
         sfx = self.sfx_states
-        globs = tuple((sfx[n], self.glob_prefix[n]) for n in nodes if n in glob_sfx)
-        return DState(nodes, self._literals(nodes), ends, derived, globs)
+        key = ("globs", *(n for n in nodes if n in glob_sfx))
+        globs = self.shared.get(key)
+        if globs is None:
+            # Every state below a '**' node carries it: equal tuples shared, few and hot.
+            globs = self.shared[key] = tuple(
+                (sfx[n].trans, sfx[n].other, self.glob_prefix[n]) for n in nodes if n in glob_sfx
+            )
+        return DState(nodes, self._literals(nodes), self._merge(list(nodes)), derived, globs)
 
     def _intern(self, nodes: tuple[int, ...]) -> DState:
         state = self.states.get(nodes)

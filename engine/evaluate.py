@@ -4,7 +4,9 @@ evaluate() walks the topic automaton once (one dict lookup per segment), ORs
 the bundle's tag masks for the request's tags into the bundle's base mask, and
 reads the winner from the decision masks by lowest set bit, checking the
 remaining conditions of a candidate only when it has any (see compiler.py).
-Decisions for the common case (no explain, no derived tag) are built once at
+The bundles are read in their Packed form (engine.rules), laid out by
+engine.layout. Decisions for the common cases (no explain; no derived tag, or
+exactly the derived tags of the state the walk ends in) are built once at
 compile time and shared. An optional bounded LRU cache keyed on the normalized
 request (only the fields the policy looks at) sits in front.
 """
@@ -16,7 +18,8 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from engine.compiler import Automaton, NodeRules
+from engine.compiler import Automaton, Packed
+from engine.layout import pack_in_place, relocate
 from engine.model import (
     DEFAULT_RULE_ID,
     DENY,
@@ -44,16 +47,11 @@ class CompiledPolicy:
         self.rule_count = len(policy.rules)
         self.budgets: tuple[Budget, ...] = policy.budgets
         self._by_id = {r.id: r for r in policy.rules}
-        self._auto = Automaton(policy)
-        self._start = self._auto.start
-        self._complete = self._auto.complete
-        self._max_depth = policy.max_depth
-        self._rule_ids = tuple(r.id for r in policy.rules)
-        strength = {DENY: 2, REQUIRE_APPROVAL: 1}
-        self._rank = tuple(strength.get(r.decision, 0) for r in policy.rules)
         pv = policy.policy_version
-        self._decisions = tuple(
-            Decision(
+
+        def make_decision(index: int) -> Decision:
+            r = policy.rules[index]
+            return Decision(
                 decision=r.decision,
                 rule_id=r.id,
                 reason=r.reason,
@@ -61,8 +59,21 @@ class CompiledPolicy:
                 approvers=r.approvers if r.decision == REQUIRE_APPROVAL else (),
                 approval_ttl_seconds=r.approval_ttl_seconds,
             )
-            for r in policy.rules
-        )
+
+        self._auto = Automaton(policy)
+        self._complete = self._auto.complete
+        made: dict[int, Decision] = {}
+        if self._complete:
+            # Decisions are made while the automaton is laid out: next to the states using them.
+            self._start, made = relocate(self._auto, make_decision, self._with_derived)
+        else:
+            pack_in_place(self._auto, made, make_decision)
+            self._start = self._auto.start
+        self._decisions = tuple(made.get(i) or make_decision(i) for i in range(len(policy.rules)))
+        self._max_depth = policy.max_depth
+        self._rule_ids = tuple(r.id for r in policy.rules)
+        strength = {DENY: 2, REQUIRE_APPROVAL: 1}
+        self._rank = tuple(strength.get(r.decision, 0) for r in policy.rules)
         d = policy.default
         self._default = Decision(
             decision=d.decision,
@@ -85,6 +96,7 @@ class CompiledPolicy:
         self._cache_lock = threading.Lock()
         # Decisions that carry derived tags, shared per (rule, derived tags); bounded.
         self._derived_decisions: dict[tuple[int, tuple[str, ...]], Decision] = {}
+        self._sorted_tags: dict[frozenset[str], tuple[str, ...]] = {}
         if self._cache is None:
             # No cache: skip a call level on the hot path.
             self.evaluate = self._decide  # type: ignore[method-assign]
@@ -129,11 +141,12 @@ class CompiledPolicy:
     def _decide(self, request: Request, explain: bool = False) -> Decision:
         state = self._start
         segs = request.topic.split(".")
+        more: tuple[Packed, ...] = ()
         if self._complete:
             # Every state has every transition: one lookup per segment.
             for seg in segs:
                 state = state.trans.get(seg) or state.other  # type: ignore[assignment]
-            ends = state.ends
+            node = state.node
             derived = state.derived
             globs = state.globs
         else:
@@ -141,44 +154,58 @@ class CompiledPolicy:
                 nxt = state.trans.get(seg)
                 if nxt is None and (seg in state.lits or (nxt := state.other) is None):
                     ends, derived, globs = self._auto.finish(state.nodes, segs[i:])
+                    node = ends[0] if len(ends) == 1 else None
+                    if len(ends) > 1:
+                        more = ends
                     break
                 state = nxt
             else:
-                ends = state.ends
+                node = state.node
                 derived = state.derived
                 globs = state.globs
         if globs:
-            # Open '**' nodes: match their suffix tries against the topic's tail
-            # (the inlined form of Automaton.suffix_matches, on the hot path).
+            # Open '**' nodes: match their suffix tries against the topic's tail.
             last = len(segs) - 1
-            for sfx, before in globs:
+            for trans, other, before in globs:
                 i = last
                 while i >= before:
-                    sfx = sfx.trans.get(segs[i]) or sfx.other  # type: ignore[assignment]
+                    sfx = trans.get(segs[i]) or other
                     if sfx is None:
                         break
-                    if sfx.ends:
-                        ends = (*ends, *sfx.ends)
+                    if sfx.node is not None:
+                        if node is None and not more:
+                            node = sfx.node
+                        else:
+                            more = (*more, sfx.node)
                     if sfx.derived:
                         derived = derived | sfx.derived
+                    trans = sfx.trans
+                    other = sfx.other
                     i -= 1
 
         tags = request.risk_tags
         extra: tuple[str, ...] = ()
         if derived:
-            extra = tuple(sorted(derived.difference(tags)))
+            if tags and not derived.isdisjoint(tags):
+                extra = tuple(sorted(derived.difference(tags)))
+            else:
+                # The common case: the request carries none of them. Few distinct sets.
+                extra = self._sorted_tags.get(derived) or self._sort_tags(derived)
         if self._max_depth is not None and len(request.delegation_path) - 1 > self._max_depth:
             return self._too_deep(len(request.delegation_path) - 1, extra)
-        if not ends and not explain:
+        if more or explain:
+            return self._merged(
+                request, more if node is None else (node, *more), derived, extra, explain
+            )
+        if node is None:
             if not extra:
                 return self._default
             return self._derived_decisions.get((-1, extra)) or self._remember(-1, extra)
-        if explain or len(ends) != 1:
-            return self._merged(request, ends, derived, extra, explain)
 
-        node = ends[0]
-        mask = node.base
-        tagmask = node.tagmask
+        # node is Packed: (base, tagmask, plain, order, rules, derived, cond_0, decision_0,
+        # derived_decision_0, cond_1, ...); see engine.rules.
+        mask = node[0]
+        tagmask = node[1]
         if tagmask:
             for tag in tags:
                 bits = tagmask.get(tag)
@@ -189,17 +216,18 @@ class CompiledPolicy:
                 if bits:
                     mask |= bits
         if mask:
-            plain = node.plain
-            conds = node.conds
-            for _rank, group in node.order:
+            plain = node[2]
+            for _rank, group in node[3]:
                 cand = mask & group
                 while cand:
                     low = cand & -cand
-                    local = low.bit_length() - 1
-                    if low & plain or conds[local].holds(request, derived):  # type: ignore[union-attr]
-                        index = node.rules[local]
+                    at = 3 * low.bit_length() + 3  # local rule i's Condition: 6 + 3i
+                    if low & plain or node[at].holds(request, derived):
                         if not extra:
-                            return self._decisions[index]
+                            return node[at + 1]  # type: ignore[no-any-return]
+                        if extra == node[5]:
+                            return node[at + 2]  # type: ignore[no-any-return]
+                        index = node[4][(at - 6) // 3]
                         return self._derived_decisions.get((index, extra)) or self._remember(
                             index, extra
                         )
@@ -211,7 +239,7 @@ class CompiledPolicy:
     def _merged(
         self,
         request: Request,
-        ends: tuple[NodeRules, ...],
+        ends: tuple[Packed, ...],
         derived: frozenset[str],
         extra: tuple[str, ...],
         explain: bool,
@@ -220,11 +248,15 @@ class CompiledPolicy:
         tags = request.risk_tags
         if not explain:
             # Each node's best candidate, strongest first; the best of those wins.
+            # The winner's Decision comes from its node, and rule indexes (cold
+            # objects at scale) are read only to break a tie between nodes.
             best_rank = -1
-            best = -1
+            best = -1  # the winner's rule index, once read
+            best_node: Packed = ()
+            best_local = 0
             for node in ends:
-                mask = node.base
-                tagmask = node.tagmask
+                mask = node[0]
+                tagmask = node[1]
                 if tagmask:
                     for tag in tags:
                         mask |= tagmask.get(tag, 0)
@@ -232,9 +264,8 @@ class CompiledPolicy:
                         mask |= tagmask.get(tag, 0)
                 if not mask:
                     continue
-                plain = node.plain
-                conds = node.conds
-                for rank, group in node.order:
+                plain = node[2]
+                for rank, group in node[3]:
                     if rank < best_rank:
                         break
                     cand = mask & group
@@ -242,41 +273,48 @@ class CompiledPolicy:
                     while cand:
                         low = cand & -cand
                         local = low.bit_length() - 1
-                        if low & plain or conds[local].holds(  # type: ignore[union-attr]
-                            request, derived
-                        ):
-                            index = node.rules[local]
-                            if rank > best_rank or index < best:
-                                best_rank, best = rank, index
+                        if low & plain or node[6 + 3 * local].holds(request, derived):
+                            if rank > best_rank:
+                                best_rank, best_node, best_local, best = rank, node, local, -1
+                            else:
+                                if best < 0:
+                                    best = best_node[4][best_local]
+                                index = node[4][local]
+                                if index < best:
+                                    best_node, best_local, best = node, local, index
                             found = True
                             break
                         cand ^= low
                     if found:
                         break
-            if best < 0:
+            if not best_node:
                 if not extra:
                     return self._default
                 return self._derived_decisions.get((-1, extra)) or self._remember(-1, extra)
+            at = 6 + 3 * best_local
             if not extra:
-                return self._decisions[best]
+                return best_node[at + 1]  # type: ignore[no-any-return]
+            if extra == best_node[5]:
+                return best_node[at + 2]  # type: ignore[no-any-return]
+            if best < 0:
+                best = best_node[4][best_local]
             return self._derived_decisions.get((best, extra)) or self._remember(best, extra)
 
         matched: list[int] = []
         for node in ends:
-            mask = node.base
-            tagmask = node.tagmask
+            mask = node[0]
+            tagmask = node[1]
             if tagmask:
                 for tag in tags:
                     mask |= tagmask.get(tag, 0)
                 for tag in extra:
                     mask |= tagmask.get(tag, 0)
-            plain = node.plain
-            conds = node.conds
-            rules = node.rules
+            plain = node[2]
+            rules = node[4]
             while mask:
                 low = mask & -mask
                 local = low.bit_length() - 1
-                if low & plain or conds[local].holds(request, derived):  # type: ignore[union-attr]
+                if low & plain or node[6 + 3 * local].holds(request, derived):
                     matched.append(rules[local])
                 mask ^= low
         winner = None
@@ -292,6 +330,15 @@ class CompiledPolicy:
         base = self._default if winner is None else self._decisions[winner]
         ids = self._rule_ids
         return self._with(base, tuple(ids[i] for i in matched), extra)
+
+    def _sort_tags(self, tags: frozenset[str]) -> tuple[str, ...]:
+        out = tuple(sorted(tags))
+        if len(self._sorted_tags) < 4096:
+            self._sorted_tags[tags] = out
+        return out
+
+    def _with_derived(self, decision: Decision, derived: tuple[str, ...]) -> Decision:
+        return self._with(decision, (), derived)
 
     def _remember(self, index: int, extra: tuple[str, ...]) -> Decision:
         base = self._default if index < 0 else self._decisions[index]
