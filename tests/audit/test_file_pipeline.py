@@ -274,3 +274,41 @@ def test_dir_reader_merges_writers_and_resumes_from_a_cursor(tmp_path: Path) -> 
     _write(tmp_path, 3, writer="host:3:c")
     later = DirReader(tmp_path, r2.cursor()).poll()
     assert [it.event["writer"] for it in later] == ["host:3:c"] * 3
+
+
+def test_sealing_waits_while_a_call_awaits_a_store_but_never_starves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A chunk of sealing must not land inside a store round trip (it would delay the
+    reply), so the writer holds off while a call is pending, for QUIET_WAIT at most."""
+    from server.audit import pipeline as P
+    from server.audit.pipeline import StoreWaits
+
+    monkeypatch.setattr(P, "QUIET_WAIT", 0.3)
+
+    async def go() -> None:
+        sink = MemorySink()
+        p = AuditPipeline(sink, writer="w1", linger=0.0)
+        waits = StoreWaits(p)
+        gate: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        call = asyncio.ensure_future(waits(gate))  # a call awaiting "Redis"
+        await asyncio.sleep(0)
+        await p.record("decision", decision(1))
+        await asyncio.sleep(0.1)  # plenty for an unhindered writer, a third of QUIET_WAIT
+        assert len(sink.lines) == 0, "sealed while a call awaited its store"
+        gate.set_result("reply")
+        assert await call == "reply"
+        await p.flush()
+        assert len(sink.lines) == 1
+        # A call that never ends delays the audit by QUIET_WAIT, not forever.
+        stuck = asyncio.ensure_future(waits(asyncio.get_running_loop().create_future()))
+        await asyncio.sleep(0)
+        await p.record("decision", decision(2))
+        started = time.monotonic()
+        await p.flush()
+        assert len(sink.lines) == 2
+        assert time.monotonic() - started < P.QUIET_WAIT + 2.0
+        stuck.cancel()
+        await p.close()
+
+    run(go)
