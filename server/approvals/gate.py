@@ -29,7 +29,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..audit.pipeline import StoreWaits
 from .binding import action_hash
 from .events import approval_event
 from .store import (
@@ -73,7 +72,6 @@ class ApprovalGate:
     def __init__(self, store: ApprovalStore, audit: Any) -> None:
         self._store = store
         self._audit = audit
-        self._awaiting = StoreWaits(audit)
         # Set by the Approvals service's health probe: False while the store is unreachable.
         self.available = True
 
@@ -94,7 +92,7 @@ class ApprovalGate:
         extra: dict[str, Any] = {}
         try:
             if presented:
-                used = await self._awaiting(self._store.consume(presented, digest, decision_id))
+                used = await self._store.consume(presented, digest, decision_id)
                 extra = {"approval_presented": presented}
                 a = used.approval
                 if used.consumed and a is not None:
@@ -123,7 +121,7 @@ class ApprovalGate:
                 decision_id=decision_id, action_hash=digest,
                 ttl_seconds=int(decision.approval_ttl_seconds),
             )
-            made = await self._awaiting(self._store.create(draft))
+            made = await self._store.create(draft)
         except StoreUnavailable as e:
             why = e.message.removeprefix("approval store unavailable: ")
             return self._unavailable(decision, why, presented)

@@ -22,8 +22,7 @@ import concurrent.futures
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 from ..ids import UlidGenerator
 from . import metrics
@@ -35,9 +34,7 @@ log = logging.getLogger("proctor.audit")
 DEFAULT_LINGER = 0.02  # seconds, async durability only
 SEAL_CHUNK = 8  # events sealed between yields to the request path (~40 µs)
 SEAL_PAUSE = 0.0005  # seconds between chunks (async durability, no backlog)
-QUIET_WAIT = 0.005  # seconds a chunk waits at most for calls awaiting a store to end
 _FLUSH = "\x00flush"
-T = TypeVar("T")
 
 
 def _name_native_thread() -> None:
@@ -58,39 +55,6 @@ class NullAudit:
 
     async def close(self) -> None:
         return None
-
-    def call_started(self) -> None:
-        return None
-
-    def call_ended(self) -> None:
-        return None
-
-
-class StoreWaits:
-    """Awaits store calls on the request path, telling the audit while one is pending.
-
-    `await waits(store.reserve(...))`: the audit's writer holds its sealing back until
-    no call awaits a store (AuditPipeline.call_started), so a chunk of sealing does not
-    land inside a Redis round trip and delay its reply. Audit stand-ins without the
-    hooks are fine.
-    """
-
-    __slots__ = ("_started", "_ended")
-
-    def __init__(self, audit: Any) -> None:
-        self._started = getattr(audit, "call_started", None) or _nothing
-        self._ended = getattr(audit, "call_ended", None) or _nothing
-
-    async def __call__(self, call: Awaitable[T]) -> T:
-        self._started()
-        try:
-            return await call
-        finally:
-            self._ended()
-
-
-def _nothing() -> None:
-    return None
 
 
 class AuditClosed(RuntimeError):
@@ -130,8 +94,6 @@ class AuditPipeline:
         self._room = asyncio.Event()  # set when the writer took items (block policy)
         self._idle = False
         self._stopping = False
-        self._calls = 0  # calls awaiting a store right now (call_started / call_ended)
-        self._quiet_fut: asyncio.Future[None] | None = None
         self._shed = full_policy == "shed"
         self._sync = durability == "sync"
         self._max_batch = max(1, max_batch)
@@ -182,25 +144,6 @@ class AuditPipeline:
             self._wake.set()
         if fut is not None:
             await fut
-
-    def call_started(self) -> None:
-        """A call begins awaiting a store (Redis): sealing holds off until it ends."""
-        self._calls += 1
-
-    def call_ended(self) -> None:
-        self._calls -= 1
-        if not self._calls and self._quiet_fut is not None and not self._quiet_fut.done():
-            self._quiet_fut.set_result(None)
-
-    async def _quiet(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Return when no call awaits a store, or after QUIET_WAIT at most (no starving)."""
-        fut = self._quiet_fut = loop.create_future()
-        timer = loop.call_later(QUIET_WAIT, lambda: fut.done() or fut.set_result(None))
-        try:
-            await fut
-        finally:
-            timer.cancel()
-            self._quiet_fut = None
 
     def record_threadsafe(
         self, kind: str, fields: dict[str, Any]
@@ -327,15 +270,12 @@ class AuditPipeline:
             self._resumed = True
         batch: list[Sealed] = []
         for i in range(0, len(items), SEAL_CHUNK):
-            # A call takes several loop turns; a bare yield would let every chunk cut in
-            # between them. Unless a backlog builds or a sync caller waits for this batch,
-            # a chunk waits until no call is awaiting a store (a chunk landing inside a
-            # Redis round trip delays its reply), then pauses a little after itself.
-            paced = not self._sync and len(self._items) < self._max_batch // 2
-            if paced and self._calls:
-                await self._quiet(loop)
             sealed, self._seq, self._prev = self._seal(items[i : i + SEAL_CHUNK])
             batch.extend(sealed)
+            # A call takes several loop turns; a bare yield would let every chunk cut in
+            # between them. Pausing a little lets calls in flight finish first, unless a
+            # backlog builds or a sync caller waits for this batch.
+            paced = not self._sync and len(self._items) < self._max_batch // 2
             await asyncio.sleep(SEAL_PAUSE if paced else 0)
         if batch:
             await loop.run_in_executor(self._executor, self._store, batch)

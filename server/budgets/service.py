@@ -19,7 +19,6 @@ from typing import Any, NoReturn
 import grpc
 from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
-from ..audit.pipeline import StoreWaits
 from ..health import StoreWatch
 from .store import (
     BudgetError,
@@ -80,7 +79,6 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         self._store = store
         self._holder = holder
         self._audit = audit
-        self._awaiting = StoreWaits(audit)
         self._health = health
         self.watch = StoreWatch(SERVICE_NAME, store.ping, StoreUnavailable, health)
 
@@ -118,10 +116,10 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         unit, amount, ttl = request.unit, request.amount, request.ttl_seconds
         policy = self._holder.current
         try:
-            r = await self._awaiting(self._store.reserve(
+            r = await self._store.reserve(
                 tuple(getattr(policy, "budgets", ()) or ()), rid, tenant, agent_id, run_id,
                 unit, amount, ttl,
-            ))
+            )
         except BudgetError as e:
             await self._fail(context, "reserve", {
                 "reservation_id": rid, "tenant": tenant, "agent_id": agent_id,
@@ -150,7 +148,7 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
     ) -> budgets_pb2.CommitBudgetResponse:
         fields = {"reservation_id": request.reservation_id, "actual": request.actual}
         try:
-            r = await self._awaiting(self._store.commit(request.reservation_id, request.actual))
+            r = await self._store.commit(request.reservation_id, request.actual)
         except BudgetError as e:
             await self._fail(context, "commit", fields, e)
         self.watch.mark(True)
@@ -166,7 +164,7 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
     ) -> budgets_pb2.ReleaseBudgetResponse:
         fields = {"reservation_id": request.reservation_id}
         try:
-            r = await self._awaiting(self._store.release(request.reservation_id))
+            r = await self._store.release(request.reservation_id)
         except BudgetError as e:
             await self._fail(context, "release", fields, e)
         self.watch.mark(True)
@@ -185,10 +183,10 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
             "run_id": request.run_id,
         }
         try:
-            statuses = await self._awaiting(self._store.get(
+            statuses = await self._store.get(
                 self._budgets(), request.tenant, request.agent_id, request.run_id,
                 request.budget_id,
-            ))
+            )
         except BudgetError as e:
             await self._fail(context, "get", fields, e)
         self.watch.mark(True)
