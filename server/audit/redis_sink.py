@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -59,9 +60,9 @@ def connect(url: str, timeout: float = 2.0) -> redis.Redis:
     )
 
 
-def _hash_of(line: bytes) -> str:
-    i = line.rfind(b'"hash":"')
-    return line[i + 8 : i + 72].decode("ascii") if i >= 0 else ""
+def _bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
 class Spool:
@@ -183,7 +184,8 @@ class RedisSink:
         self.maxlen = maxlen
         self.retry_interval = retry_interval
         self._r = connect(url, timeout)
-        self._append = self._r.register_script(APPEND_LUA)
+        self._append_sha = hashlib.sha1(APPEND_LUA.encode()).hexdigest().encode()
+        self._keys_packed = _bulk(stream.encode()) + _bulk(self.heads.encode())
         self._spool_root = Path(spool_dir)
         self._spool_root.mkdir(parents=True, exist_ok=True)
         self._spool: Spool | None = None
@@ -256,11 +258,45 @@ class RedisSink:
         metrics.SINK_ERRORS.labels(self.name).inc()
 
     def _xadd(self, writer: str, items: list[tuple[int, bytes]]) -> int:
-        """Append in one atomic script call; events at or below the writer's head are skipped."""
-        args: list[Any] = [writer, self.maxlen]
+        """Append in one atomic script call; events at or below the writer's head are skipped.
+
+        The EVALSHA is packed here rather than by redis-py: its per-argument packing is
+        Python that holds the GIL in this thread for ~1 us an argument (three an event),
+        long enough to keep the event loop waiting on a batch of a few dozen events.
+        """
+        writer_b = writer.encode()
+        maxlen_b = b"%d" % self.maxlen
+        parts = [
+            b"*%d\r\n" % (7 + 3 * len(items)),
+            _bulk(b"EVALSHA"), _bulk(self._append_sha), b"$1\r\n2\r\n",
+            self._keys_packed, _bulk(writer_b), _bulk(maxlen_b),
+        ]
         for seq, line in items:
-            args += (seq, _hash_of(line), line.rstrip(b"\n"))
-        return int(self._append(keys=[self.stream, self.heads], args=args))
+            i = line.rfind(b'"hash":"')
+            digest = line[i + 8 : i + 72] if i >= 0 else b""
+            seq_b = b"%d" % seq
+            n = len(line) - 1 if line.endswith(b"\n") else len(line)
+            parts.append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+                len(seq_b), seq_b, len(digest), digest, n, memoryview(line)[:n]))
+        command = b"".join(parts)
+        try:
+            return int(self._call(command))
+        except redis.exceptions.NoScriptError:
+            self._r.script_load(APPEND_LUA)  # Redis restarted or flushed its scripts
+            return int(self._call(command))
+
+    def _call(self, command: bytes) -> Any:
+        """Send one packed command on a pooled connection and read its reply."""
+        pool = self._r.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([command])
+            return conn.read_response()
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
 
     def _drain(self, spool: Spool, limit: int | None = _DRAIN_PER_WRITE) -> bool:
         """Replay the spool in order (exactly once); True when it is empty."""
