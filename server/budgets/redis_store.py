@@ -44,9 +44,6 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from .resp import RespClient
 from .store import (
-    MAX_AMOUNT,
-    MAX_ID_CHARS,
-    MAX_TTL_SECONDS,
     RECORD_MARGIN_SECONDS,
     BudgetDef,
     BudgetStatus,
@@ -57,10 +54,10 @@ from .store import (
     ReservationNotFound,
     ReserveResult,
     StoreUnavailable,
-    _counter,
     check_commit,
     check_fleet,
     check_release,
+    check_reservation,
     plan_get,
     plan_reserve,
 )
@@ -141,8 +138,7 @@ class RedisBudgetStore:
         # RespClient bounds each command itself (a deadline per command, one timer per
         # connection), which spares a timeout context per call on the hot path.
         self._lean = isinstance(client, RespClient)
-        self._plans_for: tuple[BudgetDef, ...] | None = None
-        self._plans: dict[str, tuple[tuple[int, str, str], ...]] = {}
+        self._args_for: tuple[BudgetDef, ...] | None = None
         self._args: dict[tuple[str, str, str, str], str] = {}
 
     @classmethod
@@ -213,13 +209,23 @@ class RedisBudgetStore:
         amount: int,
         ttl_seconds: int,
     ) -> ReserveResult:
-        arg = self._reserve_arg(
-            budgets, reservation_id, tenant, agent_id, run_id, unit, amount, ttl_seconds
-        )
-        if arg is None:  # bad input (raises) or an unusual budget set: the general path
+        # The same callers reserve again and again: the budget argument of each
+        # (unit, scope keys) is kept per budget set, and a hit checks only the fields
+        # that change per call (plan_reserve validated the rest when it was built).
+        if budgets is not self._args_for:
+            self._args.clear()
+            self._args_for = budgets
+        key = (unit, tenant, agent_id, run_id)
+        arg = self._args.get(key)
+        if arg is not None:
+            check_reservation(reservation_id, amount, ttl_seconds)
+        else:
             arg = self._budget_arg(plan_reserve(
                 budgets, reservation_id, tenant, agent_id, run_id, unit, amount, ttl_seconds
             ))
+            if len(self._args) >= _ARGS_CACHED:
+                self._args.clear()
+            self._args[key] = arg
         reply = json.loads(await self._run(
             "reserve",
             [reservation_id, unit, amount, ttl_seconds * 1000, self._margin_ms, arg],
@@ -228,56 +234,6 @@ class RedisBudgetStore:
             bool(reply["g"]), reply["r"], _statuses(reply["s"]), reservation_id,
             int(reply["e"]) / 1000,
         )
-
-    def _reserve_arg(
-        self,
-        budgets: tuple[BudgetDef, ...],
-        reservation_id: str,
-        tenant: str,
-        agent_id: str,
-        run_id: str,
-        unit: str,
-        amount: int,
-        ttl_seconds: int,
-    ) -> str | None:
-        """ARGV[6] of reserve.lua from the JSON prebuilt per budget set (only the scope keys
-        are encoded per call); None when the input is not plainly valid, so that
-        plan_reserve names the offending field exactly as it does for every store."""
-        if budgets is not self._plans_for:
-            self._plans = _unit_plans(budgets)
-            self._plans_for = budgets
-            self._args.clear()
-        if (
-            not 0 < len(reservation_id) <= MAX_ID_CHARS
-            or not 0 < amount <= MAX_AMOUNT
-            or not 1 <= ttl_seconds <= MAX_TTL_SECONDS
-        ):
-            return None
-        # The same caller reserves again and again: its ARGV[6] is kept (only valid ones are)
-        cached = (unit, tenant, agent_id, run_id)
-        arg = self._args.get(cached)
-        if arg is not None:
-            return arg
-        plan = self._plans.get(unit)
-        if (
-            plan is None
-            or len(tenant) > MAX_ID_CHARS
-            or len(agent_id) > MAX_ID_CHARS
-            or len(run_id) > MAX_ID_CHARS
-        ):
-            return None
-        keys = ("", tenant, agent_id, run_id)
-        parts = []
-        for which, head, tail in plan:
-            key = keys[which]
-            if which and not key:
-                return None
-            parts.append(head + _json_str(key) + tail)
-        arg = "[" + ",".join(parts) + "]"
-        if len(self._args) >= _ARGS_CACHED:
-            self._args.clear()
-        self._args[cached] = arg
-        return arg
 
     async def commit(self, reservation_id: str, actual: int) -> CommitResult:
         check_commit(reservation_id, actual)
@@ -351,22 +307,3 @@ def _statuses(raw: Any) -> tuple[BudgetStatus, ...]:
 
 
 _ARGS_CACHED = 4096  # (unit, tenant, agent, run) combinations kept; all dropped when full
-_SCOPE_INDEX = {"fleet": 0, "tenant": 1, "agent": 2, "run": 3}  # into ("", tenant, agent, run)
-_json_str = json.encoder.encode_basestring_ascii  # what json.dumps does to a str
-
-
-def _unit_plans(budgets: tuple[BudgetDef, ...]) -> dict[str, tuple[tuple[int, str, str], ...]]:
-    """Per unit, in policy order: (scope index, JSON before the scope key, JSON after it) of
-    each budget's entry in reserve.lua's ARGV[6], the same text `_budget_arg` writes."""
-    plans: dict[str, list[tuple[int, str, str]]] = {}
-    for b in budgets:
-        c = _counter(b, "")
-        if c.scope not in _SCOPE_INDEX:
-            continue  # plan_reserve will refuse it
-        head = json.dumps([c.budget_id, c.unit, c.scope], separators=(",", ":"))[:-1] + ","
-        tail = "," + json.dumps(
-            [c.kind, str(c.limit), c.window, c.window_seconds, c.window_spec],
-            separators=(",", ":"),
-        )[1:]
-        plans.setdefault(c.unit, []).append((_SCOPE_INDEX[c.scope], head, tail))
-    return {unit: tuple(p) for unit, p in plans.items()}

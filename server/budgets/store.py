@@ -283,6 +283,22 @@ def _scope_key(b: BudgetDef, keys: dict[str, str]) -> str | None:
     return keys[SCOPE_FIELD[b.scope]] or None
 
 
+def check_reservation(reservation_id: str, amount: int, ttl_seconds: int) -> None:
+    """The per-call fields of a reservation, for a caller that already resolved (with
+    plan_reserve) the counters of its unit and scope keys."""
+    check_id("reservation_id", reservation_id, required=True)
+    _check_amount_ttl(amount, ttl_seconds)
+
+
+def _check_amount_ttl(amount: int, ttl_seconds: int) -> None:
+    if amount <= 0:
+        raise InvalidArgument("amount", f"must be positive, got {amount}")
+    if amount > MAX_AMOUNT:
+        raise InvalidArgument("amount", f"at most {MAX_AMOUNT}, got {amount}")
+    if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
+        raise InvalidArgument("ttl_seconds", f"must be 1..{MAX_TTL_SECONDS}, got {ttl_seconds}")
+
+
 def plan_reserve(
     budgets: tuple[BudgetDef, ...],
     reservation_id: str,
@@ -299,12 +315,7 @@ def plan_reserve(
     check_id("agent_id", agent_id, required=False)
     check_id("run_id", run_id, required=False)
     check_id("unit", unit, required=True)
-    if amount <= 0:
-        raise InvalidArgument("amount", f"must be positive, got {amount}")
-    if amount > MAX_AMOUNT:
-        raise InvalidArgument("amount", f"at most {MAX_AMOUNT}, got {amount}")
-    if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
-        raise InvalidArgument("ttl_seconds", f"must be 1..{MAX_TTL_SECONDS}, got {ttl_seconds}")
+    _check_amount_ttl(amount, ttl_seconds)
     keys = {"tenant": tenant, "agent_id": agent_id, "run_id": run_id}
     out: list[Counter] = []
     for b in budgets:
