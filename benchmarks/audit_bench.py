@@ -33,6 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from server.bench.results import git_commit  # noqa: E402
 from server.bench.spawn import free_port, wait_port  # noqa: E402
 
 SEED = ROOT / "examples" / "safety.yaml"
@@ -259,7 +260,7 @@ def main() -> int:
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"platform": platform.platform(), "python": platform.python_version(),
                         "cpus": os.cpu_count(), "note": "shared, noisy machine"},
-            "commit": _commit(),
+            "commit": git_commit(),
             "settings": vars(args),
             "evaluate": evaluate,
             "sink_throughput": sinks,
@@ -283,14 +284,6 @@ def main() -> int:
         redis_proc.wait(10)
         shutil.rmtree(work, ignore_errors=True)
     return 0
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=5).stdout.strip()
-    except OSError:
-        return ""
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from proctor.v1 import budgets_pb2  # noqa: E402
 
+from server.bench.results import git_commit  # noqa: E402
 from server.bench.spawn import free_port, wait_port  # noqa: E402
 from server.budgets.redis_store import RedisBudgetStore  # noqa: E402
 
@@ -238,14 +239,6 @@ def throughput(args: argparse.Namespace, reserve_addr: str, echo_addr: str,
             out[name].append(res)
     return {name: {"rounds": v, "median_per_second": statistics.median(x["per_second"] for x in v)}
             for name, v in out.items()}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=5).stdout.strip()
-    except OSError:
-        return ""
 
 
 def main(argv: list[str] | None = None) -> int:

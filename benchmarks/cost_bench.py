@@ -38,7 +38,8 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.service_bench import ECHO, EVALUATE, REQUESTS, commit, machine  # noqa: E402
+from benchmarks.service_bench import ECHO, EVALUATE, REQUESTS  # noqa: E402
+from server.bench.results import git_commit, machine  # noqa: E402
 from server.bench.spawn import free_port  # noqa: E402
 
 _EVENTS = {"Ir": "I   refs", "I1mr": "I1  misses", "D1mr": "D1  misses"}
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "cost_bench",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "commit": commit(),
+        "commit": git_commit(),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "per_call": result,
     }

@@ -38,7 +38,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import random
 import resource
 import subprocess
@@ -47,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from server.bench.results import git_commit, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "safety.yaml"
@@ -378,36 +379,6 @@ def _child(path: str, evals: int, with_request: bool) -> dict[str, Any]:
     return result
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=True
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "loadavg_at_start": os.getloadavg(),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.engine_bench")
     parser.add_argument("--out", help="result file (default benchmarks/results/engine-STAMP.json)")
@@ -426,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "engine",
         "started": stamp,
-        "git_commit": _git_commit(),
-        "machine": _machine(),
+        "git_commit": git_commit(),
+        "machine": machine(),
         "settings": {
             "evals_per_size": args.evals,
             "timing": (

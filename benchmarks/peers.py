@@ -50,7 +50,6 @@ import platform
 import random
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -62,6 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import Request, compile_policy  # noqa: E402
+from server.bench.results import git_commit  # noqa: E402
 
 SEED = ROOT / "examples" / "safety.yaml"
 STRENGTH = {"deny": 3, "require_approval": 2, "allow": 1}
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
-        "commit": _commit(),
+        "commit": git_commit(),
         "note": "shared, noisy 2-core machine; each decision timed alone; peers on a sample "
                 "of the requests at the large policy",
         "settings": vars(args),
@@ -436,15 +436,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}")
     bad = any(e.get("mismatches") for c in cases for e in c["engines"].values())
     return 1 if bad else 0
-
-
-def _commit() -> str | None:
-    try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                           text=True, timeout=10)
-        return r.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -40,6 +39,7 @@ from typing import Any
 import grpc
 from proctor.v1 import decisions_pb2
 
+from server.bench.results import git_commit, machine
 from server.bench.spawn import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,39 +193,6 @@ def throughput(
 # -- the run ---------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "hostname": platform.node(),
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "grpcio": grpc.__version__,
-        "platform": platform.platform(),
-    }
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
-            timeout=10,
-        ).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
-    except OSError:
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate vs a bare echo floor")
     parser.add_argument("--policy", default=str(ROOT / "examples" / "safety.yaml"))
@@ -253,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "service_bench",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "commit": commit(),
+        "commit": git_commit(),
         "note": "shared 2-core machine; noise ~ +-10%",
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "request_bytes": len(payload),
