@@ -15,6 +15,7 @@ import hashlib
 import json
 import json.encoder
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 HASH_VERSION = "v1"
 _quote = json.encoder.encode_basestring  # the escaping json.dumps(ensure_ascii=False) uses
@@ -25,21 +26,9 @@ def normalize_tags(tags: Iterable[str]) -> list[str]:
     return sorted({t.strip().lower() for t in tags if t.strip()})
 
 
-def action_hash(
-    *,
-    tenant: str,
-    run_id: str,
-    delegation_path: Sequence[str],
-    topic: str,
-    risk_tags: Iterable[str],
-    derived_tags: Iterable[str] = (),
-    labels: Mapping[str, str] | None = None,
-) -> str:
-    """Hex SHA-256 of the canonical JSON of the action."""
-    return hashlib.sha256(action_text(
-        tenant=tenant, run_id=run_id, delegation_path=delegation_path, topic=topic,
-        risk_tags=risk_tags, derived_tags=derived_tags, labels=labels,
-    ).encode("utf-8")).hexdigest()
+def action_hash(**action: Any) -> str:
+    """Hex SHA-256 of action_text(**action): the action's canonical JSON."""
+    return hashlib.sha256(action_text(**action).encode("utf-8")).hexdigest()
 
 
 def action_text(
