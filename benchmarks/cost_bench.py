@@ -44,13 +44,17 @@ from server.bench.spawn import free_port  # noqa: E402
 
 _EVENTS = {"Ir": "I   refs", "I1mr": "I1  misses", "D1mr": "D1  misses"}
 
-# Runs `proctor serve` with the audit linger stretched (see the module docstring).
+# Runs `proctor serve` with the audit linger stretched (see the module docstring), or
+# with the audit swapped for NullAudit (argv[2] "off") to split the audit's share out.
 _LAUNCH = (
     "import sys\n"
     "import server.audit.pipeline as p\n"
+    "import server.main\n"
     "p.DEFAULT_LINGER = float(sys.argv[1])\n"
+    "if sys.argv[2] == 'off':\n"
+    "    server.main.build_audit = lambda settings: p.NullAudit()\n"
     "from server.cli import main\n"
-    "sys.exit(main(['serve', *sys.argv[2:]]))\n"
+    "sys.exit(main(['serve', *sys.argv[3:]]))\n"
 )
 
 
@@ -133,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linger", type=float, default=1.0, help="audit linger under valgrind")
     parser.add_argument("--decision", choices=sorted(REQUESTS), default="allow")
     parser.add_argument("--serve-arg", action="append", default=[])
+    parser.add_argument("--audit-off", action="store_true",
+                        help="also measure Proctor with the audit off (its share of the cost)")
     parser.add_argument("--keep", default="", help="keep the cachegrind files in this directory "
                         "(then: cg_diff NAME-SHORT.out NAME-LONG.out | cg_annotate /dev/stdin)")
     parser.add_argument("--out", default="")
@@ -148,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         launch = work / "launch.py"
         launch.write_text(_LAUNCH)
-        proctor = [env_python, str(launch), str(args.linger), "--policy", args.policy,
-                   "--listen", "127.0.0.1:{port}", "--log-level", "warning",
-                   "--audit-dir", str(work / "audit"), *args.serve_arg]
+        serve = ["--policy", args.policy, "--listen", "127.0.0.1:{port}", "--log-level",
+                 "warning", "--audit-dir", str(work / "audit"), *args.serve_arg]
+        proctor = [env_python, str(launch), str(args.linger), "on", *serve]
         # The echo floor answers with a reply of the real answer's size.
         echo = [env_python, str(ROOT / "benchmarks" / "echo_server.py"),
                 "--listen", "127.0.0.1:{port}", "--response-bytes", str(_reply_size(args, payload))]
@@ -158,10 +164,17 @@ def main(argv: list[str] | None = None) -> int:
             "echo": per_call("echo", echo, ECHO, payload, args, work),
             "proctor": per_call("proctor", proctor, EVALUATE, payload, args, work),
         }
+        if args.audit_off:
+            result["proctor_audit_off"] = per_call(
+                "proctor-audit-off", [env_python, str(launch), str(args.linger), "off", *serve],
+                EVALUATE, payload, args, work)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     result["ratio"] = {k: round(result["proctor"][k] / result["echo"][k], 3) for k in _EVENTS}
+    if "proctor_audit_off" in result:
+        result["ratio_audit_off"] = {
+            k: round(result["proctor_audit_off"][k] / result["echo"][k], 3) for k in _EVENTS}
     report: dict[str, Any] = {
         "benchmark": "cost_bench",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -30,7 +30,9 @@ ENVELOPE_FIELDS = ("event_id", "seq", "time", "kind", "writer", "prev_hash")
 
 def canonical(record: dict[str, Any]) -> bytes:
     """The bytes the hash covers: sorted keys, no spaces, UTF-8, non-ASCII kept."""
-    return _ENCODER.encode(record).encode("utf-8")
+    if _encode_chunks is None:
+        return _ENCODER.encode(record).encode("utf-8")
+    return "".join(_encode_chunks(record, 0)).encode("utf-8")
 
 
 def _jsonable(value: Any) -> Any:
@@ -45,6 +47,11 @@ def _jsonable(value: Any) -> Any:
 _ENCODER = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable
 )
+# The same encoder's C core, made once: JSONEncoder.encode() makes a new one per call,
+# with a dict of containers seen for cycle detection (events are plain trees). Same bytes.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode_chunks = None if _c_make_encoder is None else _c_make_encoder(
+    None, _jsonable, json.encoder.encode_basestring, None, ":", ",", True, False, True)
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -90,60 +97,115 @@ _DECISION_ORDER = (
 assert list(_DECISION_ORDER) == sorted(DECISION_FIELDS | set(ENVELOPE_FIELDS))
 _quote = json.encoder.encode_basestring  # the C one where built, as the encoder uses
 _SEQUENCES = (tuple, list)
+# Escaped JSON of strings and string sequences that recur from event to event: the
+# policy's outcome, rule id, reason and version (the same objects every time, so a
+# lookup is a pointer compare) and delegation paths and tag lists. Cleared when
+# full rather than evicted one by one: a miss costs one escape.
+_ESCAPED: dict[Any, str] = {}
+_ESCAPED_MAX = 4096
+
+
+def _escaped(value: str) -> str:
+    if len(_ESCAPED) >= _ESCAPED_MAX:
+        _ESCAPED.clear()
+    text = _ESCAPED[value] = _quote(value)
+    return text
+
+
+def _escaped_array(items: tuple[str, ...] | list[str]) -> str:
+    key = items if type(items) is tuple else tuple(items)
+    text = _ESCAPED.get(key)
+    if text is None:
+        if len(_ESCAPED) >= _ESCAPED_MAX:
+            _ESCAPED.clear()
+        text = _ESCAPED[key] = "[" + ",".join(map(_quote, items)) + "]"
+    return text
+
+
+def quote(value: str) -> str:
+    """`value` as a JSON string, escaped as the canonical encoder does."""
+    return _quote(value)
+
+
+def plain(value: str) -> bool:
+    """True when JSON writes `value` between quotes as it is (nothing to escape)."""
+    return _quote(value) == f'"{value}"'
 
 
 def seal_decision(
-    f: dict[str, Any], event_id: str, seq: int, stamp: str, writer: str, prev: str,
+    f: dict[str, Any], event_id: str, seq: int, stamp: str, writer_json: str, prev: str,
     key: bytes | None,
 ) -> tuple[bytes, str] | None:
     """seal() for a decision event holding exactly DECISION_FIELDS, or None.
 
+    The envelope comes ready: `event_id`, `stamp` and `prev` must be plain() (the
+    pipeline's ULIDs, times and hex digests are) and `writer_json` is quote(writer).
     None when a value is not of the type the template writes (a str where a list
-    belongs, a bool or float latency, non-string tags...): the caller falls back to
-    the generic encoder, which writes whatever it is given.
+    belongs, a bool or float latency, non-string tags...) or a field is missing: the
+    caller falls back to the generic encoder, which writes whatever it is given.
     """
     q = _quote
-    path, derived, tags, labels, latency = (
-        f["delegation_path"], f["derived_tags"], f["risk_tags"], f["labels"], f["latency_us"])
-    if (type(latency) is not int or type(labels) is not dict or type(path) not in _SEQUENCES
-            or type(derived) not in _SEQUENCES or type(tags) not in _SEQUENCES):
-        return None
     try:
-        label_text = ",".join([q(k) + ":" + q(v) for k, v in sorted(labels.items())])
+        path, derived, tags, labels, latency = (
+            f["delegation_path"], f["derived_tags"], f["risk_tags"], f["labels"],
+            f["latency_us"])
+        if (type(latency) is not int or type(labels) is not dict
+                or type(path) not in _SEQUENCES or type(derived) not in _SEQUENCES
+                or type(tags) not in _SEQUENCES):
+            return None
+        if not labels:
+            label_text = "{}"
+        elif len(labels) == 1:
+            [(k, v)] = labels.items()
+            label_text = "{" + q(k) + ":" + q(v) + "}"
+        else:
+            pairs = [q(k) + ":" + q(v) for k, v in sorted(labels.items())]
+            label_text = "{" + ",".join(pairs) + "}"
+        outcome, rule_id, reason, version = (
+            f["outcome"], f["rule_id"], f["reason"], f["policy_version"])
+        known = _ESCAPED.get
         text = (
             f'{{"approval_id":{q(f["approval_id"])},"decision_id":{q(f["decision_id"])},'
-            f'"delegation_path":[{",".join(map(q, path))}],'
-            f'"derived_tags":[{",".join(map(q, derived))}],"event_id":{q(event_id)},'
-            f'"kind":"decision","labels":{{{label_text}}},"latency_us":{latency},'
-            f'"outcome":{q(f["outcome"])},"policy_version":{q(f["policy_version"])},'
-            f'"prev_hash":{q(prev)},"reason":{q(f["reason"])},'
-            f'"request_id":{q(f["request_id"])},"risk_tags":[{",".join(map(q, tags))}],'
-            f'"rule_id":{q(f["rule_id"])},"run_id":{q(f["run_id"])},"seq":{seq},'
-            f'"tenant":{q(f["tenant"])},"time":{q(stamp)},"topic":{q(f["topic"])},'
-            f'"writer":{q(writer)}}}'
+            f'"delegation_path":{_escaped_array(path) if path else "[]"},'
+            f'"derived_tags":{_escaped_array(derived) if derived else "[]"},'
+            f'"event_id":"{event_id}","kind":"decision","labels":{label_text},'
+            f'"latency_us":{latency},"outcome":{known(outcome) or _escaped(outcome)},'
+            f'"policy_version":{known(version) or _escaped(version)},"prev_hash":"{prev}",'
+            f'"reason":{known(reason) or _escaped(reason)},'
+            f'"request_id":{q(f["request_id"])},'
+            f'"risk_tags":{_escaped_array(tags) if tags else "[]"},'
+            f'"rule_id":{known(rule_id) or _escaped(rule_id)},"run_id":{q(f["run_id"])},'
+            f'"seq":{seq},"tenant":{q(f["tenant"])},"time":"{stamp}",'
+            f'"topic":{q(f["topic"])},"writer":{writer_json}}}'
         )
-    except TypeError:  # a value (or label) that is not a str
+    except (TypeError, KeyError):  # a value (or label) that is not a str; a missing field
         return None
     body = text.encode("utf-8")
     digest = hashlib.sha256(body).hexdigest()
-    tail = ',"hash":"' + digest
-    if key is not None:
-        tail += '","hmac":"' + _hmac.new(key, body, hashlib.sha256).hexdigest()
+    if key is None:
+        return body[:-1] + b',"hash":"' + digest.encode("ascii") + b'"}\n', digest
+    tail = ',"hash":"' + digest + '","hmac":"' + _hmac.new(key, body, hashlib.sha256).hexdigest()
     return body[:-1] + tail.encode("ascii") + b'"}\n', digest
 
 
-_second_cache: list[tuple[int, str]] = [(-1, "")]
+# (second, its text): replaced as one tuple, so a thread formatting at the same time
+# sees either the old pair or the new, never a mix.
+_last_second: list[tuple[int, str]] = [(-1, "")]
 
 
 def format_time(epoch: float) -> str:
     """RFC 3339 UTC with microseconds: fixed width, so strings sort as times."""
-    micros = int(round(epoch * 1_000_000))
-    sec, frac = divmod(micros, 1_000_000)
-    cached_sec, prefix = _second_cache[0]
-    if cached_sec != sec:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        _second_cache[0] = (sec, prefix)
-    return f"{prefix}.{frac:06d}Z"
+    return format_micros(round(epoch * 1_000_000))
+
+
+def format_micros(micros: int) -> str:
+    """format_time() of a time in integer microseconds since the epoch."""
+    sec = micros // 1_000_000
+    last = _last_second[0]
+    if last[0] != sec:
+        last = _last_second[0] = (sec, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec)))
+    # 1_000_000 + frac has seven digits: its last six are frac zero-padded.
+    return last[1] + str(micros % 1_000_000 + 1_000_000)[1:] + "Z"
 
 
 def parse_time(text: str) -> float:

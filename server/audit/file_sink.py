@@ -105,6 +105,16 @@ class FileSink:
         return None
 
     def write(self, batch: list[Sealed]) -> None:
+        if not batch:
+            return
+        # The usual batch: new, and it fits the open segment. One pass joins it (this
+        # thread holds the GIL while it loops over events; requests wait for that).
+        if self._fd is not None and batch[0].seq > self._last_seq:
+            data = b"".join([s.line for s in batch])
+            if self._size + len(data) <= self.segment_bytes:
+                self._append(data)
+                self._last_seq = batch[-1].seq
+                return
         # A retried batch may have partly landed (an earlier segment of it): skip what did.
         batch = [s for s in batch if s.seq > self._last_seq]
         i = 0

@@ -26,8 +26,19 @@ from typing import Any
 
 from ..ids import UlidGenerator
 from . import metrics
-from .event import DECISION_FIELDS, GENESIS, format_time, seal, seal_decision
+from .event import (
+    DECISION_FIELDS,
+    GENESIS,
+    format_micros,
+    format_time,
+    plain,
+    quote,
+    seal,
+    seal_decision,
+)
 from .sink import Sealed, Sink
+
+_DECISION_SIZE = len(DECISION_FIELDS)
 
 log = logging.getLogger("proctor.audit")
 
@@ -116,6 +127,8 @@ class AuditPipeline:
         self._ids = UlidGenerator()
         self._seq = 0
         self._prev = GENESIS
+        self._plain_prev = GENESIS  # the last head known to need no escaping
+        self._writer_json = quote(writer)
         self._resumed = False
         self.stats = {"written": 0, "shed": 0, "gaps": 0, "batches": 0, "sink_errors": 0}
 
@@ -289,17 +302,23 @@ class AuditPipeline:
         """Chain and serialize items after the chain head: each event is serialized once."""
         seq, prev = self._seq, self._prev
         writer, key, ids = self.writer, self._key, self._ids
+        writer_json = self._writer_json
+        # The template writes prev_hash as it is: true of this writer's digests, checked
+        # for a head resumed from a sink.
+        plain_prev = prev == self._plain_prev or plain(prev)
+        make = tuple.__new__
         batch: list[Sealed] = []
         for kind, fields, when, _ in items:
             if kind == _FLUSH:
                 continue
             seq += 1
-            event_id = ids.new(int(when * 1000))
-            stamp = format_time(when)
+            micros = round(when * 1_000_000)
+            event_id = ids.new(micros // 1000)
+            stamp = format_micros(micros)
             sealed = None
-            if kind == "decision" and fields.keys() == DECISION_FIELDS:
+            if kind == "decision" and plain_prev and len(fields) == _DECISION_SIZE:
                 # The common event, written by a template (same bytes as the generic path).
-                sealed = seal_decision(fields, event_id, seq, stamp, writer, prev, key)
+                sealed = seal_decision(fields, event_id, seq, stamp, writer_json, prev, key)
             if sealed is None:
                 rec = dict(fields)
                 rec.pop("hash", None)
@@ -312,7 +331,9 @@ class AuditPipeline:
                 rec["prev_hash"] = prev
                 sealed = seal(rec, key)
             line, prev = sealed
-            batch.append(Sealed(writer, seq, line))
+            plain_prev = True
+            batch.append(make(Sealed, (writer, seq, line)))
+        self._plain_prev = prev
         return batch, seq, prev
 
     def _store(self, batch: list[Sealed]) -> None:

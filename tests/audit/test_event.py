@@ -12,8 +12,11 @@ from hypothesis import strategies as st
 from server.audit.event import (
     DECISION_FIELDS,
     canonical,
+    format_micros,
     format_time,
     parse_time,
+    plain,
+    quote,
     record_hash,
     record_hmac,
     safe_name,
@@ -54,7 +57,7 @@ def test_hmac_uses_the_same_canonical_bytes() -> None:
     st.dictionaries(
         st.text(min_size=1, max_size=8).filter(lambda k: k not in ("hash", "hmac")),
         st.recursive(
-            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
             lambda inner: st.lists(inner, max_size=3)
             | st.dictionaries(st.text(max_size=5), inner, max_size=3),
             max_leaves=8,
@@ -65,6 +68,8 @@ def test_hmac_uses_the_same_canonical_bytes() -> None:
 )
 def test_any_record_seals_and_verifies(rec: dict) -> None:
     rec = {**rec, "prev_hash": "p"}
+    assert canonical(rec) == json.dumps(
+        rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     line, digest = seal(rec, b"k")
     stored = json.loads(line)
     assert record_hash(stored) == digest
@@ -86,12 +91,30 @@ def test_time_format_is_fixed_width_and_round_trips() -> None:
     assert abs(parse_time(b) - 1_700_000_000.123456) < 1e-6
 
 
+@settings(max_examples=300, deadline=None)
+@given(micros=st.integers(min_value=0, max_value=4_102_444_800_000_000))
+def test_time_text_matches_datetime(micros: int) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    expected = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert format_micros(micros) == expected
+    assert format_time(micros / 1_000_000) == format_micros(round(micros / 1_000_000 * 1e6))
+
+
+def test_plain_means_nothing_to_escape() -> None:
+    assert plain("01JDXYZ") and plain("ab" * 32) and plain("")
+    assert not plain('a"b') and not plain("a\\b") and not plain("\n") and plain("é")
+
+
 def test_safe_name() -> None:
     assert safe_name("host-1:42:1700") == "host-1_42_1700"
 
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 _names = st.lists(_text, max_size=4)
+# The envelope values the pipeline hands the template: ULIDs, times, hex digests.
+_plain = st.text(st.sampled_from("0123456789abcdefABCDEFXYZ:.-TZ"), max_size=64)
 
 
 @settings(max_examples=300, deadline=None)
@@ -104,7 +127,7 @@ _names = st.lists(_text, max_size=4)
     labels=st.dictionaries(_text, _text, max_size=4),
     latency=st.integers(min_value=0, max_value=10**9),
     seq=st.integers(min_value=1, max_value=10**12),
-    writer=_text, prev=_text, stamp=_text, event_id=_text,
+    writer=_text, prev=_plain, stamp=_plain, event_id=_plain,
     key=st.one_of(st.none(), st.binary(min_size=1, max_size=16)),
 )
 def test_decision_template_writes_the_generic_bytes(
@@ -115,10 +138,25 @@ def test_decision_template_writes_the_generic_bytes(
     fields = {**strings, "delegation_path": path, "derived_tags": derived, "risk_tags": tags,
               "labels": labels, "latency_us": latency}
     assert fields.keys() == DECISION_FIELDS
-    fast = seal_decision(fields, event_id, seq, stamp, writer, prev, key)
+    fast = seal_decision(fields, event_id, seq, stamp, quote(writer), prev, key)
     rec = {**fields, "event_id": event_id, "seq": seq, "time": stamp, "kind": "decision",
            "writer": writer, "prev_hash": prev}
     assert fast == seal(rec, key)
+
+
+def test_decision_template_gives_the_same_bytes_from_its_cache() -> None:
+    fields = {"request_id": "r", "run_id": "", "tenant": "acme", "topic": "job.1.x",
+              "outcome": "deny", "rule_id": "no-\"x\"", "reason": "bad\n", "policy_version": "v",
+              "decision_id": "d", "approval_id": "", "delegation_path": ["a", "b\\"],
+              "derived_tags": ("t",), "risk_tags": ("x", "y"), "labels": {"k": "v", "a": "é"},
+              "latency_us": 3}
+    rec = {**fields, "event_id": "E", "seq": 1, "time": "T", "kind": "decision",
+           "writer": "w\"", "prev_hash": ""}
+    first = seal_decision(fields, "E", 1, "T", quote("w\""), "", None)
+    again = seal_decision(dict(fields), "E", 1, "T", quote("w\""), "", None)
+    assert first == again == seal(rec, None)
+    missing = {k: v for k, v in fields.items() if k != "topic"}
+    assert seal_decision({**missing, "extra": "x"}, "E", 1, "T", '"w"', "", None) is None
 
 
 def test_decision_template_declines_values_it_does_not_write() -> None:
@@ -126,8 +164,8 @@ def test_decision_template_declines_values_it_does_not_write() -> None:
             "outcome": "allow", "rule_id": "a", "reason": "ok", "policy_version": "v",
             "decision_id": "d", "approval_id": "", "delegation_path": ("a",),
             "derived_tags": (), "risk_tags": (), "labels": {}, "latency_us": 3}
-    assert seal_decision(base, "e", 1, "t", "w", "", None) is not None
+    assert seal_decision(base, "e", 1, "t", '"w"', "", None) is not None
     for field, odd in [("latency_us", True), ("latency_us", 1.5), ("labels", None),
                        ("delegation_path", "a"), ("risk_tags", ("x", 1)), ("reason", None),
                        ("labels", {"k": 1})]:
-        assert seal_decision({**base, field: odd}, "e", 1, "t", "w", "", None) is None, field
+        assert seal_decision({**base, field: odd}, "e", 1, "t", '"w"', "", None) is None, field

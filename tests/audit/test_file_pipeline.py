@@ -274,3 +274,25 @@ def test_dir_reader_merges_writers_and_resumes_from_a_cursor(tmp_path: Path) -> 
     _write(tmp_path, 3, writer="host:3:c")
     later = DirReader(tmp_path, r2.cursor()).poll()
     assert [it.event["writer"] for it in later] == ["host:3:c"] * 3
+
+
+def test_a_resumed_head_that_needs_escaping_still_chains_valid_json() -> None:
+    """The decision template writes prev_hash unescaped; a head a sink hands back is
+    checked first (a damaged or foreign segment may hold anything)."""
+
+    class Resuming(MemorySink):
+        def resume(self, writer: str) -> tuple[int, str] | None:
+            return 7, 'not "hex"\\'
+
+    async def go() -> Resuming:
+        sink = Resuming()
+        p = AuditPipeline(sink, writer="w")
+        for i in range(3):
+            await p.record("decision", decision(i))
+        await p.close()
+        return sink
+
+    evs = [json.loads(x) for x in run(go).lines]
+    assert [e["seq"] for e in evs] == [8, 9, 10]
+    assert evs[0]["prev_hash"] == 'not "hex"\\'
+    assert evs[1]["prev_hash"] == evs[0]["hash"] and evs[2]["prev_hash"] == evs[1]["hash"]
