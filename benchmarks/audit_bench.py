@@ -33,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.bench.results import git_commit  # noqa: E402
+from server.bench.results import git_commit, save_result  # noqa: E402
 from server.bench.spawn import free_port, wait_port  # noqa: E402
 
 SEED = ROOT / "examples" / "safety.yaml"
@@ -270,11 +270,7 @@ def main() -> int:
                                for m, v in e["total"].items()},
                      "ratio_to_audit_off": e["ratio_to_audit_off"]} for k, e in evaluate.items()}
         print(json.dumps({"evaluate": brief, "sinks": sinks, "record_call": cost}, indent=2))
-        out = Path(args.out) if args.out else (
-            ROOT / "benchmarks" / "results" / f"audit-{time.strftime('%Y%m%dT%H%M%S')}.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {out}")
+        print(f"wrote {save_result(result, args.out, 'audit')}")
     finally:
         for proc, _ in servers.values():
             if proc.poll() is None:

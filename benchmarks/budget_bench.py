@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from proctor.v1 import budgets_pb2  # noqa: E402
 
-from server.bench.results import git_commit  # noqa: E402
+from server.bench.results import git_commit, save_result  # noqa: E402
 from server.bench.spawn import free_port, wait_port  # noqa: E402
 from server.budgets.redis_store import RedisBudgetStore  # noqa: E402
 
@@ -311,11 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                        "met": seq["reserve"]["p99_ms"] <= budget_ms},
             "note": "shared 2-core machine, other work running: figures are noisy",
         }
-        out = Path(args.out) if args.out else (
-            ROOT / "benchmarks" / "results" /
-            f"budget_bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        out = save_result(result, args.out, "budget_bench")
         print(json.dumps({"sequential": seq, "throughput_median_per_second": {
             k: v["median_per_second"] for k, v in tp.items()}, "target": result["target"]},
             indent=2))

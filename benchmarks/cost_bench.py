@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.service_bench import ECHO, EVALUATE, REQUESTS  # noqa: E402
-from server.bench.results import git_commit, machine  # noqa: E402
+from server.bench.results import git_commit, machine, save_result  # noqa: E402
 from server.bench.spawn import free_port  # noqa: E402
 
 _EVENTS = {"Ir": "I   refs", "I1mr": "I1  misses", "D1mr": "D1  misses"}
@@ -184,13 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_call": result,
     }
     print(json.dumps(report["per_call"], indent=1))
-    out = Path(args.out) if args.out else (
-        ROOT / "benchmarks" / "results"
-        / f"cost-{args.decision}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {save_result(report, args.out, f'cost-{args.decision}')}")
     return 0
 
 

@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from server.bench.results import git_commit, machine
+from server.bench.results import git_commit, machine, save_result
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "safety.yaml"
@@ -232,19 +232,11 @@ def _timer_overhead() -> int:
 
 def time_each(fn: Any, items: list[Any], batch: int = 2000) -> list[int]:
     """Time fn(item) per call, gc paused within each batch."""
-    pc = time.perf_counter_ns
-    out: list[int] = []
-    for start in range(0, len(items), batch):
-        chunk = items[start : start + batch]
-        gc.disable()
-        try:
-            for item in chunk:
-                a = pc()
-                fn(item)
-                out.append(pc() - a)
-        finally:
-            gc.enable()
-    return out
+    return time_each_fresh(fn, _same, items, batch)
+
+
+def _same(item: Any) -> Any:
+    return item
 
 
 def time_each_fresh(fn: Any, make: Any, args: list[Any], batch: int = 2000) -> list[int]:
@@ -393,7 +385,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"engine-{stamp}.json")
     report: dict[str, Any] = {
         "benchmark": "engine",
         "started": stamp,
@@ -437,9 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     checks["seed_p99_with_request_us<=5"] = report["seed"]["uncached_with_request"]["p99_us"] <= 5
     report["targets"] = checks
     report["machine"]["loadavg_at_end"] = os.getloadavg()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}", file=sys.stderr)
+    print(f"wrote {save_result(report, args.out, 'engine')}", file=sys.stderr)
     print(json.dumps(checks), file=sys.stderr)
     return 0
 

@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import Request, compile_policy  # noqa: E402
-from server.bench.results import git_commit  # noqa: E402
+from server.bench.results import git_commit, save_result  # noqa: E402
 
 SEED = ROOT / "examples" / "safety.yaml"
 STRENGTH = {"deny": 3, "require_approval": 2, "allow": 1}
@@ -429,11 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": vars(args),
         "cases": cases,
     }
-    out = Path(args.out) if args.out else (
-        ROOT / "benchmarks" / "results" / f"peers-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {save_result(doc, args.out, 'peers')}")
     bad = any(e.get("mismatches") for c in cases for e in c["engines"].values())
     return 1 if bad else 0
 

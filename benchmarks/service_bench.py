@@ -39,7 +39,7 @@ from typing import Any
 import grpc
 from proctor.v1 import decisions_pb2
 
-from server.bench.results import git_commit, machine
+from server.bench.results import git_commit, machine, save_result
 from server.bench.spawn import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -297,13 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         procs.close()
 
-    out = Path(args.out) if args.out else (
-        ROOT / "benchmarks" / "results"
-        / f"service-{args.decision}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {save_result(report, args.out, f'service-{args.decision}')}")
     return 0
 
 

@@ -301,3 +301,11 @@ def write(doc: dict[str, Any], path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(path)
+
+
+def save_result(doc: dict[str, Any], out: str | os.PathLike[str] | None, name: str) -> Path:
+    """Write a benchmark's JSON to `out`, or to benchmarks/results/NAME-<UTC time>.json."""
+    path = Path(out) if out else (
+        ROOT / "benchmarks" / "results" / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json")
+    write(doc, path)
+    return path
