@@ -72,7 +72,11 @@ def seal(record: dict[str, Any], key: bytes | None) -> tuple[bytes, str]:
 
     `record` must already hold `prev_hash` and no `hash`/`hmac`.
     """
-    body = canonical(record)
+    return _with_hashes(canonical(record), key)
+
+
+def _with_hashes(body: bytes, key: bytes | None) -> tuple[bytes, str]:
+    """The stored line of canonical `body`: its hash (and HMAC) added before the brace."""
     digest = hashlib.sha256(body).hexdigest()
     tail = ',"hash":"' + digest
     if key is not None:
@@ -180,12 +184,7 @@ def seal_decision(
         )
     except (TypeError, KeyError):  # a value (or label) that is not a str; a missing field
         return None
-    body = text.encode("utf-8")
-    digest = hashlib.sha256(body).hexdigest()
-    if key is None:
-        return body[:-1] + b',"hash":"' + digest.encode("ascii") + b'"}\n', digest
-    tail = ',"hash":"' + digest + '","hmac":"' + _hmac.new(key, body, hashlib.sha256).hexdigest()
-    return body[:-1] + tail.encode("ascii") + b'"}\n', digest
+    return _with_hashes(text.encode("utf-8"), key)
 
 
 # (second, its text): replaced as one tuple, so a thread formatting at the same time

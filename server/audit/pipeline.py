@@ -127,7 +127,6 @@ class AuditPipeline:
         self._ids = UlidGenerator()
         self._seq = 0
         self._prev = GENESIS
-        self._plain_prev = GENESIS  # the last head known to need no escaping
         self._writer_json = quote(writer)
         self._resumed = False
         self.stats = {"written": 0, "shed": 0, "gaps": 0, "batches": 0, "sink_errors": 0}
@@ -306,8 +305,8 @@ class AuditPipeline:
         writer, key, ids = self.writer, self._key, self._ids
         writer_json = self._writer_json
         # The template writes prev_hash as it is: true of this writer's digests, checked
-        # for a head resumed from a sink.
-        plain_prev = prev == self._plain_prev or plain(prev)
+        # because a head resumed from a sink may hold anything.
+        plain_prev = plain(prev)
         make = tuple.__new__
         batch: list[Sealed] = []
         for kind, fields, when, _ in items:
@@ -333,9 +332,8 @@ class AuditPipeline:
                 rec["prev_hash"] = prev
                 sealed = seal(rec, key)
             line, prev = sealed
-            plain_prev = True
+            plain_prev = True  # a digest from here on
             batch.append(make(Sealed, (writer, seq, line)))
-        self._plain_prev = prev
         return batch, seq, prev
 
     def _store(self, batch: list[Sealed]) -> None:
