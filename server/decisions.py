@@ -19,41 +19,18 @@ from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 
 import engine
 
-from .ids import UlidGenerator
+from .ids import new_generator
+from .wire import DECISION_TO_PROTO, DecodeError, decode_evaluate, encode_response
+from .wire import to_engine_request as to_engine_request
 
 MAX_BATCH_ITEMS = 1000
-MAX_APPROVAL_ID_CHARS = 128
+EVALUATE_METHOD = "/proctor.v1.Decisions/Evaluate"
 
-DECISION_TO_PROTO = {
-    "allow": decisions_pb2.DECISION_ALLOW,
-    "deny": decisions_pb2.DECISION_DENY,
-    "require_approval": decisions_pb2.DECISION_REQUIRE_APPROVAL,
-}
 _INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 # Trailing metadata naming the process that answered (several workers share a port).
 WORKER_METADATA_KEY = "proctor-worker"
-
-
-def to_engine_request(msg: decisions_pb2.EvaluateRequest) -> engine.Request:
-    """Validate and normalize one EvaluateRequest; raises engine.RequestError."""
-    if len(msg.approval_id) > MAX_APPROVAL_ID_CHARS:
-        raise engine.RequestError(
-            "approval_id", f"at most {MAX_APPROVAL_ID_CHARS} characters"
-        )
-    # Per call: a slice of a repeated field is a plain list, cheaper than tuple() of the
-    # container; empty containers are skipped (most calls carry no labels or tags); a map
-    # is copied key by key (dict() of it goes through the Mapping ABC's Python methods).
-    tags = msg.risk_tags
-    labels = msg.labels
-    return engine.Request(
-        msg.topic,
-        tags[:] if tags else (),
-        tuple(msg.delegation_path),
-        msg.tenant,
-        msg.run_id,
-        msg.request_id,
-        {k: labels[k] for k in labels} if labels else None,
-    )
+# What an answer carries: the arguments of wire.encode_response, in its order.
+Answer = tuple[int, str, str, str, str, str, tuple[str, ...], tuple[str, ...]]
 
 
 class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
@@ -66,30 +43,52 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         # approved id for the very same action turns it into allow once. None: no approvals.
         self.approvals = approvals
         self.audit = audit
+        # Enqueue without a coroutine when that is all recording takes (see AuditPipeline.offer).
+        self._offer = getattr(audit, "offer", None) or (lambda kind, fields: False)
         self.metrics = metrics
         # With --audit-durability sync a record waits for the disk: a batch then records
         # its events concurrently so that one group commit covers them all.
         self.sync_audit = sync_audit
-        self._ids = UlidGenerator()
+        self._ids = new_generator()
         # Several workers share the port: each answer names the process that gave it. One
         # worker: Admin calls still name it, and Evaluate saves the trailer's cost (~20 µs).
         self._worker = ((WORKER_METADATA_KEY, str(os.getpid())),) if name_worker else None
 
-    async def Evaluate(
-        self, request: decisions_pb2.EvaluateRequest, context: grpc.aio.ServicerContext
-    ) -> decisions_pb2.EvaluateResponse:
+    async def Evaluate(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """Served on raw bytes (see `raw_evaluate_handler`): server/wire.py decodes and encodes.
+
+        The common call (no approval involved, room in the audit queue) never suspends:
+        the approval gate and a waiting record() are the only awaits.
+        """
         started = time.perf_counter_ns()
         if self._worker is not None:
             context.set_trailing_metadata(self._worker)
         try:
-            req = to_engine_request(request)
+            req, approval_id, explain = decode_evaluate(data)
         except engine.RequestError as e:
             self.metrics.invalid("Evaluate", e.field)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        response, event = await self._decide(req, request, started)
-        await self.audit.record("decision", event)
+        except DecodeError as e:
+            self.metrics.invalid("Evaluate", "request")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"request: not an EvaluateRequest ({e})")
+        decision = self.holder.current.evaluate(req, explain)
+        decision_id = self._ids.new()
+        if self.approvals is not None and (
+            approval_id or decision.decision == "require_approval"
+        ):
+            answer, event = await self._gated(req, decision, approval_id, decision_id, started)
+        else:
+            answer, event = self._answer(req, decision, decision_id, started,
+                                         decision.decision, decision.reason, "", None)
+        if not self._offer("decision", event):
+            await self.audit.record("decision", event)
         self.metrics.observe_evaluate((time.perf_counter_ns() - started) / 1e9)
-        return response
+        return encode_response(*answer)
+
+    def raw_evaluate_handler(self) -> grpc.RpcMethodHandler:
+        """Evaluate's handler without upb (de)serializers: the servicer takes and gives bytes."""
+        return grpc.unary_unary_rpc_method_handler(self.Evaluate)
 
     async def EvaluateBatch(
         self, request: decisions_pb2.EvaluateBatchRequest, context: grpc.aio.ServicerContext
@@ -116,8 +115,8 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                 slot.error.code = _INVALID_ARGUMENT
                 slot.error.message = str(e)
                 continue
-            response, event = await self._decide(req, item, item_started)
-            slot.response.CopyFrom(response)
+            answer, event = await self._decide(req, item.approval_id, item.explain, item_started)
+            slot.response.MergeFromString(encode_response(*answer))
             events.append(event)
         if self.sync_audit:
             # Enqueued in item order (each record enqueues before it first waits).
@@ -129,37 +128,36 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         return out
 
     async def _decide(
-        self, req: engine.Request, msg: decisions_pb2.EvaluateRequest, started: int
-    ) -> tuple[decisions_pb2.EvaluateResponse, dict[str, Any]]:
+        self, req: engine.Request, approval_id: str, explain: bool, started: int
+    ) -> tuple[Answer, dict[str, Any]]:
         """Evaluate one validated request on the serving policy: the answer and its audit event."""
-        decision = self.holder.current.evaluate(req, explain=msg.explain)
+        decision = self.holder.current.evaluate(req, explain)
         decision_id = self._ids.new()
         if self.approvals is not None and (
-            decision.decision == "require_approval" or msg.approval_id
+            approval_id or decision.decision == "require_approval"
         ):
-            gate = await self.approvals.apply(req, decision, msg.approval_id, decision_id)
-            return self._answer(req, decision, decision_id, started, gate.decision,
-                                gate.reason, gate.approval_id, gate.audit)
+            return await self._gated(req, decision, approval_id, decision_id, started)
         return self._answer(req, decision, decision_id, started, decision.decision,
                             decision.reason, "", None)
+
+    async def _gated(
+        self, req: engine.Request, decision: engine.Decision, approval_id: str,
+        decision_id: str, started: int,
+    ) -> tuple[Answer, dict[str, Any]]:
+        """require_approval creates an approval; a presented approved id may turn it to allow."""
+        gate = await self.approvals.apply(req, decision, approval_id, decision_id)
+        return self._answer(req, decision, decision_id, started, gate.decision,
+                            gate.reason, gate.approval_id, gate.audit)
 
     def _answer(
         self, req: engine.Request, decision: engine.Decision, decision_id: str, started: int,
         outcome: str, reason: str, approval_id: str, extra: dict[str, Any] | None,
-    ) -> tuple[decisions_pb2.EvaluateResponse, dict[str, Any]]:
+    ) -> tuple[Answer, dict[str, Any]]:
         self.metrics.decided(outcome, decision.rule_id)
-        response = decisions_pb2.EvaluateResponse(
-            decision=DECISION_TO_PROTO[outcome],
-            rule_id=decision.rule_id,
-            reason=reason,
-            policy_version=decision.policy_version,
-            decision_id=decision_id,
-            approval_id=approval_id,
+        answer: Answer = (
+            DECISION_TO_PROTO[outcome], decision.rule_id, reason, decision.policy_version,
+            decision_id, approval_id, decision.matched_rule_ids, decision.derived_tags,
         )
-        if decision.matched_rule_ids:
-            response.matched_rule_ids.extend(decision.matched_rule_ids)
-        if decision.derived_tags:
-            response.derived_tags.extend(decision.derived_tags)
         # Tuples and the request's own label dict go in as they are: the audit only
         # reads them (and writes tuples as JSON arrays). These keys are the audit's
         # DECISION_FIELDS (written by its template); approval steps add more.
@@ -182,4 +180,4 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         }
         if extra:
             event.update(extra)
-        return response, event
+        return answer, event

@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import random
 import time
+from typing import Any, Protocol
+
+from .twins import twin
+
+_ids = twin("server._ids")
+ACCELERATED = _ids is not None
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Two characters (10 bits) at a time.
@@ -20,6 +26,19 @@ _RANDOM_MAX = (1 << _RANDOM_BITS) - 1
 # unique and sortable, not secret, and a system call per id costs too much here.
 _random = random.SystemRandom().getrandbits(64)
 _rng = random.Random(_random)
+
+
+class IdGenerator(Protocol):
+    def new(self, ms: int | None = None) -> str: ...
+
+
+def new_generator() -> IdGenerator:
+    """A ULID generator: server/_ids.c's twin of UlidGenerator when built (same ids from
+    the same state, a tenth of the cost), else UlidGenerator itself."""
+    if _ids is not None:
+        gen: Any = _ids.Ulid(_rng.getrandbits)
+        return gen  # type: ignore[no-any-return]
+    return UlidGenerator()
 
 
 class UlidGenerator:

@@ -37,17 +37,18 @@ from proctor.v1 import (
 import engine
 
 from . import health as health_names
-from . import logs
+from . import ids, logs, wire
 from . import reflection as server_reflection
 from .admin import AdminService
 from .approvals import build_approval_store
 from .approvals.service import ApprovalsService
 from .audit import build_audit as build_audit_pipeline
+from .audit import event as audit_event
 from .audit.metrics import register as register_audit_metrics
 from .audit.stream import AuditService
 from .budgets import build_budget_store
 from .budgets.service import BudgetsService
-from .decisions import DecisionsService
+from .decisions import EVALUATE_METHOD, DecisionsService
 from .health import HealthState
 from .metrics import Metrics
 from .reload import PolicyHolder
@@ -81,7 +82,7 @@ def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
 
 
 def register_services(
-    server: Any,
+    server: MethodTable,
     *,
     settings: Settings,
     holder: PolicyHolder,
@@ -97,13 +98,13 @@ def register_services(
     """
     approval_service = ApprovalsService(build_approval_store(settings), audit, health)
     approval_service.watch.start()
-    decisions_pb2_grpc.add_DecisionsServicer_to_server(
-        DecisionsService(
-            holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
-            approvals=approval_service.gate, name_worker=settings.workers > 1,
-        ),
-        server,
+    decisions = DecisionsService(
+        holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
+        approvals=approval_service.gate, name_worker=settings.workers > 1,
     )
+    decisions_pb2_grpc.add_DecisionsServicer_to_server(decisions, server)
+    # Evaluate takes and gives bytes: server/wire.py decodes and encodes it (in C when built).
+    server.replace(EVALUATE_METHOD, decisions.raw_evaluate_handler())
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(holder, on_reload), server)
     # Budgets: Redis store with --redis-url (?cluster=1 for Redis Cluster), embedded otherwise;
     # health of proctor.v1.Budgets follows the store (probed every second).
@@ -229,6 +230,8 @@ async def serve(
         listen=f"{host}:{port}", policy=settings.policy,
         policy_version=holder.current.policy_version, rules=holder.current.rule_count,
         metrics=settings.metrics_listen or None, tls=settings.tls,
+        # False where the C twins were not built (no compiler at install): same answers, slower.
+        accelerated=wire.ACCELERATED and ids.ACCELERATED and audit_event.SEAL_ACCELERATED,
     )
     # What start-up built lives as long as the process (the compiled policy above all:
     # millions of objects at 100,000 rules). Frozen, no garbage collection walks it again,

@@ -40,6 +40,12 @@ class MethodTable(grpc.GenericRpcHandler):
         for name, handler in handlers.items():
             self._methods[f"/{service}/{name}"] = handler
 
+    def replace(self, method: str, handler: grpc.RpcMethodHandler) -> None:
+        """Serve an already registered method with another handler (e.g. one on raw bytes)."""
+        if method not in self._methods:
+            raise KeyError(f"{method} is not registered")
+        self._methods[method] = handler
+
     def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
         # The generated code adds a generic handler for the same methods it registers;
         # those are kept only as a fallback, so a handler added without a table still works.

@@ -8,6 +8,13 @@ the key of `--audit-hmac-key-file`. Canonical JSON: sorted keys, separators
 bytes with `hash`/`hmac` appended before the closing brace, so each event is
 serialized exactly once; anyone re-verifying drops those two keys and
 re-canonicalizes.
+
+Decision events, nearly all of the audit, are written by a template rather than the
+generic encoder: `decision_body()`, the C twin in `_seal.c` when the extension is
+built, else `decision_body_py()` (the reference: tests hold the two, and the generic
+encoder, byte for byte). `SEAL_ACCELERATED` says which one serves. Setting
+PROCTOR_PURE_PYTHON=1 in the environment before this module is imported makes it
+use the Python twin even when the extension is built (to test or measure it).
 """
 
 from __future__ import annotations
@@ -20,8 +27,13 @@ import os
 import re
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+from ..twins import twin
+
+_seal = twin("server.audit._seal")
 
 KINDS = ("decision", "budget", "approval", "policy_reload", "gap")
 GENESIS = ""  # prev_hash of a writer's first event
@@ -104,8 +116,12 @@ _SEQUENCES = (tuple, list)
 # Escaped JSON of strings and string sequences that recur from event to event: the
 # policy's outcome, rule id, reason and version (the same objects every time, so a
 # lookup is a pointer compare) and delegation paths and tag lists. Cleared when
-# full rather than evicted one by one: a miss costs one escape.
-_ESCAPED: dict[Any, str] = {}
+# full rather than evicted one by one: a miss costs one escape. Arrays have a dict
+# of their own: in one shared dict a tuple given where a str belongs would be
+# written from the cache if some path equalled it and declined otherwise, so the
+# None cases would hang on what came before (and the C twin could not match them).
+_ESCAPED: dict[str, str] = {}
+_ESCAPED_ARRAYS: dict[tuple[str, ...], str] = {}
 _ESCAPED_MAX = 4096
 
 
@@ -118,11 +134,11 @@ def _escaped(value: str) -> str:
 
 def _escaped_array(items: tuple[str, ...] | list[str]) -> str:
     key = items if type(items) is tuple else tuple(items)
-    text = _ESCAPED.get(key)
+    text = _ESCAPED_ARRAYS.get(key)
     if text is None:
-        if len(_ESCAPED) >= _ESCAPED_MAX:
-            _ESCAPED.clear()
-        text = _ESCAPED[key] = "[" + ",".join(map(_quote, items)) + "]"
+        if len(_ESCAPED_ARRAYS) >= _ESCAPED_MAX:
+            _ESCAPED_ARRAYS.clear()
+        text = _ESCAPED_ARRAYS[key] = "[" + ",".join(map(_quote, items)) + "]"
     return text
 
 
@@ -136,17 +152,18 @@ def plain(value: str) -> bool:
     return _quote(value) == f'"{value}"'
 
 
-def seal_decision(
+def decision_body_py(
     f: dict[str, Any], event_id: str, seq: int, stamp: str, writer_json: str, prev: str,
-    key: bytes | None,
-) -> tuple[bytes, str] | None:
-    """seal() for a decision event holding exactly DECISION_FIELDS, or None.
+) -> bytes | None:
+    """The canonical JSON of a decision event (no hash yet), or None: the reference twin.
 
-    The envelope comes ready: `event_id`, `stamp` and `prev` must be plain() (the
+    `_seal.decision_body` writes the same bytes and declines the same events. The
+    envelope comes ready: `event_id`, `stamp` and `prev` must be plain() (the
     pipeline's ULIDs, times and hex digests are) and `writer_json` is quote(writer).
     None when a value is not of the type the template writes (a str where a list
     belongs, a bool or float latency, non-string tags...) or a field is missing: the
     caller falls back to the generic encoder, which writes whatever it is given.
+    Raises UnicodeEncodeError for a str holding a lone surrogate, as canonical() does.
     """
     q = _quote
     try:
@@ -184,7 +201,32 @@ def seal_decision(
         )
     except (TypeError, KeyError):  # a value (or label) that is not a str; a missing field
         return None
-    return _with_hashes(text.encode("utf-8"), key)
+    return text.encode("utf-8")
+
+
+_decision_line: Callable[..., tuple[bytes, str] | None] | None = None
+if _seal is not None:
+    decision_body = _seal.decision_body
+    # The body with its hash appended, in one C call: _with_hashes(decision_body())
+    # for key=None, the default. The HMAC stays in Python.
+    _decision_line = _seal.decision_line
+else:
+    decision_body = decision_body_py
+SEAL_ACCELERATED = decision_body is not decision_body_py
+
+
+def seal_decision(
+    f: dict[str, Any], event_id: str, seq: int, stamp: str, writer_json: str, prev: str,
+    key: bytes | None,
+) -> tuple[bytes, str] | None:
+    """seal() for a decision event holding exactly DECISION_FIELDS, or None.
+
+    The arguments and the None cases are decision_body()'s.
+    """
+    if key is None and _decision_line is not None:
+        return _decision_line(f, event_id, seq, stamp, writer_json, prev)
+    body = decision_body(f, event_id, seq, stamp, writer_json, prev)
+    return None if body is None else _with_hashes(body, key)
 
 
 # (second, its text): replaced as one tuple, so a thread formatting at the same time

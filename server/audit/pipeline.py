@@ -24,7 +24,7 @@ import time
 from collections import deque
 from typing import Any
 
-from ..ids import UlidGenerator
+from ..ids import new_generator
 from . import metrics
 from .event import (
     DECISION_FIELDS,
@@ -63,6 +63,10 @@ class NullAudit:
 
     async def record(self, kind: str, fields: dict[str, Any]) -> None:
         del kind, fields
+
+    def offer(self, kind: str, fields: dict[str, Any]) -> bool:
+        del kind, fields
+        return True
 
     async def close(self) -> None:
         return None
@@ -124,7 +128,7 @@ class AuditPipeline:
         self._shed_first = 0.0
         self._shed_last = 0.0
         # writer-thread state
-        self._ids = UlidGenerator()
+        self._ids = new_generator()
         self._seq = 0
         self._prev = GENESIS
         self._writer_json = quote(writer)
@@ -156,6 +160,23 @@ class AuditPipeline:
             self._wake.set()
         if fut is not None:
             await fut
+
+    def offer(self, kind: str, fields: dict[str, Any]) -> bool:
+        """Enqueue now if that is all record() would do; False: the caller awaits record().
+
+        The request path's common case (async durability, room in the queue, no gap to
+        write first) without a coroutine per call. Sync durability, a full queue, a
+        pending gap or a writer not started yet all go through record().
+        """
+        items = self._items
+        if (self._sync or self._task is None or self._shed_pending or self._closed
+                or len(items) >= self._capacity):
+            return False
+        items.append((kind, fields, time.time(), None))
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+        return True
 
     def record_threadsafe(
         self, kind: str, fields: dict[str, Any]

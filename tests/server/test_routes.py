@@ -72,8 +72,26 @@ def test_every_proto_method_is_routed_and_nothing_is_registered_per_method() -> 
         assert table.service(_details(f"/{service}/ServerReflectionInfo")) is not None
     assert table.service(_details("/proctor.v1.Decisions/Nope")) is None
     assert table.service(_details("/nope.Service/Evaluate")) is None
+    # Evaluate is served on raw bytes (server/wire.py decodes it); the batch keeps upb.
     evaluate = table.service(_details("/proctor.v1.Decisions/Evaluate"))
-    assert evaluate.request_deserializer == decisions_pb2.EvaluateRequest.FromString
+    assert evaluate.request_deserializer is None and evaluate.response_serializer is None
+    batch = table.service(_details("/proctor.v1.Decisions/EvaluateBatch"))
+    assert batch.request_deserializer == decisions_pb2.EvaluateBatchRequest.FromString
+
+
+def test_only_a_registered_method_can_be_replaced() -> None:
+    table = MethodTable()
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+    try:
+        table.replace("/x.S/M", handler)
+    except KeyError as e:
+        assert "/x.S/M" in str(e)
+    else:
+        raise AssertionError("replaced a method that was never registered")
+    table.add_registered_method_handlers("x.S", {"M": handler})
+    other = grpc.unary_unary_rpc_method_handler(lambda request, context: b"")
+    table.replace("/x.S/M", other)
+    assert table.service(_details("/x.S/M")) is other
 
 
 def test_a_service_added_twice_is_refused() -> None:

@@ -180,6 +180,44 @@ def test_bad_input_is_invalid_argument_naming_the_field(client: ProctorClient, c
     assert field in e.value.details, e.value.details
 
 
+@pytest.mark.parametrize("case", ["approval_id", "non-ascii tenant", "invalid utf-8"])
+def test_what_the_c_decoder_declines_is_still_judged(client: ProctorClient,
+                                                     seed_server: ProctorProcess,
+                                                     case: str) -> None:
+    # Values the C fast path hands to the reference path (server/wire.py) over gRPC.
+    fields = {"topic": "job.1.delegate.internal", "delegation_path": ["a"]}
+    if case == "approval_id":
+        with pytest.raises(InvalidRequestError) as e:
+            client.evaluate(**fields, approval_id="a" * 129)
+        assert "approval_id" in e.value.details
+    elif case == "non-ascii tenant":
+        d = client.evaluate(**fields, tenant="é" * 128, risk_tags=[" PII "])
+        assert (d.decision, d.rule_id) == ("allow", "allow-internal-delegation")
+    else:
+        raw = decisions_pb2.EvaluateRequest(**fields, tenant="ab").SerializeToString()
+        raw = raw.replace(b"ab", b"a\xff")
+        with grpc.insecure_channel(seed_server.address) as ch, pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary("/proctor.v1.Decisions/Evaluate")(raw, timeout=5)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not an EvaluateRequest" in (e.value.details() or "")
+
+
+def test_bytes_that_are_not_a_request_are_invalid_argument(seed_server: ProctorProcess) -> None:
+    with grpc.insecure_channel(seed_server.address) as ch:
+        call = ch.unary_unary("/proctor.v1.Decisions/Evaluate")
+        for raw in (b"\xff\xff\xff", b"\x2a\x10short"):
+            with pytest.raises(grpc.RpcError) as e:
+                call(raw, timeout=5)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raw
+            assert (e.value.details() or "").startswith("request: not an EvaluateRequest")
+        # The server is still fine.
+        good = decisions_pb2.EvaluateRequest(topic="job.1.delegate.internal",
+                                             delegation_path=["a"])
+        reply = decisions_pb2.EvaluateResponse.FromString(call(good.SerializeToString(),
+                                                               timeout=5))
+        assert reply.rule_id == "allow-internal-delegation"
+
+
 def test_bad_input_is_never_failed_closed(seed_server: ProctorProcess) -> None:
     with ProctorClient(seed_server.address, fail_closed=True) as c, pytest.raises(
         InvalidRequestError
