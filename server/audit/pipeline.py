@@ -1,18 +1,21 @@
 """The audit pipeline seen by the request path: a bounded queue and one background writer.
 
-`record()` only appends a small tuple to a bounded deque and, when the writer
-sleeps, wakes it (no hashing, no JSON, no asyncio.Queue bookkeeping per event).
-A writer task takes everything waiting (up to `max_batch`; with async durability
-after lingering up to 20 ms so batches, and fsyncs, stay few), chains and seals
-it (serializes once) in small chunks between requests, hands it to a dedicated
-one-thread executor which writes it to the sink with one fsync, then wakes the
-batch's `sync` waiters: group commit.
-The chain state (seq, prev_hash) belongs to the writer task alone, so no lock is
+`record()` (or `offer()`, its coroutine-free form) only appends a small tuple to a
+bounded deque and, once per loop turn, schedules the sealing step with
+`call_soon`. That step runs after the recording call's handler has returned and
+its answer is on its way: it chains and seals (serializes once, in C where
+built) what is waiting, at most SEAL_CHUNK events a turn, so the work lands
+between calls instead of in bursts that delay the next ones. A writer task takes
+the sealed lines (up to `max_batch`; with async durability after lingering up to
+20 ms so batches, and fsyncs, stay few), hands them to a dedicated one-thread
+executor which writes them to the sink with one fsync, then wakes the `sync`
+waiters and flushes of the batch: group commit.
+The chain state (seq, prev_hash) is touched only on the event loop, so no lock is
 ever held across I/O.
 
-Full queue: `block` awaits room; `shed` drops the event, counts it, and the
-next free slot carries a `gap` event with the count, so the chain shows the hole
-exactly where it happened.
+Full queue (unsealed plus sealed-but-unwritten events): `block` awaits room;
+`shed` drops the event, counts it, and the next free slot carries a `gap` event
+with the count, so the chain shows the hole exactly where it happened.
 """
 
 from __future__ import annotations
@@ -43,8 +46,7 @@ _DECISION_SIZE = len(DECISION_FIELDS)
 log = logging.getLogger("proctor.audit")
 
 DEFAULT_LINGER = 0.02  # seconds, async durability only
-SEAL_CHUNK = 8  # events sealed between yields to the request path (~40 µs)
-SEAL_TURNS = 3  # loop turns let through between chunks (async durability, no backlog)
+SEAL_CHUNK = 16  # events sealed per loop turn (~2 µs each warm): the rest wait a turn
 _FLUSH = "\x00flush"
 
 
@@ -101,12 +103,18 @@ class AuditPipeline:
         self.sink = sink
         self.writer = writer
         self._key = hmac_key
-        # (kind, fields, time, sync future or None), oldest first; the loop thread appends,
-        # the writer task pops: both on the event loop, so no lock.
+        # (kind, fields, time, sync future or None), oldest first, not sealed yet; the
+        # request path appends, the sealing step pops: both on the event loop, so no lock.
         self._items: deque[tuple[str, Any, float, Any]] = deque()
+        self._sealed: list[Sealed] = []  # sealed, not yet taken by the writer
+        # (lines sealed up to and including its event, future): resolved once that many
+        # lines are stored (sync records, flushes).
+        self._waiters: list[tuple[int, Any]] = []
+        self._sealed_total = 0
+        self._seal_scheduled = False
         self._capacity = max(1, queue_size)
         self._wake = asyncio.Event()  # set when the idle writer has work
-        self._room = asyncio.Event()  # set when the writer took items (block policy)
+        self._room = asyncio.Event()  # set when the writer took lines (block policy)
         self._idle = False
         self._stopping = False
         self._shed = full_policy == "shed"
@@ -127,7 +135,7 @@ class AuditPipeline:
         self._shed_pending = 0
         self._shed_first = 0.0
         self._shed_last = 0.0
-        # writer-thread state
+        # chain state (event loop only)
         self._ids = new_generator()
         self._seq = 0
         self._prev = GENESIS
@@ -146,18 +154,17 @@ class AuditPipeline:
         items = self._items
         if self._shed_pending:
             self._enqueue_gap()
-        if len(items) >= self._capacity:
+        if len(items) + len(self._sealed) >= self._capacity:
             if self._shed:
                 self._count_shed(time.time())
                 return
-            while len(items) >= self._capacity:
+            while len(items) + len(self._sealed) >= self._capacity:
                 self._room.clear()
                 await self._room.wait()
         fut = self._loop.create_future() if self._sync else None  # type: ignore[union-attr]
         items.append((kind, fields, time.time(), fut))
-        if self._idle:
-            self._idle = False
-            self._wake.set()
+        if not self._seal_scheduled:
+            self._schedule_seal()
         if fut is not None:
             await fut
 
@@ -170,12 +177,11 @@ class AuditPipeline:
         """
         items = self._items
         if (self._sync or self._task is None or self._shed_pending or self._closed
-                or len(items) >= self._capacity):
+                or len(items) + len(self._sealed) >= self._capacity):
             return False
         items.append((kind, fields, time.time(), None))
-        if self._idle:
-            self._idle = False
-            self._wake.set()
+        if not self._seal_scheduled:
+            self._schedule_seal()
         return True
 
     def record_threadsafe(
@@ -196,7 +202,7 @@ class AuditPipeline:
 
     def _enqueue_gap(self) -> None:
         """Put the pending shed count into the chain if a slot is free (loop thread)."""
-        if len(self._items) >= self._capacity:
+        if len(self._items) + len(self._sealed) >= self._capacity:
             return
         n = self._shed_pending
         fields = {
@@ -207,9 +213,8 @@ class AuditPipeline:
             "last_shed": format_time(self._shed_last),
         }
         self._items.append(("gap", fields, self._shed_last, None))
-        if self._idle:
-            self._idle = False
-            self._wake.set()
+        if not self._seal_scheduled:
+            self._schedule_seal()
         self._shed_pending = 0
         self.stats["gaps"] += 1
 
@@ -230,9 +235,8 @@ class AuditPipeline:
         fut = self._loop.create_future()  # type: ignore[union-attr]
         # Past the capacity on purpose: a flush marker must not wait behind a full queue.
         self._items.append((_FLUSH, None, 0.0, fut))
-        if self._idle:
-            self._idle = False
-            self._wake.set()
+        if not self._seal_scheduled:
+            self._schedule_seal()
         await fut
 
     async def close(self, timeout: float = 30.0) -> None:
@@ -254,71 +258,95 @@ class AuditPipeline:
         self._executor.shutdown(wait=True)
         metrics.QUEUE_DEPTH.set(0)
 
+    # ---- sealing (event loop, between calls) --------------------------------------------
+
+    def _schedule_seal(self) -> None:
+        self._seal_scheduled = True
+        self._loop.call_soon(self._seal_step)  # type: ignore[union-attr]
+
+    def _seal_step(self) -> None:
+        """Seal up to SEAL_CHUNK waiting events; the rest in a later turn; wake the writer."""
+        self._seal_scheduled = False
+        if self._resumed:  # before that the writer seals, once it knows the chain head
+            self._seal_waiting(SEAL_CHUNK)
+            if self._items:
+                self._schedule_seal()
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+
+    def _seal_waiting(self, limit: int) -> None:
+        items = self._items
+        n = min(len(items), limit)
+        if not n:
+            return
+        chunk = [items.popleft() for _ in range(n)]
+        sealed, self._seq, self._prev = self._seal(chunk)
+        self._sealed += sealed
+        total = self._sealed_total
+        for kind, _, _, fut in chunk:
+            if kind != _FLUSH:
+                total += 1
+            if fut is not None:
+                self._waiters.append((total, fut))
+        self._sealed_total = total
+
     # ---- writer -------------------------------------------------------------------------
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        queue = self._items
+        written = 0  # lines stored, counted like _sealed_total
+        # The chain continues from what the sink holds for this writer name; until then
+        # the sealing steps leave events waiting.
+        head = await loop.run_in_executor(self._executor, self.sink.resume, self.writer)
+        if head is not None:
+            self._seq, self._prev = head
+        self._resumed = True
         while True:
-            if not queue:
+            if not (self._items or self._sealed or self._waiters):
                 if self._stopping and not self._shed_pending:
                     return
                 self._idle = True
                 self._wake.clear()
                 await self._wake.wait()
-            if self._linger and not self._stopping and len(queue) < self._max_batch:
+            if self._linger and not self._stopping and len(self._sealed) < self._max_batch:
                 await asyncio.sleep(self._linger)
-            n = min(len(queue), self._max_batch)
-            items = [queue.popleft() for _ in range(n)]
+            # What the sealing steps have not reached yet (a backlog, or sync durability's
+            # waiter) goes into this batch: the writer never waits on the steps.
+            self._seal_waiting(self._max_batch - len(self._sealed))
+            batch = self._sealed[: self._max_batch]
+            del self._sealed[: len(batch)]
             self._room.set()
-            metrics.QUEUE_DEPTH.set(len(queue))
-            if items:
+            metrics.QUEUE_DEPTH.set(len(self._items) + len(self._sealed))
+            if batch:
+                stored = True
                 try:
-                    await self._write(loop, items)
+                    await loop.run_in_executor(self._executor, self._store, batch)
                 except BaseException as exc:  # noqa: BLE001 - handed to every waiter
-                    for i in items:
-                        if i[3] is not None and not i[3].done():
-                            i[3].set_exception(exc)
+                    # Only an abandoned close (or cancellation) gets here: _store retries.
+                    for _, fut in self._waiters:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    self._waiters.clear()
                     if isinstance(exc, asyncio.CancelledError):
                         raise
-                else:
-                    for i in items:
-                        if i[3] is not None and not i[3].done():
-                            i[3].set_result(None)
+                    stored = False
+                written += len(batch)
+                if stored:
+                    self.stats["written"] += len(batch)
+                    self.stats["batches"] += 1
+                    metrics.WRITTEN.labels(self.sink.name).inc(len(batch))
+                    metrics.BATCH_EVENTS.set(len(batch))
+            done = 0
+            for mark, fut in self._waiters:
+                if mark > written:
+                    break
+                done += 1
+                if not fut.done():
+                    fut.set_result(None)
+            del self._waiters[:done]
             if self._shed_pending:
                 self._enqueue_gap()
-
-    async def _write(self, loop: asyncio.AbstractEventLoop, items: list[Any]) -> None:
-        """Seal one batch on the loop in small chunks, then store it in the writer thread.
-
-        Sealing (canonical JSON + SHA-256, ~10 µs an event) is pure CPU: in a thread it
-        would hold the GIL for a whole batch while requests wait for it, so it runs
-        here, yielding to requests every SEAL_CHUNK events. Only the write and fsync,
-        which release the GIL, go to the thread. The chain head lives in this task.
-        """
-        if not self._resumed:
-            head = await loop.run_in_executor(self._executor, self.sink.resume, self.writer)
-            if head is not None:
-                self._seq, self._prev = head
-            self._resumed = True
-        batch: list[Sealed] = []
-        for i in range(0, len(items), SEAL_CHUNK):
-            sealed, self._seq, self._prev = self._seal(items[i : i + SEAL_CHUNK])
-            batch.extend(sealed)
-            # A call takes several loop turns; one bare yield would let every chunk cut in
-            # between them. Letting a few turns through lets calls in flight finish first,
-            # unless a backlog builds or a sync caller waits for this batch. (A timed pause
-            # did the same at more CPU per call: one timer wake-up per chunk.)
-            paced = not self._sync and len(self._items) < self._max_batch // 2
-            for _ in range(SEAL_TURNS if paced else 1):
-                await asyncio.sleep(0)
-        if batch:
-            await loop.run_in_executor(self._executor, self._store, batch)
-        n = len(batch)
-        self.stats["written"] += n
-        self.stats["batches"] += 1
-        metrics.WRITTEN.labels(self.sink.name).inc(n)
-        metrics.BATCH_EVENTS.set(n)
 
     def _seal(self, items: list[tuple[str, Any, float, Any]]) -> tuple[list[Sealed], int, str]:
         """Chain and serialize items after the chain head: each event is serialized once."""

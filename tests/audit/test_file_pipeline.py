@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from server.audit.file_sink import FileSink, list_segments
-from server.audit.pipeline import AuditClosed, AuditPipeline
+from server.audit.pipeline import SEAL_CHUNK, AuditClosed, AuditPipeline
 from server.audit.reader import DirReader
 from server.audit.verify import verify_dir
 from server.cli import main as cli_main
@@ -137,6 +137,42 @@ def test_torn_tail_is_reported_and_a_resumed_writer_starts_a_new_segment(tmp_pat
     assert len(segs) == 2 and segs[1].name == "w1-000000000021.jsonl"
     rep = verify_dir(tmp_path)
     assert rep.ok and rep.events == 25, rep.render()
+
+
+def test_events_are_sealed_between_calls_not_when_the_batch_is_written() -> None:
+    # Sealing runs in the loop turn after a record (the call's answer already on its
+    # way), a chunk a turn; the writer only writes what is sealed, after its linger.
+    async def go() -> tuple[AuditPipeline, MemorySink]:
+        sink = MemorySink()
+        p = AuditPipeline(sink, writer="e", linger=0.5)
+        await p.start()
+        await asyncio.sleep(0.05)  # the writer has resumed the chain head
+        for i in range(3):
+            assert p.offer("decision", decision(i))
+        assert p._sealed == []  # noqa: SLF001 - the request path only enqueues
+        await asyncio.sleep(0)
+        assert [s.seq for s in p._sealed] == [1, 2, 3]  # noqa: SLF001
+        for i in range(3, 3 + 2 * SEAL_CHUNK + 1):
+            assert p.offer("decision", decision(i))
+        sealed_per_turn = []
+        for _ in range(4):
+            await asyncio.sleep(0)
+            sealed_per_turn.append(len(p._sealed))  # noqa: SLF001
+        last = 3 + 2 * SEAL_CHUNK + 1
+        assert sealed_per_turn == [3 + SEAL_CHUNK, 3 + 2 * SEAL_CHUNK, last, last]
+        assert sink.lines == []  # still lingering: nothing written yet
+        await p.flush()
+        assert len(sink.lines) == 3 + 2 * SEAL_CHUNK + 1
+        await p.close()
+        return p, sink
+
+    p, sink = run(go)
+    evs = [json.loads(x) for x in sink.lines]
+    assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
+    assert [e["decision_id"] for e in evs] == [decision(i)["decision_id"] for i in range(len(evs))]
+    from server.audit.verify import verify
+
+    assert verify(((f"mem:{i}", ln, False) for i, ln in enumerate(sink.lines, 1))).ok
 
 
 def test_shed_under_a_stalled_sink_records_the_gap_and_count() -> None:
