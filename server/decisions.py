@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -31,6 +32,7 @@ _INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 WORKER_METADATA_KEY = "proctor-worker"
 # What an answer carries: the arguments of wire.encode_response, in its order.
 Answer = tuple[int, str, str, str, str, str, tuple[str, ...], tuple[str, ...]]
+Decided = tuple[Answer, dict[str, Any]]  # the answer and its audit event
 
 
 class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
@@ -72,15 +74,10 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             self.metrics.invalid("Evaluate", "request")
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"request: not an EvaluateRequest ({e})")
-        decision = self.holder.current.evaluate(req, explain)
-        decision_id = self._ids.new()
-        if self.approvals is not None and (
-            approval_id or decision.decision == "require_approval"
-        ):
-            answer, event = await self._gated(req, decision, approval_id, decision_id, started)
-        else:
-            answer, event = self._answer(req, decision, decision_id, started,
-                                         decision.decision, decision.reason, "", None)
+        decided = self._decide(req, approval_id, explain, started)
+        if type(decided) is not tuple:
+            decided = await decided
+        answer, event = decided
         if not self._offer("decision", event):
             await self.audit.record("decision", event)
         self.metrics.observe_evaluate((time.perf_counter_ns() - started) / 1e9)
@@ -115,7 +112,10 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                 slot.error.code = _INVALID_ARGUMENT
                 slot.error.message = str(e)
                 continue
-            answer, event = await self._decide(req, item.approval_id, item.explain, item_started)
+            decided = self._decide(req, item.approval_id, item.explain, item_started)
+            if type(decided) is not tuple:
+                decided = await decided
+            answer, event = decided
             slot.response.MergeFromString(encode_response(*answer))
             events.append(event)
         if self.sync_audit:
@@ -127,23 +127,27 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         self.metrics.observe_batch((time.perf_counter_ns() - started) / 1e9, len(items))
         return out
 
-    async def _decide(
+    def _decide(
         self, req: engine.Request, approval_id: str, explain: bool, started: int
-    ) -> tuple[Answer, dict[str, Any]]:
-        """Evaluate one validated request on the serving policy: the answer and its audit event."""
+    ) -> Decided | Awaitable[Decided]:
+        """Evaluate one validated request on the serving policy: the answer and its audit event.
+
+        An awaitable only when the approval gate must be asked (its store may do I/O):
+        the common call costs no coroutine.
+        """
         decision = self.holder.current.evaluate(req, explain)
         decision_id = self._ids.new()
         if self.approvals is not None and (
             approval_id or decision.decision == "require_approval"
         ):
-            return await self._gated(req, decision, approval_id, decision_id, started)
+            return self._gated(req, decision, approval_id, decision_id, started)
         return self._answer(req, decision, decision_id, started, decision.decision,
                             decision.reason, "", None)
 
     async def _gated(
         self, req: engine.Request, decision: engine.Decision, approval_id: str,
         decision_id: str, started: int,
-    ) -> tuple[Answer, dict[str, Any]]:
+    ) -> Decided:
         """require_approval creates an approval; a presented approved id may turn it to allow."""
         gate = await self.approvals.apply(req, decision, approval_id, decision_id)
         return self._answer(req, decision, decision_id, started, gate.decision,
@@ -152,7 +156,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
     def _answer(
         self, req: engine.Request, decision: engine.Decision, decision_id: str, started: int,
         outcome: str, reason: str, approval_id: str, extra: dict[str, Any] | None,
-    ) -> tuple[Answer, dict[str, Any]]:
+    ) -> Decided:
         self.metrics.decided(outcome, decision.rule_id)
         answer: Answer = (
             DECISION_TO_PROTO[outcome], decision.rule_id, reason, decision.policy_version,

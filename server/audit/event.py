@@ -205,7 +205,10 @@ def decision_body_py(
 
 
 _decision_line: Callable[..., tuple[bytes, str] | None] | None = None
+# The pipeline's loop over a run of decision events, in one C call (no HMAC key).
+seal_decisions: Callable[..., tuple[int, int, str]] | None = None
 if _seal is not None:
+    seal_decisions = _seal.seal_decisions
     decision_body = _seal.decision_body
     # The body with its hash appended, in one C call: _with_hashes(decision_body())
     # for key=None, the default. The HMAC stays in Python.

@@ -28,7 +28,6 @@ from collections import deque
 from typing import Any
 
 from ..ids import new_generator
-from ..twins import twin
 from . import metrics
 from .event import (
     DECISION_FIELDS,
@@ -39,12 +38,11 @@ from .event import (
     quote,
     seal,
     seal_decision,
+    seal_decisions,
 )
 from .sink import Sealed, Sink
 
 _DECISION_SIZE = len(DECISION_FIELDS)
-# _seal's loop over a run of decision events in one C call (no HMAC key), when built.
-_seal_decisions = getattr(twin("server.audit._seal"), "seal_decisions", None)
 
 log = logging.getLogger("proctor.audit")
 
@@ -281,7 +279,7 @@ class AuditPipeline:
     def _seal_waiting(self, limit: int) -> None:
         items = self._items
         n = min(len(items), limit)
-        if not n:
+        if n <= 0:
             return
         chunk = [items.popleft() for _ in range(n)]
         sealed, self._seq, self._prev = self._seal(chunk)
@@ -353,7 +351,7 @@ class AuditPipeline:
 
     def _seal(self, items: list[tuple[str, Any, float, Any]]) -> tuple[list[Sealed], int, str]:
         """Chain and serialize items after the chain head: each event is serialized once."""
-        if self._key is not None or _seal_decisions is None:
+        if self._key is not None or seal_decisions is None:
             return self._seal_items(items, self._seq, self._prev)
         # Runs of decision events are sealed in C, one call a run (what the loop below
         # does, without its per-event bookkeeping); the event a run stops at (another
@@ -364,7 +362,7 @@ class AuditPipeline:
         batch: list[Sealed] = []
         i, n = 0, len(items)
         while True:
-            taken, seq, prev = _seal_decisions(
+            taken, seq, prev = seal_decisions(
                 items, i, seq, prev, writer, writer_json, ids, Sealed, batch)
             i += taken
             if i >= n:

@@ -38,7 +38,7 @@ except ImportError:
 
 PURE = os.environ.get("PROCTOR_PURE_PYTHON") == "1"
 needs_c = pytest.mark.skipif(
-    _seal is None or PURE or pipeline._seal_decisions is None,
+    _seal is None or PURE or pipeline.seal_decisions is None,
     reason="server.audit._seal is not built (or pure Python asked for)")
 
 _LONE = "\ud800"
@@ -86,15 +86,15 @@ def _pipeline(gen: Any, seq: Any, prev: str, writer: str, key: bytes | None) -> 
 @contextlib.contextmanager
 def _python_loop(template: bool = False) -> Iterator[None]:
     """The pipeline's Python loop (the reference), over the Python template too if asked."""
-    saved = pipeline._seal_decisions, event._decision_line, event.decision_body
-    pipeline._seal_decisions = None
+    saved = pipeline.seal_decisions, event._decision_line, event.decision_body
+    pipeline.seal_decisions = None
     if template:
         event._decision_line = None
         event.decision_body = event.decision_body_py
     try:
         yield
     finally:
-        pipeline._seal_decisions, event._decision_line, event.decision_body = saved
+        pipeline.seal_decisions, event._decision_line, event.decision_body = saved
 
 
 def _outcome(p: AuditPipeline, items: list[Any]) -> Any:
@@ -248,12 +248,12 @@ def test_with_an_hmac_key_only_the_python_loop_runs(
 
     fast = _pipeline(_generator(gen, seed), seq, prev, "w", key)
     ref = _pipeline(_generator(gen, seed), seq, prev, "w", key)
-    saved = pipeline._seal_decisions
-    pipeline._seal_decisions = refused if saved is not None else None
+    saved = pipeline.seal_decisions
+    pipeline.seal_decisions = refused if saved is not None else None
     try:
         got = _outcome(fast, items)
     finally:
-        pipeline._seal_decisions = saved
+        pipeline.seal_decisions = saved
     with _python_loop():
         want = _outcome(ref, items)
     assert got == want
@@ -400,10 +400,10 @@ def test_bad_arguments_are_refused() -> None:
 
 def test_the_c_path_serves_unless_pure_python_is_asked_for() -> None:
     if PURE or _seal is None:
-        assert pipeline._seal_decisions is None
+        assert pipeline.seal_decisions is None
     else:
-        assert pipeline._seal_decisions is _seal.seal_decisions
-    code = "from server.audit import pipeline; print(pipeline._seal_decisions)"
+        assert pipeline.seal_decisions is _seal.seal_decisions
+    code = "from server.audit import pipeline; print(pipeline.seal_decisions)"
     env = {**os.environ, "PROCTOR_PURE_PYTHON": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True, cwd=Path(__file__).parents[2])
