@@ -139,7 +139,8 @@ class RedisBudgetStore:
         # connection), which spares a timeout context per call on the hot path.
         self._lean = isinstance(client, RespClient)
         self._args_for: tuple[BudgetDef, ...] | None = None
-        self._args: dict[tuple[str, str, str, str], str] = {}
+        # (unit, tenant, agent, run) -> (ARGV[6] of reserve.lua, the counters it lists)
+        self._args: dict[tuple[str, str, str, str], tuple[str, tuple[Counter, ...]]] = {}
 
     @classmethod
     def from_url(cls, url: str, fleet: str = "default", **kwargs: Any) -> RedisBudgetStore:
@@ -216,20 +217,25 @@ class RedisBudgetStore:
             self._args.clear()
             self._args_for = budgets
         key = (unit, tenant, agent_id, run_id)
-        arg = self._args.get(key)
-        if arg is not None:
+        planned = self._args.get(key)
+        if planned is not None:
             check_reservation(reservation_id, amount, ttl_seconds)
         else:
-            arg = self._budget_arg(plan_reserve(
+            counters = plan_reserve(
                 budgets, reservation_id, tenant, agent_id, run_id, unit, amount, ttl_seconds
-            ))
+            )
+            planned = (self._budget_arg(counters), counters)
             if len(self._args) >= _ARGS_CACHED:
                 self._args.clear()
-            self._args[key] = arg
-        reply = json.loads(await self._run(
+            self._args[key] = planned
+        arg, counters = planned
+        raw = await self._run(
             "reserve",
             [reservation_id, unit, amount, ttl_seconds * 1000, self._margin_ms, arg],
-        ))
+        )
+        if raw[:2] == "F,":
+            return _new_reservation(raw, counters, reservation_id)
+        reply = json.loads(raw)  # an id seen before: its first answer
         return ReserveResult(
             bool(reply["g"]), reply["r"], _statuses(reply["s"]), reservation_id,
             int(reply["e"]) / 1000,
@@ -291,6 +297,29 @@ def _checked(raw: str) -> dict[str, Any]:
     if reply["k"] == "precondition":
         raise FailedPrecondition(reply["m"])
     return reply
+
+
+def _new_reservation(
+    raw: str, counters: tuple[Counter, ...], reservation_id: str
+) -> ReserveResult:
+    """The answer of reserve.lua for a new reservation: "F,granted,refusing index,expires ms"
+    then "used,reserved,window end ms" per counter, in the order of `counters`."""
+    parts = raw.split(",")
+    if len(parts) != 4 + 3 * len(counters):
+        raise StoreUnavailable(f"budget store: reserve.lua answered {raw[:200]!r}")
+    refusing = int(parts[2])
+    statuses = []
+    i = 4
+    for c in counters:
+        wend_ms = int(parts[i + 2])
+        statuses.append(BudgetStatus(
+            c.budget_id, c.unit, c.scope, c.scope_key, c.kind, c.limit, int(parts[i]),
+            int(parts[i + 1]), c.window_spec, wend_ms / 1000 if wend_ms else None))
+        i += 3
+    return ReserveResult(
+        parts[1] == "1", counters[refusing - 1].budget_id if refusing else "", tuple(statuses),
+        reservation_id, int(parts[3]) / 1000,
+    )
 
 
 def _statuses(raw: Any) -> tuple[BudgetStatus, ...]:

@@ -17,12 +17,14 @@ import logging
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
 from ..health import StoreWatch
+from ..routes import MethodTable
+from .answer import add_statuses, reserve_answer
 from .store import (
     BudgetError,
-    BudgetStatus,
     BudgetStore,
     FailedPrecondition,
     InvalidArgument,
@@ -33,43 +35,13 @@ from .store import (
 SERVICE_NAME = "proctor.v1.Budgets"
 log = logging.getLogger("proctor.budgets")
 
-_KINDS = {
-    "spend": budgets_pb2.BUDGET_KIND_SPEND,
-    "concurrency": budgets_pb2.BUDGET_KIND_CONCURRENCY,
-}
 _CODES: tuple[tuple[type[BudgetError], grpc.StatusCode], ...] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (ReservationNotFound, grpc.StatusCode.NOT_FOUND),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
-
-
-def _ts(seconds: float) -> dict[str, int]:
-    """A Timestamp as the dict a message constructor takes (ms precision): cheaper than
-    building a Timestamp and copying it in."""
-    secs, ms = divmod(round(seconds * 1000), 1000)
-    return {"seconds": secs, "nanos": ms * 1_000_000}
-
-
-def add_statuses(field: Any, statuses: tuple[BudgetStatus, ...]) -> None:
-    """Append the statuses to a repeated BudgetStatus field, built in place (no copies)."""
-    add = field.add
-    for s in statuses:
-        add(
-            budget_id=s.budget_id,
-            unit=s.unit,
-            scope=s.scope,
-            scope_key=s.scope_key,
-            kind=_KINDS.get(s.kind, budgets_pb2.BUDGET_KIND_UNSPECIFIED),
-            limit=s.limit,
-            used=s.used,
-            reserved=s.reserved,
-            remaining=s.remaining,
-            window=s.window,
-            over=s.over,
-            window_resets_at=None if s.window_resets_at is None else _ts(s.window_resets_at),
-        )
+RESERVE_METHOD = "/proctor.v1.Budgets/ReserveBudget"
 
 
 class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
@@ -81,6 +53,8 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         self._audit = audit
         self._health = health
         self.watch = StoreWatch(SERVICE_NAME, store.ping, StoreUnavailable, health)
+        # offer() enqueues without a coroutine when that is all record() would do
+        self._offer = getattr(audit, "offer", None) or (lambda kind, fields: False)
 
     async def close(self) -> None:
         """Stop the health watch and close the store."""
@@ -107,9 +81,14 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
 
     # -- the RPCs ------------------------------------------------------------------------
 
-    async def ReserveBudget(
-        self, request: budgets_pb2.ReserveBudgetRequest, context: Any
-    ) -> budgets_pb2.ReserveBudgetResponse:
+    async def ReserveBudget(self, data: bytes, context: Any) -> bytes:
+        """Served on raw bytes (see `add_to`): upb decodes the request and
+        server/budgets/answer.py encodes the answer (in C when built)."""
+        try:
+            request = budgets_pb2.ReserveBudgetRequest.FromString(data)
+        except DecodeError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"request: not a ReserveBudgetRequest ({e})")
         rid, tenant, agent_id, run_id = (
             request.reservation_id, request.tenant, request.agent_id, request.run_id
         )
@@ -127,21 +106,22 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
             }, e)
         self.watch.mark(True)
         # One dict, handed over as is (the pipeline owns it from here).
-        await self._audit.record("budget", {
+        event = {
             "reservation_id": rid, "tenant": tenant, "agent_id": agent_id, "run_id": run_id,
             "unit": unit, "amount": amount, "ttl_seconds": ttl, "op": "reserve",
             "outcome": "granted" if r.granted else "refused", "granted": r.granted,
             "refused_by": r.refused_by,
             "policy_version": getattr(policy, "policy_version", ""),
-        })
-        resp = budgets_pb2.ReserveBudgetResponse(
-            granted=r.granted,
-            refused_by=r.refused_by,
-            reservation_id=r.reservation_id,
-            expires_at=_ts(r.expires_at),
-        )
-        add_statuses(resp.budgets, r.budgets)
-        return resp
+        }
+        if not self._offer("budget", event):
+            await self._audit.record("budget", event)
+        return reserve_answer(r)
+
+    def add_to(self, table: MethodTable) -> None:
+        """Register every Budgets method in `table`; ReserveBudget without upb
+        (de)serializers: the servicer takes and gives bytes."""
+        budgets_pb2_grpc.add_BudgetsServicer_to_server(self, table)
+        table.replace(RESERVE_METHOD, grpc.unary_unary_rpc_method_handler(self.ReserveBudget))
 
     async def CommitBudget(
         self, request: budgets_pb2.CommitBudgetRequest, context: Any

@@ -17,6 +17,7 @@ from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 from server.budgets.redis_store import RedisBudgetStore
 from server.budgets.service import BudgetsService
 from server.budgets.store import StoreUnavailable
+from server.routes import MethodTable
 
 from .conftest import budget
 from .test_service import POLICY, Holder, RecordingAudit, RecordingHealth
@@ -85,7 +86,9 @@ def test_servicer_fails_closed_and_health_follows_redis(redis_proc: Any) -> None
         store = RedisBudgetStore.from_url(redis_proc.url, "faults")
         service = BudgetsService(store, Holder(POLICY), audit, health)
         server = grpc.aio.server()
-        budgets_pb2_grpc.add_BudgetsServicer_to_server(service, server)
+        table = MethodTable()  # as `proctor serve` routes: ReserveBudget on raw bytes
+        service.add_to(table)
+        server.add_generic_rpc_handlers([table])
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         service.watch.start(0.2)

@@ -15,6 +15,7 @@ import engine
 from server.budgets.memory import MemoryBudgetStore
 from server.budgets.service import BudgetsService
 from server.budgets.store import BudgetStore
+from server.routes import MethodTable
 
 from .conftest import FakeClock
 
@@ -60,12 +61,16 @@ def serve(scenario: Scenario, store_factory: Callable[[], BudgetStore] | None = 
         store = store_factory() if store_factory else MemoryBudgetStore(clock=FakeClock())
         service = BudgetsService(store, holder or Holder(POLICY), audit, health)
         server = grpc.aio.server()
-        budgets_pb2_grpc.add_BudgetsServicer_to_server(service, server)
+        table = MethodTable()  # as `proctor serve` routes: ReserveBudget on raw bytes
+        service.add_to(table)
+        server.add_generic_rpc_handlers([table])
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-                await scenario(budgets_pb2_grpc.BudgetsStub(ch), service, store)
+                stub = budgets_pb2_grpc.BudgetsStub(ch)
+                stub.channel = ch  # for calls the stub cannot make (raw bytes)
+                await scenario(stub, service, store)
         finally:
             await server.stop(None)
             await store.close()
@@ -168,3 +173,19 @@ def test_budgets_follow_a_policy_reload() -> None:
         assert c.budgets[1].used == 3  # settles where it was reserved, after the budget left
 
     serve(scenario, holder=holder)
+
+
+def test_bytes_that_are_not_a_reserve_request_are_invalid_argument() -> None:
+    """ReserveBudget is served on raw bytes: upb's refusal becomes INVALID_ARGUMENT, and
+    nothing is reserved."""
+    async def scenario(stub: Any, service: Any, store: Any) -> None:
+        before = repr(store._s)
+        raw = stub.channel.unary_unary("/proctor.v1.Budgets/ReserveBudget")
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await raw(b"\xff\xff\xff")  # a truncated varint tag
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a ReserveBudgetRequest" in e.value.details()
+        assert repr(store._s) == before
+        assert (await stub.ReserveBudget(reserve_req("ok", 1))).granted  # still serving
+
+    serve(scenario)
