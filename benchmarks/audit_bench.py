@@ -1,12 +1,15 @@
 """Audit benchmark: Evaluate latency with audit off / file / redis, and sink throughput.
 
-    python benchmarks/audit_bench.py [--rounds 4] [--seconds 3] [--concurrency 1,8]
-                                     [--sink-events 100000] [--out FILE.json]
+    python benchmarks/audit_bench.py [--rounds 6] [--instances 3] [--seconds 3]
+                                     [--concurrency 1,8] [--sink-events 100000]
+                                     [--out FILE.json]
 
-Starts a private redis-server and three `proctor serve` processes on free
-loopback ports (audit off, `--audit file`, `--audit redis`), then drives
-Evaluate over real gRPC (closed loop, N in flight) in alternating rounds, the
-order rotated every round so drift on a shared machine hits every mode alike.
+Starts a private redis-server and `proctor serve` processes on free loopback
+ports (audit off and `--audit file`; audit off and `--audit redis` with
+--redis-url), --instances of each on as many hash seeds, then drives Evaluate
+over real gRPC (closed loop, N in flight) in alternating rounds, the order
+rotated every round so drift on a shared machine hits every mode alike, and the
+seed rotated every round so no mode keeps a faster or slower process.
 "Off" is the same server with the audit factory swapped for NullAudit (this
 script re-executes itself as that launcher), since `proctor serve` always
 audits. Then it measures each sink's throughput (events/s from the first
@@ -77,27 +80,43 @@ def _wait_serving(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.
     raise TimeoutError("server not serving")
 
 
-def _start_servers(work: Path, redis_url: str) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
+Servers = dict[tuple[str, int], tuple[subprocess.Popen[bytes], int]]
+
+
+def _start_servers(work: Path, redis_url: str, instances: int) -> Servers:
+    """`instances` servers per mode, instance k of every mode with PYTHONHASHSEED=k+1.
+
+    Why several: identical server processes differ in speed by up to ~8% (seen here:
+    four `off` servers, 346-394 us of CPU per call at 8 in flight), with the hash seed
+    (and the memory layout it leads to: CPython's method cache is keyed on addresses)
+    more than with anything in the code; one fixed seed brought that spread to ~2%.
+    A round compares every mode on one seed, and the rounds rotate the seeds, so no
+    mode keeps a lucky or unlucky process. Start order alternates too.
+    """
     proctor = shutil.which("proctor") or str(Path(sys.executable).parent / "proctor")
-    out: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-    for mode in MODES:
-        port = free_port()
-        common = ["--policy", str(SEED), "--listen", f"127.0.0.1:{port}",
-                  "--audit-dir", str(work / mode / "audit"), "--log-level", "warning"]
-        if mode == "off":
-            cmd = [sys.executable, __file__, "--serve-null-audit", *common]
-        elif mode == "off-redis":
-            cmd = [sys.executable, __file__, "--serve-null-audit", *common,
-                   "--redis-url", redis_url]
-        elif mode == "file":
-            cmd = [proctor, "serve", *common, "--audit", "file"]
-        else:
-            cmd = [proctor, "serve", *common, "--audit", "redis", "--redis-url", redis_url]
-        (work / mode).mkdir(parents=True, exist_ok=True)
-        with open(work / mode / "stderr.log", "wb") as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
-        out[mode] = (proc, port)
-    for _mode, (proc, port) in out.items():
+    out: Servers = {}
+    for k in range(instances):
+        for mode in (MODES if k % 2 == 0 else MODES[::-1]):
+            port = free_port()
+            home = work / f"{mode}-{k}"
+            common = ["--policy", str(SEED), "--listen", f"127.0.0.1:{port}",
+                      "--audit-dir", str(home / "audit"), "--log-level", "warning"]
+            if mode == "off":
+                cmd = [sys.executable, __file__, "--serve-null-audit", *common]
+            elif mode == "off-redis":
+                cmd = [sys.executable, __file__, "--serve-null-audit", *common,
+                       "--redis-url", redis_url]
+            elif mode == "file":
+                cmd = [proctor, "serve", *common, "--audit", "file"]
+            else:
+                cmd = [proctor, "serve", *common, "--audit", "redis", "--redis-url", redis_url]
+            home.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "PYTHONHASHSEED": str(k + 1)}
+            with open(home / "stderr.log", "wb") as err:
+                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
+                                        env=env)
+            out[(mode, k)] = (proc, port)
+    for proc, port in out.values():
         _wait_serving(port, proc)
     return out
 
@@ -111,10 +130,13 @@ async def _drive(port: int, seconds: float, concurrency: int) -> list[int]:
               ("job.{i}.delegate.internal", []), ("job.{i}.export.bulk", ["bulk-data"])]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = decisions_pb2_grpc.DecisionsStub(ch)
+        # One request id per action: a repeat is a retry of that action, as an agent's
+        # would be (one id for two actions would make every require_approval a new
+        # approval, a workload no fleet has: each one waits for a human).
         reqs = [decisions_pb2.EvaluateRequest(
             topic=t.format(i=i), risk_tags=tags, delegation_path=["planner", "worker"],
-            tenant="acme", run_id="bench", request_id=f"r{i}")
-            for i in range(64) for t, tags in topics]
+            tenant="acme", run_id="bench", request_id=f"r{i}-{k}")
+            for i in range(64) for k, (t, tags) in enumerate(topics)]
         for r in reqs[:50]:
             await stub.Evaluate(r)  # warm the connection
         end = time.perf_counter() + seconds
@@ -206,7 +228,9 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-null-audit":
         return _serve_null_audit(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--instances", type=int, default=3,
+                    help="servers per mode, each on its own hash seed (see _start_servers)")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--concurrency", type=lambda v: [int(x) for x in v.split(",")],
                     default=[1, 8], help="comma-separated closed-loop concurrencies")
@@ -222,19 +246,20 @@ def main() -> int:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(rport)
     redis_url = f"redis://127.0.0.1:{rport}/0"
-    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    servers: Servers = {}
     result: dict[str, Any] = {}
     try:
-        servers = _start_servers(work, redis_url)
+        servers = _start_servers(work, redis_url, args.instances)
         evaluate: dict[str, Any] = {}
         for conc in args.concurrency:
             rounds: list[dict[str, Any]] = []
             allv: dict[str, list[int]] = {m: [] for m in MODES}
             for r in range(args.rounds):
                 order = MODES[r % len(MODES) :] + MODES[: r % len(MODES)]
-                row: dict[str, Any] = {"round": r, "order": list(order)}
+                k = r % args.instances  # every mode on the same seed this round
+                row: dict[str, Any] = {"round": r, "order": list(order), "instance": k}
                 for mode in order:
-                    lat = asyncio.run(_drive(servers[mode][1], args.seconds, conc))
+                    lat = asyncio.run(_drive(servers[(mode, k)][1], args.seconds, conc))
                     allv[mode] += lat
                     row[mode] = _summary(lat, args.seconds)
                     print(f"c={conc} round {r} {mode:9}: p50 {row[mode]['p50_us']:7.1f} us  "

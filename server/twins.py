@@ -1,10 +1,11 @@
 """The C twins of the hot paths (Evaluate, its audit, ReserveBudget): which serve.
 
 `server/_wire.c`, `server/_ids.c`, `server/audit/_seal.c` and
-`server/budgets/_answer.c` are optional extensions (pyproject.toml): each has its Python reference beside it and a test
-holding the two to the same output. A module asks for its twin here and falls
-back to the Python one when the extension was not built (no compiler at install
-time) or PROCTOR_PURE_PYTHON=1 is set (to test or measure the Python path).
+`server/budgets/_answer.c` are optional extensions (pyproject.toml): each has its
+Python reference beside it and a test holding the two to the same output. A
+module asks for its twin here and falls back to the Python one when the
+extension was not built (no compiler at install time) or PROCTOR_PURE_PYTHON=1
+is set (to test or measure the Python path).
 """
 
 from __future__ import annotations

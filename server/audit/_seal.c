@@ -214,7 +214,7 @@ static const struct {
     const char *name; /* the field's key in `f`; NULL for an envelope argument */
     int kind, arg;
 } LAYOUT[] = {
-    FIELD("{\"approval_id\":", "approval_id", STR),
+    FIELD("\"approval_id\":", "approval_id", STR), /* after "{" and approval_error */
     FIELD(",\"decision_id\":", "decision_id", STR),
     FIELD(",\"delegation_path\":", "delegation_path", ARRAY),
     FIELD(",\"derived_tags\":", "derived_tags", ARRAY),
@@ -243,12 +243,49 @@ static const struct {
  * "new" (the id generator's method) and "decision". */
 static PyObject *KEYS[N_LAYOUT], *SHA256, *HEXDIGEST, *NEW, *DECISION;
 
+/* The keys the approval gate may add to a decision event (APPROVAL_FIELDS in
+ * event.py), what comes before each value, and where canonical order puts them:
+ * approval_error before approval_id (so its text ends in a comma, written after the
+ * value), the others between approval_id and decision_id. */
+enum { OPT_ERROR, OPT_PRESENTED, OPT_RETRY, OPT_USE, N_OPTIONAL };
+static const struct {
+    const char *name, *text;
+    Py_ssize_t len;
+} OPTIONAL[N_OPTIONAL] = {
+    {"approval_error", "\"approval_error\":", 17},
+    {"approval_presented", ",\"approval_presented\":", 22},
+    {"approval_retry", ",\"approval_retry\":", 18},
+    {"approval_use", ",\"approval_use\":", 16},
+};
+static PyObject *OPT_KEYS[N_OPTIONAL];
+
 /* f[key] as a new reference, KeyError when missing: what f[key] does. */
 static PyObject *field(PyObject *f, PyObject *key) {
     if (!PyDict_CheckExact(f)) return PyObject_GetItem(f, key);
     PyObject *v = PyDict_GetItemWithError(f, key);
     if (v == NULL && !PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
     return Py_XNewRef(v);
+}
+
+/* f[key] as a new reference if `key in f`, else NULL and no exception: as the Python
+ * twin asks (a mapping's __missing__ does not invent the key). */
+static PyObject *optional_field(PyObject *f, PyObject *key) {
+    if (PyDict_CheckExact(f)) return Py_XNewRef(PyDict_GetItemWithError(f, key));
+    int has = PySequence_Contains(f, key);
+    return has <= 0 ? NULL : PyObject_GetItem(f, key);
+}
+
+/* Optional key k of f, if f has it: a str, or for approval_retry a bool. */
+static int put_optional(Buf *b, PyObject *f, int k) {
+    PyObject *v = optional_field(f, OPT_KEYS[k]);
+    if (v == NULL) return PyErr_Occurred() ? FAIL : OK;
+    int r = put(b, OPTIONAL[k].text, OPTIONAL[k].len);
+    if (r == OK && k == OPT_RETRY)
+        r = !PyBool_Check(v) ? DECLINE : v == Py_True ? put(b, "true", 4) : put(b, "false", 5);
+    else if (r == OK) r = put_str(b, v);
+    if (r == OK && k == OPT_ERROR) r = put(b, ",", 1);
+    Py_DECREF(v);
+    return r;
 }
 
 /* An envelope value: a format()ted str (the twins' arguments), or text made here
@@ -280,9 +317,12 @@ static int settle(Buf *b, int r) {
 
 /* The body of `f` into `b`, closing brace included: OK, DECLINE, or FAIL. */
 static int write_body(Buf *b, PyObject *f, const Envelope *envelope, Py_ssize_t *hole) {
-    int r = OK;
+    int r = put(b, "{", 1) < 0 ? FAIL : put_optional(b, f, OPT_ERROR);
     for (int i = 0; i < N_LAYOUT && r == OK; i++) {
         int kind = LAYOUT[i].kind;
+        if (i == 1) /* between approval_id and decision_id */
+            for (int k = OPT_PRESENTED; k <= OPT_USE && r == OK; k++) r = put_optional(b, f, k);
+        if (r != OK) break;
         const Envelope *e = LAYOUT[i].name == NULL ? &envelope[LAYOUT[i].arg] : NULL;
         if (put(b, LAYOUT[i].text, LAYOUT[i].len) < 0) r = FAIL;
         else if (e != NULL && e->obj != NULL) r = put_raw(b, e->obj, kind == QUOTED);
@@ -529,8 +569,16 @@ static PyObject *seal_decisions(PyObject *self, PyObject *const *args, Py_ssize_
         if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 4) break;
         PyObject *f = PyTuple_GET_ITEM(item, 1), *when = PyTuple_GET_ITEM(item, 2);
         if (!is_decision(PyTuple_GET_ITEM(item, 0)) || !PyDict_CheckExact(f)
-            || PyDict_GET_SIZE(f) != N_FIELDS || !PyFloat_CheckExact(when))
+            || !PyFloat_CheckExact(when))
             break;
+        /* DECISION_FIELDS and maybe the approval keys, nothing else (decision_sized) */
+        Py_ssize_t want = N_FIELDS;
+        for (int k = 0; k < N_OPTIONAL; k++) {
+            PyObject *v = PyDict_GetItemWithError(f, OPT_KEYS[k]);
+            if (v == NULL && PyErr_Occurred()) goto done;
+            want += v != NULL;
+        }
+        if (PyDict_GET_SIZE(f) != want) break;
         long long micros = micros_of(PyFloat_AS_DOUBLE(when));
         if (micros < 0) break;
         envelope[PREV].s = PyUnicode_AsUTF8AndSize(prev, &envelope[PREV].n); /* ASCII */
@@ -599,6 +647,9 @@ PyMODINIT_FUNC PyInit__seal(void) {
             if (LAYOUT[i].name != NULL
                 && (KEYS[i] = PyUnicode_InternFromString(LAYOUT[i].name)) == NULL)
                 return NULL;
+        }
+        for (int k = 0; k < N_OPTIONAL; k++) {
+            if ((OPT_KEYS[k] = PyUnicode_InternFromString(OPTIONAL[k].name)) == NULL) return NULL;
         }
         HEXDIGEST = PyUnicode_InternFromString("hexdigest");
         NEW = PyUnicode_InternFromString("new");

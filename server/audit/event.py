@@ -104,6 +104,22 @@ DECISION_FIELDS = frozenset((
     "derived_tags", "outcome", "rule_id", "reason", "policy_version", "decision_id",
     "approval_id", "latency_us",
 ))
+# Keys the approval gate may add to a decision event (server/approvals/gate.py): the
+# template writes them too, where canonical order puts them (approval_error before
+# approval_id, the others between approval_id and decision_id).
+APPROVAL_FIELDS = ("approval_error", "approval_presented", "approval_retry", "approval_use")
+_N_DECISION = len(DECISION_FIELDS)
+
+
+def decision_sized(f: dict[str, Any]) -> bool:
+    """True when `f` has as many keys as DECISION_FIELDS plus the APPROVAL_FIELDS it holds:
+    with every decision field present (the template checks), nothing else."""
+    n = len(f)
+    if n == _N_DECISION:
+        return True
+    return n == _N_DECISION + sum(1 for k in APPROVAL_FIELDS if k in f)
+
+
 # The template below writes the keys in this order: canonical (sorted) order.
 _DECISION_ORDER = (
     "approval_id", "decision_id", "delegation_path", "derived_tags", "event_id", "kind",
@@ -160,8 +176,11 @@ def decision_body_py(
     `_seal.decision_body` writes the same bytes and declines the same events. The
     envelope comes ready: `event_id`, `stamp` and `prev` must be plain() (the
     pipeline's ULIDs, times and hex digests are) and `writer_json` is quote(writer).
+    Of APPROVAL_FIELDS it writes those `f` holds; keys it does not know it ignores (the
+    caller checks with decision_sized()).
     None when a value is not of the type the template writes (a str where a list
-    belongs, a bool or float latency, non-string tags...) or a field is missing: the
+    belongs, a bool or float latency, non-string tags, a non-bool approval_retry...)
+    or a field is missing: the
     caller falls back to the generic encoder, which writes whatever it is given.
     Raises UnicodeEncodeError for a str holding a lone surrogate, as canonical() does.
     """
@@ -184,9 +203,22 @@ def decision_body_py(
             label_text = "{" + ",".join(pairs) + "}"
         outcome, rule_id, reason, version = (
             f["outcome"], f["rule_id"], f["reason"], f["policy_version"])
+        before = between = ""
+        if "approval_error" in f:
+            before = f'"approval_error":{q(f["approval_error"])},'
+        if "approval_presented" in f:
+            between = f',"approval_presented":{q(f["approval_presented"])}'
+        if "approval_retry" in f:
+            retry = f["approval_retry"]
+            if type(retry) is not bool:
+                return None
+            between += ',"approval_retry":true' if retry else ',"approval_retry":false'
+        if "approval_use" in f:
+            between += f',"approval_use":{q(f["approval_use"])}'
         known = _ESCAPED.get
         text = (
-            f'{{"approval_id":{q(f["approval_id"])},"decision_id":{q(f["decision_id"])},'
+            f'{{{before}"approval_id":{q(f["approval_id"])}{between},'
+            f'"decision_id":{q(f["decision_id"])},'
             f'"delegation_path":{_escaped_array(path) if path else "[]"},'
             f'"derived_tags":{_escaped_array(derived) if derived else "[]"},'
             f'"event_id":"{event_id}","kind":"decision","labels":{label_text},'
@@ -222,7 +254,8 @@ def seal_decision(
     f: dict[str, Any], event_id: str, seq: int, stamp: str, writer_json: str, prev: str,
     key: bytes | None,
 ) -> tuple[bytes, str] | None:
-    """seal() for a decision event holding exactly DECISION_FIELDS, or None.
+    """seal() for a decision event holding DECISION_FIELDS (and any APPROVAL_FIELDS; see
+    decision_sized() for the check that nothing else is there), or None.
 
     The arguments and the None cases are decision_body()'s.
     """

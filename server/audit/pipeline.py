@@ -1,11 +1,15 @@
 """The audit pipeline seen by the request path: a bounded queue and one background writer.
 
-`record()` (or `offer()`, its coroutine-free form) only appends a small tuple to a
+`record()` (or `offer()`, its coroutine-free form) appends a small tuple to a
 bounded deque and, once per loop turn, schedules the sealing step with
 `call_soon`. That step runs after the recording call's handler has returned and
 its answer is on its way: it chains and seals (serializes once, in C where
 built) what is waiting, at most SEAL_CHUNK events a turn, so the work lands
-between calls instead of in bursts that delay the next ones. A writer task takes
+between calls instead of in bursts that delay the next ones. The common event
+skips the queue: `offer()` seals a decision at once, in C, when nothing waits
+before it (~2 µs on the call instead of a step of its own, ~5 µs more per call
+under load; measured at 8 in flight, the audit's CPU per call fell from ~+57 to
+~+19 µs). A writer task takes
 the sealed lines (up to `max_batch`; with async durability after lingering up to
 20 ms so batches, and fsyncs, stay few), hands them to a dedicated one-thread
 executor which writes them to the sink with one fsync, then wakes the `sync`
@@ -30,8 +34,8 @@ from typing import Any
 from ..ids import new_generator
 from . import metrics
 from .event import (
-    DECISION_FIELDS,
     GENESIS,
+    decision_sized,
     format_micros,
     format_time,
     plain,
@@ -41,8 +45,6 @@ from .event import (
     seal_decisions,
 )
 from .sink import Sealed, Sink
-
-_DECISION_SIZE = len(DECISION_FIELDS)
 
 log = logging.getLogger("proctor.audit")
 
@@ -142,6 +144,7 @@ class AuditPipeline:
         self._prev = GENESIS
         self._writer_json = quote(writer)
         self._resumed = False
+        self._inline = False
         self.stats = {"written": 0, "shed": 0, "gaps": 0, "batches": 0, "sink_errors": 0}
 
     # ---- request path -------------------------------------------------------------------
@@ -180,7 +183,21 @@ class AuditPipeline:
         if (self._sync or self._task is None or self._shed_pending or self._closed
                 or len(items) + len(self._sealed) >= self._capacity):
             return False
-        items.append((kind, fields, time.time(), None))
+        item = (kind, fields, time.time(), None)
+        if self._inline and not items and kind == "decision":
+            # Nothing waits to be sealed before it: seal it here, in C (~2 µs). Cheaper
+            # than a sealing step of its own (a loop callback and its bookkeeping, ~5 µs),
+            # which is what one event per call amounts to under load.
+            taken, self._seq, self._prev = seal_decisions(  # type: ignore[misc]
+                [item], 0, self._seq, self._prev, self.writer, self._writer_json, self._ids,
+                Sealed, self._sealed)
+            if taken:
+                self._sealed_total += 1
+                if self._idle:
+                    self._idle = False
+                    self._wake.set()
+                return True
+        items.append(item)
         if not self._seal_scheduled:
             self._schedule_seal()
         return True
@@ -303,6 +320,9 @@ class AuditPipeline:
         if head is not None:
             self._seq, self._prev = head
         self._resumed = True
+        # offer() seals decision events itself once the chain head is known, when the C
+        # template serves and no HMAC is asked (else they wait for a sealing step).
+        self._inline = self._key is None and seal_decisions is not None
         while True:
             if not (self._items or self._sealed or self._waiters):
                 if self._stopping and not self._shed_pending:
@@ -393,7 +413,7 @@ class AuditPipeline:
             event_id = ids.new(micros // 1000)
             stamp = format_micros(micros)
             sealed = None
-            if kind == "decision" and plain_prev and len(fields) == _DECISION_SIZE:
+            if kind == "decision" and plain_prev and decision_sized(fields):
                 # The common event, written by a template (same bytes as the generic path).
                 sealed = seal_decision(fields, event_id, seq, stamp, writer_json, prev, key)
             if sealed is None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from server.audit import pipeline
 from server.audit.file_sink import FileSink, list_segments
 from server.audit.pipeline import SEAL_CHUNK, AuditClosed, AuditPipeline
 from server.audit.reader import DirReader
@@ -139,9 +140,14 @@ def test_torn_tail_is_reported_and_a_resumed_writer_starts_a_new_segment(tmp_pat
     assert rep.ok and rep.events == 25, rep.render()
 
 
-def test_events_are_sealed_between_calls_not_when_the_batch_is_written() -> None:
-    # Sealing runs in the loop turn after a record (the call's answer already on its
-    # way), a chunk a turn; the writer only writes what is sealed, after its linger.
+def test_events_are_sealed_by_the_call_or_between_calls_never_when_the_batch_is_written(
+) -> None:
+    # A decision offered with nothing waiting before it is sealed by offer() itself (in C,
+    # where built); anything else (another kind, the Python template, a backlog) waits for
+    # the sealing step of the next loop turn, a chunk a turn. The writer only writes what
+    # is sealed, after its linger.
+    inline = pipeline.seal_decisions is not None
+
     async def go() -> tuple[AuditPipeline, MemorySink]:
         sink = MemorySink()
         p = AuditPipeline(sink, writer="e", linger=0.5)
@@ -149,27 +155,34 @@ def test_events_are_sealed_between_calls_not_when_the_batch_is_written() -> None
         await asyncio.sleep(0.05)  # the writer has resumed the chain head
         for i in range(3):
             assert p.offer("decision", decision(i))
-        assert p._sealed == []  # noqa: SLF001 - the request path only enqueues
+        assert [s.seq for s in p._sealed] == ([1, 2, 3] if inline else [])  # noqa: SLF001
         await asyncio.sleep(0)
         assert [s.seq for s in p._sealed] == [1, 2, 3]  # noqa: SLF001
-        for i in range(3, 3 + 2 * SEAL_CHUNK + 1):
+        # A budget event waits for the step; the decisions behind it wait with it (order).
+        await p.record("budget", {"op": "reserve", "n": 3})
+        for i in range(4, 4 + 2 * SEAL_CHUNK):
             assert p.offer("decision", decision(i))
+        assert len(p._sealed) == 3  # noqa: SLF001
         sealed_per_turn = []
         for _ in range(4):
             await asyncio.sleep(0)
             sealed_per_turn.append(len(p._sealed))  # noqa: SLF001
-        last = 3 + 2 * SEAL_CHUNK + 1
+        last = 4 + 2 * SEAL_CHUNK
         assert sealed_per_turn == [3 + SEAL_CHUNK, 3 + 2 * SEAL_CHUNK, last, last]
+        assert p.offer("decision", decision(last))  # nothing waits: sealed at once again
+        assert len(p._sealed) == (last + 1 if inline else last)  # noqa: SLF001
         assert sink.lines == []  # still lingering: nothing written yet
         await p.flush()
-        assert len(sink.lines) == 3 + 2 * SEAL_CHUNK + 1
+        assert len(sink.lines) == last + 1
         await p.close()
         return p, sink
 
     p, sink = run(go)
     evs = [json.loads(x) for x in sink.lines]
     assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
-    assert [e["decision_id"] for e in evs] == [decision(i)["decision_id"] for i in range(len(evs))]
+    assert [e["kind"] for e in evs].count("budget") == 1 and evs[3]["kind"] == "budget"
+    decisions = [e["decision_id"] for e in evs if e["kind"] == "decision"]
+    assert decisions == [decision(i)["decision_id"] for i in range(len(evs)) if i != 3]
     from server.audit.verify import verify
 
     assert verify(((f"mem:{i}", ln, False) for i, ln in enumerate(sink.lines, 1))).ok

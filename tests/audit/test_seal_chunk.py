@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from server import ids
 from server.audit import event, pipeline
-from server.audit.event import DECISION_FIELDS, GENESIS, format_micros, quote
+from server.audit.event import APPROVAL_FIELDS, DECISION_FIELDS, GENESIS, format_micros, quote
 from server.audit.pipeline import _FLUSH, AuditPipeline
 from server.audit.sink import Sealed
 
@@ -181,6 +181,11 @@ def _decision(draw: st.DrawFn) -> dict[str, Any]:
         f["labels"] = draw(st.dictionaries(_text, _text, max_size=3))
         f["risk_tags"] = draw(st.lists(_text, max_size=3).map(tuple))
         f["latency_us"] = draw(st.integers())
+    if draw(st.sampled_from((False, False, True))):  # what the approval gate adds
+        for key in draw(st.sets(st.sampled_from(APPROVAL_FIELDS), min_size=1)):
+            f[key] = draw(st.booleans() if key == "approval_retry" else _text)
+        if draw(st.sampled_from((False,) * 5 + (True,))):  # of a type the template declines
+            f[draw(st.sampled_from(APPROVAL_FIELDS))] = draw(st.sampled_from((1, None, "x")))
     change = draw(st.sampled_from(("none",) * 12 + ("odd", "missing", "extra", "swap")))
     name = draw(st.sampled_from(sorted(DECISION_FIELDS)))
     if change == "odd":

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from server.audit import event
 from server.audit.event import (
+    APPROVAL_FIELDS,
     DECISION_FIELDS,
     _with_hashes,
     canonical,
@@ -51,6 +52,12 @@ _labels = st.one_of(
     st.dictionaries(_text, _text, min_size=1, max_size=1),
     st.dictionaries(_text, _text, min_size=2, max_size=20),  # past the C stack array too
 )
+
+
+# The keys the approval gate adds to a decision event, any subset of them.
+_approval_extras = st.fixed_dictionaries({}, optional={
+    "approval_error": _text, "approval_presented": _text, "approval_retry": st.booleans(),
+    "approval_use": _text})
 
 
 def _record(fields: dict[str, Any], event_id: str, seq: int, stamp: str, writer: str,
@@ -123,15 +130,17 @@ def test_pure_python_env_selects_the_python_twin() -> None:
     latency=st.integers(), seq=st.integers(),
     writer=_text, prev=_plain, stamp=_plain, event_id=_plain,
     key=st.one_of(st.none(), st.binary(min_size=1, max_size=16)),
+    approval=_approval_extras,
 )
 def test_twins_write_the_generic_bytes(
     strings: dict[str, str], path: Any, derived: Any, tags: Any, labels: dict[str, str],
     latency: int, seq: int, writer: str, prev: str, stamp: str, event_id: str,
-    key: bytes | None,
+    key: bytes | None, approval: dict[str, Any],
 ) -> None:
     fields = {**strings, "delegation_path": path, "derived_tags": derived, "risk_tags": tags,
               "labels": labels, "latency_us": latency}
     assert fields.keys() == DECISION_FIELDS
+    fields.update(approval)  # what the approval gate may add
     envelope = (event_id, seq, stamp, quote(writer), prev)
     generic = canonical(_record(fields, event_id, seq, stamp, writer, prev))
     assert _seal.decision_body(fields, *envelope) == generic
@@ -211,6 +220,30 @@ def test_each_odd_value_and_missing_field(name: str) -> None:
         c, py = _both({**base, name: odd}, *_ENVELOPE)
         assert c == py, (name, odd)
         assert c is (UnicodeEncodeError if _holds_lone(odd) else None), (name, odd, c)
+
+
+@needs_c
+@pytest.mark.parametrize("name", APPROVAL_FIELDS)
+def test_each_approval_key_written_or_declined_alike(name: str) -> None:
+    base = _base()
+    good = {"approval_error": 'store "down"', "approval_presented": "01AP",
+            "approval_retry": True, "approval_use": "consumed"}[name]
+    for value in ((True, False) if name == "approval_retry" else (good, "", "é\n")):
+        f = {**base, name: value}
+        generic = canonical(_record(f, *_ENVELOPE[:3], "w", _ENVELOPE[4]))
+        assert _both(f, *_ENVELOPE) == (generic, generic), (name, value)
+    odd = (1, None, "true", 1.0) if name == "approval_retry" else (*_ODD_STR, True)
+    for value in odd:
+        assert _both({**base, name: value}, *_ENVELOPE) == (None, None), (name, value)
+    if name != "approval_retry":
+        lone = {**base, name: "x" + _LONE}
+        assert _both(lone, *_ENVELOPE) == (UnicodeEncodeError, UnicodeEncodeError)
+        # a declined field elsewhere wins over the surrogate, as everywhere
+        assert _both({**lone, "latency_us": 1.5}, *_ENVELOPE) == (None, None)
+    every = {**base, "approval_error": "e", "approval_presented": "p",
+             "approval_retry": False, "approval_use": "u"}
+    generic = canonical(_record(every, *_ENVELOPE[:3], "w", _ENVELOPE[4]))
+    assert _both(every, *_ENVELOPE) == (generic, generic)
 
 
 @needs_c
