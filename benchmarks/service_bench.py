@@ -2,8 +2,11 @@
 
 Starts `proctor serve` (seed policy, default settings) and the echo server of
 benchmarks/echo_server.py, answering with a reply of the same size as a real
-EvaluateResponse. Both are driven the same way, on pre-serialized request
-bytes, so the difference is the server's work alone:
+EvaluateResponse: --instances pairs of them, pair k on PYTHONHASHSEED=k+1, the
+rounds below rotating through the pairs (identical Python servers differ by up
+to ~8% per process; a pair shares its seed, and no side keeps a lucky process).
+Both are driven the same way, on pre-serialized request bytes, so the
+difference is the server's work alone:
 
 1. sequential latency: alternating short rounds of N calls to each (the order
    flips every round), so machine drift hits both alike; p50/p99 and ratios;
@@ -88,9 +91,11 @@ class Procs:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="proctor-bench-"))
 
-    def start(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
+    def start(self, args: list[str], name: str,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-        proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=self.tmp)
+        proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=self.tmp,
+                                env=None if env is None else {**os.environ, **env})
         self.procs.append(proc)
         return proc
 
@@ -198,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", default=str(ROOT / "examples" / "safety.yaml"))
     parser.add_argument("--rounds", type=int, default=20, help="sequential rounds")
     parser.add_argument("--calls", type=int, default=250, help="calls per sequential round")
-    parser.add_argument("--tp-rounds", type=int, default=3, help="throughput rounds")
+    parser.add_argument("--tp-rounds", type=int, default=6, help="throughput rounds")
+    parser.add_argument("--instances", type=int, default=3,
+                        help="server pairs, each on its own hash seed, rotated per round")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per tp round")
     parser.add_argument("--inflight", type=int, default=64)
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
@@ -213,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.calls, args.tp_rounds, args.duration = 4, 100, 1, 1.0
+        args.instances = 1
 
     procs = Procs()
     payload = REQUESTS[args.decision].SerializeToString()
@@ -226,27 +234,42 @@ def main(argv: list[str] | None = None) -> int:
         "request_bytes": len(payload),
     }
     try:
-        proctor_addr = f"127.0.0.1:{free_port()}"
-        procs.start(
-            proctor_cmd(Path(args.policy), proctor_addr,
-                        ["--audit-dir", str(procs.tmp / "audit"), *args.serve_arg]),
-            "proctor",
-        )
-        wait_ready(proctor_addr, EVALUATE, payload)
-        with grpc.insecure_channel(proctor_addr) as ch:
-            reply = ch.unary_unary(EVALUATE)(payload, timeout=5)
+        # --instances pairs of servers (Proctor and echo), pair k on PYTHONHASHSEED=k+1:
+        # identical Python servers differ in speed by up to ~8% per process (the hash
+        # seed and the memory layout it leads to), so each round compares one pair on
+        # one seed, and the rounds rotate the pairs. Start order alternates too.
+        pairs: list[tuple[str, str]] = []
+        reply = b""
+        for k in range(args.instances):
+            env = {"PYTHONHASHSEED": str(k + 1)}
+            proctor_addr, echo_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+            starts = [("proctor", proctor_addr), ("echo", echo_addr)]
+            for name, addr in (starts if k % 2 == 0 else starts[::-1]):
+                if name == "proctor":
+                    procs.start(proctor_cmd(
+                        Path(args.policy), addr,
+                        ["--audit-dir", str(procs.tmp / f"audit-{k}"), *args.serve_arg]),
+                        f"proctor-{k}", env)
+                    wait_ready(addr, EVALUATE, payload)
+                    with grpc.insecure_channel(addr) as ch:
+                        reply = ch.unary_unary(EVALUATE)(payload, timeout=5)
+                else:
+                    # the echo's reply has the size of Proctor's (known from pair 0,
+                    # whose proctor starts first; every pair answers the request alike)
+                    procs.start(
+                        [sys.executable, str(ROOT / "benchmarks" / "echo_server.py"),
+                         "--listen", addr, "--response-bytes", str(len(reply))],
+                        f"echo-{k}", env)
+                    wait_ready(addr, ECHO, payload)
+            pairs.append((proctor_addr, echo_addr))
         report["response_bytes"] = len(reply)
-        echo_addr = f"127.0.0.1:{free_port()}"
-        procs.start(
-            [sys.executable, str(ROOT / "benchmarks" / "echo_server.py"), "--listen", echo_addr,
-             "--response-bytes", str(len(reply))],
-            "echo",
-        )
-        wait_ready(echo_addr, ECHO, payload)
+        report["instances"] = args.instances
+        proctor_addr = pairs[0][0]
 
         # 1. sequential latency, alternating rounds.
         lat: dict[str, list[float]] = {"echo": [], "proctor": []}
         for r in range(args.rounds):
+            proctor_addr, echo_addr = pairs[r % len(pairs)]
             order = [("echo", echo_addr, ECHO), ("proctor", proctor_addr, EVALUATE)]
             if r % 2:
                 order.reverse()
@@ -274,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         with concurrent.futures.ProcessPoolExecutor(args.scaling_procs, mp_context=ctx) as pool:
             tp: dict[str, list[float]] = {"echo": [], "proctor": []}
             for r in range(args.tp_rounds):
+                proctor_addr, echo_addr = pairs[r % len(pairs)]
                 order = [("echo", echo_addr, ECHO), ("proctor", proctor_addr, EVALUATE)]
                 if r % 2:
                     order.reverse()
@@ -292,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
 
             # 3. scaling: two workers against one, the load from more processes.
             if not args.no_scaling and shutil.which("redis-server"):
-                report["scaling"] = scaling(procs, pool, args, payload, proctor_addr)
+                report["scaling"] = scaling(procs, pool, args, payload, pairs[0][0])
                 print(json.dumps({"scaling": report["scaling"]}, indent=1), flush=True)
     finally:
         procs.close()

@@ -192,7 +192,8 @@ def test_shed_under_a_stalled_sink_records_the_gap_and_count() -> None:
     async def go() -> tuple[AuditPipeline, MemorySink]:
         sink = MemorySink()
         sink.gate.clear()
-        p = AuditPipeline(sink, writer="s", queue_size=10, full_policy="shed", max_batch=4)
+        p = AuditPipeline(sink, writer="s", queue_size=10, full_policy="shed", max_batch=4,
+                          linger=0.01)
         await p.record("decision", decision(0))
         await asyncio.sleep(0.05)  # writer picked up event 0 and is stuck in the sink
         t0 = time.perf_counter()
