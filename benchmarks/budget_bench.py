@@ -3,8 +3,11 @@
 Starts a private redis-server, `proctor serve --redis-url` on it (a policy with a
 fleet and a tenant budget of the same unit, so each reservation touches two
 counters), and the bare echo server of benchmarks/echo_server.py answering with
-a reply the size of a real ReserveBudgetResponse. Then, in alternating rounds
-(the order flips every round, so machine drift hits all alike):
+a reply the size of a real ReserveBudgetResponse: --instances sets of them, set k
+on PYTHONHASHSEED=k+1, each round driving the next set (identical Python servers
+differ by up to ~8% per process; no side keeps a lucky one). Then, in
+alternating rounds (the order flips every round, so machine drift hits all
+alike):
 
 - `reserve`: ReserveBudget over gRPC, a fresh reservation_id per call;
 - `echo`: the gRPC echo floor, same request size;
@@ -21,7 +24,8 @@ commit) on the same Redis, and `baseline` (its ReserveBudget) joins the same
 alternating rounds and throughput runs: before and after, side by side, under
 the same machine conditions. The target is still judged on `reserve`.
 
-    python benchmarks/budget_bench.py [--rounds 10] [--calls 300] [--quick] [--baseline DIR]
+    python benchmarks/budget_bench.py [--rounds 12] [--calls 300] [--instances 3] [--quick]
+                                      [--baseline DIR]
 
 Results: JSON under benchmarks/results/ with the machine, commit and settings.
 """
@@ -133,48 +137,53 @@ def wait_reserve(address: str, timeout: float = 30.0) -> bytes:
                 time.sleep(0.1)
 
 
-def sequential(args: argparse.Namespace, reserve_addr: str, echo_addr: str, redis_port: int,
-               echo_reply: int, baseline_addr: str = "") -> dict[str, Any]:
+def sequential(args: argparse.Namespace, sets: list[dict[str, str]], redis_port: int
+               ) -> dict[str, Any]:
+    """Alternating rounds; round r drives server set r % len(sets) (one hash seed)."""
     r = redis.Redis(port=redis_port)
     trivial = r.script_load("return 1")
+    baseline = "baseline" in sets[0]
     samples: dict[str, list[float]] = {"reserve": [], "echo": [], "redis": [], "script": []}
-    if baseline_addr:
+    if baseline:
         samples["baseline"] = []
     loop = asyncio.new_event_loop()
     store = RedisBudgetStore.from_url(f"redis://127.0.0.1:{redis_port}/0", fleet="bench-script")
     import engine
 
     budgets = engine.compile_policy(POLICY).budgets
-    with grpc.insecure_channel(reserve_addr) as rch, grpc.insecure_channel(echo_addr) as ech, \
-            grpc.insecure_channel(baseline_addr or reserve_addr) as bch:
-        reserve = rch.unary_unary(RESERVE)
-        echo = ech.unary_unary(ECHO)
-        baseline = bch.unary_unary(RESERVE)
-        payloads = [request_bytes(i) for i in range(args.rounds * args.calls * 2 + 400)]
+    channels = [{name: grpc.insecure_channel(addr) for name, addr in st.items()} for st in sets]
+    try:
+        calls = [{name: ch.unary_unary(ECHO if name == "echo" else RESERVE)
+                  for name, ch in chs.items()} for chs in channels]
+        payloads = [request_bytes(i)
+                    for i in range(args.rounds * args.calls * 2 + 200 * len(sets) + 200)]
         echo_payload = payloads[0]
-        for p in payloads[:100]:  # warm up every path
-            reserve(p, timeout=5)
-            echo(echo_payload, timeout=5)
+        k = 0
+        for c in calls:  # warm up every path
+            for name, call in c.items():
+                for _ in range(50 if name != "echo" else 100):
+                    call(echo_payload if name == "echo" else payloads[k], timeout=5)
+                    k += name != "echo"
+        for _ in range(100):
             r.evalsha(trivial, 0)
-        for p in payloads[100:200] if baseline_addr else ():
-            baseline(p, timeout=5)
         loop.run_until_complete(
             store.reserve(budgets, "warm", "acme", "a", "r", "tokens", 1, 60))
-        k = 200
-        order = ["reserve", "echo", "redis", "script"] + (["baseline"] if baseline_addr else [])
+        order = ["reserve", "echo", "redis", "script"] + (["baseline"] if baseline else [])
         for rnd in range(args.rounds):
+            c = calls[rnd % len(calls)]
             for name in (order if rnd % 2 == 0 else order[::-1]):
                 out = samples[name]
                 for _ in range(args.calls):
                     if name in ("reserve", "baseline"):
                         p = payloads[k]
                         k += 1
-                        call = reserve if name == "reserve" else baseline
+                        call = c[name]
                         t0 = time.perf_counter()
                         call(p, timeout=5)
                     elif name == "echo":
+                        call = c["echo"]
                         t0 = time.perf_counter()
-                        echo(echo_payload, timeout=5)
+                        call(echo_payload, timeout=5)
                     elif name == "redis":
                         t0 = time.perf_counter()
                         r.evalsha(trivial, 0)
@@ -184,10 +193,13 @@ def sequential(args: argparse.Namespace, reserve_addr: str, echo_addr: str, redi
                         loop.run_until_complete(store.reserve(
                             budgets, rid, "acme", "a", "r", "tokens", 1, 60))
                     out.append(time.perf_counter() - t0)
+    finally:
+        for chs in channels:
+            for ch in chs.values():
+                ch.close()
     loop.run_until_complete(store.close())
     loop.close()
     r.close()
-    del echo_reply
     return {name: summary(v) for name, v in samples.items()}
 
 
@@ -217,24 +229,21 @@ async def _throughput_once(address: str, method: str, payloads: list[bytes] | No
             "p50_ms": round(pct(lat, 0.5) * 1000, 3), "p99_ms": round(pct(lat, 0.99) * 1000, 3)}
 
 
-def throughput(args: argparse.Namespace, reserve_addr: str, echo_addr: str,
-               baseline_addr: str = "") -> dict[str, Any]:
-    out: dict[str, list[dict[str, float]]] = {"reserve": [], "echo": []}
-    order = ["reserve", "echo"]
-    if baseline_addr:
-        out["baseline"] = []
-        order.append("baseline")
+def throughput(args: argparse.Namespace, sets: list[dict[str, str]]) -> dict[str, Any]:
+    """Alternating rounds; round r drives server set r % len(sets)."""
+    order = list(sets[0])
+    out: dict[str, list[dict[str, float]]] = {name: [] for name in order}
     fixed = request_bytes(0)
     for rnd in range(args.tp_rounds):
+        st = sets[rnd % len(sets)]
         for name in (order if rnd % 2 == 0 else order[::-1]):
             if name in ("reserve", "baseline"):
                 base = (rnd * 2 + (name == "baseline")) * 1_000_000  # ids never repeat
                 payloads = [request_bytes(base + i) for i in range(200_000)]
-                addr = reserve_addr if name == "reserve" else baseline_addr
-                res = asyncio.run(_throughput_once(addr, RESERVE, payloads, fixed,
+                res = asyncio.run(_throughput_once(st[name], RESERVE, payloads, fixed,
                                                    args.concurrency, args.tp_seconds))
             else:
-                res = asyncio.run(_throughput_once(echo_addr, ECHO, None, fixed,
+                res = asyncio.run(_throughput_once(st[name], ECHO, None, fixed,
                                                    args.concurrency, args.tp_seconds))
             out[name].append(res)
     return {name: {"rounds": v, "median_per_second": statistics.median(x["per_second"] for x in v)}
@@ -243,11 +252,13 @@ def throughput(args: argparse.Namespace, reserve_addr: str, echo_addr: str,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--tp-seconds", type=float, default=3.0)
-    parser.add_argument("--tp-rounds", type=int, default=4)
+    parser.add_argument("--tp-rounds", type=int, default=6)
+    parser.add_argument("--instances", type=int, default=3,
+                        help="server sets, each on its own hash seed, rotated per round")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--out", default="")
     parser.add_argument("--baseline", default="",
@@ -255,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.calls, args.tp_seconds, args.tp_rounds = 2, 100, 1.0, 2
+        args.instances = 1
 
     workdir = Path(tempfile.mkdtemp(prefix="budget-bench-"))
     procs = Procs(workdir)
@@ -265,34 +277,48 @@ def main(argv: list[str] | None = None) -> int:
                      "--dir", str(workdir)], "redis")
         wait_port(redis_port)
         (workdir / "policy.yaml").write_text(POLICY)
-        proctor_port, echo_port = free_port(), free_port()
         proctor = shutil.which("proctor") or str(Path(sys.executable).parent / "proctor")
-        procs.start([proctor, "serve", "--policy", str(workdir / "policy.yaml"),
-                     "--listen", f"127.0.0.1:{proctor_port}", "--audit-dir",
-                     str(workdir / "audit"), "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
-                    "proctor")
-        # the echo reply has the size of a real ReserveBudgetResponse
-        reply = wait_reserve(f"127.0.0.1:{proctor_port}")
-        baseline_addr = ""
-        if args.baseline:
-            src = Path(args.baseline).resolve()
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-                [str(src), str(src / "clients" / "python")]))
-            baseline_port = free_port()
-            procs.start([sys.executable, "-m", "server", "serve", "--policy",
-                         str(workdir / "policy.yaml"), "--listen", f"127.0.0.1:{baseline_port}",
-                         "--audit-dir", str(workdir / "audit-baseline"), "--redis-url",
-                         f"redis://127.0.0.1:{redis_port}/0"], "baseline", env=env)
-            baseline_addr = f"127.0.0.1:{baseline_port}"
-            wait_reserve(baseline_addr)
-        procs.start([sys.executable, str(ROOT / "benchmarks" / "echo_server.py"), "--listen",
-                     f"127.0.0.1:{echo_port}", "--response-bytes", str(len(reply))], "echo")
-        wait_port(echo_port)
-        baseline_reply = len(wait_reserve(baseline_addr)) if baseline_addr else 0
-        reserve_addr, echo_addr = f"127.0.0.1:{proctor_port}", f"127.0.0.1:{echo_port}"
+        # --instances sets of servers (Proctor, echo, baseline), set k on PYTHONHASHSEED=k+1:
+        # identical Python servers differ in speed by up to ~8% per process (the hash seed
+        # and the memory layout it leads to), so a round compares one set on one seed and
+        # the rounds rotate the sets. Start order alternates too.
+        sets: list[dict[str, str]] = []
+        reply = b""
+        for k in range(args.instances):
+            seed = {"PYTHONHASHSEED": str(k + 1)}
+            names = ["reserve", "echo"] + (["baseline"] if args.baseline else [])
+            st: dict[str, str] = {}
+            for name in (names if k % 2 == 0 else names[::-1]):
+                port = free_port()
+                st[name] = f"127.0.0.1:{port}"
+                if name == "reserve":
+                    procs.start([proctor, "serve", "--policy", str(workdir / "policy.yaml"),
+                                 "--listen", st[name], "--audit-dir", str(workdir / f"audit-{k}"),
+                                 "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
+                                f"proctor-{k}", env={**os.environ, **seed})
+                    reply = wait_reserve(st[name])
+                elif name == "baseline":
+                    src = Path(args.baseline).resolve()
+                    env = dict(os.environ, **seed, PYTHONPATH=os.pathsep.join(
+                        [str(src), str(src / "clients" / "python")]))
+                    procs.start([sys.executable, "-m", "server", "serve", "--policy",
+                                 str(workdir / "policy.yaml"), "--listen", st[name],
+                                 "--audit-dir", str(workdir / f"audit-baseline-{k}"),
+                                 "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
+                                f"baseline-{k}", env=env)
+                    wait_reserve(st[name])
+                else:
+                    # a reply the size of a real ReserveBudgetResponse (known from set 0,
+                    # whose Proctor starts first)
+                    procs.start([sys.executable, str(ROOT / "benchmarks" / "echo_server.py"),
+                                 "--listen", st[name], "--response-bytes", str(len(reply))],
+                                f"echo-{k}", env={**os.environ, **seed})
+                    wait_port(port)
+            sets.append({name: st[name] for name in names})
+        baseline_reply = len(wait_reserve(sets[0]["baseline"])) if args.baseline else 0
 
-        seq = sequential(args, reserve_addr, echo_addr, redis_port, len(reply), baseline_addr)
-        tp = throughput(args, reserve_addr, echo_addr, baseline_addr)
+        seq = sequential(args, sets, redis_port)
+        tp = throughput(args, sets)
         budget_ms = seq["echo"]["p99_ms"] + 1.5 * seq["redis"]["p99_ms"]
         result = {
             "benchmark": "budget_bench",
