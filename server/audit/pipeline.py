@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import time
 from collections import deque
@@ -122,12 +123,17 @@ class AuditPipeline:
         self._seal_scheduled = False
         self._capacity = max(1, queue_size)
         self._wake = asyncio.Event()  # set when the idle writer has work
+        # set when the lingering writer should write now: a batch's worth waits, the
+        # queue is full (a record() waits for room), a flush or close asks
+        self._now = asyncio.Event()
+        self._urgent = False  # a flush, a close or a full queue asked: no linger till drained
         self._room = asyncio.Event()  # set when the writer took lines (block policy)
         self._idle = False
         self._stopping = False
         self._shed = full_policy == "shed"
         self._sync = durability == "sync"
         self._max_batch = max(1, max_batch)
+        self._enough = min(self._max_batch, self._capacity)  # cuts a linger short
         # async: let a batch gather for up to `linger` so the writer wakes (and fsyncs) per
         # batch, not per event; an event reaches disk within ~linger + one fsync.
         # sync: no wait (records pile up while the previous batch's fsync is in flight).
@@ -169,9 +175,12 @@ class AuditPipeline:
                 return
             while len(items) + len(self._sealed) >= self._capacity:
                 self._room.clear()
+                self._hurry()
                 await self._room.wait()
         fut = self._loop.create_future() if self._sync else None  # type: ignore[union-attr]
         items.append((kind, fields, time.time(), fut))
+        if len(items) + len(self._sealed) >= self._enough:
+            self._now.set()
         if not self._seal_scheduled:
             self._schedule_seal()
         if fut is not None:
@@ -201,8 +210,12 @@ class AuditPipeline:
                 if self._idle:
                     self._idle = False
                     self._wake.set()
+                elif len(self._sealed) >= self._enough:
+                    self._now.set()
                 return True
         items.append(item)
+        if len(items) + len(self._sealed) >= self._enough:
+            self._now.set()
         if not self._seal_scheduled:
             self._schedule_seal()
         return True
@@ -258,6 +271,7 @@ class AuditPipeline:
         fut = self._loop.create_future()  # type: ignore[union-attr]
         # Past the capacity on purpose: a flush marker must not wait behind a full queue.
         self._items.append((_FLUSH, None, 0.0, fut))
+        self._hurry()
         if not self._seal_scheduled:
             self._schedule_seal()
         await fut
@@ -270,6 +284,7 @@ class AuditPipeline:
         if self._task is not None:
             self._stopping = True
             self._wake.set()
+            self._hurry()
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except TimeoutError:
@@ -280,6 +295,11 @@ class AuditPipeline:
         await loop.run_in_executor(self._executor, self.sink.close)
         self._executor.shutdown(wait=True)
         metrics.QUEUE_DEPTH.set(0)
+
+    def _hurry(self) -> None:
+        """End the writer's linger now; no more until the queue is drained (loop thread)."""
+        self._urgent = True
+        self._now.set()
 
     # ---- sealing (event loop, between calls) --------------------------------------------
 
@@ -333,10 +353,14 @@ class AuditPipeline:
                 if self._stopping and not self._shed_pending:
                     return
                 self._idle = True
+                self._urgent = False  # whatever hurried the writer is served: all is written
                 self._wake.clear()
                 await self._wake.wait()
-            if self._linger and not self._stopping and len(self._sealed) < self._max_batch:
-                await asyncio.sleep(self._linger)
+            if (self._linger and not self._stopping and not self._urgent
+                    and len(self._items) + len(self._sealed) < self._enough):
+                self._now.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._now.wait(), self._linger)
             # What the sealing steps have not reached yet (a backlog, or sync durability's
             # waiter) goes into this batch: the writer never waits on the steps.
             self._seal_waiting(self._max_batch - len(self._sealed))

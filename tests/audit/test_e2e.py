@@ -77,6 +77,7 @@ def test_redis_outage_mid_run_counts_the_same(durable_redis, tmp_path: Path) -> 
         ids = _evaluate(srv.address, 0, 100)
         durable_redis.stop()
         ids += _evaluate(srv.address, 100, 200)  # answered while the stream is unreachable
+        time.sleep(1.0)  # past the writer's linger: a batch meets the outage and spools
         durable_redis.start()
         ids += _evaluate(srv.address, 200, 300)
     finally:

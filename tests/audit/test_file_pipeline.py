@@ -346,3 +346,33 @@ def test_a_resumed_head_that_needs_escaping_still_chains_valid_json() -> None:
     assert [e["seq"] for e in evs] == [8, 9, 10]
     assert evs[0]["prev_hash"] == 'not "hex"\\'
     assert evs[1]["prev_hash"] == evs[0]["hash"] and evs[2]["prev_hash"] == evs[1]["hash"]
+
+
+def test_a_lingering_writer_writes_at_once_when_a_batch_waits_or_the_queue_is_full() -> None:
+    """The linger gathers small batches only: a full batch, a full queue (block policy:
+    callers wait for room), a flush or a close end it at once."""
+    async def go() -> tuple[float, float, float, MemorySink]:
+        sink = MemorySink()
+        p = AuditPipeline(sink, writer="l", linger=30.0, queue_size=64, max_batch=16)
+        await p.start()
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        for i in range(500):  # far past the queue: record() waits for room each time
+            await p.record("decision", decision(i))
+        burst = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        assert p.offer("decision", decision(500))
+        await p.flush()
+        flushed = time.perf_counter() - t0
+        assert p.offer("decision", decision(501))  # one small event: the writer lingers
+        await asyncio.sleep(0.1)
+        lingering = len(sink.lines)
+        t0 = time.perf_counter()
+        await p.close()
+        closed = time.perf_counter() - t0
+        assert lingering == 501
+        return burst, flushed, closed, sink
+
+    burst, flushed, closed, sink = run(go)
+    assert burst < 5 and flushed < 5 and closed < 5, (burst, flushed, closed)
+    assert len(sink.lines) == 502
