@@ -42,6 +42,9 @@ EVENT_FIELD = "event"
 _CHUNK = 1000
 _DRAIN_PER_WRITE = 20_000
 _ORPHAN_SCAN_S = 10.0
+# Events per append script: ~0.16 ms of Redis time (2.5 us an event; 750 in one call
+# took 4.1 ms, 5.5 us an event). See RedisSink._xadd.
+XADD_CHUNK = 64
 APPEND_LUA = (Path(__file__).parent / "lua" / "append.lua").read_text()
 
 
@@ -258,6 +261,15 @@ class RedisSink:
         metrics.SINK_ERRORS.labels(self.name).inc()
 
     def _xadd(self, writer: str, items: list[tuple[int, bytes]]) -> int:
+        """Append in script calls of at most XADD_CHUNK events, one after another: a Redis
+        runs one script at a time, and the budgets and approvals that share it should not
+        wait behind a whole batch (~750 events in one call held it 4.1 ms). Each call
+        skips events at or below the writer's head, so a batch cut between calls is
+        finished, not duplicated, by its retry or the spool's replay."""
+        return sum(self._xadd_chunk(writer, items[i : i + XADD_CHUNK])
+                   for i in range(0, len(items), XADD_CHUNK))
+
+    def _xadd_chunk(self, writer: str, items: list[tuple[int, bytes]]) -> int:
         """Append in one atomic script call; events at or below the writer's head are skipped.
 
         The EVALSHA is packed here rather than by redis-py: its per-argument packing is

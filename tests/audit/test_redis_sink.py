@@ -147,3 +147,31 @@ def test_maxlen_caps_the_stream(redis_proc, tmp_path: Path):
     r.close()
     rep = verify_stream(redis_proc.url, STREAM)
     assert rep.ok and any("earlier events trimmed" in n for n in rep.notes)
+
+
+def test_a_big_batch_is_appended_in_short_scripts_in_order(redis_proc, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    """A Redis runs one script at a time: the sink never holds it for a whole batch, and a
+    batch cut between two of its scripts is finished by the retry, not duplicated."""
+    from server.audit import redis_sink
+
+    calls: list[int] = []
+    real = RedisSink._xadd_chunk  # noqa: SLF001
+
+    def spy(self: RedisSink, writer: str, items: list) -> int:
+        calls.append(len(items))
+        if len(calls) == 3 and not getattr(self, "_cut", False):
+            self._cut = True
+            raise redis.ConnectionError("cut between two scripts")
+        return real(self, writer, items)
+
+    monkeypatch.setattr(RedisSink, "_xadd_chunk", spy)
+    sink = RedisSink(redis_proc.url, STREAM, tmp_path / "spool", retry_interval=0.0)
+    batch = _sealed("w:9", 5 * redis_sink.XADD_CHUNK + 7)
+    sink.write(batch)  # the third script fails: the batch is spooled whole
+    sink.write(_sealed("w:9", len(batch) + 1)[len(batch):])  # replays the spool first
+    sink.close()
+    assert max(calls) == redis_sink.XADD_CHUNK and calls[:3] == [redis_sink.XADD_CHUNK] * 3
+    evs = _stream_events(redis_proc.url)
+    assert [e["seq"] for e in evs] == list(range(1, len(batch) + 2))
+    assert verify_stream(redis_proc.url, STREAM).ok
