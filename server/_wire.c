@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "pb_out.h"
+
 /* DESIGN section 2 limits; engine/request.py is the reference. */
 #define MAX_TOPIC_BYTES 256
 #define MAX_SEGMENTS 32
@@ -361,60 +363,13 @@ static PyObject *decode_evaluate(PyObject *self, PyObject *arg) {
 
 /* -- encode_response --------------------------------------------------------------- */
 
-typedef struct {
-    char *buf;
-    Py_ssize_t len, cap;
-    char *stack; /* the caller's buffer, used until it is outgrown */
-} out_buf;
-
-static int reserve(out_buf *b, Py_ssize_t more) {
-    if (b->len + more <= b->cap) return 1;
-    Py_ssize_t cap = (b->len + more) * 2;
-    char *p = b->buf == b->stack ? PyMem_Malloc((size_t)cap) : PyMem_Realloc(b->buf, (size_t)cap);
-    if (p == NULL) {
-        PyErr_NoMemory();
-        return 0;
-    }
-    if (b->buf == b->stack) memcpy(p, b->stack, (size_t)b->len);
-    b->buf = p;
-    b->cap = cap;
-    return 1;
-}
-
-static void put_varint(out_buf *b, uint64_t v) {
-    while (v >= 0x80) {
-        b->buf[b->len++] = (char)(v | 0x80);
-        v >>= 7;
-    }
-    b->buf[b->len++] = (char)v;
-}
-
-/* Tag and length-delimited UTF-8 of a str; `always` for repeated items (proto3
- * writes every item, empty ones too, and skips only empty singular strings). */
-static int put_string(out_buf *b, uint8_t tag, PyObject *s, int always) {
-    if (!PyUnicode_Check(s)) {
-        PyErr_Format(PyExc_TypeError, "expected str, got %.100s", Py_TYPE(s)->tp_name);
-        return 0;
-    }
-    Py_ssize_t n;
-    const char *p = PyUnicode_AsUTF8AndSize(s, &n);
-    if (p == NULL) return 0;
-    if (n == 0 && !always) return 1;
-    if (!reserve(b, n + 11)) return 0;
-    b->buf[b->len++] = (char)tag;
-    put_varint(b, (uint64_t)n);
-    memcpy(b->buf + b->len, p, (size_t)n);
-    b->len += n;
-    return 1;
-}
-
 static int put_strings(out_buf *b, uint8_t tag, PyObject *seq) {
     PyObject *fast = PySequence_Fast(seq, "matched_rule_ids and derived_tags must be sequences");
     if (fast == NULL) return 0;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     PyObject **items = PySequence_Fast_ITEMS(fast);
     int ok = 1;
-    for (Py_ssize_t i = 0; ok && i < n; i++) ok = put_string(b, tag, items[i], 1);
+    for (Py_ssize_t i = 0; ok && i < n; i++) ok = pb_put_string(b, tag, items[i], 1);
     Py_DECREF(fast);
     return ok;
 }
@@ -440,7 +395,7 @@ static PyObject *encode_response(PyObject *self, PyObject *const *args, Py_ssize
         b.buf[b.len++] = (char)decision;
     }
     /* Field numbers 2..6 (tags 0x12..0x32), then the repeated 7 and 8. */
-    for (int i = 1; ok && i < 6; i++) ok = put_string(&b, (uint8_t)(((i + 1) << 3) | 2), args[i], 0);
+    for (int i = 1; ok && i < 6; i++) ok = pb_put_string(&b, (uint8_t)(((i + 1) << 3) | 2), args[i], 0);
     ok = ok && put_strings(&b, 0x3a, args[6]) && put_strings(&b, 0x42, args[7]);
     PyObject *result = ok ? PyBytes_FromStringAndSize(b.buf, b.len) : NULL;
     if (b.buf != stack) PyMem_Free(b.buf);

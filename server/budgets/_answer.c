@@ -13,25 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
-typedef struct {
-    char *buf;
-    Py_ssize_t len, cap;
-    char *stack; /* the caller's buffer, used until it is outgrown */
-} out_buf;
-
-static int grow(out_buf *b, Py_ssize_t more) {
-    if (b->len + more <= b->cap) return 1;
-    Py_ssize_t cap = (b->len + more) * 2;
-    char *p = b->buf == b->stack ? PyMem_Malloc((size_t)cap) : PyMem_Realloc(b->buf, (size_t)cap);
-    if (p == NULL) {
-        PyErr_NoMemory();
-        return 0;
-    }
-    if (b->buf == b->stack) memcpy(p, b->stack, (size_t)b->len);
-    b->buf = p;
-    b->cap = cap;
-    return 1;
-}
+#include "../pb_out.h"
 
 static int varint_size(uint64_t v) {
     int n = 1;
@@ -42,38 +24,12 @@ static int varint_size(uint64_t v) {
     return n;
 }
 
-/* Room is the caller's business (grow() first): at most 11 bytes with the tag. */
-static void put_varint(out_buf *b, uint64_t v) {
-    while (v >= 0x80) {
-        b->buf[b->len++] = (char)(v | 0x80);
-        v >>= 7;
-    }
-    b->buf[b->len++] = (char)v;
-}
-
 /* A varint field (int64 as two's complement, bool as 0/1); nothing for 0. */
 static int put_int(out_buf *b, uint8_t tag, int64_t v) {
     if (v == 0) return 1;
-    if (!grow(b, 11)) return 0;
+    if (!pb_reserve(b, 11)) return 0;
     b->buf[b->len++] = (char)tag;
-    put_varint(b, (uint64_t)v);
-    return 1;
-}
-
-static int put_string(out_buf *b, uint8_t tag, PyObject *s) {
-    if (!PyUnicode_Check(s)) {
-        PyErr_Format(PyExc_TypeError, "expected str, got %.100s", Py_TYPE(s)->tp_name);
-        return 0;
-    }
-    Py_ssize_t n;
-    const char *p = PyUnicode_AsUTF8AndSize(s, &n);
-    if (p == NULL) return 0;
-    if (n == 0) return 1;
-    if (!grow(b, n + 11)) return 0;
-    b->buf[b->len++] = (char)tag;
-    put_varint(b, (uint64_t)n);
-    memcpy(b->buf + b->len, p, (size_t)n);
-    b->len += n;
+    pb_put_varint(b, (uint64_t)v);
     return 1;
 }
 
@@ -118,9 +74,9 @@ static int put_timestamp(out_buf *b, uint8_t tag, PyObject *seconds) {
     uint64_t size = 0;
     if (secs) size += 1 + (uint64_t)varint_size((uint64_t)secs);
     if (nanos) size += 1 + (uint64_t)varint_size((uint64_t)nanos);
-    if (!grow(b, 2 + (Py_ssize_t)size)) return 0;
+    if (!pb_reserve(b, 2 + (Py_ssize_t)size)) return 0;
     b->buf[b->len++] = (char)tag;
-    put_varint(b, size);
+    pb_put_varint(b, size);
     return put_int(b, 0x08, secs) && put_int(b, 0x10, nanos);
 }
 
@@ -135,8 +91,8 @@ static int put_status_body(out_buf *b, PyObject *s) {
     int ok = 1;
     for (int i = 0; ok && i < 10; i++) ok = (v[i] = PyObject_GetAttr(s, names[i])) != NULL;
     int64_t limit = 0, used = 0, reserved = 0, kind = 0;
-    ok = ok && put_string(b, 0x0a, v[0]) && put_string(b, 0x12, v[1]) &&
-         put_string(b, 0x1a, v[2]) && put_string(b, 0x22, v[3]);
+    ok = ok && pb_put_string(b, 0x0a, v[0], 0) && pb_put_string(b, 0x12, v[1], 0) &&
+         pb_put_string(b, 0x1a, v[2], 0) && pb_put_string(b, 0x22, v[3], 0);
     if (ok) {
         /* as KINDS.get(kind, UNSPECIFIED): any other hashable kind is 0 */
         if (!PyUnicode_Check(v[4])) {
@@ -161,7 +117,7 @@ static int put_status_body(out_buf *b, PyObject *s) {
         Py_XDECREF(remaining);
         ok = ok && put_int(b, 0x28, kind) && put_int(b, 0x30, limit) &&
              put_int(b, 0x38, used) && put_int(b, 0x40, reserved) && put_int(b, 0x48, rem) &&
-             put_string(b, 0x52, v[8]) && put_timestamp(b, 0x5a, v[9]) &&
+             pb_put_string(b, 0x52, v[8], 0) && put_timestamp(b, 0x5a, v[9]) &&
              put_int(b, 0x60, rem < 0);
     }
     for (int i = 0; i < 10; i++) Py_XDECREF(v[i]);
@@ -183,24 +139,24 @@ static PyObject *reserve_response(PyObject *self, PyObject *const *args, Py_ssiz
     }
     char stack[1024];
     out_buf b = {stack, 0, sizeof stack, stack};
-    int ok = put_int(&b, 0x08, granted) && put_string(&b, 0x12, args[1]);
+    int ok = put_int(&b, 0x08, granted) && pb_put_string(&b, 0x12, args[1], 0);
     Py_ssize_t n = PyTuple_GET_SIZE(args[2]);
     for (Py_ssize_t i = 0; ok && i < n; i++) {
         /* the body goes first, then moves up behind its tag and length */
         Py_ssize_t at = b.len;
-        ok = grow(&b, 11) && (b.len += 11, put_status_body(&b, PyTuple_GET_ITEM(args[2], i)));
+        ok = pb_reserve(&b, 11) && (b.len += 11, put_status_body(&b, PyTuple_GET_ITEM(args[2], i)));
         if (ok) {
             Py_ssize_t body = b.len - at - 11;
             char head[11];
             out_buf h = {head, 0, sizeof head, head};
             h.buf[h.len++] = 0x1a;
-            put_varint(&h, (uint64_t)body);
+            pb_put_varint(&h, (uint64_t)body);
             memmove(b.buf + at + h.len, b.buf + at + 11, (size_t)body);
             memcpy(b.buf + at, head, (size_t)h.len);
             b.len = at + h.len + body;
         }
     }
-    ok = ok && put_string(&b, 0x22, args[3]) && put_timestamp(&b, 0x2a, args[4]);
+    ok = ok && pb_put_string(&b, 0x22, args[3], 0) && put_timestamp(&b, 0x2a, args[4]);
     PyObject *result = ok ? PyBytes_FromStringAndSize(b.buf, b.len) : NULL;
     if (b.buf != stack) PyMem_Free(b.buf);
     return result;
