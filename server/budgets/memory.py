@@ -29,6 +29,7 @@ from .store import (
     check_release,
     plan_get,
     plan_reserve,
+    status_of,
 )
 from .windows import counter_key, window_bounds
 
@@ -277,19 +278,7 @@ class MemoryBudgetStore:
 
 
 def _make_status(slot: _Slot, used: int, reserved: int) -> BudgetStatus:
-    c = slot.counter
-    return BudgetStatus(
-        budget_id=c.budget_id,
-        unit=c.unit,
-        scope=c.scope,
-        scope_key=c.scope_key,
-        kind=c.kind,
-        limit=c.limit,
-        used=used,
-        reserved=reserved,
-        window=c.window_spec,
-        window_resets_at=slot.window_end_ms / 1000 if slot.window_end_ms else None,
-    )
+    return status_of(slot.counter, used, reserved, slot.window_end_ms)
 
 
 def _reserve_answer(rid: str, r: _Reservation) -> ReserveResult:

@@ -60,6 +60,7 @@ from .store import (
     check_reservation,
     plan_get,
     plan_reserve,
+    status_of,
 )
 
 LUA_DIR = Path(__file__).with_name("lua")
@@ -308,16 +309,12 @@ def _new_reservation(
     if len(parts) != 4 + 3 * len(counters):
         raise StoreUnavailable(f"budget store: reserve.lua answered {raw[:200]!r}")
     refusing = int(parts[2])
-    statuses = []
-    i = 4
-    for c in counters:
-        wend_ms = int(parts[i + 2])
-        statuses.append(BudgetStatus(
-            c.budget_id, c.unit, c.scope, c.scope_key, c.kind, c.limit, int(parts[i]),
-            int(parts[i + 1]), c.window_spec, wend_ms / 1000 if wend_ms else None))
-        i += 3
+    statuses = tuple(
+        status_of(c, int(parts[i]), int(parts[i + 1]), int(parts[i + 2]))
+        for c, i in zip(counters, range(4, len(parts), 3), strict=True)
+    )
     return ReserveResult(
-        parts[1] == "1", counters[refusing - 1].budget_id if refusing else "", tuple(statuses),
+        parts[1] == "1", counters[refusing - 1].budget_id if refusing else "", statuses,
         reservation_id, int(parts[3]) / 1000,
     )
 

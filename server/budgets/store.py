@@ -149,6 +149,14 @@ class BudgetStatus:
         return self.used + self.reserved > self.limit
 
 
+def status_of(c: Counter, used: int, reserved: int, window_end_ms: int) -> BudgetStatus:
+    """A counter's status as an answer reports it; window_end_ms 0 for no window."""
+    return BudgetStatus(
+        c.budget_id, c.unit, c.scope, c.scope_key, c.kind, c.limit, used, reserved,
+        c.window_spec, window_end_ms / 1000 if window_end_ms else None,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ReserveResult:
     granted: bool
