@@ -20,6 +20,7 @@ from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 
 import engine
 
+from .audit.pipeline import offer_of
 from .ids import new_generator
 from .wire import DECISION_TO_PROTO, DecodeError, decode_evaluate, encode_response
 from .wire import to_engine_request as to_engine_request
@@ -46,7 +47,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         self.approvals = approvals
         self.audit = audit
         # Enqueue without a coroutine when that is all recording takes (see AuditPipeline.offer).
-        self._offer = getattr(audit, "offer", None) or (lambda kind, fields: False)
+        self._offer = offer_of(audit)
         self.metrics = metrics
         # With --audit-durability sync a record waits for the disk: a batch then records
         # its events concurrently so that one group commit covers them all.

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..ids import new_generator
@@ -67,6 +68,13 @@ def _name_native_thread() -> None:
         ctypes.CDLL(None).prctl(15, b"audit-writer", 0, 0, 0)  # PR_SET_NAME
     except (OSError, AttributeError):
         pass
+
+
+def offer_of(audit: Any) -> Callable[[str, dict[str, Any]], bool]:
+    """`audit.offer`, or for an audit without one (a test's recorder) a stand-in that
+    always answers False: the caller then awaits `audit.record()`."""
+    offer: Callable[[str, dict[str, Any]], bool] | None = getattr(audit, "offer", None)
+    return offer if offer is not None else (lambda kind, fields: False)
 
 
 class NullAudit:

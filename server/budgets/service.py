@@ -20,6 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
+from ..audit.pipeline import offer_of
 from ..health import StoreWatch
 from ..routes import MethodTable
 from .answer import add_statuses, reserve_answer
@@ -54,7 +55,7 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         self._health = health
         self.watch = StoreWatch(SERVICE_NAME, store.ping, StoreUnavailable, health)
         # offer() enqueues without a coroutine when that is all record() would do
-        self._offer = getattr(audit, "offer", None) or (lambda kind, fields: False)
+        self._offer = offer_of(audit)
 
     async def close(self) -> None:
         """Stop the health watch and close the store."""
