@@ -42,7 +42,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from .resp import RespClient
+from .resp import RespClient, bulk
 from .store import (
     RECORD_MARGIN_SECONDS,
     BudgetDef,
@@ -68,6 +68,8 @@ SOCKET_TIMEOUT = 1.0
 CALL_TIMEOUT = 1.0
 START_TIMEOUT = 5.0
 _TRANSIENT = ("LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY")
+# a planned reservation: ARGV[6], its counters, and RESP parts (unit; margin and ARGV[6])
+_Planned = tuple[str, tuple[Counter, ...], bytes, bytes]
 
 
 def _script(name: str) -> str:
@@ -140,8 +142,12 @@ class RedisBudgetStore:
         # connection), which spares a timeout context per call on the hot path.
         self._lean = isinstance(client, RespClient)
         self._args_for: tuple[BudgetDef, ...] | None = None
-        # (unit, tenant, agent, run) -> (ARGV[6] of reserve.lua, the counters it lists)
-        self._args: dict[tuple[str, str, str, str], tuple[str, tuple[Counter, ...]]] = {}
+        # (unit, tenant, agent, run) -> (ARGV[6] of reserve.lua, the counters it lists, and
+        # for RespClient the EVALSHA's constant parts in RESP: unit, then margin and ARGV[6])
+        self._args: dict[tuple[str, str, str, str], _Planned] = {}
+        # EVALSHA sha 1 prefix: the first four of reserve.lua's ten arguments
+        self._reserve_head = b"*10\r\n" + b"".join(
+            bulk(a) for a in ("EVALSHA", self._scripts["reserve"].sha, 1, self._prefix))
 
     @classmethod
     def from_url(cls, url: str, fleet: str = "default", **kwargs: Any) -> RedisBudgetStore:
@@ -162,14 +168,17 @@ class RedisBudgetStore:
                 raise RuntimeError(f"SCRIPT LOAD of {s.name}.lua returned {sha}, expected {s.sha}")
         self._loaded = True
 
-    async def _run(self, name: str, args: list[Any]) -> Any:
+    async def _run(self, name: str, args: list[Any], packed: bytes = b"") -> Any:
         """EVALSHA within CALL_TIMEOUT; on NOSCRIPT (a restarted Redis, a node that never saw
-        the script) EVAL, which runs the script and caches it, in the same bound."""
+        the script) EVAL, which runs the script and caches it, in the same bound. `packed`:
+        the EVALSHA as RESP already (RespClient only), from cached parts."""
         s = self._scripts[name]
         try:
             if self._lean:
                 deadline = asyncio.get_running_loop().time() + CALL_TIMEOUT
                 try:
+                    if packed:
+                        return await self._r.send_packed(packed, deadline)
                     return await self._r.evalsha(s.sha, 1, self._prefix, *args,
                                                  deadline=deadline)
                 except NoScriptError:
@@ -189,6 +198,16 @@ class RedisBudgetStore:
         except (RedisError, OSError, TimeoutError) as e:
             self._loaded = False  # a restarted Redis has lost its scripts: re-load on ping
             raise StoreUnavailable(f"budget store unavailable: {type(e).__name__}: {e}") from e
+
+    def _reserve_packed(
+        self, reservation_id: str, unit_part: bytes, amount: int, ttl_ms: int, tail: bytes
+    ) -> bytes:
+        """reserve.lua's EVALSHA in RESP, from the parts cached per plan: the same bytes
+        as pack(("EVALSHA", sha, 1, prefix, reservation_id, unit, amount, ttl_ms, margin,
+        ARGV[6])) at a fraction of its cost."""
+        r, a, t = reservation_id.encode(), b"%d" % amount, b"%d" % ttl_ms
+        return b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n$%d\r\n%b\r\n%b" % (
+            self._reserve_head, len(r), r, unit_part, len(a), a, len(t), t, tail)
 
     @staticmethod
     def _budget_arg(counters: tuple[Counter, ...]) -> str:
@@ -225,15 +244,17 @@ class RedisBudgetStore:
             counters = plan_reserve(
                 budgets, reservation_id, tenant, agent_id, run_id, unit, amount, ttl_seconds
             )
-            planned = (self._budget_arg(counters), counters)
+            arg = self._budget_arg(counters)
+            planned = (arg, counters, bulk(unit), bulk(self._margin_ms) + bulk(arg))
             if len(self._args) >= _ARGS_CACHED:
                 self._args.clear()
             self._args[key] = planned
-        arg, counters = planned
+        arg, counters, unit_part, tail = planned
+        ttl_ms = ttl_seconds * 1000
+        packed = self._reserve_packed(reservation_id, unit_part, amount, ttl_ms, tail) if (
+            self._lean) else b""
         raw = await self._run(
-            "reserve",
-            [reservation_id, unit, amount, ttl_seconds * 1000, self._margin_ms, arg],
-        )
+            "reserve", [reservation_id, unit, amount, ttl_ms, self._margin_ms, arg], packed)
         if raw[:2] == "F,":
             return _new_reservation(raw, counters, reservation_id)
         reply = json.loads(raw)  # an id seen before: its first answer

@@ -13,6 +13,13 @@ Here a command is one `transport.write` and one future, answered straight from
   the connection is dropped and every command on it fails with TimeoutError
   (a late reply could no longer be matched to its caller). The next command
   reconnects. No retries: the caller decides (the store fails closed).
+- Waiting when idle: a command sent while nothing else waits on the event loop
+  (no reply outstanding, no callback ready) waits for its reply on the socket
+  itself, for up to IDLE_WAIT (0.5 ms), and is answered without a trip through
+  the loop's selector and a task wake-up: ~30 us less per call at one call in
+  flight, which is how an agent that reserves before each step calls. Past
+  IDLE_WAIT, or whenever other work is pending, the reply comes through the
+  loop as usual, so the loop is never held longer than that.
 - Errors are redis-py's exception classes (ResponseError, NoScriptError,
   ConnectionError, TimeoutError), so code written for either client handles both.
 
@@ -24,28 +31,33 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import select
 from typing import Any
 
 from redis import exceptions as rx
 from redis.connection import parse_url
 
 CRLF = b"\r\n"
+IDLE_WAIT = 0.0005  # seconds a command sent on an idle loop waits on the socket itself
 
 
 class _Incomplete(Exception):
     """The buffer ends inside a reply: wait for more bytes."""
 
 
+def bulk(a: Any) -> bytes:
+    """One argument as a RESP bulk string (str, bytes, or an int)."""
+    if isinstance(a, str):
+        a = a.encode()
+    elif not isinstance(a, bytes):
+        a = str(a).encode()  # ints; bool is not a valid argument anyway
+    return b"$%d\r\n%b\r\n" % (len(a), a)
+
+
 def pack(args: tuple[Any, ...]) -> bytes:
     """One command in RESP (an array of bulk strings)."""
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        if isinstance(a, str):
-            a = a.encode()
-        elif not isinstance(a, bytes):
-            a = str(a).encode()  # ints; bool is not a valid argument anyway
-        out.append(b"$%d\r\n%b\r\n" % (len(a), a))
-    return b"".join(out)
+    return b"*%d\r\n%b" % (len(args), b"".join([bulk(a) for a in args]))
 
 
 def _error(message: str) -> rx.RedisError:
@@ -101,12 +113,19 @@ class _Connection(asyncio.Protocol):
         self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._fd = -1
+        self._ready: Any = None
         self.closed = False
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        # select() takes descriptors below FD_SETSIZE only; past it, no idle wait
+        self._fd = fd if 0 <= fd < 1024 else -1
+        self._ready = getattr(self._loop, "_ready", None)  # the loop's pending callbacks
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -144,11 +163,37 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             fut.set_exception(rx.ConnectionError("redis connection closed"))
             return fut
+        idle = not self._waiting and self._ready is not None and not self._ready
         self._waiting.append((fut, deadline))
         if self._timer is None or deadline < self._timer_at:
             self._arm(deadline)
         self._transport.write(data)  # type: ignore[union-attr]
+        if idle and self._fd >= 0:
+            self._wait_idle(fut)
         return fut
+
+    def _wait_idle(self, fut: asyncio.Future[Any]) -> None:
+        """Read the reply off the socket for up to IDLE_WAIT (module docstring). The
+        bytes go through data_received as if the loop had read them; what does not
+        arrive in time is read by the loop's reader as usual."""
+        fd = self._fd
+        if self._transport.get_write_buffer_size():  # type: ignore[union-attr]
+            return  # not all sent yet: the loop's writer finishes it
+        wait = IDLE_WAIT
+        while not fut.done() and not self.closed:
+            readable = select.select((fd,), (), (), wait)[0]
+            if not readable:
+                return
+            try:
+                data = os.read(fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # the loop's reader meets the same error and reports it
+            if not data:
+                return  # EOF: left to the loop's reader, which closes the connection
+            self.data_received(data)
+            wait = 0.0001  # the rest of a reply split across reads is near
 
     def abort(self, exc: Exception) -> None:
         """Drop the connection and fail what waits on it."""
@@ -177,6 +222,7 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, exc: Exception) -> None:
         self.closed = True
+        self._fd = -1
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -214,12 +260,16 @@ class RespClient:
 
     def execute(self, *args: Any, deadline: float | None = None) -> Any:
         """Send one command; an awaitable of its reply. `deadline` is loop time."""
+        return self.send_packed(pack(args), deadline)
+
+    def send_packed(self, data: bytes, deadline: float | None = None) -> Any:
+        """`execute` of a command packed already (`pack`, or a caller's cached parts)."""
         conn = self._conn
         if conn is not None and not conn.closed:
             if deadline is None:
                 deadline = asyncio.get_running_loop().time() + self.timeout
-            return conn.send(pack(args), deadline)
-        return self._reconnect_and_send(pack(args), deadline)
+            return conn.send(data, deadline)
+        return self._reconnect_and_send(data, deadline)
 
     def evalsha(self, sha: str, numkeys: int, *args: Any, deadline: float | None = None) -> Any:
         return self.execute("EVALSHA", sha, numkeys, *args, deadline=deadline)

@@ -16,7 +16,7 @@ from redis import exceptions as rx
 from redis.asyncio.cluster import RedisCluster
 
 from server.budgets.redis_store import RedisBudgetStore, connect_store_client
-from server.budgets.resp import RespClient, _Incomplete, _parse, pack
+from server.budgets.resp import RespClient, _Incomplete, _parse, bulk, pack
 from tests.support.redis import start_redis
 
 from .conftest import budget
@@ -117,6 +117,57 @@ def test_a_caller_that_gives_up_leaves_the_others_their_replies(redis_proc: Any)
             await c.aclose()
 
     run(main())
+
+
+def test_an_idle_loop_reads_the_reply_off_the_socket_and_never_waits_long(
+    redis_proc: Any,
+) -> None:
+    async def main() -> None:
+        c = RespClient(redis_proc.url)
+        try:
+            assert await c.ping()
+            # Nothing else pending: the reply is read before execute() returns (Redis
+            # answers a PING well within IDLE_WAIT, at least once in 50 tries on any host).
+            done = []
+            for _ in range(50):
+                fut = c.execute("ECHO", "x")
+                done.append(fut.done())
+                assert await fut == "x"
+            assert any(done)
+            big = "y" * 300_000  # a reply that arrives in many reads
+            assert await c.execute("ECHO", big) == big
+            # A callback waiting on the loop: the reply comes through the loop instead.
+            asyncio.get_running_loop().call_soon(lambda: None)
+            fut = c.execute("ECHO", "busy")
+            assert not fut.done()
+            assert await fut == "busy"
+            # A slow reply holds the loop IDLE_WAIT at most, then arrives through it.
+            t0 = time.perf_counter()
+            fut = c.eval(
+                "local t = redis.call('TIME') local e = t[1] * 1e6 + t[2] + 50000 "
+                "while true do t = redis.call('TIME') "
+                "if t[1] * 1e6 + t[2] > e then break end end return 'slow'", 0)
+            held = time.perf_counter() - t0
+            assert not fut.done() and held < 0.02
+            assert await fut == "slow"
+            assert await c.execute("ECHO", "after") == "after"
+        finally:
+            await c.aclose()
+
+    run(main())
+
+
+def test_the_reserve_command_from_cached_parts_is_what_pack_makes() -> None:
+    store = RedisBudgetStore(RespClient("redis://127.0.0.1:1/0"), "fleet-é")
+    sha = store._scripts["reserve"].sha
+    for rid, unit, amount, ttl_ms, arg in (
+        ("r-1", "tokens", 1, 60_000, '[["b"]]'),
+        ("ré\u00e9-\U0001f600", "usd", 2**53 - 1, 86_400_000, "[]"),
+    ):
+        got = store._reserve_packed(
+            rid, bulk(unit), amount, ttl_ms, bulk(store._margin_ms) + bulk(arg))
+        assert got == pack(("EVALSHA", sha, 1, store.prefix, rid, unit, amount, ttl_ms,
+                            store._margin_ms, arg))
 
 
 def test_auth_and_database_from_the_url(tmp_path: Any) -> None:
