@@ -31,6 +31,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..twins import twin
 from . import metrics
 from .event import safe_name
 from .sink import Sealed
@@ -66,6 +67,27 @@ def connect(url: str, timeout: float = 2.0) -> redis.Redis:
 def _bulk(value: bytes) -> bytes:
     """One RESP bulk string."""
     return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def xadd_fields_py(items: list[Any], start: int, stop: int) -> bytes:
+    """append.lua's ARGV triples for items[start:stop] (start, stop >= 0) as RESP bulk
+    strings: seq, the event's hash (the hex after the line's last `"hash":"`), the line
+    without its newline. An item is any tuple ending in (seq, line): a Sealed, or a
+    (seq, line) pair. The reference for the C twin (_xadd.c), which serves when built."""
+    parts = []
+    for item in items[start:stop]:
+        seq, line = item[-2], item[-1]
+        i = line.rfind(b'"hash":"')
+        digest = line[i + 8 : i + 72] if i >= 0 else b""
+        seq_b = b"%d" % seq
+        n = len(line) - 1 if line.endswith(b"\n") else len(line)
+        parts.append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+            len(seq_b), seq_b, len(digest), digest, n, memoryview(line)[:n]))
+    return b"".join(parts)
+
+
+_xadd_c = twin("server.audit._xadd")
+xadd_fields = _xadd_c.xadd_fields if _xadd_c is not None else xadd_fields_py
 
 
 class Spool:
@@ -224,7 +246,7 @@ class RedisSink:
             self._drain(spool)
             return
         try:
-            self._xadd(batch[0].writer, [(s.seq, s.line) for s in batch])
+            self._xadd(batch[0].writer, batch)
         except redis.RedisError as exc:
             self._went_down(exc)
             self._spool_batch(spool, batch)
@@ -260,37 +282,28 @@ class RedisSink:
         self._down_until = time.monotonic() + self.retry_interval
         metrics.SINK_ERRORS.labels(self.name).inc()
 
-    def _xadd(self, writer: str, items: list[tuple[int, bytes]]) -> int:
+    def _xadd(self, writer: str, items: list[Any]) -> int:
         """Append in script calls of at most XADD_CHUNK events, one after another: a Redis
         runs one script at a time, and the budgets and approvals that share it should not
         wait behind a whole batch (~750 events in one call held it 4.1 ms). Each call
         skips events at or below the writer's head, so a batch cut between calls is
         finished, not duplicated, by its retry or the spool's replay."""
-        return sum(self._xadd_chunk(writer, items[i : i + XADD_CHUNK])
+        return sum(self._xadd_chunk(writer, items, i, min(i + XADD_CHUNK, len(items)))
                    for i in range(0, len(items), XADD_CHUNK))
 
-    def _xadd_chunk(self, writer: str, items: list[tuple[int, bytes]]) -> int:
-        """Append in one atomic script call; events at or below the writer's head are skipped.
+    def _xadd_chunk(self, writer: str, items: list[Any], start: int, stop: int) -> int:
+        """Append items[start:stop] in one atomic script call; events at or below the
+        writer's head are skipped.
 
-        The EVALSHA is packed here rather than by redis-py: its per-argument packing is
-        Python that holds the GIL in this thread for ~1 us an argument (three an event),
-        long enough to keep the event loop waiting on a batch of a few dozen events.
+        The EVALSHA is packed here (xadd_fields, in C when built) rather than by
+        redis-py: this thread holds the GIL while it packs, and redis-py's ~1 us an
+        argument (three an event) kept the event loop waiting on every batch.
         """
-        writer_b = writer.encode()
-        maxlen_b = b"%d" % self.maxlen
-        parts = [
-            b"*%d\r\n" % (7 + 3 * len(items)),
-            _bulk(b"EVALSHA"), _bulk(self._append_sha), b"$1\r\n2\r\n",
-            self._keys_packed, _bulk(writer_b), _bulk(maxlen_b),
-        ]
-        for seq, line in items:
-            i = line.rfind(b'"hash":"')
-            digest = line[i + 8 : i + 72] if i >= 0 else b""
-            seq_b = b"%d" % seq
-            n = len(line) - 1 if line.endswith(b"\n") else len(line)
-            parts.append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
-                len(seq_b), seq_b, len(digest), digest, n, memoryview(line)[:n]))
-        command = b"".join(parts)
+        command = b"*%d\r\n%b%b%b%b%b%b" % (
+            7 + 3 * (stop - start), _bulk(b"EVALSHA"), _bulk(self._append_sha),
+            b"$1\r\n2\r\n", self._keys_packed,
+            _bulk(writer.encode()) + _bulk(b"%d" % self.maxlen),
+            xadd_fields(items, start, stop))
         try:
             return int(self._call(command))
         except redis.exceptions.NoScriptError:

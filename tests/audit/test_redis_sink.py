@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.audit.event import seal
 from server.audit.pipeline import AuditPipeline
-from server.audit.redis_sink import RedisSink, Spool, heads_key
+from server.audit.redis_sink import RedisSink, Spool, heads_key, xadd_fields, xadd_fields_py
 from server.audit.sink import Sealed
 from server.audit.verify import verify_stream
 from server.cli import main as cli_main
@@ -158,12 +161,12 @@ def test_a_big_batch_is_appended_in_short_scripts_in_order(redis_proc, tmp_path:
     calls: list[int] = []
     real = RedisSink._xadd_chunk  # noqa: SLF001
 
-    def spy(self: RedisSink, writer: str, items: list) -> int:
-        calls.append(len(items))
+    def spy(self: RedisSink, writer: str, items: list, start: int, stop: int) -> int:
+        calls.append(stop - start)
         if len(calls) == 3 and not getattr(self, "_cut", False):
             self._cut = True
             raise redis.ConnectionError("cut between two scripts")
-        return real(self, writer, items)
+        return real(self, writer, items, start, stop)
 
     monkeypatch.setattr(RedisSink, "_xadd_chunk", spy)
     sink = RedisSink(redis_proc.url, STREAM, tmp_path / "spool", retry_interval=0.0)
@@ -175,3 +178,43 @@ def test_a_big_batch_is_appended_in_short_scripts_in_order(redis_proc, tmp_path:
     evs = _stream_events(redis_proc.url)
     assert [e["seq"] for e in evs] == list(range(1, len(batch) + 2))
     assert verify_stream(redis_proc.url, STREAM).ok
+
+
+# -- the packing of append.lua's arguments: the C twin against the Python reference -------
+
+_lines = st.one_of(
+    st.binary(max_size=300),
+    st.builds(  # a stored line: the digest after the last `"hash":"`, maybe cut short
+        lambda head, digest, tail, nl: head + b'"hash":"' + digest + tail + (b"\n" if nl else b""),
+        st.binary(max_size=200), st.binary(max_size=80), st.binary(max_size=90), st.booleans()),
+)
+_items = st.lists(
+    st.tuples(st.integers(-(2**63), 2**63 - 1), _lines, st.booleans()).map(
+        lambda t: Sealed("w", t[0], t[1]) if t[2] else (t[0], t[1])),
+    max_size=12)
+
+
+def test_the_append_fields_extension_is_built() -> None:
+    if os.environ.get("PROCTOR_PURE_PYTHON") == "1":
+        pytest.skip("pure Python asked for")
+    assert xadd_fields is not xadd_fields_py
+
+
+@pytest.mark.skipif(xadd_fields is xadd_fields_py, reason="the C twin is not built")
+@settings(max_examples=400, deadline=None)
+@given(_items, st.integers(0, 15), st.integers(0, 15))
+def test_append_fields_c_twin_matches_the_python_reference(items, start, stop) -> None:
+    assert xadd_fields(items, start, stop) == xadd_fields_py(items, start, stop)
+
+
+@pytest.mark.skipif(xadd_fields is xadd_fields_py, reason="the C twin is not built")
+def test_append_fields_c_twin_refuses_what_is_not_an_event() -> None:
+    for bad in ([b"line"], [(1,)], [("1", b"line")], [(1, "line")]):
+        with pytest.raises(TypeError):
+            xadd_fields(bad, 0, 1)
+
+
+def test_append_fields_are_three_bulk_strings_an_event() -> None:
+    line = b'{"a":1,"hash":"' + b"f" * 64 + b'"}\n'
+    assert xadd_fields([Sealed("w", 7, line)], 0, 1) == (
+        b"$1\r\n7\r\n$64\r\n" + b"f" * 64 + b"\r\n$%d\r\n%b\r\n" % (len(line) - 1, line[:-1]))
