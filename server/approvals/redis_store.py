@@ -12,7 +12,10 @@ Keys of one fleet live under `proctor:{apv:FLEET}:` (one hash tag: every key a
 script touches is in one slot, so the scripts run on Cluster). URLs and
 timeouts are the budget store's (server/budgets/redis_store.py): connect and
 command timeouts of 1 s, no client retries, a hard 1 s bound per call, so an
-unreachable Redis is StoreUnavailable within about a second.
+unreachable Redis is StoreUnavailable within about a second. Its client too:
+budgets/resp.RespClient for one Redis (redis.asyncio's per-command machinery
+made a require_approval retry cost ~0.25 ms more at one call in flight), redis-py
+for Cluster and TLS.
 
 WaitApproval polls (every POLL_SECONDS): simple, works the same on Cluster,
 and costs one small script call per waiter per poll.
@@ -28,7 +31,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from ..budgets.redis_store import connect
+from ..budgets.redis_store import connect_store_client
 from .store import (
     DEFAULT_LIST_LIMIT,
     MAX_OPEN_APPROVALS,
@@ -93,7 +96,7 @@ class RedisApprovalStore:
 
     @classmethod
     def from_url(cls, url: str, fleet: str = "default") -> RedisApprovalStore:
-        return cls(connect(url), fleet)
+        return cls(connect_store_client(url), fleet)
 
     @property
     def prefix(self) -> str:

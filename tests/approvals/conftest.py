@@ -10,7 +10,7 @@ import pytest
 
 from server.approvals.binding import action_hash
 from server.approvals.memory import MemoryApprovalStore
-from server.approvals.redis_store import RedisApprovalStore, connect
+from server.approvals.redis_store import RedisApprovalStore, connect_store_client
 from server.approvals.store import Approval, ApprovalStore, Draft
 from tests.support.stores import STORE_KINDS, FakeClock, StoreEnv, env_for
 
@@ -42,7 +42,9 @@ class Env(StoreEnv[ApprovalStore]):
             store: ApprovalStore = MemoryApprovalStore(clock=self.clock or FakeClock(),
                                                        max_open=self.max_open)
         else:
-            store = RedisApprovalStore(connect(self.url), fleet=fleet or uuid.uuid4().hex[:12],
+            # RespClient on one Redis, redis-py on Cluster: the contract holds on both
+            store = RedisApprovalStore(connect_store_client(self.url),
+                                       fleet=fleet or uuid.uuid4().hex[:12],
                                        max_open=self.max_open)
 
         async def listen(items: tuple[Approval, ...]) -> None:
