@@ -6,10 +6,11 @@ bounded deque and, once per loop turn, schedules the sealing step with
 its answer is on its way: it chains and seals (serializes once, in C where
 built) what is waiting, at most SEAL_CHUNK events a turn, so the work lands
 between calls instead of in bursts that delay the next ones. The common event
-skips the queue: `offer()` seals a decision at once, in C, when nothing waits
-before it (~2 µs on the call instead of a step of its own, ~5 µs more per call
-under load; measured at 8 in flight, the audit's CPU per call fell from ~+57 to
-~+19 µs). A writer task takes
+skips the step: `offer()` seals decisions itself, in C (a step of their own cost
+~5 µs more per call under load; measured at 8 in flight, the audit's CPU per call
+fell from ~+57 to ~+19 µs): at once when the loop is idle, INLINE_BATCH at a time
+when it is busy (one event alone seals cache-cold; at 64 in flight, +2% calls/s,
+~11 µs less CPU a call). A writer task takes
 the sealed lines (up to `max_batch`; with async durability after lingering up to
 250 ms so batches, and fsyncs, stay few), hands them to a dedicated one-thread
 executor which writes them to the sink with one fsync, then wakes the `sync`
@@ -34,18 +35,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..ids import new_generator
-from . import metrics
-from .event import (
-    GENESIS,
-    decision_sized,
-    format_micros,
-    format_time,
-    plain,
-    quote,
-    seal,
-    seal_decision,
-    seal_decisions,
-)
+from . import event, metrics
+from .chain import FLUSH as _FLUSH
+from .chain import seal_items
+from .event import GENESIS, format_time, quote
 from .sink import Sealed, Sink
 
 log = logging.getLogger("proctor.audit")
@@ -57,7 +50,9 @@ log = logging.getLogger("proctor.audit")
 # ~1.22-1.29x (3 hash seeds each, one run); at 250 ms, 1.09x, as with audit off.
 DEFAULT_LINGER = 0.25
 SEAL_CHUNK = 16  # events sealed per loop turn (~1.5 µs each warm): the rest wait a turn
-_FLUSH = "\x00flush"
+# decisions offer() lets gather under load before it seals them in one C call (a run
+# starts cache-cold, the rest is warm; see offer): at 64 in flight +2% throughput
+INLINE_BATCH = 8
 
 
 def _name_native_thread() -> None:
@@ -150,6 +145,7 @@ class AuditPipeline:
             1, thread_name_prefix="audit-writer", initializer=_name_native_thread
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: Any = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._abort = False
@@ -206,21 +202,31 @@ class AuditPipeline:
                 or len(items) + len(self._sealed) >= self._capacity):
             return False
         item = (kind, fields, time.time(), None)
-        if self._inline and not items and kind == "decision":
-            # Nothing waits to be sealed before it: seal it here, in C (~2 µs). Cheaper
-            # than a sealing step of its own (a loop callback and its bookkeeping, ~5 µs),
-            # which is what one event per call amounts to under load.
-            taken, self._seq, self._prev = seal_decisions(  # type: ignore[misc]
-                [item], 0, self._seq, self._prev, self.writer, self._writer_json, self._ids,
-                Sealed, self._sealed)
-            if taken:
-                self._sealed_total += 1
-                if self._idle:
-                    self._idle = False
-                    self._wake.set()
-                elif len(self._sealed) >= self._enough:
-                    self._now.set()
-                return True
+        if self._inline and kind == "decision":
+            # Decisions are sealed here, in C, never by a sealing step of their own (a
+            # loop callback and its bookkeeping, ~5 µs an event under load). On an idle
+            # loop (nothing else pending) at once, so one call at a time pays only for
+            # its own event. Under load INLINE_BATCH at a time: one event alone seals
+            # cache-cold (~11 µs at 64 in flight), the rest of a run warm (~2 µs). What
+            # is left when the writer takes a batch, it seals itself.
+            ready = self._ready
+            idle = ready is None or not ready
+            taken = 0
+            if idle and not items:
+                taken, self._seq, self._prev = event.seal_decisions(  # type: ignore[misc]
+                    [item], 0, self._seq, self._prev, self.writer, self._writer_json,
+                    self._ids, Sealed, self._sealed)
+                self._sealed_total += taken
+            if not taken:  # under load, or the template declined it (generic encoder)
+                items.append(item)
+                if idle or len(items) >= INLINE_BATCH:
+                    self._seal_waiting(len(items))
+            if self._idle:
+                self._idle = False
+                self._wake.set()
+            elif len(items) + len(self._sealed) >= self._enough:
+                self._now.set()
+            return True
         items.append(item)
         if len(items) + len(self._sealed) >= self._enough:
             self._now.set()
@@ -270,6 +276,8 @@ class AuditPipeline:
 
     def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # the loop's pending callbacks (CPython's asyncio loops): empty means idle
+        self._ready = getattr(self._loop, "_ready", None)
         self._task = self._loop.create_task(self._run(), name="audit-writer")
 
     async def flush(self) -> None:
@@ -355,7 +363,7 @@ class AuditPipeline:
         self._resumed = True
         # offer() seals decision events itself once the chain head is known, when the C
         # template serves and no HMAC is asked (else they wait for a sealing step).
-        self._inline = self._key is None and seal_decisions is not None
+        self._inline = self._key is None and event.seal_decisions is not None
         while True:
             if not (self._items or self._sealed or self._waiters):
                 if self._stopping and not self._shed_pending:
@@ -407,67 +415,9 @@ class AuditPipeline:
                 self._enqueue_gap()
 
     def _seal(self, items: list[tuple[str, Any, float, Any]]) -> tuple[list[Sealed], int, str]:
-        """Chain and serialize items after the chain head: each event is serialized once."""
-        if self._key is not None or seal_decisions is None:
-            return self._seal_items(items, self._seq, self._prev)
-        # Runs of decision events are sealed in C, one call a run (what the loop below
-        # does, without its per-event bookkeeping); the event a run stops at (another
-        # kind, a flush marker, a decision the template declines) and any other kinds
-        # after it go through the loop.
-        seq, prev = self._seq, self._prev
-        writer, writer_json, ids = self.writer, self._writer_json, self._ids
-        batch: list[Sealed] = []
-        i, n = 0, len(items)
-        while True:
-            taken, seq, prev = seal_decisions(
-                items, i, seq, prev, writer, writer_json, ids, Sealed, batch)
-            i += taken
-            if i >= n:
-                return batch, seq, prev
-            j = i + 1
-            while j < n and items[j][0] != "decision":
-                j += 1
-            sealed, seq, prev = self._seal_items(items[i:j], seq, prev)
-            batch += sealed
-            i = j
-
-    def _seal_items(
-        self, items: list[tuple[str, Any, float, Any]], seq: int, prev: str
-    ) -> tuple[list[Sealed], int, str]:
-        """_seal() in Python: the reference, and what serves without the extension."""
-        writer, key, ids = self.writer, self._key, self._ids
-        writer_json = self._writer_json
-        # The template writes prev_hash as it is: true of this writer's digests, checked
-        # because a head resumed from a sink may hold anything.
-        plain_prev = plain(prev)
-        make = tuple.__new__
-        batch: list[Sealed] = []
-        for kind, fields, when, _ in items:
-            if kind == _FLUSH:
-                continue
-            seq += 1
-            micros = round(when * 1_000_000)
-            event_id = ids.new(micros // 1000)
-            stamp = format_micros(micros)
-            sealed = None
-            if kind == "decision" and plain_prev and decision_sized(fields):
-                # The common event, written by a template (same bytes as the generic path).
-                sealed = seal_decision(fields, event_id, seq, stamp, writer_json, prev, key)
-            if sealed is None:
-                rec = dict(fields)
-                rec.pop("hash", None)
-                rec.pop("hmac", None)
-                rec["event_id"] = event_id
-                rec["seq"] = seq
-                rec["time"] = stamp
-                rec["kind"] = kind
-                rec["writer"] = writer
-                rec["prev_hash"] = prev
-                sealed = seal(rec, key)
-            line, prev = sealed
-            plain_prev = True  # a digest from here on
-            batch.append(make(Sealed, (writer, seq, line)))
-        return batch, seq, prev
+        """Chain and serialize items after the chain head (server/audit/chain.py)."""
+        return seal_items(items, self._seq, self._prev, self.writer, self._writer_json,
+                          self._key, self._ids)
 
     def _store(self, batch: list[Sealed]) -> None:
         """Write one sealed batch, retrying until it is stored (executor thread)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from server.audit import pipeline
+from server.audit import event, pipeline
 from server.audit.file_sink import FileSink, list_segments
 from server.audit.pipeline import SEAL_CHUNK, AuditClosed, AuditPipeline
 from server.audit.reader import DirReader
@@ -142,47 +142,66 @@ def test_torn_tail_is_reported_and_a_resumed_writer_starts_a_new_segment(tmp_pat
 
 def test_events_are_sealed_by_the_call_or_between_calls_never_when_the_batch_is_written(
 ) -> None:
-    # A decision offered with nothing waiting before it is sealed by offer() itself (in C,
-    # where built); anything else (another kind, the Python template, a backlog) waits for
-    # the sealing step of the next loop turn, a chunk a turn. The writer only writes what
-    # is sealed, after its linger.
-    inline = pipeline.seal_decisions is not None
+    # A decision offered while the loop is idle (nothing else pending) and nothing waits
+    # before it is sealed by offer() itself (in C, where built). Under load (a callback
+    # pending) decisions gather and the offer that makes INLINE_BATCH seals them all in
+    # one go. Anything else (another kind, the Python template) waits for the sealing
+    # step of the next loop turn, a chunk a turn, and the decisions behind it wait with
+    # it. The writer only writes what is sealed, after its linger.
+    inline = event.seal_decisions is not None
+    batch = pipeline.INLINE_BATCH
 
-    async def go() -> tuple[AuditPipeline, MemorySink]:
+    async def go() -> tuple[AuditPipeline, MemorySink, int]:
+        loop = asyncio.get_running_loop()
         sink = MemorySink()
         p = AuditPipeline(sink, writer="e", linger=0.5)
         await p.start()
         await asyncio.sleep(0.05)  # the writer has resumed the chain head
         for i in range(3):
             assert p.offer("decision", decision(i))
-        assert [s.seq for s in p._sealed] == ([1, 2, 3] if inline else [])  # noqa: SLF001
-        await asyncio.sleep(0)
+            assert len(p._sealed) == (i + 1 if inline else i)  # noqa: SLF001
+            await asyncio.sleep(0.01)  # idle again (the first offer woke the writer)
         assert [s.seq for s in p._sealed] == [1, 2, 3]  # noqa: SLF001
-        # A budget event waits for the step; the decisions behind it wait with it (order).
-        await p.record("budget", {"op": "reserve", "n": 3})
-        for i in range(4, 4 + 2 * SEAL_CHUNK):
+        if inline:
+            # Busy: the first batch - 1 wait, the batch-th seals them all, in order.
+            for i in range(3, 3 + batch):
+                loop.call_soon(lambda: None)
+                assert p.offer("decision", decision(i))
+                assert len(p._sealed) == (3 + batch if i == 2 + batch else 3)  # noqa: SLF001
+            await asyncio.sleep(0)
+        budget_at = len(p._sealed)  # noqa: SLF001
+        # A budget event waits for the step; the decisions behind it wait with it (order),
+        # until a busy offer makes a batch of what waits (the budget event included).
+        await p.record("budget", {"op": "reserve"})
+        sealed, waiting = budget_at, 1
+        last = budget_at + 1 + 2 * SEAL_CHUNK
+        for i in range(budget_at + 1, last):
+            loop.call_soon(lambda: None)
             assert p.offer("decision", decision(i))
-        assert len(p._sealed) == 3  # noqa: SLF001
+            waiting += 1
+            if inline and waiting >= batch:
+                sealed, waiting = sealed + waiting, 0
+            assert len(p._sealed) == sealed  # noqa: SLF001
         sealed_per_turn = []
         for _ in range(4):
             await asyncio.sleep(0)
             sealed_per_turn.append(len(p._sealed))  # noqa: SLF001
-        last = 4 + 2 * SEAL_CHUNK
-        assert sealed_per_turn == [3 + SEAL_CHUNK, 3 + 2 * SEAL_CHUNK, last, last]
-        assert p.offer("decision", decision(last))  # nothing waits: sealed at once again
+        steps = [min(sealed + SEAL_CHUNK * (k + 1), last) for k in range(4)]
+        assert sealed_per_turn == steps
+        assert p.offer("decision", decision(last))  # idle, nothing waits: sealed at once
         assert len(p._sealed) == (last + 1 if inline else last)  # noqa: SLF001
         assert sink.lines == []  # still lingering: nothing written yet
         await p.flush()
         assert len(sink.lines) == last + 1
         await p.close()
-        return p, sink
+        return p, sink, budget_at
 
-    p, sink = run(go)
+    p, sink, budget_at = run(go)
     evs = [json.loads(x) for x in sink.lines]
     assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
-    assert [e["kind"] for e in evs].count("budget") == 1 and evs[3]["kind"] == "budget"
+    assert [e["kind"] for e in evs].count("budget") == 1 and evs[budget_at]["kind"] == "budget"
     decisions = [e["decision_id"] for e in evs if e["kind"] == "decision"]
-    assert decisions == [decision(i)["decision_id"] for i in range(len(evs)) if i != 3]
+    assert decisions == [decision(i)["decision_id"] for i in range(len(evs)) if i != budget_at]
     from server.audit.verify import verify
 
     assert verify(((f"mem:{i}", ln, False) for i, ln in enumerate(sink.lines, 1))).ok

@@ -24,9 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server import ids
-from server.audit import event, pipeline
+from server.audit import event
+from server.audit.chain import FLUSH as _FLUSH
 from server.audit.event import APPROVAL_FIELDS, DECISION_FIELDS, GENESIS, format_micros, quote
-from server.audit.pipeline import _FLUSH, AuditPipeline
+from server.audit.pipeline import AuditPipeline
 from server.audit.sink import Sealed
 
 from .helpers import decision
@@ -38,7 +39,7 @@ except ImportError:
 
 PURE = os.environ.get("PROCTOR_PURE_PYTHON") == "1"
 needs_c = pytest.mark.skipif(
-    _seal is None or PURE or pipeline.seal_decisions is None,
+    _seal is None or PURE or event.seal_decisions is None,
     reason="server.audit._seal is not built (or pure Python asked for)")
 
 _LONE = "\ud800"
@@ -86,15 +87,15 @@ def _pipeline(gen: Any, seq: Any, prev: str, writer: str, key: bytes | None) -> 
 @contextlib.contextmanager
 def _python_loop(template: bool = False) -> Iterator[None]:
     """The pipeline's Python loop (the reference), over the Python template too if asked."""
-    saved = pipeline.seal_decisions, event._decision_line, event.decision_body
-    pipeline.seal_decisions = None
+    saved = event.seal_decisions, event._decision_line, event.decision_body
+    event.seal_decisions = None
     if template:
         event._decision_line = None
         event.decision_body = event.decision_body_py
     try:
         yield
     finally:
-        pipeline.seal_decisions, event._decision_line, event.decision_body = saved
+        event.seal_decisions, event._decision_line, event.decision_body = saved
 
 
 def _outcome(p: AuditPipeline, items: list[Any]) -> Any:
@@ -253,12 +254,12 @@ def test_with_an_hmac_key_only_the_python_loop_runs(
 
     fast = _pipeline(_generator(gen, seed), seq, prev, "w", key)
     ref = _pipeline(_generator(gen, seed), seq, prev, "w", key)
-    saved = pipeline.seal_decisions
-    pipeline.seal_decisions = refused if saved is not None else None
+    saved = event.seal_decisions
+    event.seal_decisions = refused if saved is not None else None
     try:
         got = _outcome(fast, items)
     finally:
-        pipeline.seal_decisions = saved
+        event.seal_decisions = saved
     with _python_loop():
         want = _outcome(ref, items)
     assert got == want
@@ -405,10 +406,10 @@ def test_bad_arguments_are_refused() -> None:
 
 def test_the_c_path_serves_unless_pure_python_is_asked_for() -> None:
     if PURE or _seal is None:
-        assert pipeline.seal_decisions is None
+        assert event.seal_decisions is None
     else:
-        assert pipeline.seal_decisions is _seal.seal_decisions
-    code = "from server.audit import pipeline; print(pipeline.seal_decisions)"
+        assert event.seal_decisions is _seal.seal_decisions
+    code = "from server.audit import event; print(event.seal_decisions)"
     env = {**os.environ, "PROCTOR_PURE_PYTHON": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True, cwd=Path(__file__).parents[2])
