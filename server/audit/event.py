@@ -265,9 +265,12 @@ def seal_decision(
     return None if body is None else _with_hashes(body, key)
 
 
-# (second, its text): replaced as one tuple, so a thread formatting at the same time
-# sees either the old pair or the new, never a mix.
-_last_second: list[tuple[int, str]] = [(-1, "")]
+# The text of each second recently formatted. An event's own time and the times it
+# carries (an approval's expiry, an hour on) alternate, and a single remembered
+# second missed on nearly every call of such a mix. Threads may share it: a value
+# is always its own key's text, and a lost insert is only a recomputation.
+_SECONDS: dict[int, str] = {}
+_SECONDS_KEPT = 64
 
 
 def format_time(epoch: float) -> str:
@@ -278,11 +281,13 @@ def format_time(epoch: float) -> str:
 def format_micros(micros: int) -> str:
     """format_time() of a time in integer microseconds since the epoch."""
     sec = micros // 1_000_000
-    last = _last_second[0]
-    if last[0] != sec:
-        last = _last_second[0] = (sec, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec)))
+    text = _SECONDS.get(sec)
+    if text is None:
+        if len(_SECONDS) >= _SECONDS_KEPT:
+            _SECONDS.clear()
+        text = _SECONDS[sec] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
     # 1_000_000 + frac has seven digits: its last six are frac zero-padded.
-    return last[1] + str(micros % 1_000_000 + 1_000_000)[1:] + "Z"
+    return text + str(micros % 1_000_000 + 1_000_000)[1:] + "Z"
 
 
 def parse_time(text: str) -> float:

@@ -169,3 +169,18 @@ def test_decision_template_declines_values_it_does_not_write() -> None:
                        ("delegation_path", "a"), ("risk_tags", ("x", 1)), ("reason", None),
                        ("labels", {"k": 1})]:
         assert seal_decision({**base, field: odd}, "e", 1, "t", '"w"', "", None) is None, field
+
+
+def test_time_text_of_alternating_and_many_seconds() -> None:
+    # An approval event formats its own time and its expiry an hour on, call after call;
+    # past the cache's size, seconds are forgotten and formatted again, never mixed up.
+    from datetime import UTC, datetime, timedelta
+
+    def expected(micros: int) -> str:
+        return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ")
+
+    base = 1_765_000_000_123_456
+    for i in range(300):
+        for micros in (base + i * 7_919, base + 3_600_000_000 + i * 104_729):
+            assert format_micros(micros) == expected(micros)
