@@ -397,9 +397,7 @@ static PyObject *encode_response(PyObject *self, PyObject *const *args, Py_ssize
     /* Field numbers 2..6 (tags 0x12..0x32), then the repeated 7 and 8. */
     for (int i = 1; ok && i < 6; i++) ok = pb_put_string(&b, (uint8_t)(((i + 1) << 3) | 2), args[i], 0);
     ok = ok && put_strings(&b, 0x3a, args[6]) && put_strings(&b, 0x42, args[7]);
-    PyObject *result = ok ? PyBytes_FromStringAndSize(b.buf, b.len) : NULL;
-    if (b.buf != stack) PyMem_Free(b.buf);
-    return result;
+    return pb_bytes(&b, ok);
 }
 
 /* -- bind ---------------------------------------------------------------------------- */

@@ -59,4 +59,12 @@ static int pb_put_string(out_buf *b, uint8_t tag, PyObject *s, int always) {
     return 1;
 }
 
+/* The written bytes as a bytes object when `ok`, else NULL (the exception is set);
+ * frees the buffer if it outgrew the caller's stack. */
+static PyObject *pb_bytes(out_buf *b, int ok) {
+    PyObject *result = ok ? PyBytes_FromStringAndSize(b->buf, b->len) : NULL;
+    if (b->buf != b->stack) PyMem_Free(b->buf);
+    return result;
+}
+
 #endif

@@ -113,25 +113,29 @@ static PyObject *xadd_fields(PyObject *module, PyObject *args) {
     if (start < 0) start = 0;
     if (stop > count) stop = count;
     if (stop <= start) return PyBytes_FromStringAndSize(NULL, 0);
-    Py_ssize_t size = 0;
-    for (Py_ssize_t i = start; i < stop; i++) {
-        Parts p;
-        if (parts_of(PyList_GET_ITEM(items, i), &p) < 0) return NULL;
-        size += bulk_size(p.seq_len) + bulk_size(p.digest_len) + bulk_size(p.line_len);
-    }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
-    if (out == NULL) return NULL;
-    char *w = PyBytes_AS_STRING(out);
-    for (Py_ssize_t i = start; i < stop; i++) {
-        Parts p;
-        if (parts_of(PyList_GET_ITEM(items, i), &p) < 0) {
-            Py_DECREF(out);
+    /* each event's parts once: the sizes first, then the bytes, from the same parts */
+    Py_ssize_t n = stop - start, size = 0;
+    Parts *parts = PyMem_Malloc((size_t)n * sizeof(Parts));
+    if (parts == NULL) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Parts *p = &parts[i];
+        if (parts_of(PyList_GET_ITEM(items, start + i), p) < 0) {
+            PyMem_Free(parts);
             return NULL;
         }
-        w = put_bulk(w, p.seq, p.seq_len);
-        w = put_bulk(w, p.digest, p.digest_len);
-        w = put_bulk(w, p.line, p.line_len);
+        size += bulk_size(p->seq_len) + bulk_size(p->digest_len) + bulk_size(p->line_len);
     }
+    /* the lines the parts point into are held by `items`, which nothing here changes */
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out != NULL) {
+        char *w = PyBytes_AS_STRING(out);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            w = put_bulk(w, parts[i].seq, parts[i].seq_len);
+            w = put_bulk(w, parts[i].digest, parts[i].digest_len);
+            w = put_bulk(w, parts[i].line, parts[i].line_len);
+        }
+    }
+    PyMem_Free(parts);
     return out;
 }
 

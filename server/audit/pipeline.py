@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..ids import new_generator
+from ..loop_idle import pending_callbacks
 from . import event, metrics
 from .chain import FLUSH as _FLUSH
 from .chain import seal_items
@@ -276,8 +277,7 @@ class AuditPipeline:
 
     def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        # the loop's pending callbacks (CPython's asyncio loops): empty means idle
-        self._ready = getattr(self._loop, "_ready", None)
+        self._ready = pending_callbacks(self._loop)
         self._task = self._loop.create_task(self._run(), name="audit-writer")
 
     async def flush(self) -> None:

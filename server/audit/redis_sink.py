@@ -31,6 +31,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..budgets.resp import bulk
 from ..twins import twin
 from . import metrics
 from .event import safe_name
@@ -62,11 +63,6 @@ def connect(url: str, timeout: float = 2.0) -> redis.Redis:
         url, socket_timeout=timeout, socket_connect_timeout=min(timeout, 1.0),
         retry=Retry(NoBackoff(), 0),
     )
-
-
-def _bulk(value: bytes) -> bytes:
-    """One RESP bulk string."""
-    return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
 def xadd_fields_py(items: list[Any], start: int, stop: int) -> bytes:
@@ -210,7 +206,7 @@ class RedisSink:
         self.retry_interval = retry_interval
         self._r = connect(url, timeout)
         self._append_sha = hashlib.sha1(APPEND_LUA.encode()).hexdigest().encode()
-        self._keys_packed = _bulk(stream.encode()) + _bulk(self.heads.encode())
+        self._keys_packed = bulk(stream.encode()) + bulk(self.heads.encode())
         self._spool_root = Path(spool_dir)
         self._spool_root.mkdir(parents=True, exist_ok=True)
         self._spool: Spool | None = None
@@ -300,9 +296,9 @@ class RedisSink:
         argument (three an event) kept the event loop waiting on every batch.
         """
         command = b"*%d\r\n%b%b%b%b%b%b" % (
-            7 + 3 * (stop - start), _bulk(b"EVALSHA"), _bulk(self._append_sha),
+            7 + 3 * (stop - start), bulk(b"EVALSHA"), bulk(self._append_sha),
             b"$1\r\n2\r\n", self._keys_packed,
-            _bulk(writer.encode()) + _bulk(b"%d" % self.maxlen),
+            bulk(writer.encode()) + bulk(b"%d" % self.maxlen),
             xadd_fields(items, start, stop))
         try:
             return int(self._call(command))

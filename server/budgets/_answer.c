@@ -157,9 +157,7 @@ static PyObject *reserve_response(PyObject *self, PyObject *const *args, Py_ssiz
         }
     }
     ok = ok && pb_put_string(&b, 0x22, args[3], 0) && put_timestamp(&b, 0x2a, args[4]);
-    PyObject *result = ok ? PyBytes_FromStringAndSize(b.buf, b.len) : NULL;
-    if (b.buf != stack) PyMem_Free(b.buf);
-    return result;
+    return pb_bytes(&b, ok);
 }
 
 static PyMethodDef methods[] = {

@@ -251,8 +251,9 @@ class RedisBudgetStore:
             self._args[key] = planned
         arg, counters, unit_part, tail = planned
         ttl_ms = ttl_seconds * 1000
-        packed = self._reserve_packed(reservation_id, unit_part, amount, ttl_ms, tail) if (
-            self._lean) else b""
+        packed = b""
+        if self._lean:
+            packed = self._reserve_packed(reservation_id, unit_part, amount, ttl_ms, tail)
         raw = await self._run(
             "reserve", [reservation_id, unit, amount, ttl_ms, self._margin_ms, arg], packed)
         if raw[:2] == "F,":

@@ -38,6 +38,8 @@ from typing import Any
 from redis import exceptions as rx
 from redis.connection import parse_url
 
+from ..loop_idle import pending_callbacks
+
 CRLF = b"\r\n"
 IDLE_WAIT = 0.0005  # seconds a command sent on an idle loop waits on the socket itself
 
@@ -125,7 +127,7 @@ class _Connection(asyncio.Protocol):
         fd = sock.fileno() if sock is not None else -1
         # select() takes descriptors below FD_SETSIZE only; past it, no idle wait
         self._fd = fd if 0 <= fd < 1024 else -1
-        self._ready = getattr(self._loop, "_ready", None)  # the loop's pending callbacks
+        self._ready = pending_callbacks(self._loop)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
