@@ -68,8 +68,9 @@ SOCKET_TIMEOUT = 1.0
 CALL_TIMEOUT = 1.0
 START_TIMEOUT = 5.0
 _TRANSIENT = ("LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY")
-# a planned reservation: ARGV[6], its counters, and RESP parts (unit; margin and ARGV[6])
-_Planned = tuple[str, tuple[Counter, ...], bytes, bytes]
+# a planned reservation: its counters, reserve.lua's budget arguments, and those as RESP
+# (the command's head up to the script's key; its tail from the record margin on)
+_Planned = tuple[tuple[Counter, ...], tuple[str, ...], bytes, bytes]
 
 
 def _script(name: str) -> str:
@@ -142,12 +143,8 @@ class RedisBudgetStore:
         # connection), which spares a timeout context per call on the hot path.
         self._lean = isinstance(client, RespClient)
         self._args_for: tuple[BudgetDef, ...] | None = None
-        # (unit, tenant, agent, run) -> (ARGV[6] of reserve.lua, the counters it lists, and
-        # for RespClient the EVALSHA's constant parts in RESP: unit, then margin and ARGV[6])
+        # (unit, tenant, agent, run) -> _Planned
         self._args: dict[tuple[str, str, str, str], _Planned] = {}
-        # EVALSHA sha 1 prefix: the first four of reserve.lua's ten arguments
-        self._reserve_head = b"*10\r\n" + b"".join(
-            bulk(a) for a in ("EVALSHA", self._scripts["reserve"].sha, 1, self._prefix))
 
     @classmethod
     def from_url(cls, url: str, fleet: str = "default", **kwargs: Any) -> RedisBudgetStore:
@@ -199,15 +196,23 @@ class RedisBudgetStore:
             self._loaded = False  # a restarted Redis has lost its scripts: re-load on ping
             raise StoreUnavailable(f"budget store unavailable: {type(e).__name__}: {e}") from e
 
+    def _plan(self, counters: tuple[Counter, ...]) -> _Planned:
+        args = reserve_args(counters)
+        head = b"*%d\r\n" % (9 + len(args)) + b"".join(
+            bulk(a) for a in ("EVALSHA", self._scripts["reserve"].sha, 1, self._prefix))
+        tail = bulk(self._margin_ms) + bulk(len(counters)) + b"".join(bulk(a) for a in args)
+        return counters, args, head, tail
+
+    @staticmethod
     def _reserve_packed(
-        self, reservation_id: str, unit_part: bytes, amount: int, ttl_ms: int, tail: bytes
+        head: bytes, reservation_id: str, amount: int, ttl_ms: int, tail: bytes
     ) -> bytes:
         """reserve.lua's EVALSHA in RESP, from the parts cached per plan: the same bytes
-        as pack(("EVALSHA", sha, 1, prefix, reservation_id, unit, amount, ttl_ms, margin,
-        ARGV[6])) at a fraction of its cost."""
+        as pack(("EVALSHA", sha, 1, prefix, reservation_id, amount, ttl_ms, margin, N,
+        *budget arguments)) at a fraction of its cost."""
         r, a, t = reservation_id.encode(), b"%d" % amount, b"%d" % ttl_ms
-        return b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n$%d\r\n%b\r\n%b" % (
-            self._reserve_head, len(r), r, unit_part, len(a), a, len(t), t, tail)
+        return b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b" % (
+            head, len(r), r, len(a), a, len(t), t, tail)
 
     @staticmethod
     def _budget_arg(counters: tuple[Counter, ...]) -> str:
@@ -241,21 +246,20 @@ class RedisBudgetStore:
         if planned is not None:
             check_reservation(reservation_id, amount, ttl_seconds)
         else:
-            counters = plan_reserve(
+            planned = self._plan(plan_reserve(
                 budgets, reservation_id, tenant, agent_id, run_id, unit, amount, ttl_seconds
-            )
-            arg = self._budget_arg(counters)
-            planned = (arg, counters, bulk(unit), bulk(self._margin_ms) + bulk(arg))
+            ))
             if len(self._args) >= _ARGS_CACHED:
                 self._args.clear()
             self._args[key] = planned
-        arg, counters, unit_part, tail = planned
+        counters, args, head, tail = planned
         ttl_ms = ttl_seconds * 1000
         packed = b""
         if self._lean:
-            packed = self._reserve_packed(reservation_id, unit_part, amount, ttl_ms, tail)
-        raw = await self._run(
-            "reserve", [reservation_id, unit, amount, ttl_ms, self._margin_ms, arg], packed)
+            packed = self._reserve_packed(head, reservation_id, amount, ttl_ms, tail)
+        # the arguments in full all the same: a NOSCRIPT falls back to EVAL with them
+        raw = await self._run("reserve", [
+            reservation_id, amount, ttl_ms, self._margin_ms, len(counters), *args], packed)
         if raw[:2] == "F,":
             return _new_reservation(raw, counters, reservation_id)
         reply = json.loads(raw)  # an id seen before: its first answer
@@ -351,6 +355,23 @@ def _statuses(raw: Any) -> tuple[BudgetStatus, ...]:
         # reserved, window, window_resets_at)
         out.append(BudgetStatus(bid, unit, scope, key, kind, int(limit), int(used),
                                 int(reserved), spec, wend_ms / 1000 if wend_ms else None))
+    return tuple(out)
+
+
+def reserve_args(counters: tuple[Counter, ...]) -> tuple[str, ...]:
+    """reserve.lua's 8 arguments per budget (see its header): the counter key around its
+    window start, the checks, and the record's JSON of the slot up to its window bounds."""
+    out: list[str] = []
+    for c in counters:
+        slot = json.dumps([c.budget_id, c.unit, c.scope, c.scope_key, c.kind, str(c.limit),
+                           c.window_spec], ensure_ascii=False, separators=(",", ":"))
+        out += [
+            f"c:{c.scope}:{c.window_spec}:",
+            # Lua's # counts bytes
+            f":{len(c.budget_id.encode())}:{c.budget_id}:{c.scope_key}",
+            c.kind, str(c.limit), c.window, str(c.window_seconds),
+            slot[:-1] + ",", json.dumps(c.budget_id, ensure_ascii=False),
+        ]
     return tuple(out)
 
 

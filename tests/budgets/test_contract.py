@@ -466,3 +466,42 @@ def test_bad_input_is_refused_and_changes_nothing(env: Env) -> None:
         assert before  # the store did hold something
 
     env.run(scenario)
+
+
+def test_ids_with_quotes_backslashes_and_astral_characters(env: Env) -> None:
+    # The Redis store writes a reservation's record as JSON text itself (reserve.lua):
+    # these ids must come back from commit, release, retries and GetBudget as they went in.
+    budgets = (
+        budget('q"uote\\d', "tokens", 10, window="day"),
+        budget("t-é-\U0001f600", "tokens", 3, scope="tenant", window="30s"),
+        budget("lease/ü", "slots", 1, scope="run", kind="concurrency"),
+    )
+    tenant, run = 'acme "\\ \u00e9\U0001f680', "run\t7"
+
+    async def scenario(store: BudgetStore) -> None:
+        async def res(rid: str, amount: int, unit: str = "tokens") -> Any:
+            return await reserve(store, budgets, rid, amount, unit=unit, tenant=tenant, run=run)
+
+        a = await res('r"1\\é', 2)
+        assert a.granted
+        assert [(s.budget_id, s.scope_key, s.reserved) for s in a.budgets] == [
+            ('q"uote\\d', "", 2), ("t-é-\U0001f600", tenant, 2)]
+        refused = await res("r2-\U0001f600", 2)
+        assert not refused.granted and refused.refused_by == "t-é-\U0001f600"
+        again = await res("r2-\U0001f600", 1)  # a retry: the first answer, nothing reserved
+        assert (again.granted, again.refused_by) == (False, "t-é-\U0001f600")
+        assert again.budgets == refused.budgets
+        assert (await res('r"1\\é', 2)).budgets == a.budgets
+        done = await store.commit('r"1\\é', 1)
+        assert [(s.budget_id, s.used, s.reserved) for s in done.budgets] == [
+            ('q"uote\\d', 1, 0), ("t-é-\U0001f600", 1, 0)]
+        lease = await res("l-\U0001f680", 1, unit="slots")
+        assert lease.granted and lease.budgets[0].scope_key == run
+        assert not (await res("l-2", 1, unit="slots")).granted
+        freed = await store.release("l-\U0001f680")
+        assert [(s.budget_id, s.reserved) for s in freed.budgets] == [("lease/ü", 0)]
+        got = by_id(await store.get(budgets, tenant, "a1", run))
+        assert {k: (v.used, v.reserved) for k, v in got.items()} == {
+            'q"uote\\d': (1, 0), "t-é-\U0001f600": (1, 0), "lease/ü": (0, 0)}
+
+    env.run(scenario)

@@ -16,7 +16,8 @@ from redis import exceptions as rx
 from redis.asyncio.cluster import RedisCluster
 
 from server.budgets.redis_store import RedisBudgetStore, connect_store_client
-from server.budgets.resp import RespClient, _Incomplete, _parse, bulk, pack
+from server.budgets.resp import RespClient, _Incomplete, _parse, pack
+from server.budgets.store import Counter
 from tests.support.redis import start_redis
 
 from .conftest import budget
@@ -160,14 +161,17 @@ def test_an_idle_loop_reads_the_reply_off_the_socket_and_never_waits_long(
 def test_the_reserve_command_from_cached_parts_is_what_pack_makes() -> None:
     store = RedisBudgetStore(RespClient("redis://127.0.0.1:1/0"), "fleet-é")
     sha = store._scripts["reserve"].sha
-    for rid, unit, amount, ttl_ms, arg in (
-        ("r-1", "tokens", 1, 60_000, '[["b"]]'),
-        ("ré\u00e9-\U0001f600", "usd", 2**53 - 1, 86_400_000, "[]"),
+    one = (Counter("b", "tokens", "fleet", "", "spend", 10, "day", 0, "day"),)
+    two = (*one, Counter("bé", "usd", "run", "r\u00e9-\U0001f600", "concurrency", 2**53 - 1,
+                         "none", 0, "none"))
+    for rid, amount, ttl_ms, counters in (
+        ("r-1", 1, 60_000, one),
+        ("ré\u00e9-\U0001f600", 2**53 - 1, 86_400_000, two),
     ):
-        got = store._reserve_packed(
-            rid, bulk(unit), amount, ttl_ms, bulk(store._margin_ms) + bulk(arg))
-        assert got == pack(("EVALSHA", sha, 1, store.prefix, rid, unit, amount, ttl_ms,
-                            store._margin_ms, arg))
+        _, args, head, tail = store._plan(counters)
+        got = store._reserve_packed(head, rid, amount, ttl_ms, tail)
+        assert got == pack(("EVALSHA", sha, 1, store.prefix, rid, amount, ttl_ms,
+                            store._margin_ms, len(counters), *args))
 
 
 def test_auth_and_database_from_the_url(tmp_path: Any) -> None:

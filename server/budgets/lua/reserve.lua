@@ -1,20 +1,28 @@
 -- reserve.lua: reserve ARGV amount against every budget given, all or nothing.
 -- KEYS[1]  the fleet prefix "proctor:{FLEET}:" (names no key itself; routes the call to the
 --          fleet's slot; every key touched is derived from it, so all share its hash tag)
--- ARGV[1]  reservation_id      ARGV[2] unit       ARGV[3] amount      ARGV[4] ttl (ms)
--- ARGV[5]  record margin (ms): how long the record outlives the reservation (idempotency)
--- ARGV[6]  the budgets in policy order, a JSON array of
---          [id, unit, scope, scope_key, kind (spend|concurrency), limit (string),
---           window (none|minute|hour|day|month|fixed), fixed span (s), window spec]
+-- ARGV[1]  reservation_id      ARGV[2] amount      ARGV[3] ttl (ms)
+-- ARGV[4]  record margin (ms): how long the record outlives the reservation (idempotency)
+-- ARGV[5]  N, the number of budgets; then 8 arguments per budget, in policy order
+--          (budget i's first is ARGV[6 + 8 * (i - 1)]):
+--   +0 counter key head "c:SCOPE:WINDOW_SPEC:"   +1 counter key tail ":#ID:ID:SCOPE_KEY"
+--      (the key is P .. head .. window start ms .. tail, as counter_key() of lib.lua builds)
+--   +2 kind (spend|concurrency)   +3 limit   +4 window (none|minute|hour|day|month|fixed)
+--   +5 fixed span (s)   +6 the slot as JSON up to its window bounds:
+--      ["ID","UNIT","SCOPE","SCOPE_KEY","KIND","LIMIT","WINDOW_SPEC",   +7 ID as JSON
+-- The budgets come flat and the record is written as text because this script runs for
+-- every reservation: reading the budgets as JSON and writing the record with cjson cost
+-- a sixth of its time in Redis.
 -- Returns, for a new reservation (granted or refused), a compact text the store reads in
--- the order of ARGV[6]: "F,GRANTED(1|0),REFUSING(index in ARGV[6], 1-based; 0: none),
--- EXPIRES_AT_MS" then "USED,RESERVED,WINDOW_END_MS" per budget ("0": no window).
+-- budget order: "F,GRANTED(1|0),REFUSING(budget index, 1-based; 0: none),EXPIRES_AT_MS"
+-- then "USED,RESERVED,WINDOW_END_MS" per budget ("0": no window).
 -- For an id seen before: the first answer as JSON {"g": granted, "r": refused_by,
 -- "e": expires_at ms, "s": [status...]} where a status is [id, unit, scope, scope_key, kind,
 -- limit, used, reserved, window spec, window end ms ("0": none)]; a held lease is renewed
 -- (new expiry) first. Integers are decimal strings throughout.
 local P = KEYS[1]
-local rid, amount, ttl, margin = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local rid, amount, ttl, margin = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local n = tonumber(ARGV[5])
 local now = now_ms()
 reclaim(P, now)
 
@@ -28,49 +36,53 @@ if rec then
   return reply({g = rec.g, r = rec.r, e = rec.e, s = statuses(rec.b, rec.u)})
 end
 
--- Every slot's counter is read once: the counts decide, and (plus the amount when granted)
--- they are the answer, since nothing else runs between here and the end of the script. The
--- slots are of the window holding now, so the window checks of counts() and adjust() are
--- always passed here and are left out.
-local slots, lease, refused, uses, keys = read_slots(ARGV[6], now), false, 0, {}, {}
-for i, s in ipairs(slots) do
-  if s[5] == 'concurrency' then lease = true end
-  local ck = counter_key(P, s)
-  local v = redis.call('HMGET', ck, 'used', 'reserved')
-  local used, reserved = tonumber(v[1] or '0'), tonumber(v[2] or '0')
-  keys[i] = ck
+-- Every counter is read once: the counts decide, and (plus the amount when granted) they
+-- are the answer, since nothing else runs between here and the end of the script. The
+-- counters are of the window holding now, so adjust()'s window check is passed and left out.
+local refused, lease, keys, used, reserved, fresh, starts, ends = 0, false, {}, {}, {}, {}, {}, {}
+for i = 1, n do
+  local o = 6 + 8 * (i - 1)
+  local kind = ARGV[o + 2]
+  local start, wend = window_bounds(ARGV[o + 4], tonumber(ARGV[o + 5]), now)
+  starts[i], ends[i] = I(start), wend
+  keys[i] = P .. ARGV[o] .. starts[i] .. ARGV[o + 1]
+  local v = redis.call('HMGET', keys[i], 'used', 'reserved')
+  used[i], reserved[i] = tonumber(v[1] or '0'), tonumber(v[2] or '0')
   -- a counter that exists already got its expiry (window end + 1 s) when it was created
-  uses[i] = {used, reserved, v[1] == false and v[2] == false}
+  fresh[i] = v[1] == false and v[2] == false
+  if kind == 'concurrency' then lease = true end
   if refused == 0 then
-    local base = reserved
-    if s[5] ~= 'concurrency' then base = used + reserved end
-    if base + amount > tonumber(s[6]) then refused = i end
+    local base = reserved[i]
+    if kind ~= 'concurrency' then base = base + used[i] end
+    if base + amount > tonumber(ARGV[o + 3]) then refused = i end
   end
 end
-
 local granted = refused == 0
+
+local expires = I(now + ttl)
+local answer, slots, uses = {}, {}, {}
+for i = 1, n do
+  local u, r, e = I(used[i]), I(granted and reserved[i] + amount or reserved[i]), I(ends[i])
+  answer[i] = u .. ',' .. r .. ',' .. e
+  slots[i] = ARGV[12 + 8 * (i - 1)] .. '"' .. starts[i] .. '","' .. e .. '"]'
+  uses[i] = '["' .. u .. '","' .. r .. '"]'
+end
+-- the record as lib.lua describes it (cjson reads it back as if it had written it)
+local record = '{"s":"' .. (granted and 'held' or 'refused') .. '","a":"' .. I(amount)
+  .. '","l":' .. tostring(lease) .. ',"e":"' .. expires .. '","g":' .. tostring(granted)
+  .. ',"r":' .. (granted and '""' or ARGV[13 + 8 * (refused - 1)])
+  .. ',"b":[' .. table.concat(slots, ',') .. '],"u":[' .. table.concat(uses, ',')
+  .. '],"m":"' .. margin .. '"}'
+
 if granted then
-  for i, s in ipairs(slots) do
-    local wend = tonumber(s[9])
+  redis.call('SET', P .. 'r:' .. rid, record)
+  for i = 1, n do
     redis.call('HINCRBY', keys[i], 'reserved', amount)
-    if wend > 0 and uses[i][3] then redis.call('PEXPIREAT', keys[i], wend + 1000) end
-    uses[i][2] = uses[i][2] + amount
+    if ends[i] > 0 and fresh[i] then redis.call('PEXPIREAT', keys[i], ends[i] + 1000) end
   end
   redis.call('ZADD', P .. 'exp', now + ttl, rid)
-end
-local answer = {}
-for i, u in ipairs(uses) do
-  uses[i] = {I(u[1]), I(u[2])}
-  answer[i] = uses[i][1] .. ',' .. uses[i][2] .. ',' .. slots[i][9]
-end
-rec = {
-  s = granted and 'held' or 'refused', a = I(amount), l = lease, e = I(now + ttl),
-  g = granted, r = granted and '' or slots[refused][1], b = slots, u = uses, m = I(margin),
-}
-if granted then
-  save_record(P, rid, rec, nil)
 else
-  save_record(P, rid, rec, ttl + margin)
+  redis.call('SET', P .. 'r:' .. rid, record, 'PX', ttl + tonumber(margin))
 end
--- a new reservation's answer as text: the store knows the budgets it sent (ARGV[6])
-return 'F,' .. (granted and '1,' or '0,') .. refused .. ',' .. rec.e .. ',' .. table.concat(answer, ',')
+return 'F,' .. (granted and '1,' or '0,') .. refused .. ',' .. expires .. ','
+  .. table.concat(answer, ',')
