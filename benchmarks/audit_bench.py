@@ -228,9 +228,9 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-null-audit":
         return _serve_null_audit(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    # 12 rounds: with 6 (~18,000 calls a mode at one in flight) the pooled p99 of one mode
-    # ratio moved by up to ±10% from run to run (0.94-1.14x, same code); twice the calls
-    # narrow that by about a third (1/sqrt 2).
+    # 12 rounds: with 6 (~18,000 calls a mode at one in flight) the ratio of two pooled
+    # p99s moved by up to ±10% from run to run on the same code (0.94-1.14x); twice the
+    # calls narrow that spread by about a third (1/sqrt 2).
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--instances", type=int, default=3,
                     help="servers per mode, each on its own hash seed (see _start_servers)")
