@@ -5,16 +5,24 @@
                                      [--out FILE.json]
 
 Starts a private redis-server and `proctor serve` processes on free loopback
-ports (audit off and `--audit file`; audit off and `--audit redis` with
---redis-url), --instances of each on as many hash seeds, then drives Evaluate
-over real gRPC (closed loop, N in flight) in alternating rounds, the order
-rotated every round so drift on a shared machine hits every mode alike, and the
-seed rotated every round so no mode keeps a faster or slower process.
-"Off" is the same server with the audit factory swapped for NullAudit (this
-script re-executes itself as that launcher), since `proctor serve` always
-audits. Then it measures each sink's throughput (events/s from the first
-record() to a closed, fsynced pipeline) and the request-path cost of record().
-Results go to benchmarks/results/audit-<time>.json.
+ports (`--audit file`; `--audit redis` with --redis-url), --instances of each
+on as many hash seeds, then drives Evaluate over real gRPC (closed loop, N in
+flight) in alternating rounds, the order rotated every round so drift on a
+shared machine hits every mode alike, and the seed rotated every round so no
+mode keeps a faster or slower process.
+
+"Off" is the same server process with its audit switched off: this script
+re-executes itself as a launcher whose audit forwards to the real pipeline or
+drops every event, flipped by SIGUSR1 (the bench waits out one linger after a
+flip, so the last batch is written before the other side is measured). So
+"file" and "off" (and "redis" and "off-redis") differ in the audit alone, not in
+the process: identical server processes differ in speed by up to ~8%, which in
+separate processes made the ratio move by ±10% from run to run. --off-process
+keeps the earlier way (off in processes of its own, NullAudit) for comparison.
+
+Then it measures each sink's throughput (events/s from the first record() to a
+closed, fsynced pipeline) and the request-path cost of record(). Results go to
+benchmarks/results/audit-<time>.json.
 """
 
 from __future__ import annotations
@@ -44,6 +52,9 @@ MODES = ("off", "file", "off-redis", "redis")
 # Each sink is compared with audit off on the same stores: with --redis-url the
 # approval store is in Redis too, and require_approval calls pay that round trip.
 BASELINE = {"file": "off", "redis": "off-redis"}
+OFF_OF = {"file": "off", "redis": "off-redis"}
+# After a switch: the pipeline's linger (250 ms) and its last batch's write, with room.
+SETTLE_S = 0.6
 
 
 
@@ -51,12 +62,54 @@ BASELINE = {"file": "off", "redis": "off-redis"}
 
 
 def _serve_null_audit(argv: list[str]) -> int:
-    """The launcher for mode "off": `proctor serve` with NullAudit as the audit factory."""
+    """The launcher for mode "off" with --off-process: `proctor serve` with NullAudit as
+    the audit factory."""
     import server.main
     from server.audit.pipeline import NullAudit
     from server.cli import main
 
     server.main.build_audit = lambda settings: NullAudit()  # type: ignore[assignment]
+    return main(["serve", *argv])
+
+
+class SwitchedAudit:
+    """The server's audit pipeline, or nothing: `on` decides per event (SIGUSR1 flips it
+    in the launcher). Both sides pay the same one extra call."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.on = True
+
+    def offer(self, kind: str, fields: dict[str, Any]) -> bool:
+        return bool(self.real.offer(kind, fields)) if self.on else True
+
+    async def record(self, kind: str, fields: dict[str, Any]) -> None:
+        if self.on:
+            await self.real.record(kind, fields)
+
+    def __getattr__(self, name: str) -> Any:  # start, close, flush, ...: the pipeline's
+        return getattr(self.real, name)
+
+
+def _serve_switched(argv: list[str]) -> int:
+    """The launcher of every audited mode: `proctor serve` whose audit SIGUSR1 switches
+    off and on (see SwitchedAudit)."""
+    import server.main
+    from server.cli import main
+
+    real_build = server.main.build_audit
+    switches: list[SwitchedAudit] = []
+
+    def build(settings: Any) -> SwitchedAudit:
+        switches.append(SwitchedAudit(real_build(settings)))
+        return switches[-1]
+
+    def flip(signum: int, frame: Any) -> None:
+        for sw in switches:
+            sw.on = not sw.on
+
+    server.main.build_audit = build  # type: ignore[assignment]
+    signal.signal(signal.SIGUSR1, flip)
     return main(["serve", *argv])
 
 
@@ -83,8 +136,9 @@ def _wait_serving(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.
 Servers = dict[tuple[str, int], tuple[subprocess.Popen[bytes], int]]
 
 
-def _start_servers(work: Path, redis_url: str, instances: int) -> Servers:
-    """`instances` servers per mode, instance k of every mode with PYTHONHASHSEED=k+1.
+def _start_servers(work: Path, redis_url: str, instances: int, off_process: bool) -> Servers:
+    """`instances` servers per mode, instance k of every mode with PYTHONHASHSEED=k+1;
+    without `off_process`, "off" is the "file" server and "off-redis" the "redis" one.
 
     Why several: identical server processes differ in speed by up to ~8% (seen here:
     four `off` servers, 346-394 us of CPU per call at 8 in flight), with the hash seed
@@ -95,8 +149,9 @@ def _start_servers(work: Path, redis_url: str, instances: int) -> Servers:
     """
     proctor = shutil.which("proctor") or str(Path(sys.executable).parent / "proctor")
     out: Servers = {}
+    own = MODES if off_process else tuple(m for m in MODES if m in BASELINE)
     for k in range(instances):
-        for mode in (MODES if k % 2 == 0 else MODES[::-1]):
+        for mode in (own if k % 2 == 0 else own[::-1]):
             port = free_port()
             home = work / f"{mode}-{k}"
             common = ["--policy", str(SEED), "--listen", f"127.0.0.1:{port}",
@@ -106,19 +161,41 @@ def _start_servers(work: Path, redis_url: str, instances: int) -> Servers:
             elif mode == "off-redis":
                 cmd = [sys.executable, __file__, "--serve-null-audit", *common,
                        "--redis-url", redis_url]
-            elif mode == "file":
+            elif off_process and mode == "file":
                 cmd = [proctor, "serve", *common, "--audit", "file"]
-            else:
+            elif off_process:
                 cmd = [proctor, "serve", *common, "--audit", "redis", "--redis-url", redis_url]
+            elif mode == "file":
+                cmd = [sys.executable, __file__, "--serve-switched", *common, "--audit", "file"]
+            else:
+                cmd = [sys.executable, __file__, "--serve-switched", *common, "--audit", "redis",
+                       "--redis-url", redis_url]
             home.mkdir(parents=True, exist_ok=True)
             env = {**os.environ, "PYTHONHASHSEED": str(k + 1)}
             with open(home / "stderr.log", "wb") as err:
                 proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
                                         env=env)
             out[(mode, k)] = (proc, port)
-    for proc, port in out.values():
+            if not off_process:
+                out[(OFF_OF[mode], k)] = (proc, port)
+    for proc, port in set(out.values()):
         _wait_serving(port, proc)
     return out
+
+
+class Switches:
+    """Which switched servers have their audit on; flips a server's audit when the next
+    mode driven on it needs the other side, then waits out one linger."""
+
+    def __init__(self) -> None:
+        self.off: set[int] = set()
+
+    def set(self, proc: subprocess.Popen[bytes], mode: str) -> None:
+        want_off = mode not in BASELINE
+        if (proc.pid in self.off) != want_off:
+            proc.send_signal(signal.SIGUSR1)
+            self.off ^= {proc.pid}
+            time.sleep(SETTLE_S)
 
 
 async def _drive(port: int, seconds: float, concurrency: int) -> list[int]:
@@ -227,6 +304,8 @@ async def _record_cost(n: int) -> dict[str, float]:
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-null-audit":
         return _serve_null_audit(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-switched":
+        return _serve_switched(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     # 12 rounds: with 6 (~18,000 calls a mode at one in flight) the ratio of two pooled
     # p99s moved by up to ±10% from run to run on the same code (0.94-1.14x); twice the
@@ -239,6 +318,8 @@ def main() -> int:
                     default=[1, 8], help="comma-separated closed-loop concurrencies")
     ap.add_argument("--sink-events", type=int, default=100_000)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--off-process", action="store_true",
+                    help="audit off in processes of its own (NullAudit), as before")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="audit-bench-"))
@@ -252,7 +333,8 @@ def main() -> int:
     servers: Servers = {}
     result: dict[str, Any] = {}
     try:
-        servers = _start_servers(work, redis_url, args.instances)
+        servers = _start_servers(work, redis_url, args.instances, args.off_process)
+        switches = Switches()
         evaluate: dict[str, Any] = {}
         for conc in args.concurrency:
             rounds: list[dict[str, Any]] = []
@@ -262,7 +344,10 @@ def main() -> int:
                 k = r % args.instances  # every mode on the same seed this round
                 row: dict[str, Any] = {"round": r, "order": list(order), "instance": k}
                 for mode in order:
-                    lat = asyncio.run(_drive(servers[(mode, k)][1], args.seconds, conc))
+                    proc, port = servers[(mode, k)]
+                    if not args.off_process:
+                        switches.set(proc, mode)
+                    lat = asyncio.run(_drive(port, args.seconds, conc))
                     allv[mode] += lat
                     row[mode] = _summary(lat, args.seconds)
                     print(f"c={conc} round {r} {mode:9}: p50 {row[mode]['p50_us']:7.1f} us  "
@@ -276,7 +361,7 @@ def main() -> int:
                           "baseline": base} for m, base in BASELINE.items()}
             evaluate[f"concurrency_{conc}"] = {"total": total, "ratio_to_audit_off": ratios,
                                                "rounds": rounds}
-        for proc, _ in servers.values():
+        for proc, _ in set(servers.values()):
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
         servers = {}
@@ -300,7 +385,7 @@ def main() -> int:
         print(json.dumps({"evaluate": brief, "sinks": sinks, "record_call": cost}, indent=2))
         print(f"wrote {save_result(result, args.out, 'audit')}")
     finally:
-        for proc, _ in servers.values():
+        for proc, _ in set(servers.values()):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
