@@ -52,7 +52,6 @@ MODES = ("off", "file", "off-redis", "redis")
 # Each sink is compared with audit off on the same stores: with --redis-url the
 # approval store is in Redis too, and require_approval calls pay that round trip.
 BASELINE = {"file": "off", "redis": "off-redis"}
-OFF_OF = {"file": "off", "redis": "off-redis"}
 # After a switch: the pipeline's linger (250 ms) and its last batch's write, with room.
 SETTLE_S = 0.6
 
@@ -177,7 +176,7 @@ def _start_servers(work: Path, redis_url: str, instances: int, off_process: bool
                                         env=env)
             out[(mode, k)] = (proc, port)
             if not off_process:
-                out[(OFF_OF[mode], k)] = (proc, port)
+                out[(BASELINE[mode], k)] = (proc, port)
     for proc, port in set(out.values()):
         _wait_serving(port, proc)
     return out

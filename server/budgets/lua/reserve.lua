@@ -64,13 +64,13 @@ local answer, slots, uses = {}, {}, {}
 for i = 1, n do
   local u, r, e = I(used[i]), I(granted and reserved[i] + amount or reserved[i]), I(ends[i])
   answer[i] = u .. ',' .. r .. ',' .. e
-  slots[i] = ARGV[12 + 8 * (i - 1)] .. '"' .. starts[i] .. '","' .. e .. '"]'
+  slots[i] = ARGV[6 + 8 * (i - 1) + 6] .. '"' .. starts[i] .. '","' .. e .. '"]'
   uses[i] = '["' .. u .. '","' .. r .. '"]'
 end
 -- the record as lib.lua describes it (cjson reads it back as if it had written it)
 local record = '{"s":"' .. (granted and 'held' or 'refused') .. '","a":"' .. I(amount)
   .. '","l":' .. tostring(lease) .. ',"e":"' .. expires .. '","g":' .. tostring(granted)
-  .. ',"r":' .. (granted and '""' or ARGV[13 + 8 * (refused - 1)])
+  .. ',"r":' .. (granted and '""' or ARGV[6 + 8 * (refused - 1) + 7])
   .. ',"b":[' .. table.concat(slots, ',') .. '],"u":[' .. table.concat(uses, ',')
   .. '],"m":"' .. margin .. '"}'
 
