@@ -1,4 +1,4 @@
-"""What each budget operation costs inside Redis: the budget scripts' time per call.
+"""What each budget operation, and each audit event, costs inside Redis.
 
 Redis runs every script of every replica of a fleet on its one thread, so the
 microseconds a script spends inside Redis bound the fleet's reservations per
@@ -9,8 +9,11 @@ that drives that tree's RedisBudgetStore on a fleet of its own: reserve (a new
 id), reserve again (a retry of an id seen before), commit, release, get. Per
 round, per tree and operation: CONFIG RESETSTAT, --calls operations, then
 EVALSHA's usec_per_call from INFO commandstats (Redis's own clock around the
-script). Rounds alternate the trees' order; medians over the rounds are
-reported, and the ratio to the baseline.
+script). "append" is the Redis audit sink writing batches of APPEND_BATCH events
+(one append.lua call each) to a stream: its figure is EVALSHA's time per event, and
+"append-cpu" Redis's whole CPU time per event (INFO cpu, user + sys: protocol
+parsing included, which the script's own clock leaves out). Rounds alternate the
+trees' order; medians over the rounds are reported, and the ratio to the baseline.
 
     python benchmarks/lua_bench.py [--rounds 30] [--calls 300] [--baseline DIR]
 
@@ -34,7 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OPS = ("reserve", "retry", "commit", "release", "get")
+OPS = ("reserve", "retry", "commit", "release", "get", "append")
+APPEND_BATCH = 64  # events a batch: one append.lua call, as RedisSink's XADD_CHUNK
 POLICY = """\
 version: v1
 rules:
@@ -50,9 +54,21 @@ def worker(redis_url: str) -> None:
     stdin ("OP N") and answers "done" when the N calls are over. "prep N" reserves the
     ids that "release N" will release, before the statistics are reset."""
     import engine
+    from server.audit.redis_sink import RedisSink
+    from server.audit.sink import Sealed
     from server.budgets.redis_store import RedisBudgetStore
 
     budgets = engine.compile_policy(POLICY).budgets
+    writer = f"lua-bench-{uuid.uuid4().hex[:8]}"
+    sink = RedisSink(redis_url, f"{writer}:audit", tempfile.mkdtemp(prefix="lua-bench-spool-"))
+    appended = [0]
+
+    def append(n: int) -> None:
+        """n events, in batches of APPEND_BATCH, shaped like Evaluate's decision events."""
+        for first in range(appended[0] + 1, appended[0] + n + 1, APPEND_BATCH):
+            seqs = range(first, min(first + APPEND_BATCH, appended[0] + n + 1))
+            sink.write([Sealed(writer, seq, _event_line(writer, seq)) for seq in seqs])
+        appended[0] += n
 
     async def main() -> None:
         store = RedisBudgetStore.from_url(redis_url, fleet=f"lua-bench-{uuid.uuid4().hex[:8]}")
@@ -70,6 +86,7 @@ def worker(redis_url: str) -> None:
             await reserve(rid)
             await store.commit(rid, 1)
             await store.get(budgets, "acme", "agent", "run")
+        append(APPEND_BATCH * 20)
         loop = asyncio.get_running_loop()
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             op, n = line.split()
@@ -90,12 +107,31 @@ def worker(redis_url: str) -> None:
                     await store.commit(held.pop(), 1)
                 elif op == "release":
                     await store.release(spare.pop())
+                elif op == "append":
+                    append(int(n))
+                    break
                 else:
                     await store.get(budgets, "acme", "agent", "run")
             print("done", flush=True)
         await store.close()
+        sink.close()
 
     asyncio.run(main())
+
+
+def _event_line(writer: str, seq: int) -> bytes:
+    """A stored decision event's line: the size and shape of the real ones (~700 bytes)."""
+    digest = uuid.uuid5(uuid.NAMESPACE_OID, f"{writer}:{seq}").hex * 2
+    return (
+        '{"agent_id":"etl-7","decision":"require_approval",'
+        f'"decision_id":"01KBX4Z3M6Q{seq:015d}",'
+        '"delegation_path":["planner","researcher","etl-7"],"derived_tags":["external"],'
+        f'"event_id":"01KBX4Z3M6R{seq:015d}","hash":"{digest}","kind":"decision",'
+        '"labels":{"env":"prod"},"latency_us":182,"policy_version":"2026.11.22-1",'
+        f'"prev_hash":"{digest}","reason":"Customer data access requires review",'
+        f'"request_id":"req-{seq}","risk_tags":["pii"],"rule_id":"approve-data-access",'
+        f'"run_id":"run-42","seq":{seq},"tenant":"acme","time":"2026-12-06T10:00:00.123456Z",'
+        f'"topic":"job.acme.read.customer-data","writer":"{writer}"}}\n').encode()
 
 
 def main() -> int:
@@ -132,27 +168,34 @@ def main() -> int:
             workers[name] = subprocess.Popen(
                 [sys.executable, __file__, "--worker", url, str(tree)], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(tree)))
-        us: dict[str, dict[str, list[float]]] = {t: {op: [] for op in OPS} for t in trees}
+        us: dict[str, dict[str, list[float]]] = {
+            t: {op: [] for op in (*OPS, "append-cpu")} for t in trees}
         names = list(trees)
         for rnd in range(args.rounds):
             for name in (names if rnd % 2 == 0 else names[::-1]):
                 w = workers[name]
                 for op in OPS:
+                    n = args.calls * (APPEND_BATCH // 4 if op == "append" else 1)
                     for line in ([f"prep {args.calls}"] if op == "release" else []) + [
-                            f"{op} {args.calls}"]:
+                            f"{op} {n}"]:
                         if line.startswith(op):
                             r.config_resetstat()
+                            cpu = _redis_cpu(r)
                         assert w.stdin is not None and w.stdout is not None
                         w.stdin.write(line + "\n")
                         w.stdin.flush()
                         if w.stdout.readline().strip() != "done":
                             raise RuntimeError(f"worker {name} failed on {line}")
                     stats = r.info("commandstats")["cmdstat_evalsha"]
-                    us[name][op].append(stats["usec_per_call"])
+                    if op == "append":  # per event
+                        us[name][op].append(stats["usec"] / n)
+                        us[name]["append-cpu"].append((_redis_cpu(r) - cpu) / n * 1e6)
+                    else:
+                        us[name][op].append(stats["usec_per_call"])
         r.close()
         medians = {t: {op: statistics.median(v) for op, v in ops.items()}
                    for t, ops in us.items()}
-        ratios = ({op: medians["this"][op] / medians["baseline"][op] for op in OPS}
+        ratios = ({op: medians["this"][op] / medians["baseline"][op] for op in medians["this"]}
                   if args.baseline else {})
         result = {
             "benchmark": "lua_bench",
@@ -178,6 +221,11 @@ def main() -> int:
         rproc.terminate()
         rproc.wait(10)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _redis_cpu(r: object) -> float:
+    info = r.info("cpu")  # type: ignore[attr-defined]
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def redis_version() -> str:

@@ -1,11 +1,13 @@
 """The Redis sink: pipelined XADD to a stream (MAXLEN ~), with a disk spool for outages.
 
-Each batch is one call of an atomic Lua script (lua/append.lua): an XADD per
-event (the stored line as the single field `event`, MAXLEN ~) and an HSET of the
-writer's head (`seq:hash`) in a companion hash `<stream>:heads` (same hash slot
-as the stream). The script skips events whose seq is not above the writer's
-head, so a batch whose reply was lost, or a spool replay interrupted halfway, is
-never added twice: exactly once in the stream.
+A batch goes in calls of an atomic Lua script (lua/append.lua), at most XADD_CHUNK
+events each: an XADD per event (the stored line as the single field `event`), one
+XTRIM MAXLEN ~, and an HSET of the writer's head (`seq:hash`) in a companion hash
+`<stream>:heads` (same hash slot as the stream). The script skips events whose seq
+is not above the writer's head, so a batch whose reply was lost, or a spool replay
+interrupted halfway, is never added twice: exactly once in the stream. The calls
+are sent one after another, each after the last one's reply, in one C call that
+gives the GIL up once for the whole batch (_xadd.c).
 
 While Redis is unreachable, batches are appended (and fsynced) to
 `<spool>/<writer>.jsonl`; once anything is spooled every later batch goes there
@@ -23,11 +25,13 @@ import hashlib
 import json
 import logging
 import os
+import ssl
 import time
 from pathlib import Path
 from typing import Any
 
 import redis
+from redis._parsers.base import BaseParser
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -65,25 +69,67 @@ def connect(url: str, timeout: float = 2.0) -> redis.Redis:
     )
 
 
-def xadd_fields_py(items: list[Any], start: int, stop: int) -> bytes:
-    """append.lua's ARGV triples for items[start:stop] (start, stop >= 0) as RESP bulk
-    strings: seq, the event's hash (the hex after the line's last `"hash":"`), the line
-    without its newline. An item is any tuple ending in (seq, line): a Sealed, or a
-    (seq, line) pair. The reference for the C twin (_xadd.c), which serves when built."""
-    parts = []
-    for item in items[start:stop]:
-        seq, line = item[-2], item[-1]
-        i = line.rfind(b'"hash":"')
-        digest = line[i + 8 : i + 72] if i >= 0 else b""
-        seq_b = b"%d" % seq
-        n = len(line) - 1 if line.endswith(b"\n") else len(line)
-        parts.append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
-            len(seq_b), seq_b, len(digest), digest, n, memoryview(line)[:n]))
-    return b"".join(parts)
+def append_args_py(items: list[Any], start: int, stop: int) -> tuple[bytes, int]:
+    """append.lua's ARGV from the third on, as RESP bulk strings, for the run of
+    items[start:stop] (0 <= start < stop <= len(items)) whose seqs are consecutive: the
+    first seq, the head after the run (`<seq>:<hash>`, the hash the hex after the last
+    line's last `"hash":"`), each line without its newline; and where the run ends.
+    An item is any tuple ending in (seq, line): a Sealed, or a (seq, line) pair. The
+    reference for the C twin (_xadd.c), which serves when built."""
+    if not 0 <= start < stop <= len(items):
+        raise ValueError("append_args: need 0 <= start < stop <= len(items)")
+    end = start + 1
+    while end < stop and items[end][-2] == items[end - 1][-2] + 1:
+        end += 1
+    seq, line = items[end - 1][-2], items[end - 1][-1]
+    i = line.rfind(b'"hash":"')
+    digest = line[i + 8 : i + 72] if i >= 0 else b""
+    parts = [bulk(b"%d" % items[start][-2]), bulk(b"%d:%b" % (seq, digest))]
+    for item in items[start:end]:
+        line = item[-1]
+        parts.append(bulk(line[:-1] if line.endswith(b"\n") else line))
+    return b"".join(parts), end
 
 
 _xadd_c = twin("server.audit._xadd")
-xadd_fields = _xadd_c.xadd_fields if _xadd_c is not None else xadd_fields_py
+append_args = _xadd_c.append_args if _xadd_c is not None else append_args_py
+
+# _xadd.exchange's failure kinds (1, an error reply, is parsed as redis-py would)
+_EXCHANGE_FAILURES: dict[int, type[redis.RedisError]] = {
+    2: redis.ConnectionError, 3: redis.TimeoutError, 4: redis.ConnectionError,
+    5: redis.ConnectionError,
+}
+
+
+def exchange_py(conn: Any, commands: list[bytes]) -> tuple[list[int], redis.RedisError | None]:
+    """Send each packed command and read its integer reply, one after another, stopping
+    at the first failure: (the replies so far, that failure or None). The reference for
+    the C twin (_xadd.exchange), which does the same without the GIL."""
+    replies: list[int] = []
+    for command in commands:
+        try:
+            conn.send_packed_command([command])
+            reply = conn.read_response()
+        except redis.RedisError as exc:
+            return replies, exc
+        except ValueError as exc:  # redis-py's int() of a malformed integer reply
+            return replies, redis.ConnectionError(f"unexpected reply: {exc}")
+        if not isinstance(reply, int):
+            return replies, redis.ConnectionError(f"unexpected reply {reply!r}")
+        replies.append(reply)
+    return replies, None
+
+
+def exchange_c(conn: Any, commands: list[bytes], timeout: float) -> tuple[
+        list[int], redis.RedisError | None]:
+    """exchange_py through _xadd.exchange, on the connection's socket."""
+    replies, kind, message = _xadd_c.exchange(  # type: ignore[union-attr]
+        conn._sock.fileno(), commands, max(1, int(timeout * 1000)))
+    if kind == 0:
+        return replies, None
+    if kind == 1:
+        return replies, BaseParser.parse_error(message)
+    return replies, _EXCHANGE_FAILURES[kind](f"audit append: {message}")
 
 
 class Spool:
@@ -205,6 +251,8 @@ class RedisSink:
         self.maxlen = maxlen
         self.retry_interval = retry_interval
         self._r = connect(url, timeout)
+        self._timeout = timeout
+        self._conn: Any = None  # the appends' own connection, out of the pool for good
         self._append_sha = hashlib.sha1(APPEND_LUA.encode()).hexdigest().encode()
         self._keys_packed = bulk(stream.encode()) + bulk(self.heads.encode())
         self._spool_root = Path(spool_dir)
@@ -257,6 +305,10 @@ class RedisSink:
                         "on this directory replays it", self._spool.path,
                     )
             self._spool.close()
+        if self._conn is not None:
+            self._conn.disconnect()
+            self._r.connection_pool.release(self._conn)
+            self._conn = None
         self._r.close()
 
     # ---- internals ----------------------------------------------------------------------
@@ -284,40 +336,67 @@ class RedisSink:
         wait behind a whole batch (~750 events in one call held it 4.1 ms). Each call
         skips events at or below the writer's head, so a batch cut between calls is
         finished, not duplicated, by its retry or the spool's replay."""
-        return sum(self._xadd_chunk(writer, items, i, min(i + XADD_CHUNK, len(items)))
-                   for i in range(0, len(items), XADD_CHUNK))
+        commands = []
+        i = 0
+        while i < len(items):
+            command, i = self._command(writer, items, i, min(i + XADD_CHUNK, len(items)))
+            commands.append(command)
+        appended = 0
+        loaded = False
+        while True:
+            replies, failure = self._exchange(commands)
+            appended += sum(replies)
+            if failure is None:
+                return appended
+            if isinstance(failure, redis.exceptions.NoScriptError) and not loaded:
+                self._r.script_load(APPEND_LUA)  # Redis restarted or flushed its scripts
+                loaded = True
+                commands = commands[len(replies):]
+                continue
+            raise failure
 
-    def _xadd_chunk(self, writer: str, items: list[Any], start: int, stop: int) -> int:
-        """Append items[start:stop] in one atomic script call; events at or below the
-        writer's head are skipped.
+    def _command(self, writer: str, items: list[Any], start: int,
+                 stop: int) -> tuple[bytes, int]:
+        """The EVALSHA of append.lua for the run of consecutive seqs from items[start]
+        (stop at the latest), and where it ends. A live batch is one run; a spool with a
+        line skipped as unreadable is several.
 
-        The EVALSHA is packed here (xadd_fields, in C when built) rather than by
-        redis-py: this thread holds the GIL while it packs, and redis-py's ~1 us an
-        argument (three an event) kept the event loop waiting on every batch.
+        Packed here (append_args, in C when built) rather than by redis-py: this thread
+        holds the GIL while it packs, and redis-py's ~1 us an argument kept the event
+        loop waiting on every batch.
         """
-        command = b"*%d\r\n%b%b%b%b%b%b" % (
-            7 + 3 * (stop - start), bulk(b"EVALSHA"), bulk(self._append_sha),
+        args, end = append_args(items, start, stop)
+        return b"*%d\r\n%b%b%b%b%b%b" % (
+            9 + end - start, bulk(b"EVALSHA"), bulk(self._append_sha),
             b"$1\r\n2\r\n", self._keys_packed,
-            bulk(writer.encode()) + bulk(b"%d" % self.maxlen),
-            xadd_fields(items, start, stop))
-        try:
-            return int(self._call(command))
-        except redis.exceptions.NoScriptError:
-            self._r.script_load(APPEND_LUA)  # Redis restarted or flushed its scripts
-            return int(self._call(command))
+            bulk(writer.encode()) + bulk(b"%d" % self.maxlen), args), end
 
-    def _call(self, command: bytes) -> Any:
-        """Send one packed command on a pooled connection and read its reply."""
-        pool = self._r.connection_pool
-        conn = pool.get_connection()
+    def _exchange(self, commands: list[bytes]) -> tuple[list[int], redis.RedisError | None]:
+        """Send the commands in order on the appends' connection, each after the last
+        one's reply; stop at the first failure. A connection in an unknown state (no
+        reply, a broken socket) is dropped; the next call reconnects.
+
+        In C (exchange_c) the whole batch gives the GIL up once. Through redis-py every
+        send and read gave it up and took it back, and taking it back from a busy event
+        loop cost Evaluate ~4% of its calls/s at 8 in flight (see _xadd.c). TLS
+        connections take the redis-py path: the C twin writes to the bare socket.
+        """
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._r.connection_pool.get_connection()
         try:
-            conn.send_packed_command([command])
-            return conn.read_response()
+            conn.connect()  # a no-op while connected
+            sock = conn._sock
+            if _xadd_c is not None and not isinstance(sock, ssl.SSLSocket):
+                replies, failure = exchange_c(conn, commands, self._timeout)
+            else:
+                replies, failure = exchange_py(conn, commands)
         except BaseException:
             conn.disconnect()
             raise
-        finally:
-            pool.release(conn)
+        if failure is not None and not isinstance(failure, redis.ResponseError):
+            conn.disconnect()
+        return replies, failure
 
     def _drain(self, spool: Spool, limit: int | None = _DRAIN_PER_WRITE) -> bool:
         """Replay the spool in order (exactly once); True when it is empty."""

@@ -161,6 +161,12 @@ def test_two_workers_two_chains_and_any_worker_serves_the_whole_audit(redis_proc
             ids += _evaluate(srv.address, len(ids), len(ids) + 1)
             if len(ids) % 20 == 0:
                 time.sleep(0.05)
+        # the last batches linger up to 250 ms before they are written (async durability):
+        # wait for them, so the tail below is about serving every writer, not that timing
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+                set(ids) <= {e.get("decision_id") for e in _file_events(audit)}):
+            time.sleep(0.02)
         tail = run_proctor("audit", "tail", "--server", srv.address, "--json", cwd=tmp_path)
     finally:
         assert srv.stop() == 0

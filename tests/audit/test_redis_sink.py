@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 
 from server.audit.event import seal
 from server.audit.pipeline import AuditPipeline
-from server.audit.redis_sink import RedisSink, Spool, heads_key, xadd_fields, xadd_fields_py
+from server.audit.redis_sink import (
+    RedisSink,
+    Spool,
+    append_args,
+    append_args_py,
+    heads_key,
+)
 from server.audit.sink import Sealed
 from server.audit.verify import verify_stream
 from server.cli import main as cli_main
@@ -158,23 +164,28 @@ def test_a_big_batch_is_appended_in_short_scripts_in_order(redis_proc, tmp_path:
     batch cut between two of its scripts is finished by the retry, not duplicated."""
     from server.audit import redis_sink
 
-    calls: list[int] = []
-    real = RedisSink._xadd_chunk  # noqa: SLF001
+    sent: list[int] = []  # events in each script call that reached Redis
+    real = RedisSink._exchange  # noqa: SLF001
 
-    def spy(self: RedisSink, writer: str, items: list, start: int, stop: int) -> int:
-        calls.append(stop - start)
-        if len(calls) == 3 and not getattr(self, "_cut", False):
+    def spy(self: RedisSink, commands: list[bytes]) -> tuple[list[int], Exception | None]:
+        if not getattr(self, "_cut", False):  # the first batch: two scripts, then a cut
             self._cut = True
-            raise redis.ConnectionError("cut between two scripts")
-        return real(self, writer, items, start, stop)
+            replies, _ = real(self, commands[:2])
+            sent.extend(replies)
+            return replies, redis.ConnectionError("cut between two scripts")
+        replies, failure = real(self, commands)
+        sent.extend(replies)
+        return replies, failure
 
-    monkeypatch.setattr(RedisSink, "_xadd_chunk", spy)
+    monkeypatch.setattr(RedisSink, "_exchange", spy)
     sink = RedisSink(redis_proc.url, STREAM, tmp_path / "spool", retry_interval=0.0)
     batch = _sealed("w:9", 5 * redis_sink.XADD_CHUNK + 7)
     sink.write(batch)  # the third script fails: the batch is spooled whole
     sink.write(_sealed("w:9", len(batch) + 1)[len(batch):])  # replays the spool first
     sink.close()
-    assert max(calls) == redis_sink.XADD_CHUNK and calls[:3] == [redis_sink.XADD_CHUNK] * 3
+    # two full scripts, then the replay appends only what they had not: nothing twice
+    assert sent[:2] == [redis_sink.XADD_CHUNK] * 2 and sum(sent) == len(batch) + 1
+    assert max(sent) == redis_sink.XADD_CHUNK
     evs = _stream_events(redis_proc.url)
     assert [e["seq"] for e in evs] == list(range(1, len(batch) + 2))
     assert verify_stream(redis_proc.url, STREAM).ok
@@ -188,33 +199,56 @@ _lines = st.one_of(
         lambda head, digest, tail, nl: head + b'"hash":"' + digest + tail + (b"\n" if nl else b""),
         st.binary(max_size=200), st.binary(max_size=80), st.binary(max_size=90), st.booleans()),
 )
-_items = st.lists(
-    st.tuples(st.integers(-(2**63), 2**63 - 1), _lines, st.booleans()).map(
-        lambda t: Sealed("w", t[0], t[1]) if t[2] else (t[0], t[1])),
-    max_size=12)
+@st.composite
+def _items(draw: st.DrawFn) -> list:
+    """Events whose seqs mostly run on by one, with jumps, repeats and the int64 edges."""
+    seq = draw(st.one_of(st.integers(-(2**63), 2**63 - 1), st.just(2**63 - 3)))
+    out = []
+    for _ in range(draw(st.integers(0, 12))):
+        line = draw(_lines)
+        out.append(Sealed("w", seq, line) if draw(st.booleans()) else (seq, line))
+        step = draw(st.sampled_from([1, 1, 1, 1, 0, 2, -1]))
+        seq = max(-(2**63), min(2**63 - 1, seq + step))
+    return out
 
 
-def test_the_append_fields_extension_is_built() -> None:
+def test_the_append_args_extension_is_built() -> None:
     if os.environ.get("PROCTOR_PURE_PYTHON") == "1":
         pytest.skip("pure Python asked for")
-    assert xadd_fields is not xadd_fields_py
+    assert append_args is not append_args_py
 
 
-@pytest.mark.skipif(xadd_fields is xadd_fields_py, reason="the C twin is not built")
-@settings(max_examples=400, deadline=None)
-@given(_items, st.integers(0, 15), st.integers(0, 15))
-def test_append_fields_c_twin_matches_the_python_reference(items, start, stop) -> None:
-    assert xadd_fields(items, start, stop) == xadd_fields_py(items, start, stop)
+@pytest.mark.skipif(append_args is append_args_py, reason="the C twin is not built")
+@settings(max_examples=600, deadline=None)
+@given(_items(), st.integers(0, 15), st.integers(0, 15))
+def test_append_args_c_twin_matches_the_python_reference(items, start, stop) -> None:
+    if not 0 <= start < stop <= len(items):
+        for twin in (append_args, append_args_py):
+            with pytest.raises(ValueError):
+                twin(items, start, stop)
+        return
+    args, end = append_args(items, start, stop)
+    assert (args, end) == append_args_py(items, start, stop)
+    seqs = [item[-2] for item in items[start:end]]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # one consecutive run
+    assert end == stop or items[end][-2] != seqs[-1] + 1  # and the longest
 
 
-@pytest.mark.skipif(xadd_fields is xadd_fields_py, reason="the C twin is not built")
-def test_append_fields_c_twin_refuses_what_is_not_an_event() -> None:
+@pytest.mark.skipif(append_args is append_args_py, reason="the C twin is not built")
+def test_append_args_c_twin_refuses_what_is_not_an_event() -> None:
     for bad in ([b"line"], [(1,)], [("1", b"line")], [(1, "line")]):
         with pytest.raises(TypeError):
-            xadd_fields(bad, 0, 1)
+            append_args(bad, 0, 1)
 
 
-def test_append_fields_are_three_bulk_strings_an_event() -> None:
-    line = b'{"a":1,"hash":"' + b"f" * 64 + b'"}\n'
-    assert xadd_fields([Sealed("w", 7, line)], 0, 1) == (
-        b"$1\r\n7\r\n$64\r\n" + b"f" * 64 + b"\r\n$%d\r\n%b\r\n" % (len(line) - 1, line[:-1]))
+def test_append_args_are_first_seq_head_then_one_line_an_event() -> None:
+    def line(seq: int) -> bytes:
+        return b'{"seq":%d,"hash":"%b"}\n' % (seq, b"%x" % seq * 64)
+
+    items = [Sealed("w", 7, line(7)), Sealed("w", 8, line(8)), Sealed("w", 10, line(10))]
+    for twin in (append_args, append_args_py):
+        assert twin(items, 0, 3) == (
+            b"$1\r\n7\r\n$66\r\n8:" + b"8" * 64 + b"\r\n"
+            + b"".join(b"$%d\r\n%b\r\n" % (len(x) - 1, x[:-1]) for x in (line(7), line(8))),
+            2)
+        assert twin(items, 2, 3)[1] == 3
