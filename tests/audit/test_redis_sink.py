@@ -14,14 +14,9 @@ from hypothesis import strategies as st
 
 from server.audit.event import seal
 from server.audit.pipeline import AuditPipeline
-from server.audit.redis_sink import (
-    RedisSink,
-    Spool,
-    append_args,
-    append_args_py,
-    heads_key,
-)
+from server.audit.redis_sink import RedisSink, append_args, append_args_py, heads_key
 from server.audit.sink import Sealed
+from server.audit.spool import Spool
 from server.audit.verify import verify_stream
 from server.cli import main as cli_main
 from tests.audit.helpers import decision, run
