@@ -56,10 +56,6 @@ BASELINE = {"file": "off", "redis": "off-redis"}
 SETTLE_S = 0.6
 
 
-
-
-
-
 def _serve_null_audit(argv: list[str]) -> int:
     """The launcher for mode "off" with --off-process: `proctor serve` with NullAudit as
     the audit factory."""
