@@ -38,7 +38,7 @@ static void find_digest(const char *line, Py_ssize_t len, const char **at, Py_ss
 }
 
 /* `v` in decimal at `out` (room for 20 chars); the end of what it wrote. printf is
- * several times slower, and this runs six times an event. */
+ * several times slower. */
 static char *put_decimal(char *out, long long v) {
     char tmp[24];
     int n = 0;
@@ -61,18 +61,17 @@ static Py_ssize_t decimal_len(Py_ssize_t v) {
     return n;
 }
 
-/* One event's parts: seq (as decimal) and line.
+/* One event's parts: seq and line.
  * The item is any tuple whose last two members are seq (int) and line (bytes): a
  * Sealed (writer, seq, line) or a (seq, line) pair. */
 typedef struct {
-    char seq[24];
-    Py_ssize_t seq_len;
+    long long seq;
     const char *line;
     Py_ssize_t line_len; /* without its newline */
     Py_ssize_t full_len;
 } Parts;
 
-static int parts_of(PyObject *item, Parts *p, long long *seq_out) {
+static int parts_of(PyObject *item, Parts *p) {
     if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 2) {
         PyErr_SetString(PyExc_TypeError, "append_args: items must be (..., seq, line) tuples");
         return -1;
@@ -84,10 +83,8 @@ static int parts_of(PyObject *item, Parts *p, long long *seq_out) {
         PyErr_SetString(PyExc_TypeError, "append_args: seq must be an int and line bytes");
         return -1;
     }
-    long long v = PyLong_AsLongLong(seq);
-    if (v == -1 && PyErr_Occurred()) return -1;
-    *seq_out = v;
-    p->seq_len = put_decimal(p->seq, v) - p->seq;
+    p->seq = PyLong_AsLongLong(seq);
+    if (p->seq == -1 && PyErr_Occurred()) return -1;
     p->line = PyBytes_AS_STRING(line);
     p->line_len = PyBytes_GET_SIZE(line);
     p->full_len = p->line_len;
@@ -122,36 +119,34 @@ static PyObject *append_args(PyObject *module, PyObject *args) {
     Py_ssize_t cap = stop - start, n = 0, size = 0;
     Parts *parts = PyMem_Malloc((size_t)cap * sizeof(Parts));
     if (parts == NULL) return PyErr_NoMemory();
-    long long prev = 0;
     for (; n < cap; n++) {
         Parts *p = &parts[n];
-        long long seq;
-        if (parts_of(PyList_GET_ITEM(items, start + n), p, &seq) < 0) {
+        if (parts_of(PyList_GET_ITEM(items, start + n), p) < 0) {
             PyMem_Free(parts);
             return NULL;
         }
-        if (n > 0 && (prev == LLONG_MAX || seq != prev + 1)) break;
-        prev = seq;
+        if (n > 0 && (p[-1].seq == LLONG_MAX || p->seq != p[-1].seq + 1)) break;
         size += bulk_size(p->line_len);
     }
     /* the first seq, and the head after the run: "<last seq>:<its digest>" */
+    char first[24];
+    Py_ssize_t first_len = put_decimal(first, parts[0].seq) - first;
     Parts *last = &parts[n - 1];
     const char *digest;
     Py_ssize_t digest_len;
     /* searched in the whole line, newline included, as the twin does */
     find_digest(last->line, last->full_len, &digest, &digest_len);
     char head[24 + 1 + DIGEST_LEN];
-    Py_ssize_t head_len = last->seq_len;
-    memcpy(head, last->seq, (size_t)last->seq_len);
+    Py_ssize_t head_len = put_decimal(head, last->seq) - head;
     head[head_len++] = ':';
     memcpy(head + head_len, digest, (size_t)digest_len);
     head_len += digest_len;
-    size += bulk_size(parts[0].seq_len) + bulk_size(head_len);
+    size += bulk_size(first_len) + bulk_size(head_len);
     /* the lines the parts point into are held by `items`, which nothing here changes */
     PyObject *out = PyBytes_FromStringAndSize(NULL, size);
     if (out != NULL) {
         char *w = PyBytes_AS_STRING(out);
-        w = put_bulk(w, parts[0].seq, parts[0].seq_len);
+        w = put_bulk(w, first, first_len);
         w = put_bulk(w, head, head_len);
         for (Py_ssize_t i = 0; i < n; i++) w = put_bulk(w, parts[i].line, parts[i].line_len);
     }

@@ -62,6 +62,7 @@ from .store import (
     plan_reserve,
     status_of,
 )
+from .windows import counter_key_parts
 
 LUA_DIR = Path(__file__).with_name("lua")
 SOCKET_TIMEOUT = 1.0
@@ -366,9 +367,7 @@ def reserve_args(counters: tuple[Counter, ...]) -> tuple[str, ...]:
         slot = json.dumps([c.budget_id, c.unit, c.scope, c.scope_key, c.kind, str(c.limit),
                            c.window_spec], ensure_ascii=False, separators=(",", ":"))
         out += [
-            f"c:{c.scope}:{c.window_spec}:",
-            # Lua's # counts bytes
-            f":{len(c.budget_id.encode())}:{c.budget_id}:{c.scope_key}",
+            *counter_key_parts(c.scope, c.window_spec, c.budget_id, c.scope_key),
             c.kind, str(c.limit), c.window, str(c.window_seconds),
             slot[:-1] + ",", json.dumps(c.budget_id, ensure_ascii=False),
         ]

@@ -27,8 +27,17 @@ def window_bounds(window: str, window_seconds: int, now_ms: int) -> tuple[int, i
     return start, start + span
 
 
+def counter_key_parts(scope: str, window_spec: str, budget_id: str,
+                      scope_key: str) -> tuple[str, str]:
+    """A counter's name before and after its window start (reserve.lua joins them around
+    the start it computes). The id is length-prefixed, in UTF-8 bytes as Lua's # counts,
+    and the scope key last, so names cannot collide whatever characters ids and keys hold."""
+    return (f"c:{scope}:{window_spec}:",
+            f":{len(budget_id.encode())}:{budget_id}:{scope_key}")
+
+
 def counter_key(prefix: str, scope: str, window_spec: str, start_ms: int, budget_id: str,
                 scope_key: str) -> str:
-    """The name of one counter; the id is length-prefixed and the scope key last, so
-    names cannot collide whatever characters ids and keys hold."""
-    return f"{prefix}c:{scope}:{window_spec}:{start_ms}:{len(budget_id)}:{budget_id}:{scope_key}"
+    """The name of one counter (see counter_key_parts)."""
+    head, tail = counter_key_parts(scope, window_spec, budget_id, scope_key)
+    return f"{prefix}{head}{start_ms}{tail}"
