@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .event import safe_name
 from .sink import Sealed
+
+if TYPE_CHECKING:
+    from .offload import Offload
+
+log = logging.getLogger("proctor.audit")
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 SEGMENT_RE = re.compile(r"^(?P<prefix>.+)-(?P<first>\d{12})(?:\.(?P<n>\d+))?\.jsonl$")
@@ -86,6 +93,7 @@ class FileSink:
         self._size = 0
         self.path: Path | None = None
         self._last_seq = 0
+        self._cut: int | None = None  # an offloaded write failed: truncate here first
         self.segments_opened = 0
         self.fsyncs = 0
 
@@ -104,7 +112,38 @@ class FileSink:
             return None
         return None
 
+    async def write_offloaded(self, batch: list[Sealed], offload: Offload) -> bool:
+        """The usual batch (new, and it fits the open segment), written and fdatasynced by
+        the offload thread; False: nothing was written, write() takes the batch (a new
+        segment, a retry). Called on the event loop, never while write() runs."""
+        fd = self._fd
+        if fd is None or not batch or batch[0].seq <= self._last_seq or self._cut is not None:
+            return False
+        start = self._size
+        room = self.segment_bytes - start
+        total, written, err = await offload.write(fd, batch, self._fsync, room)
+        if total > room:
+            return False
+        if err:
+            # Whatever part landed is cut off before write() retries (as _append does).
+            self._cut = start
+            log.warning("audit file sink: write to %s failed (%s); retrying",
+                        self.path, os.strerror(err))
+            return False
+        self._size = start + total
+        self._last_seq = batch[-1].seq
+        if self._fsync:
+            self.fsyncs += 1
+        return True
+
     def write(self, batch: list[Sealed]) -> None:
+        if self._cut is not None and self._fd is not None:
+            try:
+                os.ftruncate(self._fd, self._cut)
+                self._size = self._cut
+            except OSError:
+                self._close_fd()
+        self._cut = None
         if not batch:
             return
         # The usual batch: new, and it fits the open segment. One pass joins it (this

@@ -14,7 +14,12 @@ class Sealed(NamedTuple):
 
 
 class Sink(Protocol):
-    """Where the background writer puts sealed events. Called from one thread only."""
+    """Where the background writer puts sealed events. Called from one thread at a time.
+
+    A sink may also have `async write_offloaded(batch, offload) -> bool`, awaited on the
+    event loop: it stores the usual batch through the offload thread (offload.py) and
+    answers True, or answers False having stored nothing, and write() takes the batch.
+    """
 
     name: str
 

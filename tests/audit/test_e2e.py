@@ -46,12 +46,22 @@ def _file_events(root: Path) -> list[dict]:
     return out
 
 
+def _wait_on_disk(audit: Path, ids: list[str], timeout: float = 10.0) -> None:
+    """The last batches linger up to 250 ms before they are written (async durability):
+    wait for them, so that a tail afterwards is about what it serves, not that timing."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (
+            set(ids) <= {e.get("decision_id") for e in _file_events(audit)}):
+        time.sleep(0.02)
+
+
 def test_n_evaluations_give_n_verified_decision_events(tmp_path: Path) -> None:
     key = tmp_path / "hmac.key"
     key.write_text("k3y\n")
     srv = start_proctor(SEED, tmp_path / "p", "--audit-hmac-key-file", str(key))
     try:
         ids = _evaluate(srv.address, 0, 200)
+        _wait_on_disk(tmp_path / "p" / "audit", ids)
         tail = run_proctor("audit", "tail", "--server", srv.address, "--json", cwd=tmp_path)
         assert tail.returncode == 0, tail.stderr
         # Approval steps share the stream; the decisions must be exactly the answered ones.
@@ -161,12 +171,7 @@ def test_two_workers_two_chains_and_any_worker_serves_the_whole_audit(redis_proc
             ids += _evaluate(srv.address, len(ids), len(ids) + 1)
             if len(ids) % 20 == 0:
                 time.sleep(0.05)
-        # the last batches linger up to 250 ms before they are written (async durability):
-        # wait for them, so the tail below is about serving every writer, not that timing
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (
-                set(ids) <= {e.get("decision_id") for e in _file_events(audit)}):
-            time.sleep(0.02)
+        _wait_on_disk(audit, ids)
         tail = run_proctor("audit", "tail", "--server", srv.address, "--json", cwd=tmp_path)
     finally:
         assert srv.stop() == 0

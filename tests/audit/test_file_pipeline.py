@@ -395,3 +395,38 @@ def test_a_lingering_writer_writes_at_once_when_a_batch_waits_or_the_queue_is_fu
     burst, flushed, closed, sink = run(go)
     assert burst < 5 and flushed < 5 and closed < 5, (burst, flushed, closed)
     assert len(sink.lines) == 502
+
+
+def test_stored_events_are_freed_a_few_per_call_and_never_pile_up() -> None:
+    """A stored batch is kept and freed FREE_PER_CALL events a call (see
+    AuditPipeline._retire): what is kept does not grow."""
+    def kept(p: AuditPipeline) -> int:
+        return sum(len(b) for b in p._spent)  # noqa: SLF001
+
+    async def go() -> tuple[list[int], int, MemorySink]:
+        sink = MemorySink()
+        p = AuditPipeline(sink, writer="g", linger=0.01, max_batch=100)
+        await p.start()
+        for i in range(300):
+            assert p.offer("decision", decision(i))
+            if i % 100 == 99:
+                await asyncio.sleep(0.05)  # past the linger: the batch is stored
+        seen = [kept(p)]
+        for i in range(300, 310):
+            assert p.offer("decision", decision(i))  # each call frees FREE_PER_CALL
+        seen.append(kept(p))
+        most = 0
+        for i in range(310, 5310):
+            await p.record("decision", decision(i))
+            most = max(most, kept(p))
+            if i % 450 == 0:
+                await asyncio.sleep(0.02)
+        await p.close()
+        return seen, most, sink
+
+    seen, most, sink = run(go)
+    assert seen[0] == 100  # the last batch, stored after the last call: not yet freed
+    assert seen[0] - seen[1] == 10 * pipeline.FREE_PER_CALL
+    # bursts of ~450 events between the writer's turns: what is kept never grows past one
+    assert most <= 450 + 100
+    assert len(sink.lines) == 5310
