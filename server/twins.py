@@ -3,8 +3,8 @@
 `server/_wire.c`, `server/_ids.c`, `server/audit/_seal.c`, `server/audit/_xadd.c` and
 `server/budgets/_answer.c` are optional extensions (pyproject.toml): each has its
 Python reference beside it and a test holding the two to the same output
-(`server/audit/_offload.c`, the audit's I/O thread, has none: without it the
-sinks' blocking write() serves, in the executor). A
+(`server/audit/_offload.c`, the file sink's I/O thread, has none: without it the
+sink's blocking write() serves, in the executor). A
 module asks for its twin here and falls back to the Python one when the
 extension was not built (no compiler at install time) or PROCTOR_PURE_PYTHON=1
 is set (to test or measure the Python path).

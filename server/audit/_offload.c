@@ -3,11 +3,11 @@
  * Why: at one call in flight, the call running while the writer took a batch was
  * ~1.6x the median, and such calls were a quarter to a third of those slower than p99.
  * Two things held the event loop: touching each of the batch's events, written up to
- * 250 ms earlier and long out of the cache (~0.3 us each: a slice, a join, packing),
- * and the executor thread that wrote the batch taking the GIL back after each wake-up,
- * write, fsync or reply. Here the loop hands the batch's list over as it is (one
- * reference) and a plain C thread walks it, writes and fsyncs it, or packs and sends
- * it to Redis; the outcome comes back through an eventfd the loop watches.
+ * 250 ms earlier and long out of the cache (~0.3 us each: a slice, a join), and the
+ * executor thread that wrote the batch taking the GIL back after each wake-up, write
+ * or fsync. Here the loop hands the batch's list over as it is (one reference)
+ * and a plain C thread walks it, writes it and fsyncs it; the outcome comes back
+ * through an eventfd the loop watches.
  *
  * The thread reads the list, its tuples and their bytes without the GIL: the caller
  * gives the list up until the job is done, tuples and bytes never change, and the
@@ -18,34 +18,21 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <pthread.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "resp_io.h"
-
-enum { JOB_WRITE, JOB_APPEND };
-
 typedef struct Job {
     struct Job *next;
-    int type, fd, fsync, timeout_ms;
-    PyObject *items, *middle, *token; /* the batch (a list); append: the fixed arguments */
-    Py_ssize_t n, chunk;              /* items at submission; append: events a command */
-    long long first_seq;
-    /* write: bytes asked, written, and the limit; errno of a failure */
-    Py_ssize_t total, written, room;
-    int err;
-    /* append: the integer replies so far and how it ended */
-    long long *values;
-    Py_ssize_t done;
-    int kind;
-    size_t msg_len;
-    char msg[REPLY_CAP];
+    int fd, fsync;
+    PyObject *items, *token; /* the batch (a list), and what done() pairs its result with */
+    Py_ssize_t n;            /* items at submission */
+    Py_ssize_t total, written, room; /* bytes asked, written, and the limit */
+    int err;                         /* errno of a failure */
 } Job;
 
 typedef struct {
@@ -53,16 +40,14 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     Job *todo, *todo_last, *finished, *finished_last;
-    int efd, started, stopping, nice;
+    int efd, started, stopping;
     pid_t owner; /* the process that started the thread: a forked child has no thread */
     pthread_t thread;
 } Offload;
 
 static void free_job(Job *j) {
     Py_XDECREF(j->items);
-    Py_XDECREF(j->middle);
     Py_XDECREF(j->token);
-    PyMem_RawFree(j->values);
     PyMem_RawFree(j);
 }
 
@@ -118,76 +103,9 @@ static void run_write(Job *j) {
     if (j->fsync && fdatasync(j->fd) != 0) j->err = errno;
 }
 
-/* The batch as append.lua calls of at most `chunk` events, each sent after the last
- * one's reply, as RedisSink._command packs them: `*<9+n>`, the fixed arguments
- * (`middle`: EVALSHA, sha, numkeys, keys, writer, MAXLEN), the first seq, the head
- * after the chunk (`<seq>:<digest>`), then each line without its newline. The seqs
- * are consecutive from first_seq (the caller checked). */
-static void run_append(Job *j) {
-    const char *middle = PyBytes_AS_STRING(j->middle);
-    Py_ssize_t middle_len = PyBytes_GET_SIZE(j->middle);
-    for (Py_ssize_t start = 0; start < j->n; start += j->chunk, j->done++) {
-        Py_ssize_t stop = start + j->chunk < j->n ? start + j->chunk : j->n;
-        long long first = j->first_seq + start, last = j->first_seq + stop - 1;
-        char first_text[24], head[24 + 1 + DIGEST_LEN];
-        Py_ssize_t first_len = put_decimal(first_text, first) - first_text;
-        Py_ssize_t size = 16 + middle_len;
-        for (Py_ssize_t i = start; i < stop; i++) {
-            PyObject *b = line_at(j, i);
-            if (b == NULL) {
-                j->kind = XCH_PROTOCOL; /* never sent: reported as the caller's own error */
-                j->msg_len = (size_t)snprintf(j->msg, sizeof j->msg, "item %zd is no line", i);
-                return;
-            }
-            Py_ssize_t len = PyBytes_GET_SIZE(b);
-            if (len && PyBytes_AS_STRING(b)[len - 1] == '\n') len--;
-            size += bulk_size(len);
-        }
-        PyObject *tail = line_at(j, stop - 1);
-        const char *digest;
-        Py_ssize_t digest_len;
-        find_digest(PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail), &digest, &digest_len);
-        Py_ssize_t head_len = put_decimal(head, last) - head;
-        head[head_len++] = ':';
-        memcpy(head + head_len, digest, (size_t)digest_len);
-        head_len += digest_len;
-        size += bulk_size(first_len) + bulk_size(head_len);
-        char *buf = malloc((size_t)size), *w = buf;
-        if (buf == NULL) {
-            j->kind = XCH_OS;
-            j->err = ENOMEM;
-            return;
-        }
-        *w++ = '*';
-        w = put_decimal(w, 9 + stop - start);
-        *w++ = '\r';
-        *w++ = '\n';
-        memcpy(w, middle, (size_t)middle_len);
-        w = put_bulk(w + middle_len, first_text, first_len);
-        w = put_bulk(w, head, head_len);
-        for (Py_ssize_t i = start; i < stop; i++) {
-            PyObject *b = line_at(j, i);
-            Py_ssize_t len = PyBytes_GET_SIZE(b);
-            if (len && PyBytes_AS_STRING(b)[len - 1] == '\n') len--;
-            w = put_bulk(w, PyBytes_AS_STRING(b), len);
-        }
-        long long deadline = now_ms() + j->timeout_ms;
-        j->kind = send_all(j->fd, buf, w - buf, deadline, &j->err);
-        free(buf);
-        if (j->kind == XCH_OK)
-            j->kind = read_reply(j->fd, deadline, &j->values[j->done], j->msg, &j->msg_len,
-                                 &j->err);
-        if (j->kind != XCH_OK) return;
-    }
-}
-
 static void *run(void *arg) {
     Offload *o = arg;
     prctl(PR_SET_NAME, "audit-io", 0, 0, 0); /* for top -H and ps; best effort */
-    /* Lower priority than the threads that answer calls, where asked (see offload.py);
-     * it never holds the GIL, so no one waits on it while it waits for a CPU. Best
-     * effort: a thread may always lower its own priority. */
-    if (o->nice > 0) setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), o->nice);
     pthread_mutex_lock(&o->mu);
     for (;;) {
         while (o->todo == NULL && !o->stopping) pthread_cond_wait(&o->cv, &o->mu);
@@ -196,8 +114,7 @@ static void *run(void *arg) {
         o->todo = j->next;
         if (o->todo == NULL) o->todo_last = NULL;
         pthread_mutex_unlock(&o->mu);
-        if (j->type == JOB_WRITE) run_write(j);
-        else run_append(j);
+        run_write(j);
         j->next = NULL;
         pthread_mutex_lock(&o->mu);
         if (o->finished_last) o->finished_last->next = j;
@@ -214,11 +131,8 @@ static void *run(void *arg) {
 }
 
 static PyObject *offload_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"nice", NULL};
-    int nice = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|i", kwlist, &nice)) return NULL;
-    if (nice < 0 || nice > 19) {
-        PyErr_SetString(PyExc_ValueError, "Offload: nice must be 0..19");
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Offload() takes no arguments");
         return NULL;
     }
     int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -231,7 +145,6 @@ static PyObject *offload_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     pthread_mutex_init(&o->mu, NULL);
     pthread_cond_init(&o->cv, NULL);
     o->efd = efd;
-    o->nice = nice;
     return (PyObject *)o;
 }
 
@@ -267,7 +180,7 @@ static void offload_dealloc(Offload *o) {
 }
 
 /* A job over `items`, a list the caller leaves alone until done() gives its result. */
-static Job *new_job(Offload *o, int type, int fd, PyObject *items, PyObject *token) {
+static Job *new_job(Offload *o, int fd, PyObject *items, PyObject *token) {
     if (o->stopping) {
         PyErr_SetString(PyExc_RuntimeError, "Offload is closed");
         return NULL;
@@ -285,7 +198,6 @@ static Job *new_job(Offload *o, int type, int fd, PyObject *items, PyObject *tok
         PyErr_NoMemory();
         return NULL;
     }
-    j->type = type;
     j->fd = fd;
     j->items = Py_NewRef(items);
     j->token = Py_NewRef(token);
@@ -318,36 +230,10 @@ static PyObject *offload_write(Offload *o, PyObject *args) {
     Py_ssize_t room;
     PyObject *items, *token;
     if (!PyArg_ParseTuple(args, "iOpnO", &fd, &items, &fsync, &room, &token)) return NULL;
-    Job *j = new_job(o, JOB_WRITE, fd, items, token);
+    Job *j = new_job(o, fd, items, token);
     if (j == NULL) return NULL;
     j->fsync = fsync;
     j->room = room;
-    return submit(o, j);
-}
-
-static PyObject *offload_append(Offload *o, PyObject *args) {
-    int fd, timeout_ms;
-    long long first_seq;
-    Py_ssize_t chunk;
-    PyObject *items, *middle, *token;
-    if (!PyArg_ParseTuple(args, "iOLnO!iO", &fd, &items, &first_seq, &chunk, &PyBytes_Type,
-                          &middle, &timeout_ms, &token))
-        return NULL;
-    if (chunk < 1 || first_seq < 0) {
-        PyErr_SetString(PyExc_ValueError, "Offload.append: chunk must be >= 1, first_seq >= 0");
-        return NULL;
-    }
-    Job *j = new_job(o, JOB_APPEND, fd, items, token);
-    if (j == NULL) return NULL;
-    j->first_seq = first_seq;
-    j->chunk = chunk;
-    j->middle = Py_NewRef(middle);
-    j->timeout_ms = timeout_ms;
-    j->values = PyMem_RawMalloc((size_t)(j->n / chunk + 1) * sizeof(long long));
-    if (j->values == NULL) {
-        free_job(j);
-        return PyErr_NoMemory();
-    }
     return submit(o, j);
 }
 
@@ -365,10 +251,7 @@ static PyObject *offload_done(Offload *o, PyObject *unused) {
         Job *next = j->next;
         PyObject *result = NULL;
         if (out != NULL) {
-            result = j->type == JOB_WRITE
-                         ? Py_BuildValue("(nni)", j->total, j->written, j->err)
-                         : exchange_result(j->values, j->done, j->kind, j->msg, j->msg_len,
-                                           j->err, j->timeout_ms);
+            result = Py_BuildValue("(nni)", j->total, j->written, j->err);
             PyObject *pair = result == NULL ? NULL : PyTuple_Pack(2, j->token, result);
             if (pair == NULL || PyList_Append(out, pair) < 0) Py_CLEAR(out);
             Py_XDECREF(pair);
@@ -394,11 +277,6 @@ static PyMethodDef offload_methods[] = {
      "of bytes, or of tuples ending in one) to fd, in order "
      "(then fdatasync if fsync). Nothing is written when they add up to more than room. "
      "Result: (total, written, errno)"},
-    {"append", (PyCFunction)offload_append, METH_VARARGS,
-     "append(fd, items, first_seq, chunk, middle, timeout_ms, token): queue sending items "
-     "(Sealed, seqs consecutive from first_seq) as append.lua calls of at most chunk events "
-     "(middle: the arguments from EVALSHA to MAXLEN, packed), each after the last one's "
-     "integer reply. Result: (replies, kind, message), as _xadd.exchange"},
     {"done", (PyCFunction)offload_done, METH_NOARGS,
      "done() -> [(token, result)]: the jobs finished since the last call, oldest first"},
     {"fileno", (PyCFunction)offload_fileno, METH_NOARGS,
@@ -414,8 +292,8 @@ static PyTypeObject OffloadType = {
     .tp_name = "server.audit._offload.Offload",
     .tp_basicsize = sizeof(Offload),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Offload(nice=0): one C thread that runs the audit sink's writes and exchanges "
-              "without the GIL.",
+    .tp_doc = "Offload(): one C thread that runs the audit file sink's writes without the "
+              "GIL.",
     .tp_new = offload_new,
     .tp_dealloc = (destructor)offload_dealloc,
     .tp_methods = offload_methods,

@@ -1,16 +1,20 @@
 """The audit writer's I/O without the GIL: a C thread (_offload.c) fed from the event loop.
 
 The pipeline's writer task used to hand every batch to a Python executor thread.
-That thread took the GIL on waking, after each write, fsync or reply, and to hand
-its result back, and each time the event loop and it waited for each other: the
-calls in flight during a batch's write were the slowest ones (see _offload.c). Now
-a sink that can (file, redis) hands the batch's list over as it is, and the C
-thread writes and fsyncs it, or packs and sends it to Redis, without the GIL; its
-outcome comes back through an eventfd the loop watches. The loop touches none of
-the batch's events: they were written up to a linger earlier and are out of the
-cache, and touching each cost ~0.3 us, a batch's worth at once. Anything unusual (a
-new segment, a spool, an error) still goes to the sink's blocking write() in the
-executor.
+That thread took the GIL on waking, after each write or fsync, and to hand its
+result back, and each time the event loop and it waited for each other: the calls
+in flight during a batch's write were the slowest ones (see _offload.c). Now the
+file sink hands the batch's list over as it is, and the C thread writes and fsyncs
+it without the GIL; its outcome comes back through an eventfd the loop watches.
+The loop touches none of the batch's events: they were written up to a linger
+earlier and are out of the cache, and touching each cost ~0.3 us, a batch's worth
+at once. Anything unusual (a new segment, an error) still goes to the sink's
+blocking write() in the executor.
+
+The Redis sink stays in the executor: the same thread packing and sending its
+append.lua calls measured worse at 8 in flight (p99 1.05x and 1.11x against the
+executor, switched in one process, 10 and 12 rounds) and no different at one in
+flight (1.01x).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from typing import Any
 from ..twins import twin
 
 _offload_c = twin("server.audit._offload")
-IO_NICE = 0
 
 
 class Offload:
@@ -30,7 +33,7 @@ class Offload:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         assert _offload_c is not None
         self._loop = loop
-        self._thread = _offload_c.Offload(nice=IO_NICE)
+        self._thread = _offload_c.Offload()
         self._fd = self._thread.fileno()
         loop.add_reader(self._fd, self._reap)  # NotImplementedError: no selector loop
 
@@ -40,20 +43,10 @@ class Offload:
         (total bytes, bytes written, errno or 0). Nothing is written when the total is
         more than `room`.
 
-        For this and append(): `items` is a list the caller leaves unchanged until the
-        future is done; the thread reads it without the GIL."""
+        `items` is a list the caller leaves unchanged until the future is done: the
+        thread reads it without the GIL."""
         fut: asyncio.Future[tuple[int, int, int]] = self._loop.create_future()
         self._thread.write(fd, items, fsync, room, fut)
-        return fut
-
-    def append(self, fd: int, items: list[Any], first_seq: int, chunk: int, middle: bytes,
-               timeout_ms: int) -> asyncio.Future[tuple[list[int], int, str]]:
-        """Send items (Sealed, seqs consecutive from first_seq) on Redis socket fd as
-        append.lua calls of at most `chunk` events, packed as RedisSink._command packs
-        them (`middle`: the arguments from EVALSHA to MAXLEN), each after the last one's
-        reply: _xadd.exchange's (replies, kind, message)."""
-        fut: asyncio.Future[tuple[list[int], int, str]] = self._loop.create_future()
-        self._thread.append(fd, items, first_seq, chunk, middle, timeout_ms, fut)
         return fut
 
     def _reap(self) -> None:

@@ -12,9 +12,11 @@ fell from ~+57 to ~+19 µs): at once when the loop is idle, INLINE_BATCH at a ti
 when it is busy (one event alone seals cache-cold; at 64 in flight, +2% calls/s,
 ~11 µs less CPU a call). A writer task takes
 the sealed lines (up to `max_batch`; with async durability after lingering up to
-250 ms so batches, and fsyncs, stay few), hands them to a dedicated one-thread
-executor which writes them to the sink with one fsync, then wakes the `sync`
-waiters and flushes of the batch: group commit.
+250 ms so batches, and fsyncs, stay few; the whole list when it fits, so the loop
+touches none of its events) and has them written with one fsync: by the C I/O
+thread of offload.py when the sink can (the file sink's usual batch), else by a
+dedicated one-thread executor; then it wakes the `sync` waiters and flushes of the
+batch: group commit. Stored events are freed two per recorded event, not at once.
 The chain state (seq, prev_hash) is touched only on the event loop, so no lock is
 ever held across I/O.
 

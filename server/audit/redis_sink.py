@@ -25,7 +25,7 @@ import os
 import ssl
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from redis._parsers.base import BaseParser
@@ -38,9 +38,6 @@ from . import metrics
 from .event import safe_name
 from .sink import Sealed
 from .spool import Spool
-
-if TYPE_CHECKING:
-    from .offload import Offload
 
 log = logging.getLogger("proctor.audit")
 
@@ -153,14 +150,9 @@ class RedisSink:
         self.retry_interval = retry_interval
         self._r = connect(url, timeout)
         self._timeout = timeout
-        self._timeout_ms = max(1, int(timeout * 1000))
-        # The last write() left nothing spooled and found Redis up: the next batch may go
-        # through the offload thread.
-        self._live = False
         self._conn: Any = None  # the appends' own connection, out of the pool for good
         self._append_sha = hashlib.sha1(APPEND_LUA.encode()).hexdigest().encode()
         self._keys_packed = bulk(stream.encode()) + bulk(self.heads.encode())
-        self._middle_of: tuple[str | None, bytes] = (None, b"")  # (writer, _middle(writer))
         self._spool_root = Path(spool_dir)
         self._spool_root.mkdir(parents=True, exist_ok=True)
         self._spool: Spool | None = None
@@ -185,31 +177,7 @@ class RedisSink:
         seq, _, digest = head.decode().partition(":")
         return int(seq), digest
 
-    async def write_offloaded(self, batch: list[Sealed], offload: Offload) -> bool:
-        """The usual batch (Redis up, nothing spooled, no orphan scan due) sent by the
-        offload thread on the appends' connection; False: write() takes the batch, and
-        append.lua skips whatever part of it already landed. Called on the event loop,
-        never while write() runs."""
-        conn = self._conn
-        sock = None if conn is None else conn._sock
-        if (not self._live or sock is None or _xadd_c is None or isinstance(sock, ssl.SSLSocket)
-                or time.monotonic() >= self._next_orphan_scan):
-            return False
-        first, n = batch[0].seq, len(batch)
-        if batch[-1].seq - first != n - 1:  # not one run of seqs (never from the pipeline)
-            return False
-        replies, kind, message = await offload.append(
-            sock.fileno(), batch, first, XADD_CHUNK, self._middle(batch[0].writer),
-            self._timeout_ms)
-        if kind == 0:
-            return True
-        if kind != 1:  # no reply, or not the one asked for: the connection is in no known state
-            conn.disconnect()  # type: ignore[union-attr]
-        log.info("audit redis sink: offloaded append stopped (%s); retrying", message)
-        return False
-
     def write(self, batch: list[Sealed]) -> None:
-        self._live = False
         spool = self._own(batch[0].writer)
         now = time.monotonic()
         if now >= self._next_orphan_scan and now >= self._down_until:
@@ -217,11 +185,10 @@ class RedisSink:
             self._drain_orphans()
         if spool.pending() or now < self._down_until:
             self._spool_batch(spool, batch)
-            self._live = self._drain(spool)
+            self._drain(spool)
             return
         try:
             self._xadd(batch[0].writer, batch)
-            self._live = True
         except redis.RedisError as exc:
             self._went_down(exc)
             self._spool_batch(spool, batch)
@@ -267,7 +234,11 @@ class RedisSink:
         wait behind a whole batch (~750 events in one call held it 4.1 ms). Each call
         skips events at or below the writer's head, so a batch cut between calls is
         finished, not duplicated, by its retry or the spool's replay."""
-        commands = self._commands(writer, items)
+        commands = []
+        i = 0
+        while i < len(items):
+            command, i = self._command(writer, items, i, min(i + XADD_CHUNK, len(items)))
+            commands.append(command)
         appended = 0
         loaded = False
         while True:
@@ -282,15 +253,6 @@ class RedisSink:
                 continue
             raise failure
 
-    def _commands(self, writer: str, items: list[Any]) -> list[bytes]:
-        """The batch as EVALSHA calls of at most XADD_CHUNK events each."""
-        commands = []
-        i = 0
-        while i < len(items):
-            command, i = self._command(writer, items, i, min(i + XADD_CHUNK, len(items)))
-            commands.append(command)
-        return commands
-
     def _command(self, writer: str, items: list[Any], start: int,
                  stop: int) -> tuple[bytes, int]:
         """The EVALSHA of append.lua for the run of consecutive seqs from items[start]
@@ -302,15 +264,10 @@ class RedisSink:
         loop waiting on every batch.
         """
         args, end = append_args(items, start, stop)
-        return b"*%d\r\n%b%b" % (9 + end - start, self._middle(writer), args), end
-
-    def _middle(self, writer: str) -> bytes:
-        """append.lua's call from EVALSHA to MAXLEN, packed: the same for every call."""
-        if self._middle_of[0] != writer:
-            self._middle_of = (writer, bulk(b"EVALSHA") + bulk(self._append_sha)
-                               + b"$1\r\n2\r\n" + self._keys_packed
-                               + bulk(writer.encode()) + bulk(b"%d" % self.maxlen))
-        return self._middle_of[1]
+        return b"*%d\r\n%b%b%b%b%b%b" % (
+            9 + end - start, bulk(b"EVALSHA"), bulk(self._append_sha),
+            b"$1\r\n2\r\n", self._keys_packed,
+            bulk(writer.encode()) + bulk(b"%d" % self.maxlen), args), end
 
     def _exchange(self, commands: list[bytes]) -> tuple[list[int], redis.RedisError | None]:
         """Send the commands in order on the appends' connection, each after the last

@@ -1,6 +1,6 @@
-"""The audit writer's C I/O thread (_offload.c): writes and Redis appends without the GIL,
-on real files, a real redis-server and a recording fake one; and the pipeline's way
-back to the executor when an offloaded write fails."""
+"""The audit writer's C I/O thread (_offload.c): the file sink's writes without the GIL,
+on real files and pipes; and the pipeline's way back to the executor when an offloaded
+write fails."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import errno
 import json
 import os
 import select
-import socket
 import subprocess
 import sys
 import threading
@@ -17,15 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from server.audit import offload
 from server.audit.file_sink import FileSink
 from server.audit.pipeline import AuditPipeline
-from server.audit.redis_sink import APPEND_LUA, XADD_CHUNK, RedisSink
 from server.audit.sink import Sealed
 from server.audit.verify import verify_dir
-from tests.support.redis import RedisProcess
 
 pytestmark = pytest.mark.skipif(offload._offload_c is None, reason="C twin not built")  # noqa: SLF001
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,85 +156,6 @@ def test_a_write_interrupted_by_signals_resumes_where_it_stopped() -> None:
     assert bytes(got) == want
 
 
-class Recorder:
-    """A fake Redis that reads the commands it is told to expect, one by one, and
-    answers each with the next reply; it keeps every byte it received."""
-
-    def __init__(self, sizes: list[int], replies: list[bytes]) -> None:
-        self.sizes, self.replies, self.got = sizes, replies, b""
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        peer, _ = self.listener.accept()
-        with peer:
-            want = 0
-            for size, reply in zip(self.sizes, self.replies, strict=False):
-                want += size
-                while len(self.got) < want:
-                    data = peer.recv(65536)
-                    if not data:
-                        return
-                    self.got += data
-                peer.sendall(reply)
-            while data := peer.recv(65536):  # the client closes; anything more is kept
-                self.got += data
-
-
-def _append(port: int, items: list[Sealed], sink: RedisSink, timeout_ms: int = 2000) -> Any:
-    t = offload._offload_c.Offload()  # type: ignore[union-attr]  # noqa: SLF001
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        try:
-            t.append(s.fileno(), items, items[0].seq, XADD_CHUNK, sink._middle("w"),  # noqa: SLF001
-                     timeout_ms, "tok")
-            ((token, result),) = _results(t, 1)
-        finally:
-            t.close()
-    assert token == "tok"
-    return result
-
-
-def test_an_append_sends_the_bytes_the_command_packer_makes(tmp_path: Path) -> None:
-    sink = RedisSink("redis://127.0.0.1:1", "{s}", tmp_path / "spool")
-    items = _sealed("w", 41, 3 * XADD_CHUNK + 5)
-    commands = sink._commands("w", items)  # noqa: SLF001
-    fake = Recorder([len(c) for c in commands], [b":%d\r\n" % (i + 1) for i in range(4)])
-    assert _append(fake.port, items, sink) == ([1, 2, 3, 4], 0, "")
-    fake.thread.join(5)
-    assert fake.got == b"".join(commands)
-
-
-@pytest.mark.parametrize(("second", "kind", "message"), [
-    (b"-NOSCRIPT No matching script\r\n", 1, "NOSCRIPT No matching script"),
-    (b"+OK\r\n", 5, "unexpected reply b'+OK\\r\\n'"),
-])
-def test_an_append_stops_at_the_first_failure(tmp_path: Path, second: bytes, kind: int,
-                                              message: str) -> None:
-    sink = RedisSink("redis://127.0.0.1:1", "{s}", tmp_path / "spool")
-    items = _sealed("w", 1, 3 * XADD_CHUNK)
-    commands = sink._commands("w", items)  # noqa: SLF001
-    fake = Recorder([len(c) for c in commands], [b":64\r\n", second, b":64\r\n"])
-    assert _append(fake.port, items, sink) == ([64], kind, message)
-    fake.thread.join(5)
-    assert fake.got == commands[0] + commands[1]  # the third was never sent
-
-
-def test_an_append_reaches_a_real_redis_exactly_once(redis_proc: RedisProcess,
-                                                     tmp_path: Path) -> None:
-    sink = RedisSink(redis_proc.url, "s", tmp_path / "spool")
-    r = redis.Redis.from_url(redis_proc.url)
-    r.script_load(APPEND_LUA)
-    items = _sealed("w", 1, XADD_CHUNK + 10)
-    try:
-        assert _append(redis_proc.port, items, sink) == ([XADD_CHUNK, 10], 0, "")
-        assert _append(redis_proc.port, items, sink) == ([0, 0], 0, "")  # a retry adds nothing
-    finally:
-        sink.close()
-    assert [f[b"event"] + b"\n" for _, f in r.xrange("s")] == [s.line for s in items]
-
-
 def test_close_waits_for_the_queued_jobs_then_refuses_more(tmp_path: Path) -> None:
     fd = os.open(tmp_path / "seg", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     t = offload._offload_c.Offload()  # type: ignore[union-attr]  # noqa: SLF001
@@ -328,23 +245,3 @@ def test_a_failed_offloaded_write_is_cut_back_and_written_once_by_the_executor(
     ids = [json.loads(x)["decision_id"] for f in sorted((tmp_path / "audit").iterdir())
            for x in f.read_bytes().splitlines()]
     assert ids == [f"d{i}" for i in range(300)]
-
-
-def test_a_broken_redis_connection_mid_run_loses_and_repeats_nothing(
-        redis_proc: RedisProcess, tmp_path: Path) -> None:
-    counted = Counted(RedisSink(redis_proc.url, "s", tmp_path / "spool", retry_interval=0.0))
-    r = redis.Redis.from_url(redis_proc.url)
-
-    async def main() -> None:
-        p = AuditPipeline(counted.sink, writer="w", linger=0.01)
-        await _record(p, 0, 200)
-        await p.flush()
-        r.client_kill_filter(_type="normal", skipme=True)  # the appends' connection
-        await _record(p, 200, 400)
-        await p.close()
-
-    asyncio.run(main())
-    assert counted.offloaded >= 2 and counted.executor >= 2
-    events = [json.loads(f[b"event"]) for _, f in r.xrange("s")]
-    assert [e["seq"] for e in events] == list(range(1, 401))
-    assert [e["decision_id"] for e in events] == [f"d{i}" for i in range(400)]
