@@ -125,7 +125,7 @@ class FileSink:
         if total > room:
             return False
         if err:
-            # Whatever part landed is cut off before write() retries (as _append does).
+            # Whatever part landed is cut off (_cut_back) before write() retries.
             self._cut = start
             log.warning("audit file sink: write to %s failed (%s); retrying",
                         self.path, os.strerror(err))
@@ -138,11 +138,7 @@ class FileSink:
 
     def write(self, batch: list[Sealed]) -> None:
         if self._cut is not None and self._fd is not None:
-            try:
-                os.ftruncate(self._fd, self._cut)
-                self._size = self._cut
-            except OSError:
-                self._close_fd()
+            self._cut_back(self._cut)
         self._cut = None
         if not batch:
             return
@@ -185,12 +181,18 @@ class FileSink:
                 os.fdatasync(fd)
                 self.fsyncs += 1
         except BaseException:
-            try:
-                os.ftruncate(fd, start)
-            except OSError:
-                self._close_fd()
+            self._cut_back(start)
             raise
         self._size = start + len(data)
+
+    def _cut_back(self, size: int) -> None:
+        """Truncate the open segment to `size` after a failed write, so the retry does
+        not follow a partial batch; a segment that cannot be cut is left for a new one."""
+        try:
+            os.ftruncate(self._fd, size)  # type: ignore[arg-type]
+            self._size = size
+        except OSError:
+            self._close_fd()
 
     def _open_segment(self, writer: str, first_seq: int) -> None:
         self._close_fd()

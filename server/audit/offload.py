@@ -54,8 +54,9 @@ class Offload:
             if not fut.done():  # a writer cancelled while waiting no longer wants it
                 fut.set_result(result)
 
-    async def close(self, executor: Any = None) -> None:
-        """Wait for the jobs still queued (a cancelled writer's), then stop the thread."""
+    async def close(self, executor: Any) -> None:
+        """Wait for the jobs still queued (a cancelled writer's), then stop the thread:
+        the join runs in `executor`, not on the loop."""
         await self._loop.run_in_executor(executor, self._thread.close)
         self._loop.remove_reader(self._fd)
         self._reap()
