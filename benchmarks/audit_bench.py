@@ -44,8 +44,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.bench.results import git_commit, save_result  # noqa: E402
-from server.bench.spawn import free_port, wait_port  # noqa: E402
+from proctor.bench.results import git_commit, save_result  # noqa: E402
+from proctor.bench.spawn import free_port, wait_port  # noqa: E402
 
 SEED = ROOT / "examples" / "safety.yaml"
 MODES = ("off", "file", "off-redis", "redis")
@@ -59,11 +59,11 @@ SETTLE_S = 0.6
 def _serve_null_audit(argv: list[str]) -> int:
     """The launcher for mode "off" with --off-process: `proctor serve` with NullAudit as
     the audit factory."""
-    import server.main
-    from server.audit.pipeline import NullAudit
-    from server.cli import main
+    import proctor.server.main
+    from proctor.server.audit.pipeline import NullAudit
+    from proctor.server.cli import main
 
-    server.main.build_audit = lambda settings: NullAudit()  # type: ignore[assignment]
+    proctor.server.main.build_audit = lambda settings: NullAudit()  # type: ignore[assignment]
     return main(["serve", *argv])
 
 
@@ -89,10 +89,10 @@ class SwitchedAudit:
 def _serve_switched(argv: list[str]) -> int:
     """The launcher of every audited mode: `proctor serve` whose audit SIGUSR1 switches
     off and on (see SwitchedAudit)."""
-    import server.main
-    from server.cli import main
+    import proctor.server.main
+    from proctor.server.cli import main
 
-    real_build = server.main.build_audit
+    real_build = proctor.server.main.build_audit
     switches: list[SwitchedAudit] = []
 
     def build(settings: Any) -> SwitchedAudit:
@@ -103,7 +103,7 @@ def _serve_switched(argv: list[str]) -> int:
         for sw in switches:
             sw.on = not sw.on
 
-    server.main.build_audit = build  # type: ignore[assignment]
+    proctor.server.main.build_audit = build  # type: ignore[assignment]
     signal.signal(signal.SIGUSR1, flip)
     return main(["serve", *argv])
 
@@ -195,6 +195,7 @@ class Switches:
 
 async def _drive(port: int, seconds: float, concurrency: int) -> list[int]:
     import grpc
+
     from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 
     lat: list[int] = []
@@ -239,9 +240,9 @@ def _summary(lat: list[int], seconds: float) -> dict[str, float]:
 
 
 async def _sink_throughput(kind: str, n: int, work: Path, redis_url: str) -> dict[str, float]:
-    from server.audit.file_sink import FileSink
-    from server.audit.pipeline import AuditPipeline
-    from server.audit.redis_sink import RedisSink
+    from proctor.server.audit.file_sink import FileSink
+    from proctor.server.audit.pipeline import AuditPipeline
+    from proctor.server.audit.redis_sink import RedisSink
 
     sink: Any
     if kind == "file":
@@ -270,8 +271,8 @@ async def _sink_throughput(kind: str, n: int, work: Path, redis_url: str) -> dic
 
 async def _record_cost(n: int) -> dict[str, float]:
     """The request-path cost of record() alone (async, block, queue never full)."""
-    from server.audit.pipeline import AuditPipeline
-    from server.audit.sink import Sealed
+    from proctor.server.audit.pipeline import AuditPipeline
+    from proctor.server.audit.sink import Sealed
 
     class Discard:
         name = "discard"

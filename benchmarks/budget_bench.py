@@ -55,11 +55,10 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from proctor.bench.results import git_commit, save_result  # noqa: E402
+from proctor.bench.spawn import free_port, wait_port  # noqa: E402
+from proctor.server.budgets.redis_store import RedisBudgetStore  # noqa: E402
 from proctor.v1 import budgets_pb2  # noqa: E402
-
-from server.bench.results import git_commit, save_result  # noqa: E402
-from server.bench.spawn import free_port, wait_port  # noqa: E402
-from server.budgets.redis_store import RedisBudgetStore  # noqa: E402
 
 RESERVE = "/proctor.v1.Budgets/ReserveBudget"
 ECHO = "/bench.Echo/Echo"
@@ -148,8 +147,7 @@ def sequential(args: argparse.Namespace, sets: list[dict[str, str]], redis_port:
         samples["baseline"] = []
     loop = asyncio.new_event_loop()
     store = RedisBudgetStore.from_url(f"redis://127.0.0.1:{redis_port}/0", fleet="bench-script")
-    import engine
-
+    from proctor import engine
     budgets = engine.compile_policy(POLICY).budgets
     channels = [{name: grpc.insecure_channel(addr) for name, addr in st.items()} for st in sets]
     try:
@@ -301,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                     src = Path(args.baseline).resolve()
                     env = dict(os.environ, **seed, PYTHONPATH=os.pathsep.join(
                         [str(src), str(src / "clients" / "python")]))
-                    procs.start([sys.executable, "-m", "server", "serve", "--policy",
+                    procs.start([sys.executable, "-m", "proctor.server", "serve", "--policy",
                                  str(workdir / "policy.yaml"), "--listen", st[name],
                                  "--audit-dir", str(workdir / f"audit-baseline-{k}"),
                                  "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],

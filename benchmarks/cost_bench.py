@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.service_bench import ECHO, EVALUATE, REQUESTS  # noqa: E402
-from server.bench.results import git_commit, machine, save_result  # noqa: E402
-from server.bench.spawn import free_port  # noqa: E402
+from proctor.bench.results import git_commit, machine, save_result  # noqa: E402
+from proctor.bench.spawn import free_port  # noqa: E402
 
 _EVENTS = {"Ir": "I   refs", "I1mr": "I1  misses", "D1mr": "D1  misses"}
 
@@ -48,12 +48,12 @@ _EVENTS = {"Ir": "I   refs", "I1mr": "I1  misses", "D1mr": "D1  misses"}
 # with the audit swapped for NullAudit (argv[2] "off") to split the audit's share out.
 _LAUNCH = (
     "import sys\n"
-    "import server.audit.pipeline as p\n"
-    "import server.main\n"
+    "import proctor.server.audit.pipeline as p\n"
+    "import proctor.server.main\n"
     "p.DEFAULT_LINGER = float(sys.argv[1])\n"
     "if sys.argv[2] == 'off':\n"
-    "    server.main.build_audit = lambda settings: p.NullAudit()\n"
-    "from server.cli import main\n"
+    "    proctor.server.main.build_audit = lambda settings: p.NullAudit()\n"
+    "from proctor.server.cli import main\n"
     "sys.exit(main(['serve', *sys.argv[3:]]))\n"
 )
 
@@ -190,10 +190,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _reply_size(args: argparse.Namespace, payload: bytes) -> int:
     """The size of Proctor's real answer to this request (an in-process evaluation)."""
+    from proctor import engine
+    from proctor.server.decisions import DECISION_TO_PROTO, to_engine_request
     from proctor.v1 import decisions_pb2
-
-    import engine
-    from server.decisions import DECISION_TO_PROTO, to_engine_request
 
     policy = engine.load_policy(args.policy)
     request = decisions_pb2.EvaluateRequest.FromString(payload)

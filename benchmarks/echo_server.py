@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.bench.floor import MAX_MESSAGE_BYTES, METHOD, serve  # noqa: E402
+from proctor.bench.floor import MAX_MESSAGE_BYTES, METHOD, serve  # noqa: E402
 
 __all__ = ["MAX_MESSAGE_BYTES", "METHOD", "main", "serve"]
 

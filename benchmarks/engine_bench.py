@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from server.bench.results import git_commit, machine, save_result
+from proctor.bench.results import git_commit, machine, save_result
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "safety.yaml"
@@ -286,8 +286,8 @@ def _rss_mib() -> float:
 
 def measure(path: str, evals: int, with_request: bool) -> dict[str, Any]:
     """Everything for one policy file, in this (fresh) process."""
-    from engine import Request, load_policy
-    from engine.topics import parse_pattern
+    from proctor.engine import Request, load_policy
+    from proctor.engine.topics import parse_pattern
 
     rss_before = _rss_mib()
     t0 = time.perf_counter()
@@ -328,7 +328,7 @@ def measure(path: str, evals: int, with_request: bool) -> dict[str, Any]:
         sum(len(d.matched_rule_ids) for d in decided) / len(decided), 2
     )
 
-    from engine import compile_policy
+    from proctor.engine import compile_policy
 
     cached_policy = compile_policy(policy.text, path, cache_size=65536)
     hot = requests[:2000]

@@ -53,10 +53,10 @@ def worker(redis_url: str) -> None:
     """One tree's store (imported from sys.path[0]); runs one operation kind per line of
     stdin ("OP N") and answers "done" when the N calls are over. "prep N" reserves the
     ids that "release N" will release, before the statistics are reset."""
-    import engine
-    from server.audit.redis_sink import RedisSink
-    from server.audit.sink import Sealed
-    from server.budgets.redis_store import RedisBudgetStore
+    from proctor import engine
+    from proctor.server.audit.redis_sink import RedisSink
+    from proctor.server.audit.sink import Sealed
+    from proctor.server.budgets.redis_store import RedisBudgetStore
 
     budgets = engine.compile_policy(POLICY).budgets
     writer = f"lua-bench-{uuid.uuid4().hex[:8]}"
@@ -148,8 +148,8 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     import redis
 
-    from server.bench.results import git_commit, save_result
-    from server.bench.spawn import free_port, wait_port
+    from proctor.bench.results import git_commit, save_result
+    from proctor.bench.spawn import free_port, wait_port
 
     work = Path(tempfile.mkdtemp(prefix="lua-bench-"))
     port = free_port()

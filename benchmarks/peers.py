@@ -60,8 +60,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import Request, compile_policy  # noqa: E402
-from server.bench.results import git_commit, save_result  # noqa: E402
+from proctor.bench.results import git_commit, save_result  # noqa: E402
+from proctor.engine import Request, compile_policy  # noqa: E402
 
 SEED = ROOT / "examples" / "safety.yaml"
 STRENGTH = {"deny": 3, "require_approval": 2, "allow": 1}

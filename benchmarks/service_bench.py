@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from proctor.v1 import decisions_pb2
 
-from server.bench.results import git_commit, machine, save_result
-from server.bench.spawn import free_port
+from proctor.bench.results import git_commit, machine, save_result
+from proctor.bench.spawn import free_port
+from proctor.v1 import decisions_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 EVALUATE = "/proctor.v1.Decisions/Evaluate"
@@ -116,7 +116,7 @@ class Procs:
 
 def proctor_cmd(policy: Path, address: str, extra: list[str]) -> list[str]:
     exe = Path(sys.executable).parent / "proctor"
-    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "server"]
+    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "proctor.server"]
     return [*base, "serve", "--policy", str(policy), "--listen", address, "--log-level",
             "warning", *extra]
 

@@ -1,4 +1,4 @@
-"""Generate the Python gRPC stubs from proto/ into clients/python/proctor/v1.
+"""Generate the Python gRPC stubs from proto/ into clients/python/src/proctor/v1.
 
 The stubs are committed; tests/test_proto_stubs.py regenerates them into a
 temporary directory and fails when the committed copy differs.
@@ -15,7 +15,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
-STUB_ROOT = ROOT / "clients" / "python"
+STUB_ROOT = ROOT / "clients" / "python" / "src"
 
 
 def proto_files() -> list[Path]:

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMITTED = ROOT / "clients" / "python" / "proctor" / "v1"
+COMMITTED = ROOT / "clients" / "python" / "src" / "proctor" / "v1"
 
 
 def _genproto():  # type: ignore[no-untyped-def]
@@ -24,13 +24,13 @@ def test_committed_stubs_are_fresh(tmp_path: Path) -> None:
     committed = {
         p.name: p.read_bytes()
         for p in COMMITTED.iterdir()
-        if p.is_file() and p.name != "__init__.py"
+        if p.is_file() and p.name not in ("__init__.py", "py.typed")
     }
     assert fresh, "genproto produced nothing"
     missing = sorted(set(fresh) - set(committed))
     extra = sorted(set(committed) - set(fresh))
     stale = sorted(name for name in fresh if name in committed and fresh[name] != committed[name])
     hint = "run: python scripts/genproto.py"
-    assert not missing, f"stubs missing from clients/python/proctor/v1: {missing}; {hint}"
+    assert not missing, f"stubs missing from clients/python/src/proctor/v1: {missing}; {hint}"
     assert not extra, f"stubs with no proto: {extra}; {hint}"
     assert not stale, f"stale stubs: {stale}; {hint}"

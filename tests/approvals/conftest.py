@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from server.approvals.binding import action_hash
-from server.approvals.memory import MemoryApprovalStore
-from server.approvals.redis_store import RedisApprovalStore, connect_store_client
-from server.approvals.store import Approval, ApprovalStore, Draft
+from proctor.server.approvals.binding import action_hash
+from proctor.server.approvals.memory import MemoryApprovalStore
+from proctor.server.approvals.redis_store import RedisApprovalStore, connect_store_client
+from proctor.server.approvals.store import Approval, ApprovalStore, Draft
 from tests.support.stores import STORE_KINDS, FakeClock, StoreEnv, env_for
 
 

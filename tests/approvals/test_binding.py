@@ -8,7 +8,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.approvals.binding import action_hash, action_text, normalize_tags
+from proctor.server.approvals.binding import action_hash, action_text, normalize_tags
 
 BASE = {
     "tenant": "acme", "run_id": "run-42", "delegation_path": ["orchestrator", "agent-c"],

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from server.approvals.store import (
+from proctor.server.approvals.store import (
     APPROVED,
     CONSUMED,
     DENIED,

@@ -21,9 +21,9 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from proctor.v1 import approvals_pb2, approvals_pb2_grpc
-from proctor_client import AsyncProctorClient, DecisionResult, ProctorClient, ProctorError
 
+from proctor.client import AsyncProctorClient, DecisionResult, ProctorClient, ProctorError
+from proctor.v1 import approvals_pb2, approvals_pb2_grpc
 from tests.support.proctor import ProctorProcess, run_proctor, start_proctor
 from tests.support.redis import RedisProcess
 

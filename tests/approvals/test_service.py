@@ -9,13 +9,13 @@ from typing import Any
 
 import grpc
 import pytest
-from proctor.v1 import approvals_pb2, approvals_pb2_grpc
 
-import engine
-from server.approvals.gate import ApprovalGate
-from server.approvals.memory import MemoryApprovalStore
-from server.approvals.service import ApprovalsService
-from server.approvals.store import ApprovalStore, StoreUnavailable
+from proctor import engine
+from proctor.server.approvals.gate import ApprovalGate
+from proctor.server.approvals.memory import MemoryApprovalStore
+from proctor.server.approvals.service import ApprovalsService
+from proctor.server.approvals.store import ApprovalStore, StoreUnavailable
+from proctor.v1 import approvals_pb2, approvals_pb2_grpc
 
 POLICY = engine.compile_policy("""\
 version: v1

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from server.audit.sink import Sealed
+from proctor.server.audit.sink import Sealed
 
 T = TypeVar("T")
 

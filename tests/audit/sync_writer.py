@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from server.audit.file_sink import FileSink
-from server.audit.pipeline import AuditPipeline
+from proctor.server.audit.file_sink import FileSink
+from proctor.server.audit.pipeline import AuditPipeline
 from tests.audit.helpers import decision
 
 

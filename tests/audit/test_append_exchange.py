@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from server.audit import redis_sink
-from server.audit.redis_sink import APPEND_LUA, RedisSink, exchange_c, exchange_py
-from server.audit.sink import Sealed
+from proctor.server.audit import redis_sink
+from proctor.server.audit.redis_sink import APPEND_LUA, RedisSink, exchange_c, exchange_py
+from proctor.server.audit.sink import Sealed
 from tests.support.redis import RedisProcess
 
 built = redis_sink._xadd_c is not None  # noqa: SLF001

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import redis
 
-from server.audit.redis_sink import RedisSink
-from server.audit.verify import verify_dir
+from proctor.server.audit.redis_sink import RedisSink
+from proctor.server.audit.verify import verify_dir
 from tests.audit.test_redis_sink import STREAM, _sealed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ def _fill(url: str, tmp: Path, writer: str, n: int) -> None:
 
 def _consume(url: str, out: Path, consumer: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "audit", "consume", "--redis-url", url,
+        [sys.executable, "-m", "proctor.server.cli", "audit", "consume", "--redis-url", url,
          "--audit-stream", STREAM, "--group", "archive", "--consumer", consumer,
          "--out", str(out), *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -90,7 +90,7 @@ def test_entries_pending_for_a_dead_consumer_are_reclaimed(redis_proc, tmp_path:
 
 
 def test_redelivered_entries_already_written_are_not_written_twice(redis_proc, tmp_path):
-    from server.audit.consume import Consumer
+    from proctor.server.audit.consume import Consumer
 
     n = 50
     _fill(redis_proc.url, tmp_path, "w:3", n)

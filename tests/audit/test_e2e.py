@@ -10,10 +10,10 @@ from pathlib import Path
 
 import grpc
 import redis
-from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 
-from server.audit.file_sink import list_segments
-from server.audit.verify import verify_dir, verify_stream
+from proctor.server.audit.file_sink import list_segments
+from proctor.server.audit.verify import verify_dir, verify_stream
+from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 from tests.audit.test_redis_sink import STREAM, durable_redis  # noqa: F401 - fixture
 from tests.support.proctor import run_proctor, start_proctor
 

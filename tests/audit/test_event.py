@@ -9,7 +9,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.audit.event import (
+from proctor.server.audit.event import (
     DECISION_FIELDS,
     canonical,
     format_micros,
@@ -23,7 +23,7 @@ from server.audit.event import (
     seal,
     seal_decision,
 )
-from server.ids import UlidGenerator, timestamp_ms
+from proctor.server.ids import UlidGenerator, timestamp_ms
 
 
 def test_canonical_is_sorted_compact_utf8() -> None:

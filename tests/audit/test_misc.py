@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
-from server.audit import build_audit, metrics
-from server.audit.event import seal
-from server.audit.file_sink import FileSink
-from server.audit.pipeline import AuditPipeline, NullAudit
-from server.audit.verify import verify
+from proctor.server.audit import build_audit, metrics
+from proctor.server.audit.event import seal
+from proctor.server.audit.file_sink import FileSink
+from proctor.server.audit.pipeline import AuditPipeline, NullAudit
+from proctor.server.audit.verify import verify
 from tests.audit.helpers import decision, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ def test_build_audit_from_settings(tmp_path: Path) -> None:
 
 def test_tail_follow_prints_new_events(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "audit", "tail", "--audit-dir", str(tmp_path),
+        [sys.executable, "-m", "proctor.server.cli", "audit", "tail", "--audit-dir", str(tmp_path),
          "--follow", "--json"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(0.3)

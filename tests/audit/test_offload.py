@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from server.audit import offload
-from server.audit.file_sink import FileSink
-from server.audit.pipeline import AuditPipeline
-from server.audit.sink import Sealed
-from server.audit.verify import verify_dir
+from proctor.server.audit import offload
+from proctor.server.audit.file_sink import FileSink
+from proctor.server.audit.pipeline import AuditPipeline
+from proctor.server.audit.sink import Sealed
+from proctor.server.audit.verify import verify_dir
 
 pytestmark = pytest.mark.skipif(offload._offload_c is None, reason="C twin not built")  # noqa: SLF001
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ def test_a_write_cut_short_reports_what_landed(tmp_path: Path) -> None:
     # counts exactly the bytes on disk, which is what the file sink truncates back.
     script = """
 import os, resource, signal, sys
-from server.audit._offload import Offload
+from proctor.server.audit._offload import Offload
 import select
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))

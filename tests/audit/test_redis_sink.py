@@ -12,13 +12,13 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.audit.event import seal
-from server.audit.pipeline import AuditPipeline
-from server.audit.redis_sink import RedisSink, append_args, append_args_py, heads_key
-from server.audit.sink import Sealed
-from server.audit.spool import Spool
-from server.audit.verify import verify_stream
-from server.cli import main as cli_main
+from proctor.server.audit.event import seal
+from proctor.server.audit.pipeline import AuditPipeline
+from proctor.server.audit.redis_sink import RedisSink, append_args, append_args_py, heads_key
+from proctor.server.audit.sink import Sealed
+from proctor.server.audit.spool import Spool
+from proctor.server.audit.verify import verify_stream
+from proctor.server.cli import main as cli_main
 from tests.audit.helpers import decision, run
 from tests.support.ports import free_port
 from tests.support.redis import RedisProcess
@@ -157,7 +157,7 @@ def test_a_big_batch_is_appended_in_short_scripts_in_order(redis_proc, tmp_path:
                                                           monkeypatch: pytest.MonkeyPatch):
     """A Redis runs one script at a time: the sink never holds it for a whole batch, and a
     batch cut between two of its scripts is finished by the retry, not duplicated."""
-    from server.audit import redis_sink
+    from proctor.server.audit import redis_sink
 
     sent: list[int] = []  # events in each script call that reached Redis
     real = RedisSink._exchange  # noqa: SLF001

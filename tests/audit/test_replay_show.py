@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import engine
-from server.audit.file_sink import FileSink
-from server.audit.pipeline import AuditPipeline
-from server.cli import main as cli_main
+from proctor import engine
+from proctor.server.audit.file_sink import FileSink
+from proctor.server.audit.pipeline import AuditPipeline
+from proctor.server.cli import main as cli_main
 from tests.audit.helpers import run
 
 ROOT = Path(__file__).resolve().parents[2]

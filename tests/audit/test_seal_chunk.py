@@ -23,24 +23,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server import ids
-from server.audit import event
-from server.audit.chain import FLUSH as _FLUSH
-from server.audit.event import APPROVAL_FIELDS, DECISION_FIELDS, GENESIS, format_micros, quote
-from server.audit.pipeline import AuditPipeline
-from server.audit.sink import Sealed
+from proctor.server import ids
+from proctor.server.audit import event
+from proctor.server.audit.chain import FLUSH as _FLUSH
+from proctor.server.audit.event import (
+    APPROVAL_FIELDS,
+    DECISION_FIELDS,
+    GENESIS,
+    format_micros,
+    quote,
+)
+from proctor.server.audit.pipeline import AuditPipeline
+from proctor.server.audit.sink import Sealed
 
 from .helpers import decision
 
 try:
-    from server.audit import _seal
+    from proctor.server.audit import _seal
 except ImportError:
     _seal = None
 
 PURE = os.environ.get("PROCTOR_PURE_PYTHON") == "1"
 needs_c = pytest.mark.skipif(
     _seal is None or PURE or event.seal_decisions is None,
-    reason="server.audit._seal is not built (or pure Python asked for)")
+    reason="proctor.server.audit._seal is not built (or pure Python asked for)")
 
 _LONE = "\ud800"
 _STR_FIELDS = ("request_id", "run_id", "tenant", "topic", "outcome", "rule_id", "reason",
@@ -409,7 +415,7 @@ def test_the_c_path_serves_unless_pure_python_is_asked_for() -> None:
         assert event.seal_decisions is None
     else:
         assert event.seal_decisions is _seal.seal_decisions
-    code = "from server.audit import event; print(event.seal_decisions)"
+    code = "from proctor.server.audit import event; print(event.seal_decisions)"
     env = {**os.environ, "PROCTOR_PURE_PYTHON": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True, cwd=Path(__file__).parents[2])

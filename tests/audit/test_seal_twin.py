@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.audit import event
-from server.audit.event import (
+from proctor.server.audit import event
+from proctor.server.audit.event import (
     APPROVAL_FIELDS,
     DECISION_FIELDS,
     _with_hashes,
@@ -32,12 +32,12 @@ from server.audit.event import (
 )
 
 try:
-    from server.audit import _seal
+    from proctor.server.audit import _seal
 except ImportError:
     _seal = None
 
 PURE = os.environ.get("PROCTOR_PURE_PYTHON") == "1"
-needs_c = pytest.mark.skipif(_seal is None, reason="server.audit._seal is not built")
+needs_c = pytest.mark.skipif(_seal is None, reason="proctor.server.audit._seal is not built")
 
 _STR_FIELDS = ("request_id", "run_id", "tenant", "topic", "outcome", "rule_id", "reason",
                "policy_version", "decision_id", "approval_id")
@@ -114,7 +114,7 @@ def test_the_extension_is_built() -> None:
 
 
 def test_pure_python_env_selects_the_python_twin() -> None:
-    code = ("from server.audit import event; "
+    code = ("from proctor.server.audit import event; "
             "print(event.SEAL_ACCELERATED, event.decision_body is event.decision_body_py)")
     env = {**os.environ, "PROCTOR_PURE_PYTHON": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,

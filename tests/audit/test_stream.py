@@ -7,12 +7,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from proctor.v1 import audit_pb2, audit_pb2_grpc
 
-from server.audit.file_sink import FileSink
-from server.audit.pipeline import AuditPipeline
-from server.audit.redis_sink import RedisSink
-from server.audit.stream import AuditService
+from proctor.server.audit.file_sink import FileSink
+from proctor.server.audit.pipeline import AuditPipeline
+from proctor.server.audit.redis_sink import RedisSink
+from proctor.server.audit.stream import AuditService
+from proctor.v1 import audit_pb2, audit_pb2_grpc
 from tests.audit.helpers import decision, run
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from server.bench import plot, results
-from server.cli import main
+from proctor.bench import plot, results
+from proctor.server.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "examples" / "safety.yaml"
@@ -19,7 +19,7 @@ PROCTOR = Path(sys.executable).parent / "proctor"
 
 
 def _bench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [str(PROCTOR)] if PROCTOR.exists() else [sys.executable, "-m", "server"]
+    cmd = [str(PROCTOR)] if PROCTOR.exists() else [sys.executable, "-m", "proctor.server"]
     return subprocess.run([*cmd, "bench", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=120)
 
@@ -98,7 +98,7 @@ def test_sweep_without_matplotlib_says_how_to_install(
 
 def test_plots_are_pngs(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from server.bench import histo
+    from proctor.bench import histo
 
     points = [{"fraction": f, "rate": 1000 * f, "throughput_per_s": 990 * f,
                "p50_us": 300 + 2000 * f ** 8, "p99_us": 900 + 9000 * f ** 8} for f in

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import random
 
-from server.bench import histo
+from proctor.bench import histo
 
 
 def _record(seed: int) -> bytes:

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine import compile_policy
-from server.bench import floor, loop, workload
-from server.bench.spawn import free_port
+from proctor.bench import floor, loop, workload
+from proctor.bench.spawn import free_port
+from proctor.engine import compile_policy
 
 DELAY_MS = 20.0
 POLICY = """\

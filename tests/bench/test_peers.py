@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from engine import compile_policy
+from proctor.engine import compile_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from server.bench import results
+from proctor.bench import results
 
 
 def _doc(p50: float = 400.0, p99: float = 1200.0, tput: float = 2000.0,

@@ -6,10 +6,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from proctor.v1 import budgets_pb2, decisions_pb2
 
-from engine import Request, compile_policy, load_policy
-from server.bench import workload
+from proctor.bench import workload
+from proctor.engine import Request, compile_policy, load_policy
+from proctor.v1 import budgets_pb2, decisions_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "examples" / "safety.yaml"

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from engine import Budget
-from server.budgets.memory import MemoryBudgetStore
-from server.budgets.redis_store import RedisBudgetStore
-from server.budgets.store import RECORD_MARGIN_SECONDS, BudgetStore
+from proctor.engine import Budget
+from proctor.server.budgets.memory import MemoryBudgetStore
+from proctor.server.budgets.redis_store import RedisBudgetStore
+from proctor.server.budgets.store import RECORD_MARGIN_SECONDS, BudgetStore
 from tests.support.stores import STORE_KINDS, FakeClock, StoreEnv, env_for
 
 _SPAN = re.compile(r"^(\d+)([smhd])$")

@@ -57,8 +57,8 @@ async def _until_refused(reserve: Callable[[str], Awaitable[Any]], name: str,
 
 
 async def _store_side(url: str, name: str, start_at: float, tasks: int) -> tuple[list[str], int]:
-    from server.budgets.redis_store import RedisBudgetStore
-    from server.budgets.store import StoreUnavailable
+    from proctor.server.budgets.redis_store import RedisBudgetStore
+    from proctor.server.budgets.store import StoreUnavailable
     from tests.budgets.conftest import budget
 
     budgets = (budget("race", "calls", 500),)
@@ -79,6 +79,7 @@ async def _store_side(url: str, name: str, start_at: float, tasks: int) -> tuple
 
 async def _grpc_side(address: str, name: str, start_at: float, tasks: int) -> tuple[list[str], int]:
     import grpc
+
     from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
     def transient(e: BaseException) -> bool:

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from proctor.server.budgets import answer
+from proctor.server.budgets.store import BudgetStatus, ReserveResult
 from proctor.v1 import budgets_pb2
 
-from server.budgets import answer
-from server.budgets.store import BudgetStatus, ReserveResult
-
 C = answer._answer
-needs_c = pytest.mark.skipif(C is None, reason="server.budgets._answer not built")
+needs_c = pytest.mark.skipif(C is None, reason="proctor.server.budgets._answer not built")
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 TEXT = st.text(max_size=140)
 TIMES = st.one_of(

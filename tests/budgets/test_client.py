@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proctor_client import (
+
+from proctor.client import (
     AsyncProctorClient,
     BudgetRefusedError,
     InvalidRequestError,
     ProctorClient,
     ProctorError,
 )
-
 from tests.support.proctor import start_proctor
 
 from .test_service import POLICY

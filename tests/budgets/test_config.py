@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from server.budgets import build_budget_store
-from server.budgets.memory import MemoryBudgetStore
-from server.budgets.redis_store import RedisBudgetStore, parse_redis_url
-from server.budgets.store import check_fleet
+from proctor.server.budgets import build_budget_store
+from proctor.server.budgets.memory import MemoryBudgetStore
+from proctor.server.budgets.redis_store import RedisBudgetStore, parse_redis_url
+from proctor.server.budgets.store import check_fleet
 
 
 @dataclass

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from server.budgets.memory import MemoryBudgetStore
-from server.budgets.redis_store import connect
-from server.budgets.resp import RespClient
-from server.budgets.store import (
+from proctor.server.budgets.memory import MemoryBudgetStore
+from proctor.server.budgets.redis_store import connect
+from proctor.server.budgets.resp import RespClient
+from proctor.server.budgets.store import (
     BudgetStatus,
     BudgetStore,
     FailedPrecondition,

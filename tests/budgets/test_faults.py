@@ -12,12 +12,12 @@ from typing import Any
 
 import grpc
 import pytest
-from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
-from server.budgets.redis_store import RedisBudgetStore
-from server.budgets.service import BudgetsService
-from server.budgets.store import StoreUnavailable
-from server.routes import MethodTable
+from proctor.server.budgets.redis_store import RedisBudgetStore
+from proctor.server.budgets.service import BudgetsService
+from proctor.server.budgets.store import StoreUnavailable
+from proctor.server.routes import MethodTable
+from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
 from .conftest import budget
 from .test_service import POLICY, Holder, RecordingAudit, RecordingHealth

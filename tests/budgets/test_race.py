@@ -92,6 +92,7 @@ def test_grpc_race_across_two_servers_grants_exactly_the_limit(redis_proc: Any,
 
 def test_proctor_serve_on_redis_cluster(redis_cluster: Any, tmp_path: Path) -> None:
     import grpc
+
     from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
     policy = tmp_path / "policy.yaml"

@@ -15,9 +15,9 @@ import redis
 from redis import exceptions as rx
 from redis.asyncio.cluster import RedisCluster
 
-from server.budgets.redis_store import RedisBudgetStore, connect_store_client
-from server.budgets.resp import RespClient, _Incomplete, _parse, pack
-from server.budgets.store import Counter
+from proctor.server.budgets.redis_store import RedisBudgetStore, connect_store_client
+from proctor.server.budgets.resp import RespClient, _Incomplete, _parse, pack
+from proctor.server.budgets.store import Counter
 from tests.support.redis import start_redis
 
 from .conftest import budget
@@ -209,7 +209,7 @@ def test_store_client_per_url() -> None:
 
 
 def test_the_store_also_runs_on_a_redis_py_client(redis_proc: Any) -> None:
-    from server.budgets.redis_store import connect
+    from proctor.server.budgets.redis_store import connect
 
     async def main() -> None:
         store = RedisBudgetStore(connect(redis_proc.url), "py")

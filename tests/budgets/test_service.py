@@ -9,13 +9,13 @@ from typing import Any
 
 import grpc
 import pytest
-from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
-import engine
-from server.budgets.memory import MemoryBudgetStore
-from server.budgets.service import BudgetsService
-from server.budgets.store import BudgetStore
-from server.routes import MethodTable
+from proctor import engine
+from proctor.server.budgets.memory import MemoryBudgetStore
+from proctor.server.budgets.service import BudgetsService
+from proctor.server.budgets.store import BudgetStore
+from proctor.server.routes import MethodTable
+from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
 from .conftest import FakeClock
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from server.budgets.store import (
+from proctor.server.budgets.store import (
     BudgetError,
     FailedPrecondition,
     ReservationNotFound,

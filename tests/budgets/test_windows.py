@@ -8,8 +8,8 @@ from typing import Any
 
 import redis
 
-from server.budgets.redis_store import LUA_DIR
-from server.budgets.windows import window_bounds
+from proctor.server.budgets.redis_store import LUA_DIR
+from proctor.server.budgets.windows import window_bounds
 
 PROBE = """
 local out = {}

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from proctor_client import (
+
+from proctor.client import (
     FAIL_CLOSED_RULE_ID,
     NO_RETRY,
     AsyncProctorClient,
@@ -21,7 +22,6 @@ from proctor_client import (
     ProctorUnavailableError,
     RetryPolicy,
 )
-
 from tests.support.proctor import ProctorProcess, start_proctor
 
 from .conftest import SEED_POLICY

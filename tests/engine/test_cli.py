@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server import policy_cli
+from proctor.server import policy_cli
 from tests.engine.generators import random_policy, random_request
 from tests.engine.reference import reference_decide
 
@@ -195,7 +195,8 @@ def test_eval_explain_subprocess_agrees_with_reference(tmp_path: Path) -> None:
     policy_path = write(tmp_path, "corpus.yaml", yaml.safe_dump(policy, sort_keys=False))
     requests = [random_request(r, policy) for _ in range(400)]
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", "eval", "--policy", str(policy_path), "--explain"],
+        [sys.executable, "-m", "proctor.server.cli", "eval", "--policy", str(policy_path),
+         "--explain"],
         input="\n".join(json.dumps(q) for q in requests) + "\n",
         capture_output=True,
         text=True,

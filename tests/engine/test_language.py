@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-import engine.compiler as compiler
-from engine import Budget, CompiledPolicy, Decision, Request, compile_policy
+import proctor.engine.compiler as compiler
+from proctor.engine import Budget, CompiledPolicy, Decision, Request, compile_policy
 from tests.engine.generators import random_policy, random_request
 from tests.engine.reference import reference_decide, topic_matches
 

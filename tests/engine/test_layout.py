@@ -7,8 +7,8 @@ import random
 import pytest
 import yaml
 
-import engine.compiler as compiler
-from engine import Request, compile_policy
+import proctor.engine.compiler as compiler
+from proctor.engine import Request, compile_policy
 from tests.engine.generators import random_policy, random_request
 
 POLICY = """\

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
-from engine import compile_policy
-from engine.lint import lint
+from proctor.engine import compile_policy
+from proctor.engine.lint import lint
 
 
 def warnings(text: str) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import PolicyError, compile_policy, load_policy
+from proctor.engine import PolicyError, compile_policy, load_policy
 
 GOOD_RULE = """\
   - id: ok

@@ -8,7 +8,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import Request, compile_policy
+from proctor.engine import Request, compile_policy
 from tests.engine.generators import random_policy, random_request
 from tests.engine.reference import reference_decide
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from engine import Request, RequestError
+from proctor.engine import Request, RequestError
 
 
 def bad(field: str, fragment: str, **kw: Any) -> None:

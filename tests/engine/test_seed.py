@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from engine import Request, load_policy
-from engine.suites import load_suite, run_suite
+from proctor.engine import Request, load_policy
+from proctor.engine.suites import load_suite, run_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "examples" / "safety.yaml"

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from proctor_client import ProctorClient
 
+from proctor.client import ProctorClient
 from tests.support.proctor import ProctorProcess, start_proctor
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,8 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from proctor_client import EvaluationRequest, ProctorClient
-
+from proctor.client import EvaluationRequest, ProctorClient
 from tests.support.proctor import start_proctor
 
 from .conftest import SEED_POLICY

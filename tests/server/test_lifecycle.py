@@ -12,9 +12,9 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from proctor.v1 import admin_pb2, admin_pb2_grpc, decisions_pb2, decisions_pb2_grpc
-from proctor_client import EvaluationRequest, ProctorClient, ProctorError
 
+from proctor.client import EvaluationRequest, ProctorClient, ProctorError
+from proctor.v1 import admin_pb2, admin_pb2_grpc, decisions_pb2, decisions_pb2_grpc
 from tests.support.ports import free_port
 from tests.support.proctor import run_proctor, start_proctor
 from tests.support.redis import RedisProcess

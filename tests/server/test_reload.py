@@ -12,9 +12,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from proctor.v1 import admin_pb2, admin_pb2_grpc
-from proctor_client import ProctorClient
 
+from proctor.client import ProctorClient
+from proctor.v1 import admin_pb2, admin_pb2_grpc
 from tests.support.proctor import ProctorProcess, start_proctor
 
 from .conftest import SEED_POLICY

@@ -7,6 +7,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import grpc
+
+from proctor.server.audit.pipeline import NullAudit
+from proctor.server.health import HealthState
+from proctor.server.main import register_services
+from proctor.server.metrics import Metrics
+from proctor.server.reload import PolicyHolder
+from proctor.server.routes import MethodTable
+from proctor.server.settings import Settings
 from proctor.v1 import (
     admin_pb2,
     approvals_pb2,
@@ -14,14 +22,6 @@ from proctor.v1 import (
     budgets_pb2,
     decisions_pb2,
 )
-
-from server.audit.pipeline import NullAudit
-from server.health import HealthState
-from server.main import register_services
-from server.metrics import Metrics
-from server.reload import PolicyHolder
-from server.routes import MethodTable
-from server.settings import Settings
 
 from .conftest import SEED_POLICY
 

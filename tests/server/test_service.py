@@ -10,6 +10,15 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+
+from proctor.client import (
+    EvaluationRequest,
+    InvalidRequestError,
+    ItemError,
+    ProctorClient,
+    ProctorError,
+)
+from proctor.server.ids import timestamp_ms
 from proctor.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -18,15 +27,6 @@ from proctor.v1 import (
     decisions_pb2,
     decisions_pb2_grpc,
 )
-from proctor_client import (
-    EvaluationRequest,
-    InvalidRequestError,
-    ItemError,
-    ProctorClient,
-    ProctorError,
-)
-
-from server.ids import timestamp_ms
 from tests.support.proctor import ProctorProcess
 
 AGENTS = ["orchestrator", "research-agent", "etl-7"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from proctor_client import ProctorClient, ProctorError
 
+from proctor.client import ProctorClient, ProctorError
 from tests.support.proctor import ProctorProcess, start_proctor
 
 from .conftest import SEED_POLICY

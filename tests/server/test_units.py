@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from server import ids
-from server.metrics import Metrics
-from server.settings import Settings, SettingsError, add_arguments
+from proctor.server import ids
+from proctor.server.metrics import Metrics
+from proctor.server.settings import Settings, SettingsError, add_arguments
 
 from .conftest import SEED_POLICY
 
@@ -131,7 +131,7 @@ def test_metrics_export_counts_and_histograms() -> None:
 
 # -- server/_ids.c, the C twin of UlidGenerator -----------------------------------------
 
-needs_c_ids = pytest.mark.skipif(ids._ids is None, reason="server._ids not built")
+needs_c_ids = pytest.mark.skipif(ids._ids is None, reason="proctor.server._ids not built")
 
 
 class _Draws:

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from proctor import engine
+from proctor.server import wire
 from proctor.v1 import decisions_pb2
 
-import engine
-from server import wire
-
 C = wire._wire
-needs_c = pytest.mark.skipif(C is None, reason="server._wire not built (PROCTOR_PURE_PYTHON=1)")
+needs_c = pytest.mark.skipif(
+    C is None, reason="proctor.server._wire not built (PROCTOR_PURE_PYTHON=1)")
 
 SEED = decisions_pb2.EvaluateRequest(
     request_id="r-1", run_id="run-7f3a", tenant="acme",

@@ -28,7 +28,7 @@ _BIN = Path(sys.executable).parent / "proctor"
 def proctor_command() -> list[str]:
     if _BIN.exists():
         return [str(_BIN)]
-    return [sys.executable, "-m", "server"]
+    return [sys.executable, "-m", "proctor.server"]
 
 
 @dataclass

@@ -1,1 +1,0 @@
-"""Proctor wire contract (generated stubs live in proctor.v1)."""

@@ -1,0 +1,127 @@
+"""What the sync and asyncio clients share: options, request building, error policy.
+
+A service's methods are written once per flavour (client.py, aio.py) as a
+request builder, one `_call` through the retry loop and a result converter;
+budgets and approvals add their methods the same way, with their own stubs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from proctor.v1 import decisions_pb2
+
+from .errors import ProctorError, from_rpc_error
+from .results import EvaluationRequest
+from .retry import RetryPolicy
+
+MAX_MESSAGE_BYTES = 1 << 20
+DEFAULT_TIMEOUT = 2.0
+
+CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+)
+
+
+class ClientOptions:
+    """Settings common to both clients."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        fail_closed: bool = False,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        options: Iterable[tuple[str, Any]] = (),
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.fail_closed = fail_closed
+        self.credentials = credentials
+        self.metadata = tuple(metadata)
+        self.channel_options = (*CHANNEL_OPTIONS, *options)
+
+
+def build_request(
+    topic: str | EvaluationRequest,
+    *,
+    delegation_path: Sequence[str] = (),
+    risk_tags: Sequence[str] = (),
+    tenant: str = "",
+    run_id: str = "",
+    request_id: str = "",
+    labels: Mapping[str, str] | None = None,
+    approval_id: str = "",
+    explain: bool = False,
+) -> decisions_pb2.EvaluateRequest:
+    if isinstance(topic, EvaluationRequest):
+        return topic.to_proto()
+    return decisions_pb2.EvaluateRequest(
+        topic=topic,
+        delegation_path=list(delegation_path),
+        risk_tags=list(risk_tags),
+        tenant=tenant,
+        run_id=run_id,
+        request_id=request_id,
+        labels=dict(labels or {}),
+        approval_id=approval_id,
+        explain=explain,
+    )
+
+
+def build_batch(
+    items: Iterable[EvaluationRequest | Mapping[str, Any] | decisions_pb2.EvaluateRequest],
+) -> decisions_pb2.EvaluateBatchRequest:
+    out = decisions_pb2.EvaluateBatchRequest()
+    for item in items:
+        if isinstance(item, decisions_pb2.EvaluateRequest):
+            out.requests.append(item)
+        elif isinstance(item, EvaluationRequest):
+            out.requests.append(item.to_proto())
+        else:
+            fields = dict(item)
+            out.requests.append(build_request(fields.pop("topic"), **fields))
+    return out
+
+
+class Deadline:
+    """One call's overall deadline, shared by its attempts."""
+
+    __slots__ = ("_end",)
+
+    def __init__(self, timeout: float | None) -> None:
+        self._end = None if timeout is None else time.monotonic() + timeout
+
+    def remaining(self) -> float | None:
+        if self._end is None:
+            return None
+        return max(0.0, self._end - time.monotonic())
+
+    def allows(self, pause: float) -> bool:
+        """Is there time for a pause and another attempt?"""
+        left = self.remaining()
+        return left is None or left > pause
+
+
+def classify(error: grpc.RpcError, method: str) -> ProctorError:
+    return from_rpc_error(error, method)
+
+
+def may_fail_closed(error: ProctorError, fail_closed: bool) -> bool:
+    """Fail-closed turns every failure into a deny, except a request the server called invalid."""
+    return fail_closed and error.code != grpc.StatusCode.INVALID_ARGUMENT
+
+
+def describe(error: ProctorError, attempts: int) -> str:
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    return f"{error.code.name}{tries}: {error.details}"

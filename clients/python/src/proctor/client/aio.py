@@ -1,0 +1,176 @@
+"""AsyncProctorClient: the asyncio client."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from proctor.v1 import decisions_pb2, decisions_pb2_grpc
+
+from ._base import (
+    ClientOptions,
+    Deadline,
+    build_batch,
+    build_request,
+    classify,
+    describe,
+    may_fail_closed,
+)
+from .approvals import AsyncApprovalsMixin, waits
+from .budgets import AsyncBudgetsMixin
+from .errors import ProctorError
+from .results import BatchItem, DecisionResult, EvaluationRequest, batch_from_proto
+from .retry import RetryPolicy
+
+T = TypeVar("T")
+_UNSET: Any = object()
+
+
+class AsyncProctorClient(AsyncBudgetsMixin, AsyncApprovalsMixin):
+    """asyncio client for Proctor's gRPC API (grpc.aio); same behaviour as ProctorClient.
+
+    >>> async with AsyncProctorClient("127.0.0.1:50051", fail_closed=True) as proctor:
+    ...     d = await proctor.evaluate("job.7.send.email",
+    ...                                delegation_path=["planner", "mailer"],
+    ...                                risk_tags=["external"])
+    ...     if d.decision != "allow": ...
+
+    `timeout` is each call's overall deadline in seconds (retries included),
+    overridable per call. Calls that find the server UNAVAILABLE are retried
+    per `retry` with exponential backoff and jitter. With `fail_closed=True`,
+    a call that still gets no answer returns a deny with rule_id
+    "client.fail_closed" and a reason that says why, instead of raising;
+    INVALID_ARGUMENT always raises InvalidRequestError.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None = 2.0,
+        retry: RetryPolicy | None = None,
+        fail_closed: bool = False,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        options: Iterable[tuple[str, Any]] = (),
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        self.options = ClientOptions(
+            target, timeout=timeout, retry=retry, fail_closed=fail_closed,
+            credentials=credentials, metadata=metadata, options=options,
+        )
+        opts = list(self.options.channel_options)
+        if channel is not None:
+            self._channel = channel
+        elif credentials is not None:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=opts)
+        self._decisions = decisions_pb2_grpc.DecisionsStub(self._channel)
+        self._rng = random.Random()
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        return self._channel
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncProctorClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the retry loop every method goes through ---------------------------------
+
+    async def _call(
+        self, method: Callable[..., Awaitable[T]], name: str, request: Any, timeout: Any
+    ) -> T:
+        deadline = Deadline(self.options.timeout if timeout is _UNSET else timeout)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await method(
+                    request, timeout=deadline.remaining(), metadata=self.options.metadata
+                )
+            except grpc.RpcError as e:
+                error = classify(e, name)
+                pause = self.options.retry.backoff(attempt, self._rng)
+                if not (self.options.retry.should_retry(error.code, attempt)
+                        and deadline.allows(pause)):
+                    error.attempts = attempt
+                    raise error from None
+                await asyncio.sleep(pause)
+
+    # -- Decisions ------------------------------------------------------------------
+
+    async def evaluate(
+        self,
+        topic: str | EvaluationRequest,
+        *,
+        delegation_path: Sequence[str] = (),
+        risk_tags: Sequence[str] = (),
+        tenant: str = "",
+        run_id: str = "",
+        request_id: str = "",
+        labels: Mapping[str, str] | None = None,
+        approval_id: str = "",
+        explain: bool = False,
+        timeout: float | None = _UNSET,
+        wait_for_approval: float | None = None,
+    ) -> DecisionResult:
+        """Decide one action; see the class docstring for deadlines, retries and fail-closed.
+
+        wait_for_approval=SECONDS: on require_approval with an approval id, wait for the
+        reviewer and return the final answer (see proctor.client.approvals).
+        """
+        request = build_request(
+            topic, delegation_path=delegation_path, risk_tags=risk_tags, tenant=tenant,
+            run_id=run_id, request_id=request_id, labels=labels, approval_id=approval_id,
+            explain=explain,
+        )
+        try:
+            response: decisions_pb2.EvaluateResponse = await self._call(
+                self._decisions.Evaluate, "Evaluate", request, timeout
+            )
+        except ProctorError as error:
+            if may_fail_closed(error, self.options.fail_closed):
+                return DecisionResult.fail_closed_deny(
+                    describe(error, error.attempts)
+                )
+            raise
+        result = DecisionResult.from_proto(response)
+        if waits(result, wait_for_approval):
+            return await self._await_decision(result, request, wait_for_approval)
+        return result
+
+    async def evaluate_batch(
+        self,
+        requests: Iterable[EvaluationRequest | Mapping[str, Any] | decisions_pb2.EvaluateRequest],
+        *,
+        timeout: float | None = _UNSET,
+    ) -> list[BatchItem]:
+        """Decide up to 1,000 actions in one round trip; results in request order.
+
+        An item the server refused is an ItemError in its slot. With fail_closed,
+        a call that gets no answer yields a fail-closed deny for every item.
+        """
+        batch = build_batch(requests)
+        try:
+            response: decisions_pb2.EvaluateBatchResponse = await self._call(
+                self._decisions.EvaluateBatch, "EvaluateBatch", batch, timeout
+            )
+        except ProctorError as error:
+            if may_fail_closed(error, self.options.fail_closed):
+                deny = DecisionResult.fail_closed_deny(
+                    describe(error, error.attempts)
+                )
+                return [deny for _ in batch.requests]
+            raise
+        return batch_from_proto(response)

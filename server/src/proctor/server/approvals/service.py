@@ -1,0 +1,205 @@
+"""The proctor.v1.Approvals servicer: get, wait on, list and resolve approvals.
+
+Domain errors map to gRPC codes: InvalidArgument -> INVALID_ARGUMENT,
+ApprovalNotFound -> NOT_FOUND, FailedPrecondition -> FAILED_PRECONDITION,
+StoreUnavailable -> UNAVAILABLE. Resolutions and expiries are audit events of
+kind "approval" (events.py); creation and consumption are recorded by the
+gate (gate.py) on the Evaluate path.
+
+A background watch probes the store every second: it drives the health of
+proctor.v1.Approvals and the gate's fast path, and applies due expiries (so an
+expiry is audited within about a second even when nobody looks at the
+approval; with several servers on one Redis, each expiry is reported by
+exactly one of them).
+
+WaitApproval waits `timeout_seconds`, or, when that is 0, until shortly before
+the call's deadline (the caller then gets the still-pending approval rather
+than DEADLINE_EXCEEDED); with neither, until the approval is resolved or
+expires.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from proctor.v1 import approvals_pb2, approvals_pb2_grpc
+
+from ..health import StoreWatch
+from .events import approval_event
+from .gate import ApprovalGate
+from .store import (
+    APPROVED,
+    CONSUMED,
+    DENIED,
+    EXPIRED,
+    PENDING,
+    Approval,
+    ApprovalError,
+    ApprovalNotFound,
+    ApprovalStore,
+    FailedPrecondition,
+    InvalidArgument,
+    StoreUnavailable,
+)
+
+SERVICE_NAME = "proctor.v1.Approvals"
+MAX_WAIT_SECONDS = 86400
+DEADLINE_MARGIN_SECONDS = 0.1
+log = logging.getLogger("proctor.approvals")
+
+STATUS_TO_PROTO = {
+    PENDING: approvals_pb2.APPROVAL_STATUS_PENDING,
+    APPROVED: approvals_pb2.APPROVAL_STATUS_APPROVED,
+    DENIED: approvals_pb2.APPROVAL_STATUS_DENIED,
+    EXPIRED: approvals_pb2.APPROVAL_STATUS_EXPIRED,
+    CONSUMED: approvals_pb2.APPROVAL_STATUS_CONSUMED,
+}
+PROTO_TO_STATUS = {v: k for k, v in STATUS_TO_PROTO.items()}
+
+_CODES: tuple[tuple[type[ApprovalError], grpc.StatusCode], ...] = (
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (ApprovalNotFound, grpc.StatusCode.NOT_FOUND),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def _ts(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromMilliseconds(round(seconds * 1000))
+    return ts
+
+
+def to_proto(a: Approval) -> approvals_pb2.Approval:
+    d = a.draft
+    out = approvals_pb2.Approval(
+        approval_id=a.approval_id,
+        status=STATUS_TO_PROTO.get(a.status, approvals_pb2.APPROVAL_STATUS_UNSPECIFIED),
+        request_id=d.request_id,
+        run_id=d.run_id,
+        tenant=d.tenant,
+        delegation_path=list(d.delegation_path),
+        topic=d.topic,
+        risk_tags=list(d.risk_tags),
+        derived_tags=list(d.derived_tags),
+        labels=dict(d.labels),
+        rule_id=d.rule_id,
+        reason=d.reason,
+        approvers=list(d.approvers),
+        policy_version=d.policy_version,
+        decision_id=d.decision_id,
+        action_hash=d.action_hash,
+        reviewer=a.reviewer,
+        resolution_reason=a.resolution_reason,
+    )
+    out.created_at.CopyFrom(_ts(a.created_at))
+    out.expires_at.CopyFrom(_ts(a.expires_at))
+    if a.resolved_at:
+        out.resolved_at.CopyFrom(_ts(a.resolved_at))
+    return out
+
+
+class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
+    """Approvals over gRPC, on any ApprovalStore; owns the store's health watch."""
+
+    def __init__(self, store: ApprovalStore, audit: Any, health: Any = None,
+                 gate: ApprovalGate | None = None) -> None:
+        self._store = store
+        self._audit = audit
+        self._health = health
+        self.gate = gate or ApprovalGate(store, audit)
+        self.watch = StoreWatch(SERVICE_NAME, self._probe, StoreUnavailable, health,
+                                on_change=self._gate_availability)
+        store.on_expired = self._record_expired
+
+    # -- audit of expiries, health -------------------------------------------------------
+
+    async def _record_expired(self, items: tuple[Approval, ...]) -> None:
+        for a in items:
+            await self._audit.record("approval", approval_event("expired", a))
+
+    def _gate_availability(self, serving: bool) -> None:
+        self.gate.available = serving
+
+    async def _probe(self) -> None:
+        """Ping the store and apply due expiries (the sweep rides on the health probe)."""
+        await self._store.ping()
+        await self._store.expire_due()
+
+    async def close(self) -> None:
+        await self.watch.stop()
+        await self._store.close()
+
+    async def _fail(self, context: Any, e: ApprovalError) -> NoReturn:
+        code = next(c for t, c in _CODES if isinstance(e, t))
+        if isinstance(e, StoreUnavailable):
+            self.watch.mark(False)
+        await context.abort(code, e.message)
+        raise AssertionError("unreachable")  # context.abort raises
+
+    # -- the RPCs ------------------------------------------------------------------------
+
+    async def GetApproval(
+        self, request: approvals_pb2.GetApprovalRequest, context: Any
+    ) -> approvals_pb2.Approval:
+        try:
+            a = await self._store.get(request.approval_id)
+        except ApprovalError as e:
+            await self._fail(context, e)
+        self.watch.mark(True)
+        return to_proto(a)
+
+    async def WaitApproval(
+        self, request: approvals_pb2.WaitApprovalRequest, context: Any
+    ) -> approvals_pb2.Approval:
+        if request.timeout_seconds < 0:
+            await self._fail(context, InvalidArgument(
+                "timeout_seconds", f"must not be negative, got {request.timeout_seconds}"))
+        wait = float(min(request.timeout_seconds, MAX_WAIT_SECONDS) or MAX_WAIT_SECONDS)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait = min(wait, max(0.0, remaining - DEADLINE_MARGIN_SECONDS))
+        try:
+            a = await self._store.wait(request.approval_id, wait)
+        except ApprovalError as e:
+            await self._fail(context, e)
+        self.watch.mark(True)
+        return to_proto(a)
+
+    async def ListApprovals(
+        self, request: approvals_pb2.ListApprovalsRequest, context: Any
+    ) -> approvals_pb2.ListApprovalsResponse:
+        status = ""
+        if request.status != approvals_pb2.APPROVAL_STATUS_UNSPECIFIED:
+            status = PROTO_TO_STATUS.get(request.status, "")
+            if not status:
+                await self._fail(context, InvalidArgument(
+                    "status", f"unknown approval status {request.status}"))
+        try:
+            items = await self._store.list(status, request.approver, request.tenant,
+                                           request.limit)
+        except ApprovalError as e:
+            await self._fail(context, e)
+        self.watch.mark(True)
+        return approvals_pb2.ListApprovalsResponse(approvals=[to_proto(a) for a in items])
+
+    async def ResolveApproval(
+        self, request: approvals_pb2.ResolveApprovalRequest, context: Any
+    ) -> approvals_pb2.Approval:
+        # Principals are not built yet (DESIGN section 7): the reviewer is recorded as given,
+        # and membership in the approval's approver groups is not checked.
+        try:
+            a = await self._store.resolve(
+                request.approval_id, request.approve, request.reviewer, request.reason
+            )
+        except ApprovalError as e:
+            await self._fail(context, e)
+        self.watch.mark(True)
+        await self._audit.record(
+            "approval", approval_event("approved" if request.approve else "denied", a)
+        )
+        return to_proto(a)

@@ -1,0 +1,166 @@
+"""Audit.StreamDecisions: the whole audit (every writer's segments, or the stream) over gRPC.
+
+Replays from the request's cursor, then, with `follow`, tails new events by
+polling (files: new lines and new segments or writers; Redis: XRANGE after the
+last id). Every event carries the cursor to resume after it. Reads run in a
+worker thread so the event loop never waits on disk or Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import redis
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from proctor.v1 import audit_pb2, audit_pb2_grpc
+
+from .event import canonical, parse_time, strip_hashes
+from .reader import CursorError, DirReader, Item, StreamReader, open_reader
+
+log = logging.getLogger("proctor.audit")
+
+KIND_TO_PROTO = {
+    "decision": audit_pb2.AUDIT_KIND_DECISION,
+    "budget": audit_pb2.AUDIT_KIND_BUDGET,
+    "approval": audit_pb2.AUDIT_KIND_APPROVAL,
+    "policy_reload": audit_pb2.AUDIT_KIND_POLICY_RELOAD,
+    "gap": audit_pb2.AUDIT_KIND_GAP,
+}
+PROTO_TO_KIND = {v: k for k, v in KIND_TO_PROTO.items()}
+
+
+class EventFilter:
+    """AuditFilter: tenant, decision (the outcome), topic prefix, kinds; empty means any."""
+
+    def __init__(
+        self, tenant: str = "", decision: str = "", topic_prefix: str = "",
+        kinds: tuple[str, ...] = (),
+    ) -> None:
+        self.tenant, self.decision, self.topic_prefix = tenant, decision, topic_prefix
+        self.kinds = frozenset(kinds)
+
+    @classmethod
+    def from_proto(cls, f: audit_pb2.AuditFilter) -> EventFilter:
+        kinds = tuple(PROTO_TO_KIND[k] for k in f.kinds if k in PROTO_TO_KIND)
+        return cls(f.tenant, f.decision, f.topic_prefix, kinds)
+
+    def match(self, ev: dict[str, Any]) -> bool:
+        if self.kinds and ev.get("kind") not in self.kinds:
+            return False
+        if self.tenant and ev.get("tenant") != self.tenant:
+            return False
+        if self.decision and ev.get("outcome") != self.decision:
+            return False
+        prefix = self.topic_prefix
+        return not prefix or str(ev.get("topic", "")).startswith(prefix)
+
+
+def _strs(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def to_proto(ev: dict[str, Any], cursor: str) -> audit_pb2.AuditEvent:
+    ts = Timestamp()
+    try:
+        t = parse_time(str(ev.get("time", "")))
+        ts.seconds = int(t)
+        ts.nanos = int(round((t - int(t)) * 1e6)) * 1000
+    except ValueError:
+        pass
+    labels = ev.get("labels") if isinstance(ev.get("labels"), dict) else {}
+    seq = ev.get("seq")
+    latency = ev.get("latency_us")
+    return audit_pb2.AuditEvent(
+        event_id=str(ev.get("event_id", "")),
+        seq=seq if isinstance(seq, int) and seq >= 0 else 0,
+        time=ts,
+        kind=KIND_TO_PROTO.get(str(ev.get("kind", "")), audit_pb2.AUDIT_KIND_UNSPECIFIED),
+        writer=str(ev.get("writer", "")),
+        request_id=str(ev.get("request_id", "")),
+        run_id=str(ev.get("run_id", "")),
+        tenant=str(ev.get("tenant", "")),
+        delegation_path=_strs(ev.get("delegation_path")),
+        topic=str(ev.get("topic", "")),
+        risk_tags=_strs(ev.get("risk_tags")),
+        derived_tags=_strs(ev.get("derived_tags")),
+        labels={str(k): str(v) for k, v in (labels or {}).items()},
+        outcome=str(ev.get("outcome", "")),
+        rule_id=str(ev.get("rule_id", "")),
+        reason=str(ev.get("reason", "")),
+        policy_version=str(ev.get("policy_version", "")),
+        decision_id=str(ev.get("decision_id", "")),
+        approval_id=str(ev.get("approval_id", "")),
+        latency_us=latency if isinstance(latency, int) else 0,
+        prev_hash=str(ev.get("prev_hash", "")),
+        hash=str(ev.get("hash", "")),
+        hmac=str(ev.get("hmac", "")),
+        record_json=canonical(strip_hashes(ev)).decode("utf-8"),
+        cursor=cursor,
+    )
+
+
+class AuditService(audit_pb2_grpc.AuditServicer):
+    """Serves the audit this server writes: `--audit-dir` for files, the stream for redis."""
+
+    def __init__(
+        self, audit_dir: str | None = None, redis_url: str | None = None,
+        stream: str | None = None, poll_interval: float = 0.1,
+    ) -> None:
+        self.audit_dir, self.redis_url, self.stream = audit_dir, redis_url, stream
+        self.poll_interval = poll_interval
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AuditService:
+        from . import audit_settings
+
+        cfg = audit_settings(settings)
+        if cfg["audit"] == "redis":
+            return cls(redis_url=cfg["redis_url"], stream=cfg["audit_stream"])
+        return cls(audit_dir=str(cfg["audit_dir"]))
+
+    async def StreamDecisions(  # noqa: N802 - gRPC method name
+        self, request: audit_pb2.StreamDecisionsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[audit_pb2.AuditEvent]:
+        try:
+            reader = open_reader(self.audit_dir, self.redis_url, self.stream, request.cursor)
+        except CursorError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cursor: {exc}")
+            return
+        flt = EventFilter.from_proto(request.filter)
+        try:
+            async for item in follow(reader, request.follow, self.poll_interval):
+                reader.ack(item)
+                if flt.match(item.event):
+                    yield to_proto(item.event, reader.cursor())
+        except redis.RedisError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"audit stream unreachable: {exc}")
+        finally:
+            if isinstance(reader, StreamReader):
+                reader.close()
+
+
+async def follow(
+    reader: DirReader | StreamReader, keep_going: bool, poll_interval: float = 0.1,
+    batch: int = 500,
+) -> AsyncIterator[Item]:
+    """Items from the reader; with keep_going, wait for more instead of ending."""
+    while True:
+        try:
+            items = await asyncio.to_thread(reader.poll, batch)
+        except redis.RedisError as exc:
+            if not keep_going:
+                raise
+            log.warning("audit stream: redis unavailable (%s); retrying", exc)
+            await asyncio.sleep(max(poll_interval, 0.5))
+            continue
+        for item in items:
+            yield item
+        if not items:
+            if not keep_going:
+                return
+            await asyncio.sleep(poll_interval)

@@ -1,0 +1,178 @@
+"""The proctor.v1.Budgets servicer: validate, act on the store, audit, answer.
+
+Budgets come from the serving policy on every call (`holder.current.budgets`),
+so a reload changes them at once. Domain errors map to gRPC codes:
+InvalidArgument -> INVALID_ARGUMENT, ReservationNotFound -> NOT_FOUND,
+FailedPrecondition -> FAILED_PRECONDITION, StoreUnavailable -> UNAVAILABLE
+(fail closed). The store's reachability drives the health of
+proctor.v1.Budgets: NOT_SERVING when a call or probe fails to reach it, SERVING
+again when one succeeds (its StoreWatch probes on its own, so the status
+recovers without traffic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from proctor.v1 import budgets_pb2, budgets_pb2_grpc
+
+from ..audit.pipeline import offer_of
+from ..health import StoreWatch
+from ..routes import MethodTable
+from .answer import add_statuses, reserve_answer
+from .store import (
+    BudgetError,
+    BudgetStore,
+    FailedPrecondition,
+    InvalidArgument,
+    ReservationNotFound,
+    StoreUnavailable,
+)
+
+SERVICE_NAME = "proctor.v1.Budgets"
+log = logging.getLogger("proctor.budgets")
+
+_CODES: tuple[tuple[type[BudgetError], grpc.StatusCode], ...] = (
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (ReservationNotFound, grpc.StatusCode.NOT_FOUND),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+)
+RESERVE_METHOD = "/proctor.v1.Budgets/ReserveBudget"
+
+
+class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
+    """Budgets over gRPC, on any BudgetStore."""
+
+    def __init__(self, store: BudgetStore, holder: Any, audit: Any, health: Any = None) -> None:
+        self._store = store
+        self._holder = holder
+        self._audit = audit
+        self._health = health
+        self.watch = StoreWatch(SERVICE_NAME, store.ping, StoreUnavailable, health)
+        # offer() enqueues without a coroutine when that is all record() would do
+        self._offer = offer_of(audit)
+
+    async def close(self) -> None:
+        """Stop the health watch and close the store."""
+        await self.watch.stop()
+        await self._store.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _budgets(self) -> tuple[Any, ...]:
+        policy = self._holder.current
+        return tuple(getattr(policy, "budgets", ()) or ())
+
+    async def _fail(
+        self, context: Any, op: str, fields: dict[str, Any], e: BudgetError
+    ) -> NoReturn:
+        code = next(c for t, c in _CODES if isinstance(e, t))
+        if isinstance(e, StoreUnavailable):
+            self.watch.mark(False)
+        fields = {**fields, "op": op, "outcome": "error", "code": code.name, "error": e.message}
+        with contextlib.suppress(Exception):
+            await self._audit.record("budget", fields)
+        await context.abort(code, e.message)
+        raise AssertionError("unreachable")  # context.abort raises
+
+    # -- the RPCs ------------------------------------------------------------------------
+
+    async def ReserveBudget(self, data: bytes, context: Any) -> bytes:
+        """Served on raw bytes (see `add_to`): upb decodes the request and
+        server/budgets/answer.py encodes the answer (in C when built)."""
+        try:
+            request = budgets_pb2.ReserveBudgetRequest.FromString(data)
+        except DecodeError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"request: not a ReserveBudgetRequest ({e})")
+        rid, tenant, agent_id, run_id = (
+            request.reservation_id, request.tenant, request.agent_id, request.run_id
+        )
+        unit, amount, ttl = request.unit, request.amount, request.ttl_seconds
+        policy = self._holder.current
+        try:
+            r = await self._store.reserve(
+                tuple(getattr(policy, "budgets", ()) or ()), rid, tenant, agent_id, run_id,
+                unit, amount, ttl,
+            )
+        except BudgetError as e:
+            await self._fail(context, "reserve", {
+                "reservation_id": rid, "tenant": tenant, "agent_id": agent_id,
+                "run_id": run_id, "unit": unit, "amount": amount, "ttl_seconds": ttl,
+            }, e)
+        self.watch.mark(True)
+        # One dict, handed over as is (the pipeline owns it from here).
+        event = {
+            "reservation_id": rid, "tenant": tenant, "agent_id": agent_id, "run_id": run_id,
+            "unit": unit, "amount": amount, "ttl_seconds": ttl, "op": "reserve",
+            "outcome": "granted" if r.granted else "refused", "granted": r.granted,
+            "refused_by": r.refused_by,
+            "policy_version": getattr(policy, "policy_version", ""),
+        }
+        if not self._offer("budget", event):
+            await self._audit.record("budget", event)
+        return reserve_answer(r)
+
+    def add_to(self, table: MethodTable) -> None:
+        """Register every Budgets method in `table`; ReserveBudget without upb
+        (de)serializers: the servicer takes and gives bytes."""
+        budgets_pb2_grpc.add_BudgetsServicer_to_server(self, table)
+        table.replace(RESERVE_METHOD, grpc.unary_unary_rpc_method_handler(self.ReserveBudget))
+
+    async def CommitBudget(
+        self, request: budgets_pb2.CommitBudgetRequest, context: Any
+    ) -> budgets_pb2.CommitBudgetResponse:
+        fields = {"reservation_id": request.reservation_id, "actual": request.actual}
+        try:
+            r = await self._store.commit(request.reservation_id, request.actual)
+        except BudgetError as e:
+            await self._fail(context, "commit", fields, e)
+        self.watch.mark(True)
+        await self._audit.record("budget", {
+            **fields, "op": "commit", "outcome": "over" if r.over else "committed", "over": r.over,
+        })
+        resp = budgets_pb2.CommitBudgetResponse(reservation_id=r.reservation_id, over=r.over)
+        add_statuses(resp.budgets, r.budgets)
+        return resp
+
+    async def ReleaseBudget(
+        self, request: budgets_pb2.ReleaseBudgetRequest, context: Any
+    ) -> budgets_pb2.ReleaseBudgetResponse:
+        fields = {"reservation_id": request.reservation_id}
+        try:
+            r = await self._store.release(request.reservation_id)
+        except BudgetError as e:
+            await self._fail(context, "release", fields, e)
+        self.watch.mark(True)
+        await self._audit.record("budget", {**fields, "op": "release", "outcome": "released"})
+        resp = budgets_pb2.ReleaseBudgetResponse(reservation_id=r.reservation_id)
+        add_statuses(resp.budgets, r.budgets)
+        return resp
+
+    async def GetBudget(
+        self, request: budgets_pb2.GetBudgetRequest, context: Any
+    ) -> budgets_pb2.GetBudgetResponse:
+        fields = {
+            "budget_id": request.budget_id,
+            "tenant": request.tenant,
+            "agent_id": request.agent_id,
+            "run_id": request.run_id,
+        }
+        try:
+            statuses = await self._store.get(
+                self._budgets(), request.tenant, request.agent_id, request.run_id,
+                request.budget_id,
+            )
+        except BudgetError as e:
+            await self._fail(context, "get", fields, e)
+        self.watch.mark(True)
+        await self._audit.record("budget", {**fields, "op": "get", "outcome": "ok"})
+        resp = budgets_pb2.GetBudgetResponse()
+        add_statuses(resp.budgets, statuses)
+        return resp

@@ -1,0 +1,188 @@
+"""The Decisions service: may this agent take this action?
+
+Each call reads top to bottom: validate the request into an engine.Request,
+evaluate it on the serving policy (`_decide` builds the answer and its audit
+event), record the event in the audit, answer.
+Bad input is INVALID_ARGUMENT with the engine's message (it names the field
+and the limit); nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import grpc
+
+from proctor import engine
+from proctor.v1 import decisions_pb2, decisions_pb2_grpc
+
+from .audit.pipeline import offer_of
+from .ids import new_generator
+from .wire import DECISION_TO_PROTO, DecodeError, decode_evaluate, encode_response
+from .wire import to_engine_request as to_engine_request
+
+MAX_BATCH_ITEMS = 1000
+EVALUATE_METHOD = "/proctor.v1.Decisions/Evaluate"
+
+_INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+# Trailing metadata naming the process that answered (several workers share a port).
+WORKER_METADATA_KEY = "proctor-worker"
+# What an answer carries: the arguments of wire.encode_response, in its order.
+Answer = tuple[int, str, str, str, str, str, tuple[str, ...], tuple[str, ...]]
+Decided = tuple[Answer, dict[str, Any]]  # the answer and its audit event
+
+
+class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
+    """Evaluate and EvaluateBatch on the holder's serving policy."""
+
+    def __init__(self, holder: Any, audit: Any, metrics: Any, sync_audit: bool = False,
+                 approvals: Any = None, name_worker: bool = False) -> None:
+        self.holder = holder
+        # server.approvals.gate.ApprovalGate: require_approval creates an approval; a presented
+        # approved id for the very same action turns it into allow once. None: no approvals.
+        self.approvals = approvals
+        self.audit = audit
+        # Enqueue without a coroutine when that is all recording takes (see AuditPipeline.offer).
+        self._offer = offer_of(audit)
+        self.metrics = metrics
+        # With --audit-durability sync a record waits for the disk: a batch then records
+        # its events concurrently so that one group commit covers them all.
+        self.sync_audit = sync_audit
+        self._ids = new_generator()
+        # Several workers share the port: each answer names the process that gave it. One
+        # worker: Admin calls still name it, and Evaluate saves the trailer's cost (~20 µs).
+        self._worker = ((WORKER_METADATA_KEY, str(os.getpid())),) if name_worker else None
+
+    async def Evaluate(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """Served on raw bytes (see `raw_evaluate_handler`): server/wire.py decodes and encodes.
+
+        The common call (no approval involved, room in the audit queue) never suspends:
+        the approval gate and a waiting record() are the only awaits.
+        """
+        started = time.perf_counter_ns()
+        if self._worker is not None:
+            context.set_trailing_metadata(self._worker)
+        try:
+            req, approval_id, explain = decode_evaluate(data)
+        except engine.RequestError as e:
+            self.metrics.invalid("Evaluate", e.field)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except DecodeError as e:
+            self.metrics.invalid("Evaluate", "request")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"request: not an EvaluateRequest ({e})")
+        decided = self._decide(req, approval_id, explain, started)
+        if type(decided) is not tuple:
+            decided = await decided
+        answer, event = decided
+        if not self._offer("decision", event):
+            await self.audit.record("decision", event)
+        self.metrics.observe_evaluate((time.perf_counter_ns() - started) / 1e9)
+        return encode_response(*answer)
+
+    def raw_evaluate_handler(self) -> grpc.RpcMethodHandler:
+        """Evaluate's handler without upb (de)serializers: the servicer takes and gives bytes."""
+        return grpc.unary_unary_rpc_method_handler(self.Evaluate)
+
+    async def EvaluateBatch(
+        self, request: decisions_pb2.EvaluateBatchRequest, context: grpc.aio.ServicerContext
+    ) -> decisions_pb2.EvaluateBatchResponse:
+        started = time.perf_counter_ns()
+        if self._worker is not None:
+            context.set_trailing_metadata(self._worker)
+        items = request.requests
+        if len(items) > MAX_BATCH_ITEMS:
+            self.metrics.invalid("EvaluateBatch", "requests")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"requests: at most {MAX_BATCH_ITEMS} items per batch, got {len(items)}",
+            )
+        out = decisions_pb2.EvaluateBatchResponse()
+        events: list[dict[str, Any]] = []
+        for item in items:
+            slot = out.results.add()
+            item_started = time.perf_counter_ns()
+            try:
+                req = to_engine_request(item)
+            except engine.RequestError as e:
+                self.metrics.invalid("EvaluateBatch", e.field)
+                slot.error.code = _INVALID_ARGUMENT
+                slot.error.message = str(e)
+                continue
+            decided = self._decide(req, item.approval_id, item.explain, item_started)
+            if type(decided) is not tuple:
+                decided = await decided
+            answer, event = decided
+            slot.response.MergeFromString(encode_response(*answer))
+            events.append(event)
+        if self.sync_audit:
+            # Enqueued in item order (each record enqueues before it first waits).
+            await asyncio.gather(*[self.audit.record("decision", event) for event in events])
+        else:
+            for event in events:
+                await self.audit.record("decision", event)
+        self.metrics.observe_batch((time.perf_counter_ns() - started) / 1e9, len(items))
+        return out
+
+    def _decide(
+        self, req: engine.Request, approval_id: str, explain: bool, started: int
+    ) -> Decided | Awaitable[Decided]:
+        """Evaluate one validated request on the serving policy: the answer and its audit event.
+
+        An awaitable only when the approval gate must be asked (its store may do I/O):
+        the common call costs no coroutine.
+        """
+        decision = self.holder.current.evaluate(req, explain)
+        decision_id = self._ids.new()
+        if self.approvals is not None and (
+            approval_id or decision.decision == "require_approval"
+        ):
+            return self._gated(req, decision, approval_id, decision_id, started)
+        return self._answer(req, decision, decision_id, started, decision.decision,
+                            decision.reason, "", None)
+
+    async def _gated(
+        self, req: engine.Request, decision: engine.Decision, approval_id: str,
+        decision_id: str, started: int,
+    ) -> Decided:
+        """require_approval creates an approval; a presented approved id may turn it to allow."""
+        gate = await self.approvals.apply(req, decision, approval_id, decision_id)
+        return self._answer(req, decision, decision_id, started, gate.decision,
+                            gate.reason, gate.approval_id, gate.audit)
+
+    def _answer(
+        self, req: engine.Request, decision: engine.Decision, decision_id: str, started: int,
+        outcome: str, reason: str, approval_id: str, extra: dict[str, Any] | None,
+    ) -> Decided:
+        self.metrics.decided(outcome, decision.rule_id)
+        answer: Answer = (
+            DECISION_TO_PROTO[outcome], decision.rule_id, reason, decision.policy_version,
+            decision_id, approval_id, decision.matched_rule_ids, decision.derived_tags,
+        )
+        # Tuples and the request's own label dict go in as they are: the audit only
+        # reads them (and writes tuples as JSON arrays). These keys are the audit's
+        # DECISION_FIELDS (written by its template); approval steps add more.
+        event = {
+            "request_id": req.request_id,
+            "run_id": req.run_id,
+            "tenant": req.tenant,
+            "delegation_path": req.delegation_path,
+            "topic": req.topic,
+            "risk_tags": req.risk_tags,
+            "labels": req.labels,
+            "derived_tags": decision.derived_tags,
+            "outcome": outcome,
+            "rule_id": decision.rule_id,
+            "reason": reason,
+            "policy_version": decision.policy_version,
+            "decision_id": decision_id,
+            "approval_id": approval_id,
+            "latency_us": (time.perf_counter_ns() - started) // 1000,
+        }
+        if extra:
+            event.update(extra)
+        return answer, event

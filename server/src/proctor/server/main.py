@@ -1,0 +1,254 @@
+"""Wiring of one server process: settings -> policy holder -> stores -> servicers -> gRPC server.
+
+`serve(settings)` runs one process until SIGTERM/SIGINT: it loads the policy
+(refusing to start on a bad one), builds the audit pipeline, registers every
+service in `register_services`, starts health, reflection, metrics and the
+policy-file watch, and on SIGTERM drains: health NOT_SERVING, no new calls,
+in-flight calls finish within the grace period, the audit is closed, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from proctor import engine
+from proctor.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    approvals_pb2,
+    approvals_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
+    budgets_pb2,
+    decisions_pb2,
+    decisions_pb2_grpc,
+)
+
+from . import health as health_names
+from . import ids, logs, wire
+from . import reflection as server_reflection
+from .admin import AdminService
+from .approvals import build_approval_store
+from .approvals.service import ApprovalsService
+from .audit import build_audit as build_audit_pipeline
+from .audit import event as audit_event
+from .audit.metrics import register as register_audit_metrics
+from .audit.stream import AuditService
+from .budgets import build_budget_store
+from .budgets.service import BudgetsService
+from .decisions import EVALUATE_METHOD, DecisionsService
+from .health import HealthState
+from .metrics import Metrics
+from .reload import PolicyHolder
+from .routes import MethodTable
+from .settings import MAX_MESSAGE_BYTES, Settings, split_host_port
+
+log = logging.getLogger("proctor.server")
+
+SERVICE_NAMES = (
+    decisions_pb2.DESCRIPTOR.services_by_name["Decisions"].full_name,
+    budgets_pb2.DESCRIPTOR.services_by_name["Budgets"].full_name,
+    approvals_pb2.DESCRIPTOR.services_by_name["Approvals"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+)
+
+
+class StartupError(Exception):
+    """The process cannot start: a bad policy, a port in use, unreadable TLS files."""
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # Several workers share the port; one worker must not silently share a busy one.
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+def register_services(
+    server: MethodTable,
+    *,
+    settings: Settings,
+    holder: PolicyHolder,
+    audit: Any,
+    metrics: Metrics,
+    health: HealthState,
+    on_reload: Callable[[], None] | None,
+) -> tuple[str, ...]:
+    """Add every servicer to `server` (a MethodTable); return the service names for reflection.
+
+    Approvals: Redis store with --redis-url, embedded otherwise; its gate sits in Evaluate
+    (require_approval creates an approval; an approved id unlocks its action once).
+    """
+    approval_service = ApprovalsService(build_approval_store(settings), audit, health)
+    approval_service.watch.start()
+    decisions = DecisionsService(
+        holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
+        approvals=approval_service.gate, name_worker=settings.workers > 1,
+    )
+    decisions_pb2_grpc.add_DecisionsServicer_to_server(decisions, server)
+    # Evaluate takes and gives bytes: server/wire.py decodes and encodes it (in C when built).
+    server.replace(EVALUATE_METHOD, decisions.raw_evaluate_handler())
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(holder, on_reload), server)
+    # Budgets: Redis store with --redis-url (?cluster=1 for Redis Cluster), embedded otherwise;
+    # health of proctor.v1.Budgets follows the store (probed every second).
+    budget_service = BudgetsService(build_budget_store(settings), holder, audit, health)
+    budget_service.watch.start()
+    # ReserveBudget takes and gives bytes: server/budgets/answer.py encodes (in C when built).
+    budget_service.add_to(server)
+    approvals_pb2_grpc.add_ApprovalsServicer_to_server(approval_service, server)
+    audit_pb2_grpc.add_AuditServicer_to_server(AuditService.from_settings(settings), server)
+    register_audit_metrics(metrics.registry)
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    names = (*SERVICE_NAMES, health_service, *server_reflection.SERVICE_NAMES)
+    server_reflection.enable(server, names)
+    return names
+
+
+def build_audit(settings: Settings) -> Any:
+    """The audit pipeline the request path records into."""
+    # One writer (one hash chain) per process: hostname:pid:start-ms.
+    return build_audit_pipeline(settings)
+
+
+def _bind(server: grpc.aio.Server, settings: Settings) -> int:
+    if settings.tls:
+        key = Path(settings.tls_key).read_bytes()
+        cert = Path(settings.tls_cert).read_bytes()
+        ca = Path(settings.client_ca).read_bytes() if settings.client_ca else None
+        creds = grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+        )
+        port = server.add_secure_port(settings.listen, creds)
+    else:
+        port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise RuntimeError("bind failed")
+    return port
+
+
+async def serve(
+    settings: Settings,
+    *,
+    worker: int | None = None,
+    supervisor_pid: int | None = None,
+) -> int:
+    """Run one server process until SIGTERM/SIGINT; return its exit code."""
+    loop = asyncio.get_running_loop()
+    metrics = Metrics()
+    try:
+        holder = PolicyHolder.load(settings.policy)
+    except engine.PolicyError as e:
+        raise StartupError(f"cannot load the policy: {e}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise StartupError(f"cannot read the policy {settings.policy}: {e}") from e
+    metrics.policy_loaded(holder.current.policy_version, holder.current.rule_count)
+
+    audit = build_audit(settings)
+    start_audit = getattr(audit, "start", None)
+    if start_audit is not None:
+        await start_audit()
+    holder.audit = audit
+    holder.metrics = metrics
+    health = HealthState()
+
+    on_reload: Callable[[], None] | None = None
+    if supervisor_pid is not None:
+        pid = supervisor_pid
+
+        def on_reload() -> None:
+            # The supervisor forwards SIGHUP to every worker: the reload reaches them all.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
+    server = grpc.aio.server(options=grpc_options(settings))
+    routes = MethodTable()
+    register_services(
+        routes, settings=settings, holder=holder, audit=audit, metrics=metrics,
+        health=health, on_reload=on_reload,
+    )
+    server.add_generic_rpc_handlers((routes,))
+    try:
+        port = _bind(server, settings)
+    except (RuntimeError, OSError) as e:
+        await audit.close()
+        raise StartupError(f"cannot listen on {settings.listen}: {e}") from e
+
+    await health.start((*SERVICE_NAMES,))
+    await server.start()
+    await health.policy_loaded()
+    # Embedded stores live in this process and are always reachable.
+    if settings.embedded_stores:
+        health.set_service(health_names.BUDGETS, True)
+        health.set_service(health_names.APPROVALS, True)
+
+    if settings.metrics_listen:
+        mhost, mport = split_host_port(settings.metrics_listen, "--metrics-listen")
+        mport = mport + (worker or 0) if mport else 0
+        try:
+            metrics.serve(mhost, mport)
+        except OSError as e:
+            await server.stop(0)
+            await audit.close()
+            raise StartupError(f"cannot serve metrics on {mhost}:{mport}: {e}") from e
+
+    stop = asyncio.Event()
+    background: set[asyncio.Task[Any]] = set()
+
+    def on_term() -> None:
+        stop.set()
+
+    def on_hup() -> None:
+        task = loop.create_task(holder.reload("sighup"))
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    loop.add_signal_handler(signal.SIGINT, on_term)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    watch = loop.create_task(holder.watch(settings.reload_poll_seconds))
+
+    host = settings.listen_host
+    logs.event(
+        log, logging.INFO, "serving",
+        listen=f"{host}:{port}", policy=settings.policy,
+        policy_version=holder.current.policy_version, rules=holder.current.rule_count,
+        metrics=settings.metrics_listen or None, tls=settings.tls,
+        # False where the C twins were not built (no compiler at install): same answers, slower.
+        accelerated=wire.ACCELERATED and ids.ACCELERATED and audit_event.SEAL_ACCELERATED,
+    )
+    # What start-up built lives as long as the process (the compiled policy above all:
+    # millions of objects at 100,000 rules). Frozen, no garbage collection walks it again,
+    # so full collections stay short however large the policy.
+    gc.collect()
+    gc.freeze()
+    await stop.wait()
+
+    logs.event(log, logging.INFO, "draining", grace_seconds=settings.grace_seconds)
+    metrics.draining.set(1)
+    await health.drain()
+    watch.cancel()
+    await server.stop(settings.grace_seconds)
+    for task in list(background):
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watch
+    await audit.close()
+    logs.event(log, logging.INFO, "stopped")
+    return 0
