@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 # Modules that each expose register(subparsers) -> None; every subcommand sets
 # func(args) -> int. Kept as names so `proctor eval` does not import grpc.
@@ -13,18 +15,49 @@ _COMMAND_MODULES = (
     "proctor.server.policy_cli",  # check, test, eval
     "proctor.server.audit.cli",  # audit tail|consume|verify|show, replay
     "proctor.server.approvals.cli",  # approvals list|approve|deny
-    "proctor.bench.cli",  # bench
 )
+# The load harness is its own distribution (benchmarks/, proctor-bench), not part of serving.
+_BENCH_MODULE = "proctor.bench.cli"
+BENCH_MISSING = (
+    "proctor bench: the load harness is not installed. Install it with\n"
+    "  pip install 'proctor[bench]'     (from a checkout: pip install -e ./benchmarks)"
+)
+
+
+def _version() -> str:
+    try:
+        return version("proctor")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _register_bench(sub: Any) -> None:
+    try:
+        module = importlib.import_module(_BENCH_MODULE)
+    except ImportError:
+        p = sub.add_parser("bench", help="load harness (needs: pip install 'proctor[bench]')",
+                           add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda args: _bench_missing())
+        return
+    module.register(sub)
+
+
+def _bench_missing() -> int:
+    print(BENCH_MISSING, file=sys.stderr)
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="proctor", description="Policy decision point for fleets of AI agents."
     )
+    parser.add_argument("--version", action="version", version=f"proctor {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    _register_bench(sub)
     return parser
 
 
