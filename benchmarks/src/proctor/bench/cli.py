@@ -26,7 +26,6 @@ def register(subparsers: Any) -> None:
         "histograms across load processes, write a JSON result under benchmarks/results/ and "
         "compare it with the previous result of the same settings.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--target", choices=TARGETS, default="evaluate",
                    help="Evaluate, EvaluateBatch, ReserveBudget, or a mix (8:1:1)")
