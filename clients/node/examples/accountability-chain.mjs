@@ -21,21 +21,34 @@ const runId = `run-${Date.now()}`;
 try {
   // 1. A bulk export: denied by rule, whatever the delegation path.
   const bulk = await proctor.evaluate({
-    topic: "job.42.export.bulk", delegationPath: path, riskTags: ["bulk-data"], tenant: "acme", runId,
+    topic: "job.42.export.bulk",
+    delegationPath: path,
+    riskTags: ["bulk-data"],
+    tenant: "acme",
+    runId,
   });
   console.log(`export.bulk: ${bulk.decision} (${bulk.ruleId}: ${bulk.reason})`);
 
   // 2. Customer emails: Proctor opens an approval and the agent waits for a reviewer.
   const send = {
-    topic: "job.42.send.email", delegationPath: path, riskTags: ["external", "pii"],
-    tenant: "acme", runId, labels: { data: "customer-emails" },
+    topic: "job.42.send.email",
+    delegationPath: path,
+    riskTags: ["external", "pii"],
+    tenant: "acme",
+    runId,
+    labels: { data: "customer-emails" },
   };
   const first = await proctor.evaluate(send);
   console.log(`send.email: ${first.decision} (${first.ruleId}: ${first.reason})`);
   if (first.decision === "require_approval") {
-    console.log(`waiting for a reviewer: proctor approvals approve ${first.approvalId} --server ${address}`);
+    console.log(
+      `waiting for a reviewer: proctor approvals approve ${first.approvalId} --server ${address}`,
+    );
     // The same request id, so the wait is on the approval just opened rather than a new one.
-    const final = await proctor.evaluateAndWait({ ...send, requestId: first.requestId }, { timeoutMs: 600_000 });
+    const final = await proctor.evaluateAndWait(
+      { ...send, requestId: first.requestId },
+      { timeoutMs: 600_000 },
+    );
     console.log(`send.email after review: ${final.decision} (${final.reason})`);
     if (final.decision === "allow") console.log("sending the emails");
   }
@@ -43,10 +56,12 @@ try {
   // 3. Model calls against the run's token budget until Proctor refuses.
   for (let call = 1; ; call++) {
     try {
-      await proctor.reservation({ unit: "tokens", amount: 300, tenant: "acme", agentId: "mailer", runId },
+      await proctor.reservation(
+        { unit: "tokens", amount: 300, tenant: "acme", agentId: "mailer", runId },
         async (held) => {
           held.actual = 250; // what the model really used: committed when this returns
-        });
+        },
+      );
       console.log(`model call ${call}: reserved 300 tokens, committed 250`);
     } catch (error) {
       if (!(error instanceof BudgetRefusedError)) throw error;
@@ -55,7 +70,9 @@ try {
     }
   }
   const { budgets } = await proctor.getBudget({ budgetId: "run-tokens", tenant: "acme", runId });
-  console.log(`run-tokens: used ${budgets[0].used} of ${budgets[0].limit}, ${budgets[0].remaining} left`);
+  console.log(
+    `run-tokens: used ${budgets[0].used} of ${budgets[0].limit}, ${budgets[0].remaining} left`,
+  );
 } finally {
   proctor.close();
 }

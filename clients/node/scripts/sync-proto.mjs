@@ -10,5 +10,8 @@ const here = dirname(dirname(fileURLToPath(import.meta.url)));
 const source = join(here, "..", "..", "proto", "proctor");
 const target = join(here, "proto", "proctor");
 rmSync(target, { recursive: true, force: true });
-cpSync(source, target, { recursive: true, filter: (p) => statSync(p).isDirectory() || p.endsWith(".proto") });
+cpSync(source, target, {
+  recursive: true,
+  filter: (p) => statSync(p).isDirectory() || p.endsWith(".proto"),
+});
 console.log(`copied ${source} -> ${target}`);

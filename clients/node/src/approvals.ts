@@ -28,7 +28,11 @@ export async function approvalRequest(
   return approvalFrom(await rpc.call("Approvals", "GetApproval", { approvalId }, options));
 }
 
-export async function waitForApproval(rpc: Rpc, approvalId: string, options: WaitOptions): Promise<Approval> {
+export async function waitForApproval(
+  rpc: Rpc,
+  approvalId: string,
+  options: WaitOptions,
+): Promise<Approval> {
   const approval = new Check("WaitApproval").str("approvalId", approvalId);
   const timeoutMs = options.timeoutMs ?? DEFAULT_WAIT_MS;
   if (!(timeoutMs >= 0)) throw new TypeError(`timeoutMs: expected a number >= 0, got ${timeoutMs}`);
@@ -42,7 +46,9 @@ export async function waitForApproval(rpc: Rpc, approvalId: string, options: Wai
     try {
       const request = { approvalId: approval, timeoutSeconds: "0" };
       const deadlineMs = slice + ANSWER_MARGIN_MS;
-      state = approvalFrom(await rpc.call("Approvals", "WaitApproval", request, { deadlineMs, signal }));
+      state = approvalFrom(
+        await rpc.call("Approvals", "WaitApproval", request, { deadlineMs, signal }),
+      );
     } catch (error) {
       // A busy server or network ate the margin: the wait is over for this slice, not failed.
       if (error instanceof ProctorError && error.code === "DEADLINE_EXCEEDED") continue;
@@ -62,15 +68,30 @@ export function settle(first: Decision, state: Approval, waitedMs: number): Deci
     case "approved":
       return null;
     case "pending":
-      return { ...first, reason: `${first.reason} (approval ${id} still pending after ${Math.round(waitedMs / 1000)}s)` };
+      return {
+        ...first,
+        reason: `${first.reason} (approval ${id} still pending after ${Math.round(waitedMs / 1000)}s)`,
+      };
     case "denied": {
       const by = state.reviewer ? ` by ${state.reviewer}` : "";
       const why = state.resolutionReason ? `: ${state.resolutionReason}` : "";
-      return { ...first, decision: "deny", reason: `${first.reason} (approval ${id} denied${by}${why})` };
+      return {
+        ...first,
+        decision: "deny",
+        reason: `${first.reason} (approval ${id} denied${by}${why})`,
+      };
     }
     case "expired":
-      return { ...first, decision: "deny", reason: `${first.reason} (approval ${id} expired without being used)` };
+      return {
+        ...first,
+        decision: "deny",
+        reason: `${first.reason} (approval ${id} expired without being used)`,
+      };
     default:
-      return { ...first, decision: "deny", reason: `${first.reason} (approval ${id} is ${state.status})` };
+      return {
+        ...first,
+        decision: "deny",
+        reason: `${first.reason} (approval ${id} is ${state.status})`,
+      };
   }
 }

@@ -47,7 +47,10 @@ export function reserveMessage(req: ReserveBudgetRequest): Record<string, unknow
   };
 }
 
-export function commitMessage(req: CommitBudgetRequest | string, actual?: Int64): Record<string, unknown> {
+export function commitMessage(
+  req: CommitBudgetRequest | string,
+  actual?: Int64,
+): Record<string, unknown> {
   const c = new Check("CommitBudget");
   const r = typeof req === "string" ? { reservationId: req, actual } : c.object(req);
   return {
@@ -87,7 +90,10 @@ export function reservationFrom<M extends Int64Mode>(mode: M, r: any): Reservati
   };
 }
 
-export function refusedClosed<N>(reservationId: string, why: string): Reservation<N> {
+export function refusedClosed<N extends number | bigint>(
+  reservationId: string,
+  why: string,
+): Reservation<N> {
   return {
     reservationId,
     granted: false,
@@ -113,14 +119,18 @@ export function reportFrom<M extends Int64Mode>(mode: M, r: any): BudgetReport<I
 }
 
 /** The budget methods withReservation needs (ProctorClient's). */
-interface Budgets<N> {
+interface Budgets<N extends number | bigint> {
   reserveBudget(req: ReserveBudgetRequest, options?: CallOptions): Promise<Reservation<N>>;
-  commitBudget(req: CommitBudgetRequest, actual?: Int64, options?: CallOptions): Promise<Settlement<N>>;
+  commitBudget(
+    req: CommitBudgetRequest,
+    actual?: Int64,
+    options?: CallOptions,
+  ): Promise<Settlement<N>>;
   releaseBudget(req: ReleaseBudgetRequest, options?: CallOptions): Promise<Settlement<N>>;
 }
 
 /** ProctorClient.reservation: reserve, run, and always commit or release. */
-export async function withReservation<N, T>(
+export async function withReservation<N extends number | bigint, T>(
   client: Budgets<N>,
   req: ReserveBudgetRequest,
   fn: (held: Held<N>) => T | Promise<T>,
@@ -134,7 +144,8 @@ export async function withReservation<N, T>(
   const { reservationId } = reservation;
   const held: Held<N> = { reservationId, reservation, actual: req.amount };
   // Settling ignores the caller's abort signal: an aborted callback still releases.
-  const settling: CallOptions = options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs };
+  const settling: CallOptions =
+    options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs };
   let result: T;
   try {
     result = await fn(held);

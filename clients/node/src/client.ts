@@ -86,7 +86,9 @@ export class ProctorClient<M extends Int64Mode = "number"> {
     }
     const deadlineMs = options.deadlineMs === undefined ? DEFAULT_DEADLINE_MS : options.deadlineMs;
     if (deadlineMs !== null && !(deadlineMs > 0)) {
-      throw new TypeError(`deadlineMs: expected a positive number of ms or null, got ${deadlineMs}`);
+      throw new TypeError(
+        `deadlineMs: expected a positive number of ms or null, got ${deadlineMs}`,
+      );
     }
     const security = channelSecurity(options.tls);
     const token = resolveToken(options.token);
@@ -123,7 +125,10 @@ export class ProctorClient<M extends Int64Mode = "number"> {
     const message = evaluateMessage(req);
     const requestId = message.requestId as string;
     try {
-      return decisionFrom(await this.rpc.call("Decisions", "Evaluate", message, options), requestId);
+      return decisionFrom(
+        await this.rpc.call("Decisions", "Evaluate", message, options),
+        requestId,
+      );
     } catch (error) {
       if (this.closes(error)) return failClosedDecision(describe(error), requestId);
       throw error;
@@ -173,9 +178,12 @@ export class ProctorClient<M extends Int64Mode = "number"> {
    * says who decided; still pending, the require_approval whose reason says how long it
    * waited. A require_approval with no id (the approval store was down) returns at once.
    */
-  async evaluateAndWait(req: EvaluateRequest, options: EvaluateAndWaitOptions = {}): Promise<Decision> {
-    const call: CallOptions = { deadlineMs: options.deadlineMs, signal: options.signal };
-    if (options.deadlineMs === undefined) delete call.deadlineMs;
+  async evaluateAndWait(
+    req: EvaluateRequest,
+    options: EvaluateAndWaitOptions = {},
+  ): Promise<Decision> {
+    const call: CallOptions = { signal: options.signal };
+    if (options.deadlineMs !== undefined) call.deadlineMs = options.deadlineMs;
     const first = await this.evaluate(req, call);
     if (first.decision !== "require_approval" || !first.approvalId) return first;
     const started = Date.now();
@@ -184,19 +192,28 @@ export class ProctorClient<M extends Int64Mode = "number"> {
       state = await this.waitForApproval(first.approvalId, options);
     } catch (error) {
       if (this.closes(error)) {
-        return failClosedDecision(`waiting for approval ${first.approvalId}: ${describe(error)}`, first.requestId);
+        return failClosedDecision(
+          `waiting for approval ${first.approvalId}: ${describe(error)}`,
+          first.requestId,
+        );
       }
       throw error;
     }
     const settled = settle(first, state, Date.now() - started);
     if (settled !== null) return settled;
-    return this.evaluate({ ...req, requestId: first.requestId, approvalId: first.approvalId }, call);
+    return this.evaluate(
+      { ...req, requestId: first.requestId, approvalId: first.approvalId },
+      call,
+    );
   }
 
   // -- Approvals ------------------------------------------------------------------------
 
   /** The approval now (NotFoundError for an unknown id). */
-  async getApproval(approval: string | { approvalId: string }, options: CallOptions = {}): Promise<Approval> {
+  async getApproval(
+    approval: string | { approvalId: string },
+    options: CallOptions = {},
+  ): Promise<Approval> {
     return approvalRequest(this.rpc, approval, options);
   }
 
@@ -215,12 +232,19 @@ export class ProctorClient<M extends Int64Mode = "number"> {
    * `granted` false and `refusedBy` names the budget. Fail-closed: no answer is a refusal by
    * "client.fail_closed".
    */
-  async reserveBudget(req: ReserveBudgetRequest, options: CallOptions = {}): Promise<Reservation<Int64Of<M>>> {
+  async reserveBudget(
+    req: ReserveBudgetRequest,
+    options: CallOptions = {},
+  ): Promise<Reservation<Int64Of<M>>> {
     const message = budgets.reserveMessage(req);
     try {
-      return budgets.reservationFrom(this.int64, await this.rpc.call("Budgets", "ReserveBudget", message, options));
+      return budgets.reservationFrom(
+        this.int64,
+        await this.rpc.call("Budgets", "ReserveBudget", message, options),
+      );
     } catch (error) {
-      if (this.closes(error)) return budgets.refusedClosed(message.reservationId as string, describe(error));
+      if (this.closes(error))
+        return budgets.refusedClosed(message.reservationId as string, describe(error));
       throw error;
     }
   }
@@ -232,17 +256,29 @@ export class ProctorClient<M extends Int64Mode = "number"> {
     options: CallOptions = {},
   ): Promise<Settlement<Int64Of<M>>> {
     const message = budgets.commitMessage(req, actual);
-    return budgets.settlementFrom(this.int64, await this.rpc.call("Budgets", "CommitBudget", message, options));
+    return budgets.settlementFrom(
+      this.int64,
+      await this.rpc.call("Budgets", "CommitBudget", message, options),
+    );
   }
 
   /** Refund a reservation, or free a concurrency lease. */
-  async releaseBudget(req: ReleaseBudgetRequest | string, options: CallOptions = {}): Promise<Settlement<Int64Of<M>>> {
+  async releaseBudget(
+    req: ReleaseBudgetRequest | string,
+    options: CallOptions = {},
+  ): Promise<Settlement<Int64Of<M>>> {
     const message = budgets.releaseMessage(req);
-    return budgets.settlementFrom(this.int64, await this.rpc.call("Budgets", "ReleaseBudget", message, options));
+    return budgets.settlementFrom(
+      this.int64,
+      await this.rpc.call("Budgets", "ReleaseBudget", message, options),
+    );
   }
 
   /** Usage, reserved and remaining of one budget, or of every budget whose scope is given. */
-  async getBudget(req: GetBudgetRequest = {}, options: CallOptions = {}): Promise<BudgetReport<Int64Of<M>>> {
+  async getBudget(
+    req: GetBudgetRequest = {},
+    options: CallOptions = {},
+  ): Promise<BudgetReport<Int64Of<M>>> {
     const message = budgets.getMessage(req);
     const response = await this.rpc.call("Budgets", "GetBudget", message, options);
     return budgets.reportFrom(this.int64, response);

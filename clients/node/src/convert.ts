@@ -35,13 +35,15 @@ export class Check {
 
   str(field: string, value: unknown, fallback = ""): string {
     if (value === undefined || value === null) return fallback;
-    if (typeof value !== "string") throw invalid(this.method, field, `expected a string, got ${typeof value}`);
+    if (typeof value !== "string")
+      throw invalid(this.method, field, `expected a string, got ${typeof value}`);
     return value;
   }
 
   bool(field: string, value: unknown): boolean {
     if (value === undefined || value === null) return false;
-    if (typeof value !== "boolean") throw invalid(this.method, field, `expected a boolean, got ${typeof value}`);
+    if (typeof value !== "boolean")
+      throw invalid(this.method, field, `expected a boolean, got ${typeof value}`);
     return value;
   }
 
@@ -49,7 +51,8 @@ export class Check {
     if (value === undefined || value === null) return [];
     if (!Array.isArray(value)) throw invalid(this.method, field, "expected an array of strings");
     value.forEach((v, i) => {
-      if (typeof v !== "string") throw invalid(this.method, `${field}[${i}]`, `expected a string, got ${typeof v}`);
+      if (typeof v !== "string")
+        throw invalid(this.method, `${field}[${i}]`, `expected a string, got ${typeof v}`);
     });
     return [...value];
   }
@@ -62,7 +65,8 @@ export class Check {
     // No prototype: a label named "__proto__" stays a label.
     const out: Record<string, string> = Object.create(null);
     for (const [k, v] of Object.entries(value)) {
-      if (typeof v !== "string") throw invalid(this.method, `${field}.${k}`, `expected a string, got ${typeof v}`);
+      if (typeof v !== "string")
+        throw invalid(this.method, `${field}.${k}`, `expected a string, got ${typeof v}`);
       out[k] = v;
     }
     return out;
@@ -70,18 +74,28 @@ export class Check {
 
   /** An int64 as the decimal string protobufjs encodes exactly. */
   int64(field: string, value: unknown, fallback?: bigint): string {
-    if ((value === undefined || value === null) && fallback !== undefined) return fallback.toString();
+    if ((value === undefined || value === null) && fallback !== undefined)
+      return fallback.toString();
     if (typeof value === "number") {
       if (!Number.isSafeInteger(value)) {
-        throw invalid(this.method, field, `expected a whole number within +-(2^53-1) (or a bigint), got ${value}`);
+        throw invalid(
+          this.method,
+          field,
+          `expected a whole number within +-(2^53-1) (or a bigint), got ${value}`,
+        );
       }
       return value.toString();
     }
     if (typeof value === "bigint") {
-      if (value < INT64_MIN || value > INT64_MAX) throw invalid(this.method, field, "outside the int64 range");
+      if (value < INT64_MIN || value > INT64_MAX)
+        throw invalid(this.method, field, "outside the int64 range");
       return value.toString();
     }
-    throw invalid(this.method, field, `expected a number or a bigint, got ${value === null ? "null" : typeof value}`);
+    throw invalid(
+      this.method,
+      field,
+      `expected a number or a bigint, got ${value === null ? "null" : typeof value}`,
+    );
   }
 
   object(value: unknown): Record<string, unknown> {
@@ -98,7 +112,10 @@ export function newId(): string {
 }
 
 /** The wire EvaluateRequest for a plain request; generates the request id when absent. */
-export function evaluateMessage(req: EvaluateRequest, method = "Evaluate"): Record<string, unknown> {
+export function evaluateMessage(
+  req: EvaluateRequest,
+  method = "Evaluate",
+): Record<string, unknown> {
   const c = new Check(method);
   const r = c.object(req);
   const requestId = c.str("requestId", r.requestId) || newId();

@@ -5,6 +5,7 @@
  * its number), the server's message (`details`), the method and how many attempts were made.
  */
 import { status as Status } from "@grpc/grpc-js";
+import type { Reservation } from "./types";
 
 /** gRPC status names, as in the gRPC spec ("INVALID_ARGUMENT", "UNAVAILABLE", ...). */
 export type StatusName = keyof typeof Status;
@@ -77,13 +78,9 @@ export class BudgetRefusedError extends ProctorError {
   readonly refusedBy: string;
   readonly reservationId: string;
   /** The refused reservation as the server answered it (every budget's status). */
-  readonly reservation: unknown;
+  readonly reservation: Reservation<number | bigint>;
 
-  constructor(reservation: {
-    refusedBy: string;
-    reservationId: string;
-    reason?: string;
-  }) {
+  constructor(reservation: Reservation<number | bigint>) {
     const why = reservation.reason ? `: ${reservation.reason}` : "";
     super(
       "RESOURCE_EXHAUSTED",

@@ -61,7 +61,10 @@ export class RetryPolicy {
 
   /** The pause after failed attempt number `attempt`: uniform in [0, cap] (full jitter). */
   backoffMs(attempt: number): number {
-    const cap = Math.min(this.maxBackoffMs, this.initialBackoffMs * this.multiplier ** (attempt - 1));
+    const cap = Math.min(
+      this.maxBackoffMs,
+      this.initialBackoffMs * this.multiplier ** (attempt - 1),
+    );
     return Math.random() * cap;
   }
 }

@@ -140,7 +140,8 @@ export class Rpc {
     }
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     const client = this.client(service) as any;
-    const deadline = end === Infinity ? Infinity : Date.now() + Math.max(0, end - performance.now());
+    const deadline =
+      end === Infinity ? Infinity : Date.now() + Math.max(0, end - performance.now());
     return new Promise((resolve, reject) => {
       let onAbort: (() => void) | undefined;
       const call = client[method](

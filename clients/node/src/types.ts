@@ -64,12 +64,7 @@ export interface CallOptions {
 
 /** pending | approved | denied | expired | consumed (approved, then used once). */
 export type ApprovalStatus =
-  | "pending"
-  | "approved"
-  | "denied"
-  | "expired"
-  | "consumed"
-  | "unspecified";
+  "pending" | "approved" | "denied" | "expired" | "consumed" | "unspecified";
 
 /** An approval as the server holds it. */
 export interface Approval {

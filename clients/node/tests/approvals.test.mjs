@@ -35,7 +35,16 @@ function sendEmails(extra = {}) {
 }
 
 async function review(verb, approvalId, reason) {
-  const out = await proctorCli(server, "approvals", verb, approvalId, "--reviewer", "dana", "--reason", reason);
+  const out = await proctorCli(
+    server,
+    "approvals",
+    verb,
+    approvalId,
+    "--reviewer",
+    "dana",
+    "--reason",
+    reason,
+  );
   assert.equal(out.code, 0, out.stderr);
 }
 
@@ -72,10 +81,16 @@ describe("waitForApproval", () => {
   test("an abort signal ends the wait; an unknown id is NotFoundError", async () => {
     const d = await proctor.evaluate(sendEmails());
     const controller = new AbortController();
-    const waiting = proctor.waitForApproval(d.approvalId, { timeoutMs: 60_000, signal: controller.signal });
+    const waiting = proctor.waitForApproval(d.approvalId, {
+      timeoutMs: 60_000,
+      signal: controller.signal,
+    });
     controller.abort(new Error("run cancelled"));
     await assert.rejects(waiting, /run cancelled/);
-    await assert.rejects(proctor.waitForApproval("apv_unknown", { timeoutMs: 1000 }), NotFoundError);
+    await assert.rejects(
+      proctor.waitForApproval("apv_unknown", { timeoutMs: 1000 }),
+      NotFoundError,
+    );
     await assert.rejects(proctor.getApproval("apv_unknown"), NotFoundError);
   });
 });
@@ -99,7 +114,10 @@ describe("evaluateAndWait", () => {
     assert.equal(again.decision, "require_approval");
     assert.notEqual(again.approvalId, approvalId);
     assert.match(again.reason, /already used/);
-    const waitedAgain = await proctor.evaluateAndWait({ ...action, approvalId }, { timeoutMs: 200 });
+    const waitedAgain = await proctor.evaluateAndWait(
+      { ...action, approvalId },
+      { timeoutMs: 200 },
+    );
     assert.equal(waitedAgain.decision, "require_approval");
   });
 

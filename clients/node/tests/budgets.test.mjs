@@ -54,18 +54,33 @@ describe("reserve and commit", () => {
 
     let ran = false;
     await assert.rejects(
-      proctor.reservation(req, () => { ran = true; }),
-      (e) => e instanceof BudgetRefusedError && e.refusedBy === "run-tokens" &&
-        e.code === "RESOURCE_EXHAUSTED" && /budget 'run-tokens' refused/.test(e.message),
+      proctor.reservation(req, () => {
+        ran = true;
+      }),
+      (e) =>
+        e instanceof BudgetRefusedError &&
+        e.refusedBy === "run-tokens" &&
+        e.code === "RESOURCE_EXHAUSTED" &&
+        /budget 'run-tokens' refused/.test(e.message),
     );
     assert.equal(ran, false);
   });
 
   test("commit and release take a reservation id positionally too", async () => {
-    const r = await proctor.reserveBudget({ unit: "tokens", amount: 50, tenant: "acme", runId: "run-p" });
+    const r = await proctor.reserveBudget({
+      unit: "tokens",
+      amount: 50,
+      tenant: "acme",
+      runId: "run-p",
+    });
     const s = await proctor.commitBudget(r.reservationId, 20);
     assert.equal(s.budgets.find((b) => b.budgetId === "run-tokens").used, 20);
-    const r2 = await proctor.reserveBudget({ unit: "tokens", amount: 50, tenant: "acme", runId: "run-p" });
+    const r2 = await proctor.reserveBudget({
+      unit: "tokens",
+      amount: 50,
+      tenant: "acme",
+      runId: "run-p",
+    });
     await proctor.releaseBudget(r2.reservationId);
     assert.equal((await runTokens("run-p")).reserved, 0);
   });
@@ -94,10 +109,13 @@ describe("reservation()", () => {
     const failure = new Error("the tool failed");
     let id;
     await assert.rejects(
-      proctor.reservation({ unit: "tokens", amount: 400, tenant: "acme", runId: "run-c" }, (held) => {
-        id = held.reservationId;
-        throw failure;
-      }),
+      proctor.reservation(
+        { unit: "tokens", amount: 400, tenant: "acme", runId: "run-c" },
+        (held) => {
+          id = held.reservationId;
+          throw failure;
+        },
+      ),
       (e) => e === failure,
     );
     const b = await runTokens("run-c");
@@ -150,7 +168,13 @@ describe("int64", () => {
   test("number by default, bigint on request, either accepted in", async () => {
     const big = new ProctorClient(server.address, { int64: "bigint", deadlineMs: 10_000 });
     try {
-      const r = await big.reserveBudget({ unit: "tokens", amount: 5n, tenant: "acme", runId: "run-e", ttlSeconds: 60n });
+      const r = await big.reserveBudget({
+        unit: "tokens",
+        amount: 5n,
+        tenant: "acme",
+        runId: "run-e",
+        ttlSeconds: 60n,
+      });
       assert.equal(r.granted, true);
       const status = r.budgets.find((b) => b.budgetId === "run-tokens");
       assert.equal(status.limit, 1000n);

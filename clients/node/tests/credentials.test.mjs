@@ -22,7 +22,9 @@ describe("bearer token", () => {
   const seen = [];
 
   before(async () => {
-    const definition = loadSync("proctor/v1/decisions.proto", { includeDirs: [join(PACKAGE_DIR, "proto")] });
+    const definition = loadSync("proctor/v1/decisions.proto", {
+      includeDirs: [join(PACKAGE_DIR, "proto")],
+    });
     const { Decisions } = grpc.loadPackageDefinition(definition).proctor.v1;
     server = new grpc.Server();
     server.addService(Decisions.service, {
@@ -32,7 +34,10 @@ describe("bearer token", () => {
       },
     });
     const port = await new Promise((ok, fail) =>
-      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? fail(e) : ok(p))));
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) =>
+        e ? fail(e) : ok(p),
+      ),
+    );
     address = `127.0.0.1:${port}`;
   });
 
@@ -64,20 +69,31 @@ describe("bearer token", () => {
 
   test("PROCTOR_TOKEN is read when no option is given; the option wins over it", async () => {
     assert.equal((await sent({}, "from-env")).authorization, "Bearer from-env");
-    assert.equal((await sent({ token: "from-option" }, "from-env")).authorization, "Bearer from-option");
+    assert.equal(
+      (await sent({ token: "from-option" }, "from-env")).authorization,
+      "Bearer from-option",
+    );
     assert.equal((await sent({}, undefined)).authorization, undefined);
   });
 
   test("a token is refused in plaintext off loopback, and never echoed", () => {
     assert.throws(
       () => new ProctorClient("10.1.2.3:50051", { token: "s3cret-value" }),
-      (e) => e instanceof TypeError && /over plaintext/.test(e.message) && !e.message.includes("s3cret-value"),
+      (e) =>
+        e instanceof TypeError &&
+        /over plaintext/.test(e.message) &&
+        !e.message.includes("s3cret-value"),
     );
     assert.throws(
       () => new ProctorClient("127.0.0.1:50051", { token: "zq7\nxv9" }),
       (e) => e instanceof TypeError && !e.message.includes("zq7"),
     );
-    for (const local of ["localhost:50051", "127.0.0.1:1", "[::1]:50051", "unix:/run/proctor.sock"]) {
+    for (const local of [
+      "localhost:50051",
+      "127.0.0.1:1",
+      "[::1]:50051",
+      "unix:/run/proctor.sock",
+    ]) {
       new ProctorClient(local, { token: "t" }).close();
     }
     // A sidecar or mesh that encrypts the hop: the caller says so.
@@ -90,15 +106,54 @@ describe("TLS and mTLS", { skip: !hasOpenssl() && "needs openssl" }, () => {
 
   before(() => {
     pki = mkdtempSync(join(tmpdir(), "proctor-node-pki-"));
-    const openssl = (...args) => execFileSync("openssl", args, { cwd: pki, stdio: "pipe", timeout: 60_000 });
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-      "-keyout", "ca.key", "-out", "ca.pem");
+    const openssl = (...args) =>
+      execFileSync("openssl", args, { cwd: pki, stdio: "pipe", timeout: 60_000 });
+    openssl(
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "2",
+      "-subj",
+      "/CN=test-ca",
+      "-keyout",
+      "ca.key",
+      "-out",
+      "ca.pem",
+    );
     writeFileSync(join(pki, "san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
     for (const name of ["server", "client"]) {
-      openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", `/CN=${name}`, "-keyout", `${name}.key`,
-        "-out", `${name}.csr`);
-      openssl("x509", "-req", "-in", `${name}.csr`, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "2", "-extfile", "san.ext", "-out", `${name}.pem`);
+      openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        `/CN=${name}`,
+        "-keyout",
+        `${name}.key`,
+        "-out",
+        `${name}.csr`,
+      );
+      openssl(
+        "x509",
+        "-req",
+        "-in",
+        `${name}.csr`,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        `${name}.pem`,
+      );
     }
   });
 
@@ -114,11 +169,19 @@ describe("TLS and mTLS", { skip: !hasOpenssl() && "needs openssl" }, () => {
     });
     const trusted = new ProctorClient(server.address, { tls: { caFile: file("ca.pem") } });
     const plaintext = new ProctorClient(server.address, { failClosed: true, retries: 0 });
-    const systemRoots = new ProctorClient(server.address, { tls: true, failClosed: true, retries: 0 });
+    const systemRoots = new ProctorClient(server.address, {
+      tls: true,
+      failClosed: true,
+      retries: 0,
+    });
     try {
       assert.equal((await trusted.evaluate(ACTION)).decision, "allow");
       assert.equal((await plaintext.evaluate(ACTION)).ruleId, FAIL_CLOSED_RULE_ID);
-      assert.equal((await systemRoots.evaluate(ACTION)).ruleId, FAIL_CLOSED_RULE_ID, "a CA nobody trusts");
+      assert.equal(
+        (await systemRoots.evaluate(ACTION)).ruleId,
+        FAIL_CLOSED_RULE_ID,
+        "a CA nobody trusts",
+      );
     } finally {
       for (const c of [trusted, plaintext, systemRoots]) c.close();
       assert.equal(await server.dispose(), 0);
@@ -127,14 +190,29 @@ describe("TLS and mTLS", { skip: !hasOpenssl() && "needs openssl" }, () => {
 
   test("mTLS: a client certificate gets in, none does not", async () => {
     const server = await startProctor({
-      args: ["--tls-cert", file("server.pem"), "--tls-key", file("server.key"), "--client-ca", file("ca.pem")],
-      health: { credentials: grpc.credentials.createSsl(pem("ca.pem"), pem("client.key"), pem("client.pem")) },
+      args: [
+        "--tls-cert",
+        file("server.pem"),
+        "--tls-key",
+        file("server.key"),
+        "--client-ca",
+        file("ca.pem"),
+      ],
+      health: {
+        credentials: grpc.credentials.createSsl(
+          pem("ca.pem"),
+          pem("client.key"),
+          pem("client.pem"),
+        ),
+      },
     });
     const withCert = new ProctorClient(server.address, {
       tls: { ca: pem("ca.pem"), cert: pem("client.pem").toString(), keyFile: file("client.key") },
     });
     const withoutCert = new ProctorClient(server.address, {
-      tls: { caFile: file("ca.pem") }, failClosed: true, retries: 0,
+      tls: { caFile: file("ca.pem") },
+      failClosed: true,
+      retries: 0,
     });
     try {
       assert.equal((await withCert.evaluate(ACTION)).decision, "allow");
@@ -149,8 +227,14 @@ describe("TLS and mTLS", { skip: !hasOpenssl() && "needs openssl" }, () => {
   });
 
   test("half a client certificate is refused up front", () => {
-    assert.throws(() => new ProctorClient("127.0.0.1:1", { tls: { certFile: file("client.pem") } }), /both cert and key/);
-    assert.throws(() => new ProctorClient("127.0.0.1:1", { tls: { caFile: file("missing.pem") } }), /cannot read caFile/);
+    assert.throws(
+      () => new ProctorClient("127.0.0.1:1", { tls: { certFile: file("client.pem") } }),
+      /both cert and key/,
+    );
+    assert.throws(
+      () => new ProctorClient("127.0.0.1:1", { tls: { caFile: file("missing.pem") } }),
+      /cannot read caFile/,
+    );
   });
 });
 

@@ -2,7 +2,12 @@
 // order, and bad input answered with the server's INVALID_ARGUMENT message.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { FAIL_CLOSED_RULE_ID, InvalidRequestError, ProctorClient, ProctorError } from "proctor-client";
+import {
+  FAIL_CLOSED_RULE_ID,
+  InvalidRequestError,
+  ProctorClient,
+  ProctorError,
+} from "proctor-client";
 import { freePort, proctorCli, startProctor } from "./support/proctor.mjs";
 
 const PATH = ["orchestrator", "agent-b", "agent-c"];
@@ -23,7 +28,10 @@ after(async () => {
 describe("the seed's accountability chain", () => {
   test("a bulk export is denied by its rule, whatever the path", async () => {
     const d = await proctor.evaluate({
-      topic: "job.42.export.bulk", delegationPath: PATH, riskTags: ["bulk-data"], tenant: "acme",
+      topic: "job.42.export.bulk",
+      delegationPath: PATH,
+      riskTags: ["bulk-data"],
+      tenant: "acme",
     });
     assert.equal(d.decision, "deny");
     assert.equal(d.ruleId, "deny-bulk-export");
@@ -34,15 +42,22 @@ describe("the seed's accountability chain", () => {
   });
 
   test("internal delegation is allowed", async () => {
-    const d = await proctor.evaluate({ topic: "job.42.delegate.internal", delegationPath: ["orchestrator", "agent-b"] });
+    const d = await proctor.evaluate({
+      topic: "job.42.delegate.internal",
+      delegationPath: ["orchestrator", "agent-b"],
+    });
     assert.equal(d.decision, "allow");
     assert.equal(d.ruleId, "allow-internal-delegation");
   });
 
   test("an external send waits for a reviewer; approved with the CLI, the retry is allowed", async () => {
     const action = {
-      topic: "job.42.send.email", delegationPath: PATH, riskTags: ["external", "pii"],
-      tenant: "acme", runId: "run-42", labels: { data: "customer-emails" },
+      topic: "job.42.send.email",
+      delegationPath: PATH,
+      riskTags: ["external", "pii"],
+      tenant: "acme",
+      runId: "run-42",
+      labels: { data: "customer-emails" },
     };
     const first = await proctor.evaluate(action);
     assert.equal(first.decision, "require_approval");
@@ -59,8 +74,16 @@ describe("the seed's accountability chain", () => {
     assert.equal(pending.topic, "job.42.send.email");
     assert.deepEqual(pending.labels, { data: "customer-emails" });
 
-    const cli = await proctorCli(server, "approvals", "approve", first.approvalId,
-      "--reviewer", "dana", "--reason", "customer asked for it");
+    const cli = await proctorCli(
+      server,
+      "approvals",
+      "approve",
+      first.approvalId,
+      "--reviewer",
+      "dana",
+      "--reason",
+      "customer asked for it",
+    );
     assert.equal(cli.code, 0, cli.stderr);
 
     const retry = await proctor.evaluate({ ...action, approvalId: first.approvalId });
@@ -88,8 +111,13 @@ describe("evaluateBatch", () => {
     assert.equal(results.length, 5);
     assert.deepEqual(
       results.map((r) => (r instanceof ProctorError ? r.code : r.ruleId)),
-      ["allow-internal-delegation", "deny-bulk-export", "INVALID_ARGUMENT", "approve-data-access",
-        "allow-internal-delegation"],
+      [
+        "allow-internal-delegation",
+        "deny-bulk-export",
+        "INVALID_ARGUMENT",
+        "approve-data-access",
+        "allow-internal-delegation",
+      ],
     );
     assert.equal(results[0].requestId, "r-1");
     assert.ok(results[2] instanceof InvalidRequestError);
@@ -102,7 +130,9 @@ describe("evaluateBatch", () => {
   test("a thousand items keep their order", async () => {
     const reqs = Array.from({ length: 1000 }, (_, i) => ({
       topic: i % 2 ? "job.1.export.bulk" : "job.1.delegate.internal",
-      delegationPath: ["a"], riskTags: i % 2 ? ["bulk-data"] : [], requestId: `req-${i}`,
+      delegationPath: ["a"],
+      riskTags: i % 2 ? ["bulk-data"] : [],
+      requestId: `req-${i}`,
     }));
     const results = await proctor.evaluateBatch(reqs);
     results.forEach((r, i) => {
@@ -116,11 +146,19 @@ describe("bad input", () => {
   test("the server's INVALID_ARGUMENT arrives as InvalidRequestError with its message", async () => {
     await assert.rejects(
       proctor.evaluate({ topic: "job.1.read.pii", delegationPath: [] }),
-      (e) => e instanceof InvalidRequestError && e.code === "INVALID_ARGUMENT" && e.grpcCode === 3 &&
-        /^delegation_path: /.test(e.details) && e.method === "Evaluate",
+      (e) =>
+        e instanceof InvalidRequestError &&
+        e.code === "INVALID_ARGUMENT" &&
+        e.grpcCode === 3 &&
+        /^delegation_path: /.test(e.details) &&
+        e.method === "Evaluate",
     );
     await assert.rejects(
-      proctor.evaluate({ topic: "job.1.read.pii", delegationPath: ["a"], riskTags: ["x".repeat(65)] }),
+      proctor.evaluate({
+        topic: "job.1.read.pii",
+        delegationPath: ["a"],
+        riskTags: ["x".repeat(65)],
+      }),
       (e) => e instanceof InvalidRequestError && /risk_tags/.test(e.details),
     );
   });
@@ -128,7 +166,10 @@ describe("bad input", () => {
   test("fail-closed never turns a bad request into a deny", async () => {
     const strict = new ProctorClient(server.address, { failClosed: true, deadlineMs: 10_000 });
     try {
-      await assert.rejects(strict.evaluate({ topic: "", delegationPath: ["a"] }), InvalidRequestError);
+      await assert.rejects(
+        strict.evaluate({ topic: "", delegationPath: ["a"] }),
+        InvalidRequestError,
+      );
       const ok = await strict.evaluate({ topic: "job.1.delegate.internal", delegationPath: ["a"] });
       assert.equal(ok.decision, "allow");
     } finally {
@@ -138,18 +179,26 @@ describe("bad input", () => {
 
   test("a value of the wrong type is refused before anything is sent", async () => {
     // Nothing listens there: a request that were sent would come back UNAVAILABLE (a deny).
-    const nowhere = new ProctorClient(`127.0.0.1:${await freePort()}`, { failClosed: true, retries: 0 });
+    const nowhere = new ProctorClient(`127.0.0.1:${await freePort()}`, {
+      failClosed: true,
+      retries: 0,
+    });
     try {
       await assert.rejects(
         nowhere.evaluate({ topic: "job.1.read.pii", delegationPath: ["a"], riskTags: "pii" }),
-        (e) => e instanceof InvalidRequestError && e.details === "riskTags: expected an array of strings",
+        (e) =>
+          e instanceof InvalidRequestError &&
+          e.details === "riskTags: expected an array of strings",
       );
       await assert.rejects(
         nowhere.evaluate({ topic: "job.1.read.pii", delegationPath: ["a"], labels: { n: 1 } }),
         (e) => e instanceof InvalidRequestError && /^labels\.n: /.test(e.details),
       );
       await assert.rejects(
-        nowhere.evaluateBatch([{ topic: "t", delegationPath: ["a"] }, { topic: 7, delegationPath: ["a"] }]),
+        nowhere.evaluateBatch([
+          { topic: "t", delegationPath: ["a"] },
+          { topic: 7, delegationPath: ["a"] },
+        ]),
         (e) => e instanceof InvalidRequestError && /^requests\[1\]\.topic: /.test(e.details),
       );
       await assert.rejects(
@@ -157,7 +206,11 @@ describe("bad input", () => {
         (e) => e instanceof InvalidRequestError && /^amount: /.test(e.details),
       );
       const d = await nowhere.evaluate({ topic: "job.1.read.pii", delegationPath: ["a"] });
-      assert.equal(d.ruleId, FAIL_CLOSED_RULE_ID, "a well-typed request does go out (and fails closed)");
+      assert.equal(
+        d.ruleId,
+        FAIL_CLOSED_RULE_ID,
+        "a well-typed request does go out (and fails closed)",
+      );
     } finally {
       nowhere.close();
     }

@@ -17,18 +17,38 @@ test("the example's policy is the seed's, with budgets added", () => {
 test("examples/accountability-chain.mjs walks the chain: deny, approval, allow, budget refusal", async () => {
   const server = await startProctor({ policy: POLICY });
   try {
-    const child = spawn(process.execPath, [join(PACKAGE_DIR, "examples", "accountability-chain.mjs")], {
-      cwd: PACKAGE_DIR, env: { ...process.env, PROCTOR_ADDRESS: server.address }, stdio: ["ignore", "pipe", "pipe"],
-    });
+    const child = spawn(
+      process.execPath,
+      [join(PACKAGE_DIR, "examples", "accountability-chain.mjs")],
+      {
+        cwd: PACKAGE_DIR,
+        env: { ...process.env, PROCTOR_ADDRESS: server.address },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     let stderr = "";
-    child.stderr.on("data", (chunk) => { stderr += chunk; });
+    child.stderr.on("data", (chunk) => {
+      stderr += chunk;
+    });
     const exited = new Promise((ok) => child.once("exit", ok));
     const lines = [];
     const reviews = [];
     for await (const line of createInterface({ input: child.stdout })) {
       lines.push(line);
       const asked = /proctor approvals approve (apv_\S+)/.exec(line);
-      if (asked) reviews.push(proctorCli(server, "approvals", "approve", asked[1], "--reviewer", "dana", "--reason", "expected"));
+      if (asked)
+        reviews.push(
+          proctorCli(
+            server,
+            "approvals",
+            "approve",
+            asked[1],
+            "--reviewer",
+            "dana",
+            "--reason",
+            "expected",
+          ),
+        );
     }
     assert.equal(await exited, 0, stderr);
     assert.equal(reviews.length, 1);

@@ -10,7 +10,10 @@ import { PACKAGE_DIR, REPO_DIR } from "./support/proctor.mjs";
 
 function protos(dir) {
   return Object.fromEntries(
-    readdirSync(dir).filter((f) => f.endsWith(".proto")).sort().map((f) => [f, readFileSync(join(dir, f), "utf8")]),
+    readdirSync(dir)
+      .filter((f) => f.endsWith(".proto"))
+      .sort()
+      .map((f) => [f, readFileSync(join(dir, f), "utf8")]),
   );
 }
 
@@ -20,7 +23,10 @@ test("the package's proto copy is the repository's proto/ (else: npm run sync-pr
   assert.ok(Object.keys(source).length > 0, "no protos found in the repository");
   assert.deepEqual(Object.keys(copy), Object.keys(source), "files differ; run: npm run sync-proto");
   for (const name of Object.keys(source)) {
-    assert.ok(copy[name] === source[name], `proto/proctor/v1/${name} is stale; run: npm run sync-proto`);
+    assert.ok(
+      copy[name] === source[name],
+      `proto/proctor/v1/${name} is stale; run: npm run sync-proto`,
+    );
   }
 });
 
@@ -34,13 +40,31 @@ test("import and require give the same classes", () => {
 });
 
 test("the API of the issue is exported", () => {
-  for (const name of ["ProctorClient", "ProctorError", "InvalidRequestError", "ProctorUnavailableError",
-    "BudgetRefusedError", "NotFoundError", "FAIL_CLOSED_RULE_ID"]) {
+  for (const name of [
+    "ProctorClient",
+    "ProctorError",
+    "InvalidRequestError",
+    "ProctorUnavailableError",
+    "BudgetRefusedError",
+    "NotFoundError",
+    "FAIL_CLOSED_RULE_ID",
+  ]) {
     assert.ok(name in esm, name);
   }
   const methods = Object.getOwnPropertyNames(esm.ProctorClient.prototype);
-  for (const name of ["evaluate", "evaluateBatch", "evaluateAndWait", "reserveBudget", "commitBudget",
-    "releaseBudget", "getBudget", "reservation", "getApproval", "waitForApproval", "close"]) {
+  for (const name of [
+    "evaluate",
+    "evaluateBatch",
+    "evaluateAndWait",
+    "reserveBudget",
+    "commitBudget",
+    "releaseBudget",
+    "getBudget",
+    "reservation",
+    "getApproval",
+    "waitForApproval",
+    "close",
+  ]) {
     assert.ok(methods.includes(name), name);
   }
 });

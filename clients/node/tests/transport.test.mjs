@@ -23,13 +23,19 @@ before(async () => {
 
 describe("fail-closed with the server down", () => {
   test("evaluate answers a deny whose reason says why", async () => {
-    const proctor = new ProctorClient(deadAddress, { failClosed: true, retries: { max: 2, ...FAST } });
+    const proctor = new ProctorClient(deadAddress, {
+      failClosed: true,
+      retries: { max: 2, ...FAST },
+    });
     try {
       const d = await proctor.evaluate(ACTION);
       assert.equal(d.decision, "deny");
       assert.equal(d.ruleId, FAIL_CLOSED_RULE_ID);
       assert.equal(d.failClosed, true);
-      assert.match(d.reason, /^Proctor did not answer, failing closed: UNAVAILABLE after 3 attempts: /);
+      assert.match(
+        d.reason,
+        /^Proctor did not answer, failing closed: UNAVAILABLE after 3 attempts: /,
+      );
       assert.ok(d.requestId);
     } finally {
       proctor.close();
@@ -39,8 +45,10 @@ describe("fail-closed with the server down", () => {
   test("without fail-closed the call throws ProctorUnavailableError after its retries", async () => {
     const proctor = new ProctorClient(deadAddress, { retries: { max: 1, ...FAST } });
     try {
-      await assert.rejects(proctor.evaluate(ACTION), (e) =>
-        e instanceof ProctorUnavailableError && e.code === "UNAVAILABLE" && e.attempts === 2);
+      await assert.rejects(
+        proctor.evaluate(ACTION),
+        (e) => e instanceof ProctorUnavailableError && e.code === "UNAVAILABLE" && e.attempts === 2,
+      );
       await assert.rejects(proctor.getBudget({ tenant: "acme" }), ProctorUnavailableError);
     } finally {
       proctor.close();
@@ -51,7 +59,10 @@ describe("fail-closed with the server down", () => {
     const proctor = new ProctorClient(deadAddress, { failClosed: true, retries: 0 });
     try {
       const batch = await proctor.evaluateBatch([ACTION, ACTION]);
-      assert.deepEqual(batch.map((d) => d.ruleId), [FAIL_CLOSED_RULE_ID, FAIL_CLOSED_RULE_ID]);
+      assert.deepEqual(
+        batch.map((d) => d.ruleId),
+        [FAIL_CLOSED_RULE_ID, FAIL_CLOSED_RULE_ID],
+      );
 
       const r = await proctor.reserveBudget({ unit: "tokens", amount: 10, tenant: "acme" });
       assert.equal(r.granted, false);
@@ -61,8 +72,13 @@ describe("fail-closed with the server down", () => {
 
       let ran = false;
       await assert.rejects(
-        proctor.reservation({ unit: "tokens", amount: 10 }, () => { ran = true; }),
-        (e) => e instanceof BudgetRefusedError && e.refusedBy === FAIL_CLOSED_BUDGET && /UNAVAILABLE/.test(e.message),
+        proctor.reservation({ unit: "tokens", amount: 10 }, () => {
+          ran = true;
+        }),
+        (e) =>
+          e instanceof BudgetRefusedError &&
+          e.refusedBy === FAIL_CLOSED_BUDGET &&
+          /UNAVAILABLE/.test(e.message),
       );
       assert.equal(ran, false);
 
@@ -75,7 +91,10 @@ describe("fail-closed with the server down", () => {
 
   test("a server that stops mid-life turns answers into denies", async () => {
     const server = await startProctor();
-    const proctor = new ProctorClient(server.address, { failClosed: true, retries: { max: 2, ...FAST } });
+    const proctor = new ProctorClient(server.address, {
+      failClosed: true,
+      retries: { max: 2, ...FAST },
+    });
     try {
       assert.equal((await proctor.evaluate(ACTION)).decision, "allow");
       assert.equal(await server.dispose(), 0);
@@ -96,7 +115,10 @@ describe("deadlines", () => {
   before(async () => {
     // Accepts TCP connections and never speaks HTTP/2: every call meets its deadline.
     sockets = new Set();
-    blackHole = createServer((s) => { sockets.add(s); s.on("error", () => {}); });
+    blackHole = createServer((s) => {
+      sockets.add(s);
+      s.on("error", () => {});
+    });
     await new Promise((ok) => blackHole.listen(0, "127.0.0.1", ok));
   });
 
@@ -110,8 +132,10 @@ describe("deadlines", () => {
     const proctor = new ProctorClient(address, { deadlineMs: 300 });
     const closed = new ProctorClient(address, { deadlineMs: 300, failClosed: true });
     try {
-      await assert.rejects(proctor.evaluate(ACTION), (e) =>
-        e instanceof ProctorUnavailableError && e.code === "DEADLINE_EXCEEDED");
+      await assert.rejects(
+        proctor.evaluate(ACTION),
+        (e) => e instanceof ProctorUnavailableError && e.code === "DEADLINE_EXCEEDED",
+      );
       const d = await closed.evaluate(ACTION, { deadlineMs: 200 });
       assert.equal(d.ruleId, FAIL_CLOSED_RULE_ID);
       assert.match(d.reason, /DEADLINE_EXCEEDED/);
@@ -122,7 +146,10 @@ describe("deadlines", () => {
   });
 
   test("an abort signal ends a call with the signal's reason", async () => {
-    const proctor = new ProctorClient(`127.0.0.1:${blackHole.address().port}`, { deadlineMs: null, failClosed: true });
+    const proctor = new ProctorClient(`127.0.0.1:${blackHole.address().port}`, {
+      deadlineMs: null,
+      failClosed: true,
+    });
     try {
       const controller = new AbortController();
       const call = proctor.evaluate(ACTION, { signal: controller.signal });
@@ -152,7 +179,10 @@ describe("retries on UNAVAILABLE", () => {
       assert.equal(d.decision, "allow");
       assert.equal(d.failClosed, false);
       assert.ok(retries.every((e) => e.code === "UNAVAILABLE" && e.method === "Evaluate"));
-      assert.deepEqual(retries.map((e) => e.attempt), retries.map((_, i) => i + 1));
+      assert.deepEqual(
+        retries.map((e) => e.attempt),
+        retries.map((_, i) => i + 1),
+      );
       assert.ok(retries.every((e) => e.delayMs >= 0 && e.delayMs <= 250));
     } finally {
       proctor.close();
@@ -163,7 +193,10 @@ describe("retries on UNAVAILABLE", () => {
   test("with retries: 0 the same call fails at once", async () => {
     const proctor = new ProctorClient(deadAddress, { retries: 0 });
     try {
-      await assert.rejects(proctor.evaluate(ACTION), (e) => e.code === "UNAVAILABLE" && e.attempts === 1);
+      await assert.rejects(
+        proctor.evaluate(ACTION),
+        (e) => e.code === "UNAVAILABLE" && e.attempts === 1,
+      );
     } finally {
       proctor.close();
     }

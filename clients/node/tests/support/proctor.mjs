@@ -4,7 +4,15 @@
 // The executable is $PROCTOR_BIN, or the repository's .venv/bin/proctor (what scripts/test
 // installs). `proctorCli(...)` runs the real CLI (e.g. `proctor approvals approve`).
 import { execFile, spawn } from "node:child_process";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -20,7 +28,9 @@ export const SEED_POLICY = join(REPO_DIR, "examples", "safety.yaml");
 export function proctorBin() {
   const bin = process.env.PROCTOR_BIN || join(REPO_DIR, ".venv", "bin", "proctor");
   if (!existsSync(bin)) {
-    throw new Error(`no proctor executable at ${bin}: set PROCTOR_BIN, or run bash scripts/test once`);
+    throw new Error(
+      `no proctor executable at ${bin}: set PROCTOR_BIN, or run bash scripts/test once`,
+    );
   }
   return bin;
 }
@@ -37,9 +47,8 @@ export function freePort() {
   });
 }
 
-const Health = grpc.loadPackageDefinition(
-  loadSync(join(HERE, "health.proto"), { enums: String }),
-).grpc.health.v1.Health;
+const Health = grpc.loadPackageDefinition(loadSync(join(HERE, "health.proto"), { enums: String }))
+  .grpc.health.v1.Health;
 
 function healthStatus(address, credentials, options) {
   const client = new Health(address, credentials, options);
@@ -79,8 +88,14 @@ export class ProctorServer {
   start() {
     const err = openSync(this.logPath, "a");
     const argv = [
-      "serve", "--policy", this.policy, "--listen", this.address,
-      "--audit-dir", join(this.workdir, "audit"), ...this.args,
+      "serve",
+      "--policy",
+      this.policy,
+      "--listen",
+      this.address,
+      "--audit-dir",
+      join(this.workdir, "audit"),
+      ...this.args,
     ];
     this.proc = spawn(proctorBin(), argv, { cwd: this.workdir, stdio: ["ignore", "ignore", err] });
     closeSync(err);
@@ -134,14 +149,25 @@ export class ProctorServer {
  * text of one written into the work directory.
  */
 export async function startProctor({
-  policy = SEED_POLICY, policyText, args = [], port, wait = true, health,
+  policy = SEED_POLICY,
+  policyText,
+  args = [],
+  port,
+  wait = true,
+  health,
 } = {}) {
   const workdir = mkdtempSync(join(tmpdir(), "proctor-node-"));
   if (policyText !== undefined) {
     policy = join(workdir, "policy.yaml");
     writeFileSync(policy, policyText);
   }
-  const server = new ProctorServer({ workdir, port: port ?? (await freePort()), policy, args, health });
+  const server = new ProctorServer({
+    workdir,
+    port: port ?? (await freePort()),
+    policy,
+    args,
+    health,
+  });
   server.start();
   if (wait) await server.waitServing();
   return server;
@@ -151,7 +177,8 @@ export async function startProctor({
 export function proctorCli(server, ...args) {
   return new Promise((ok) => {
     execFile(
-      proctorBin(), [...args, "--server", server.address],
+      proctorBin(),
+      [...args, "--server", server.address],
       { cwd: server.workdir, timeout: 60_000 },
       (error, stdout, stderr) => ok({ code: error ? (error.code ?? 1) : 0, stdout, stderr }),
     );

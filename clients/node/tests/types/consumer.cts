@@ -2,8 +2,15 @@
 import proctorClient = require("proctor-client");
 
 export async function agent(): Promise<string> {
-  const proctor = new proctorClient.ProctorClient("127.0.0.1:50051", { token: "t", tls: { caFile: "ca.pem" } });
-  const d = await proctor.evaluate({ topic: "job.1.read.pii", delegationPath: ["a"], labels: { k: "v" } });
+  const proctor = new proctorClient.ProctorClient("127.0.0.1:50051", {
+    token: "t",
+    tls: { caFile: "ca.pem" },
+  });
+  const d = await proctor.evaluate({
+    topic: "job.1.read.pii",
+    delegationPath: ["a"],
+    labels: { k: "v" },
+  });
   proctor.close();
   return d.reason;
 }

@@ -9,10 +9,21 @@ import {
 } from "proctor-client";
 
 export async function agent(): Promise<void> {
-  const proctor = new ProctorClient("127.0.0.1:50051", { failClosed: true, deadlineMs: 500, retries: 3 });
-  const d: Decision = await proctor.evaluate({ topic: "job.1.send.email", delegationPath: ["a"], riskTags: ["external"] });
+  const proctor = new ProctorClient("127.0.0.1:50051", {
+    failClosed: true,
+    deadlineMs: 500,
+    retries: 3,
+  });
+  const d: Decision = await proctor.evaluate({
+    topic: "job.1.send.email",
+    delegationPath: ["a"],
+    riskTags: ["external"],
+  });
   if (d.decision === "require_approval") {
-    const final = await proctor.evaluateAndWait({ topic: "t", delegationPath: ["a"] }, { timeoutMs: 1000 });
+    const final = await proctor.evaluateAndWait(
+      { topic: "t", delegationPath: ["a"] },
+      { timeoutMs: 1000 },
+    );
     const ok: boolean = final.decision === "allow";
     void ok;
   }
@@ -28,7 +39,11 @@ export async function agent(): Promise<void> {
   const wrong: number = (await big.getBudget()).budgets[0]!.limit;
   void [used, limit, wrong];
 
-  const r: Reservation = await proctor.reserveBudget({ unit: "tokens", amount: 10n, tenant: "acme" });
+  const r: Reservation = await proctor.reserveBudget({
+    unit: "tokens",
+    amount: 10n,
+    tenant: "acme",
+  });
   await proctor.commitBudget({ reservationId: r.reservationId, actual: 7 });
   await proctor.commitBudget(r.reservationId, 7n);
   const text: string = await proctor.reservation({ unit: "tokens", amount: 100 }, async (held) => {
