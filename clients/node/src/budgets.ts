@@ -28,7 +28,7 @@ import type {
   Settlement,
 } from "./types";
 
-export const DEFAULT_TTL_SECONDS = 300n;
+export const DEFAULT_TTL_SECONDS = 300;
 /** The refusedBy of a reservation the client refused itself because Proctor did not answer. */
 export const FAIL_CLOSED_BUDGET = "client.fail_closed";
 
@@ -43,7 +43,7 @@ export function reserveMessage(req: ReserveBudgetRequest): Record<string, unknow
     runId: c.str("runId", r.runId),
     unit: c.str("unit", r.unit),
     amount: c.int64("amount", r.amount),
-    ttlSeconds: c.int64("ttlSeconds", r.ttlSeconds, DEFAULT_TTL_SECONDS),
+    ttlSeconds: c.int64("ttlSeconds", r.ttlSeconds, BigInt(DEFAULT_TTL_SECONDS)),
   };
 }
 

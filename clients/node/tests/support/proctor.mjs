@@ -26,7 +26,11 @@ export const REPO_DIR = resolve(PACKAGE_DIR, "..", "..");
 export const SEED_POLICY = join(REPO_DIR, "examples", "safety.yaml");
 
 export function proctorBin() {
-  const bin = process.env.PROCTOR_BIN || join(REPO_DIR, ".venv", "bin", "proctor");
+  const given = process.env.PROCTOR_BIN;
+  // A path is taken from where the tests were started (servers run in their own directory);
+  // a bare name is looked up on PATH.
+  if (given && !given.includes("/")) return given;
+  const bin = given ? resolve(given) : join(REPO_DIR, ".venv", "bin", "proctor");
   if (!existsSync(bin)) {
     throw new Error(
       `no proctor executable at ${bin}: set PROCTOR_BIN, or run bash scripts/test once`,
