@@ -103,7 +103,14 @@ export class ProctorServer {
     ];
     this.proc = spawn(proctorBin(), argv, { cwd: this.workdir, stdio: ["ignore", "ignore", err] });
     closeSync(err);
-    this.exited = new Promise((ok) => this.proc.once("exit", (code, signal) => ok(code ?? signal)));
+    this.exited = new Promise((ok) => {
+      this.proc.once("exit", (code, signal) => ok(code ?? signal));
+      // Not started at all (no such executable): say so instead of crashing the test process.
+      this.proc.once("error", (error) => {
+        this.spawnError = error;
+        ok(null);
+      });
+    });
     live.add(this);
     return this;
   }
@@ -117,6 +124,8 @@ export class ProctorServer {
     const { credentials = grpc.credentials.createInsecure(), options = {} } = this.health ?? {};
     let last = "";
     while (Date.now() < end) {
+      if (this.spawnError)
+        throw new Error(`cannot run ${proctorBin()}: ${this.spawnError.message}`);
       if (this.proc.exitCode !== null) {
         throw new Error(`proctor exited with ${this.proc.exitCode} before serving:\n${this.log()}`);
       }
@@ -131,7 +140,7 @@ export class ProctorServer {
   async stop() {
     if (this.proc === null) return null;
     live.delete(this);
-    if (this.proc.exitCode === null && this.proc.signalCode === null) {
+    if (!this.spawnError && this.proc.exitCode === null && this.proc.signalCode === null) {
       this.proc.kill("SIGTERM");
       const timer = setTimeout(() => this.proc.kill("SIGKILL"), 30_000);
       await this.exited;
@@ -173,7 +182,14 @@ export async function startProctor({
     health,
   });
   server.start();
-  if (wait) await server.waitServing();
+  if (wait) {
+    try {
+      await server.waitServing();
+    } catch (error) {
+      await server.dispose(); // the error carries the server's log
+      throw error;
+    }
+  }
   return server;
 }
 
