@@ -5,6 +5,7 @@ approval a require_approval decision creates holds the request's delegation path
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -73,11 +74,13 @@ def test_bad_agent_ids_and_too_deep_paths_fail_at_the_push() -> None:
     for bad in ("", "x" * 129, 7):
         with pytest.raises(ValueError, match="agent id"):
             delegation(bad)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="at most 32"):
-        with delegation("a0"):
-            stack = [delegation(f"a{i}") for i in range(1, 33)]
-            for d in stack:
-                d.__enter__()
+    with contextlib.ExitStack() as stack:
+        for i in range(32):
+            stack.enter_context(delegation(f"a{i}"))
+        with pytest.raises(ValueError, match="at most 32"):
+            stack.enter_context(delegation("one-too-many"))
+        assert len(delegation_path()) == 32
+    assert delegation_path() == ()
 
 
 def test_asyncio_tasks_each_carry_their_own_path(server: ProctorProcess) -> None:

@@ -44,8 +44,9 @@ def reference_labels(args: dict[Any, Any]) -> dict[str, str]:
     return out
 
 
-scalars = st.one_of(st.text(min_size=250, max_size=260) | st.text(max_size=8), st.integers(), st.booleans(),
-                    st.floats(allow_nan=False), st.none(), st.lists(st.integers(), max_size=2))
+scalars = st.one_of(st.text(min_size=250, max_size=260) | st.text(max_size=8), st.integers(),
+                    st.booleans(), st.floats(allow_nan=False), st.none(),
+                    st.lists(st.integers(), max_size=2))
 arguments = st.dictionaries(st.text(min_size=60, max_size=70) | st.text(max_size=4), scalars,
                             max_size=40)
 
