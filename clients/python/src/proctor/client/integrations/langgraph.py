@@ -185,7 +185,7 @@ class ProctorToolNode(ToolNode):
                            status="error", artifact={"proctor": v.envelope() if v else None})
 
     def _governed_call(self, request: ToolCallRequest,
-                       execute: Callable[[ToolCallRequest], ToolMessage | Command]) -> Any:
+                       execute: Callable[[ToolCallRequest], ToolMessage | Command[Any]]) -> Any:
         v = self._verdict(request)
         if v is None:
             return self._refusal(request, "Tool was not run: Proctor has not decided it", None)
@@ -208,7 +208,7 @@ class ProctorToolNode(ToolNode):
 
     async def _agoverned_call(
         self, request: ToolCallRequest,
-        execute: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]],
+        execute: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
     ) -> Any:
         v = self._verdict(request)
         if v is None:
