@@ -181,3 +181,31 @@ def test_fail_closed_when_the_server_is_down(
     crew_of(llm, ledger)[0].kickoff()
     assert ledger.runs == []
     assert "UNAVAILABLE" in llm.observations()[0]
+
+
+class ExportTool(BaseTool):
+    """A tool that declares its own risk tags (the policy asks approval for pii exports)."""
+
+    name: str = "export"
+    description: str = "Export a table."
+    risk_tags: list[str] = ["pii"]
+    ledger: Any = None
+
+    def _run(self, table: str) -> str:
+        self.ledger.record("export", table=table)
+        return "exported"
+
+
+def test_a_tools_declared_risk_tags_reach_the_policy(
+    client: ProctorClient, ledger: Ledger, run_id: str, hooks_of: Any,
+) -> None:
+    hooks_of(client, run_id=run_id)
+    llm = ScriptedLLM([step("export", table="customers")])
+    agent = Agent(role="etl", goal="g", backstory="b", llm=llm, max_iter=3,
+                  tools=[ExportTool(ledger=ledger)])
+    Crew(agents=[agent], tasks=[Task(description="d", expected_output="o", agent=agent)]
+         ).kickoff()
+    assert ledger.runs == []
+    # tagged pii, the export matched approve-export (untagged, the default would deny)
+    [a] = approvals_of(client, run_id)
+    assert (a.topic, a.rule_id) == ("tool.export", "approve-export")

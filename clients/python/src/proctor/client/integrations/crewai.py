@@ -65,6 +65,16 @@ class _Open:
     message: str  # set when the call was refused
 
 
+def declared_tags(tool: Any) -> tuple[str, ...]:
+    """A tool's own `risk_tags` (a BaseTool subclass may declare the field); CrewAI hands
+    hooks a CrewStructuredTool that keeps the user's tool as `_original_tool`."""
+    for candidate in (tool, getattr(tool, "_original_tool", None)):
+        tags = getattr(candidate, "risk_tags", None)
+        if tags:
+            return (tags,) if isinstance(tags, str) else tuple(tags)
+    return ()
+
+
 def call_digest(tool_name: str, args: Mapping[str, Any]) -> str:
     text = json.dumps([tool_name, args], sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
@@ -138,7 +148,7 @@ class ProctorCrewHooks:
         args = dict(context.tool_input or {})
         task_id = str(getattr(context.task, "id", "") or "")
         crew_id = str(getattr(context.crew, "id", "") or "")
-        declared = tuple(getattr(context.tool, "risk_tags", ()) or ())
+        declared = declared_tags(context.tool)
         call_id = f"{task_id}:{call_digest(context.tool_name, args)}"
         run_id = self.run_id if self.run_id is not None else crew_id
         return ToolCall(context.tool_name, args, call_id, declared), run_id
