@@ -206,3 +206,23 @@ def test_fail_closed_when_the_server_is_down(dead_client: ProctorClient, ledger:
     result = asyncio.run(run(ProctorGovernance(dead_client, agent="m"), model, ledger))
     assert not result.interruptions and ledger.runs == []
     assert "UNAVAILABLE" in model.outputs()["c1"]
+
+
+def test_a_tools_declared_risk_tags_reach_the_policy(
+    client: ProctorClient, ledger: Ledger, run_id: str,
+) -> None:
+    @function_tool
+    def export(table: str) -> str:
+        """Export a table."""
+        ledger.record("export", table=table)
+        return "exported"
+
+    export.risk_tags = ["pii"]  # type: ignore[attr-defined]
+    gov = ProctorGovernance(client, agent="etl", run_id=run_id)
+    agent = Agent(name="etl", model=ScriptedModel([("c1", "export", {"table": "t"})]),
+                  tools=gov.govern(export))
+    result = asyncio.run(Runner.run(agent, "go"))
+    # tagged pii, the export needs approval (approve-export); untagged, the default denies
+    assert [i.tool_name for i in result.interruptions] == ["export"]
+    assert [a.rule_id for a in approvals_of(client, run_id)] == ["approve-export"]
+    assert ledger.runs == []
