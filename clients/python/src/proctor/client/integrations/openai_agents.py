@@ -13,7 +13,7 @@
     while result.interruptions:                 # Proctor said require_approval
         state = result.to_state()
         for item in result.interruptions:
-            print(governance.approval(item))    # the approval id and governance envelope
+            print(await governance.approval(item))  # approval id and governance envelope
             state.approve(item)                 # or state.reject(item)
         result = await Runner.run(agent, state, run_config=run_config)
 
