@@ -8,7 +8,9 @@
         if d.decision == "allow":
             ...
 
-`AsyncProctorClient` is the same for asyncio.
+`AsyncProctorClient` is the same for asyncio. `delegation(agent_id)` pushes an agent onto
+the delegation path that evaluate() uses when the caller names none (proctor.client.delegation);
+framework integrations live in proctor.client.integrations.
 """
 
 from .aio import AsyncProctorClient
@@ -21,6 +23,12 @@ from .budgets import (
     Settlement,
 )
 from .client import ProctorClient
+from .delegation import (
+    ContextThreadPoolExecutor,
+    carry_context,
+    delegation,
+    delegation_path,
+)
 from .errors import InvalidRequestError, ProctorError, ProctorUnavailableError
 from .results import (
     ALLOW,
@@ -45,6 +53,7 @@ __all__ = [
     "BatchItem",
     "BudgetRefusedError",
     "BudgetStatus",
+    "ContextThreadPoolExecutor",
     "DecisionResult",
     "EvaluationRequest",
     "Held",
@@ -56,4 +65,7 @@ __all__ = [
     "Reservation",
     "RetryPolicy",
     "Settlement",
+    "carry_context",
+    "delegation",
+    "delegation_path",
 ]

@@ -1,5 +1,7 @@
 """What the sync and asyncio clients share: options, request building, error policy.
 
+A request that names no delegation_path gets the current one (proctor.client.delegation).
+
 A service's methods are written once per flavour (client.py, aio.py) as a
 request builder, one `_call` through the retry loop and a result converter;
 budgets and approvals add their methods the same way, with their own stubs.
@@ -15,6 +17,7 @@ import grpc
 
 from proctor.v1 import decisions_pb2
 
+from .delegation import delegation_path as delegation_path_now
 from .errors import ProctorError, from_rpc_error
 from .results import EvaluationRequest
 from .retry import RetryPolicy
@@ -65,10 +68,10 @@ def build_request(
     explain: bool = False,
 ) -> decisions_pb2.EvaluateRequest:
     if isinstance(topic, EvaluationRequest):
-        return topic.to_proto()
+        return with_current_path(topic.to_proto())
     return decisions_pb2.EvaluateRequest(
         topic=topic,
-        delegation_path=list(delegation_path),
+        delegation_path=list(delegation_path or delegation_path_now()),
         risk_tags=list(risk_tags),
         tenant=tenant,
         run_id=run_id,
@@ -79,15 +82,31 @@ def build_request(
     )
 
 
+def with_current_path(
+    request: decisions_pb2.EvaluateRequest,
+) -> decisions_pb2.EvaluateRequest:
+    """`request`, with the current delegation() path when it names none (a caller's message
+    is copied, never changed)."""
+    if request.delegation_path:
+        return request
+    path = delegation_path_now()
+    if not path:
+        return request
+    copy = decisions_pb2.EvaluateRequest()
+    copy.CopyFrom(request)
+    copy.delegation_path.extend(path)
+    return copy
+
+
 def build_batch(
     items: Iterable[EvaluationRequest | Mapping[str, Any] | decisions_pb2.EvaluateRequest],
 ) -> decisions_pb2.EvaluateBatchRequest:
     out = decisions_pb2.EvaluateBatchRequest()
     for item in items:
         if isinstance(item, decisions_pb2.EvaluateRequest):
-            out.requests.append(item)
+            out.requests.append(with_current_path(item))
         elif isinstance(item, EvaluationRequest):
-            out.requests.append(item.to_proto())
+            out.requests.append(with_current_path(item.to_proto()))
         else:
             fields = dict(item)
             out.requests.append(build_request(fields.pop("topic"), **fields))

@@ -107,6 +107,12 @@ def _wait_request(approval_id: str, left: float) -> tuple[approvals_pb2.WaitAppr
             slice_s + _RPC_MARGIN_SECONDS)
 
 
+def _resolve_request(approval_id: str, approve: bool, reviewer: str,
+                     reason: str) -> approvals_pb2.ResolveApprovalRequest:
+    return approvals_pb2.ResolveApprovalRequest(approval_id=approval_id, approve=approve,
+                                                reviewer=reviewer, reason=reason)
+
+
 def settled(first: DecisionResult, state: ApprovalState, waited: float) -> DecisionResult | None:
     """The answer once the wait is over, or None when the approval is approved (re-evaluate)."""
     if state.approved:
@@ -167,6 +173,16 @@ class ApprovalsMixin:
                        approvals_pb2.GetApprovalRequest(approval_id=approval_id), t)
         return ApprovalState.from_proto(a)
 
+    def resolve_approval(self, approval_id: str, approve: bool, *, reviewer: str = "",
+                         reason: str = "", timeout: Any = _DEFAULT) -> ApprovalState:
+        """Approve or deny a pending approval, as a reviewer (this client's credentials must
+        be a reviewer's; `reviewer` names who decided where the server records it as given).
+        Already resolved: ProctorError FAILED_PRECONDITION."""
+        t = self.options.timeout if timeout is _DEFAULT else timeout
+        a = self._call(self._approval_stub.ResolveApproval, "ResolveApproval",
+                       _resolve_request(approval_id, approve, reviewer, reason), t)
+        return ApprovalState.from_proto(a)
+
     def wait_for_approval(self, approval_id: str, *,
                           timeout: float = DEFAULT_WAIT_SECONDS) -> ApprovalState:
         """Block until the approval is resolved or expires, or `timeout` seconds pass;
@@ -222,6 +238,14 @@ class AsyncApprovalsMixin:
         t = self.options.timeout if timeout is _DEFAULT else timeout
         a = await self._call(self._approval_stub.GetApproval, "GetApproval",
                              approvals_pb2.GetApprovalRequest(approval_id=approval_id), t)
+        return ApprovalState.from_proto(a)
+
+    async def resolve_approval(self, approval_id: str, approve: bool, *, reviewer: str = "",
+                               reason: str = "", timeout: Any = _DEFAULT) -> ApprovalState:
+        """See ApprovalsMixin.resolve_approval."""
+        t = self.options.timeout if timeout is _DEFAULT else timeout
+        a = await self._call(self._approval_stub.ResolveApproval, "ResolveApproval",
+                             _resolve_request(approval_id, approve, reviewer, reason), t)
         return ApprovalState.from_proto(a)
 
     async def wait_for_approval(self, approval_id: str, *,

@@ -80,6 +80,12 @@ class Reservation:
     expires_at: datetime | None
 
     @property
+    def held(self) -> bool:
+        """Something is held (to commit or release): granted against at least one budget.
+        False when refused, or when `allow_unbudgeted` found no budget of the unit."""
+        return self.granted and bool(self.budgets)
+
+    @property
     def lease(self) -> bool:
         """A concurrency lease: released, never committed."""
         return any(b.kind == "concurrency" for b in self.budgets)
@@ -128,10 +134,12 @@ class Held:
 
 
 def _reserve_request(unit: str, amount: int, reservation_id: str | None, tenant: str,
-                     agent_id: str, run_id: str, ttl_seconds: int) -> Any:
+                     agent_id: str, run_id: str, ttl_seconds: int,
+                     allow_unbudgeted: bool) -> Any:
     return budgets_pb2.ReserveBudgetRequest(
         reservation_id=reservation_id or uuid.uuid4().hex, unit=unit, amount=amount,
         tenant=tenant, agent_id=agent_id, run_id=run_id, ttl_seconds=ttl_seconds,
+        allow_unbudgeted=allow_unbudgeted,
     )
 
 
@@ -160,14 +168,18 @@ class BudgetsMixin:
 
     def reserve(self, unit: str, amount: int, *, reservation_id: str | None = None,
                 tenant: str = "", agent_id: str = "", run_id: str = "",
-                ttl_seconds: int = DEFAULT_TTL_SECONDS, timeout: Any = _DEFAULT) -> Reservation:
+                ttl_seconds: int = DEFAULT_TTL_SECONDS, allow_unbudgeted: bool = False,
+                timeout: Any = _DEFAULT) -> Reservation:
         """Reserve `amount` of `unit` against every budget that applies, all or nothing.
 
+        A unit with no budget in the serving policy is InvalidRequestError, unless
+        `allow_unbudgeted`: then it is granted with no budgets and nothing held
+        (`held` is False: nothing to commit or release).
         With fail_closed, no answer gives a refused Reservation (refused_by
         "client.fail_closed") instead of raising.
         """
         request = _reserve_request(unit, amount, reservation_id, tenant, agent_id, run_id,
-                                   ttl_seconds)
+                                   ttl_seconds, allow_unbudgeted)
         try:
             r = self._call(self._budget_stub.ReserveBudget, "ReserveBudget", request,
                            self._timeout(timeout))
@@ -209,6 +221,9 @@ class BudgetsMixin:
         if not r.granted:
             raise BudgetRefusedError(r)
         held = Held(r, amount)
+        if not r.held:  # allow_unbudgeted and no budget of the unit: nothing to settle
+            yield held
+            return
         try:
             yield held
         except BaseException:
@@ -243,10 +258,11 @@ class AsyncBudgetsMixin:
     async def reserve(self, unit: str, amount: int, *, reservation_id: str | None = None,
                       tenant: str = "", agent_id: str = "", run_id: str = "",
                       ttl_seconds: int = DEFAULT_TTL_SECONDS,
+                      allow_unbudgeted: bool = False,
                       timeout: Any = _DEFAULT) -> Reservation:
         """See BudgetsMixin.reserve."""
         request = _reserve_request(unit, amount, reservation_id, tenant, agent_id, run_id,
-                                   ttl_seconds)
+                                   ttl_seconds, allow_unbudgeted)
         try:
             r = await self._call(self._budget_stub.ReserveBudget, "ReserveBudget", request,
                                  self._timeout(timeout))
@@ -289,6 +305,9 @@ class AsyncBudgetsMixin:
         if not r.granted:
             raise BudgetRefusedError(r)
         held = Held(r, amount)
+        if not r.held:  # allow_unbudgeted and no budget of the unit: nothing to settle
+            yield held
+            return
         try:
             yield held
         except BaseException:

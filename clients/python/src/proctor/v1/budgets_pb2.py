@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18proctor/v1/budgets.proto\x12\nproctor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x02\n\x0c\x42udgetStatus\x12\x11\n\tbudget_id\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\r\n\x05scope\x18\x03 \x01(\t\x12\x11\n\tscope_key\x18\x04 \x01(\t\x12$\n\x04kind\x18\x05 \x01(\x0e\x32\x16.proctor.v1.BudgetKind\x12\r\n\x05limit\x18\x06 \x01(\x03\x12\x0c\n\x04used\x18\x07 \x01(\x03\x12\x10\n\x08reserved\x18\x08 \x01(\x03\x12\x11\n\tremaining\x18\t \x01(\x03\x12\x0e\n\x06window\x18\n \x01(\t\x12\x34\n\x10window_resets_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04over\x18\x0c \x01(\x08\"\x93\x01\n\x14ReserveBudgetRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\x12\x13\n\x0bttl_seconds\x18\x07 \x01(\x03\"\xaf\x01\n\x15ReserveBudgetResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x12\n\nrefused_by\x18\x02 \x01(\t\x12)\n\x07\x62udgets\x18\x03 \x03(\x0b\x32\x18.proctor.v1.BudgetStatus\x12\x16\n\x0ereservation_id\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x13\x43ommitBudgetRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tual\x18\x02 \x01(\x03\"g\n\x14\x43ommitBudgetResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12)\n\x07\x62udgets\x18\x02 \x03(\x0b\x32\x18.proctor.v1.BudgetStatus\x12\x0c\n\x04over\x18\x03 \x01(\x08\".\n\x14ReleaseBudgetRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"Z\n\x15ReleaseBudgetResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12)\n\x07\x62udgets\x18\x02 \x03(\x0b\x32\x18.proctor.v1.BudgetStatus\"W\n\x10GetBudgetRequest\x12\x11\n\tbudget_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\t\">\n\x11GetBudgetResponse\x12)\n\x07\x62udgets\x18\x01 \x03(\x0b\x32\x18.proctor.v1.BudgetStatus*]\n\nBudgetKind\x12\x1b\n\x17\x42UDGET_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x42UDGET_KIND_SPEND\x10\x01\x12\x1b\n\x17\x42UDGET_KIND_CONCURRENCY\x10\x02\x32\xd2\x02\n\x07\x42udgets\x12T\n\rReserveBudget\x12 .proctor.v1.ReserveBudgetRequest\x1a!.proctor.v1.ReserveBudgetResponse\x12Q\n\x0c\x43ommitBudget\x12\x1f.proctor.v1.CommitBudgetRequest\x1a .proctor.v1.CommitBudgetResponse\x12T\n\rReleaseBudget\x12 .proctor.v1.ReleaseBudgetRequest\x1a!.proctor.v1.ReleaseBudgetResponse\x12H\n\tGetBudget\x12\x1c.proctor.v1.GetBudgetRequest\x1a\x1d.proctor.v1.GetBudgetResponseBW\n\x12\x64\x65v.proctor.api.v1B\x0c\x42udgetsProtoP\x01Z$proctor.dev/api/proctor/v1;proctorv1\xaa\x02\nProctor.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18proctor/v1/budgets.proto\x12\nproctor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x02\n\x0c\x42udgetStatus\x12\x11\n\tbudget_id\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\r\n\x05scope\x18\x03 \x01(\t\x12\x11\n\tscope_key\x18\x04 \x01(\t\x12$\n\x04kind\x18\x05 \x01(\x0e\x32\x16.proctor.v1.BudgetKind\x12\r\n\x05limit\x18\x06 \x01(\x03\x12\x0c\n\x04used\x18\x07 \x01(\x03\x12\x10\n\x08reserved\x18\x08 \x01(\x03\x12\x11\n\tremaining\x18\t \x01(\x03\x12\x0e\n\x06window\x18\n \x01(\t\x12\x34\n\x10window_resets_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04over\x18\x0c \x01(\x08\"\xad\x01\n\x14ReserveBudgetRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\x12\x13\n\x0bttl_seconds\x18\x07 \x01(\x03\x12\x18\n\x10\x61llow_unbudgeted\x18\x08 \x01(\x08\"\xaf\x01\n\x15ReserveBudgetResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x12\n\nrefused_by\x18\x02 \x01(\t\x12)\n\x07\x62udgets\x18\x03 \x03(\x0b\x32\x18.proctor.v1.BudgetStatus\x12\x16\n\x0ereservation_id\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x13\x43ommitBudgetRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tual\x18\x02 \x01(\x03\"g\n\x14\x43ommitBudgetResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12)\n\x07\x62udgets\x18\x02 \x03(\x0b\x32\x18.proctor.v1.BudgetStatus\x12\x0c\n\x04over\x18\x03 \x01(\x08\".\n\x14ReleaseBudgetRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"Z\n\x15ReleaseBudgetResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12)\n\x07\x62udgets\x18\x02 \x03(\x0b\x32\x18.proctor.v1.BudgetStatus\"W\n\x10GetBudgetRequest\x12\x11\n\tbudget_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\t\">\n\x11GetBudgetResponse\x12)\n\x07\x62udgets\x18\x01 \x03(\x0b\x32\x18.proctor.v1.BudgetStatus*]\n\nBudgetKind\x12\x1b\n\x17\x42UDGET_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x42UDGET_KIND_SPEND\x10\x01\x12\x1b\n\x17\x42UDGET_KIND_CONCURRENCY\x10\x02\x32\xd2\x02\n\x07\x42udgets\x12T\n\rReserveBudget\x12 .proctor.v1.ReserveBudgetRequest\x1a!.proctor.v1.ReserveBudgetResponse\x12Q\n\x0c\x43ommitBudget\x12\x1f.proctor.v1.CommitBudgetRequest\x1a .proctor.v1.CommitBudgetResponse\x12T\n\rReleaseBudget\x12 .proctor.v1.ReleaseBudgetRequest\x1a!.proctor.v1.ReleaseBudgetResponse\x12H\n\tGetBudget\x12\x1c.proctor.v1.GetBudgetRequest\x1a\x1d.proctor.v1.GetBudgetResponseBW\n\x12\x64\x65v.proctor.api.v1B\x0c\x42udgetsProtoP\x01Z$proctor.dev/api/proctor/v1;proctorv1\xaa\x02\nProctor.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,26 +33,26 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proctor.v1.budgets_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022dev.proctor.api.v1B\014BudgetsProtoP\001Z$proctor.dev/api/proctor/v1;proctorv1\252\002\nProctor.V1'
-  _globals['_BUDGETKIND']._serialized_start=1134
-  _globals['_BUDGETKIND']._serialized_end=1227
+  _globals['_BUDGETKIND']._serialized_start=1160
+  _globals['_BUDGETKIND']._serialized_end=1253
   _globals['_BUDGETSTATUS']._serialized_start=74
   _globals['_BUDGETSTATUS']._serialized_end=343
   _globals['_RESERVEBUDGETREQUEST']._serialized_start=346
-  _globals['_RESERVEBUDGETREQUEST']._serialized_end=493
-  _globals['_RESERVEBUDGETRESPONSE']._serialized_start=496
-  _globals['_RESERVEBUDGETRESPONSE']._serialized_end=671
-  _globals['_COMMITBUDGETREQUEST']._serialized_start=673
-  _globals['_COMMITBUDGETREQUEST']._serialized_end=734
-  _globals['_COMMITBUDGETRESPONSE']._serialized_start=736
-  _globals['_COMMITBUDGETRESPONSE']._serialized_end=839
-  _globals['_RELEASEBUDGETREQUEST']._serialized_start=841
-  _globals['_RELEASEBUDGETREQUEST']._serialized_end=887
-  _globals['_RELEASEBUDGETRESPONSE']._serialized_start=889
-  _globals['_RELEASEBUDGETRESPONSE']._serialized_end=979
-  _globals['_GETBUDGETREQUEST']._serialized_start=981
-  _globals['_GETBUDGETREQUEST']._serialized_end=1068
-  _globals['_GETBUDGETRESPONSE']._serialized_start=1070
-  _globals['_GETBUDGETRESPONSE']._serialized_end=1132
-  _globals['_BUDGETS']._serialized_start=1230
-  _globals['_BUDGETS']._serialized_end=1568
+  _globals['_RESERVEBUDGETREQUEST']._serialized_end=519
+  _globals['_RESERVEBUDGETRESPONSE']._serialized_start=522
+  _globals['_RESERVEBUDGETRESPONSE']._serialized_end=697
+  _globals['_COMMITBUDGETREQUEST']._serialized_start=699
+  _globals['_COMMITBUDGETREQUEST']._serialized_end=760
+  _globals['_COMMITBUDGETRESPONSE']._serialized_start=762
+  _globals['_COMMITBUDGETRESPONSE']._serialized_end=865
+  _globals['_RELEASEBUDGETREQUEST']._serialized_start=867
+  _globals['_RELEASEBUDGETREQUEST']._serialized_end=913
+  _globals['_RELEASEBUDGETRESPONSE']._serialized_start=915
+  _globals['_RELEASEBUDGETRESPONSE']._serialized_end=1005
+  _globals['_GETBUDGETREQUEST']._serialized_start=1007
+  _globals['_GETBUDGETREQUEST']._serialized_end=1094
+  _globals['_GETBUDGETRESPONSE']._serialized_start=1096
+  _globals['_GETBUDGETRESPONSE']._serialized_end=1158
+  _globals['_BUDGETS']._serialized_start=1256
+  _globals['_BUDGETS']._serialized_end=1594
 # @@protoc_insertion_point(module_scope)

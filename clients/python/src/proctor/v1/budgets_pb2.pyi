@@ -48,7 +48,7 @@ class BudgetStatus(_message.Message):
     def __init__(self, budget_id: _Optional[str] = ..., unit: _Optional[str] = ..., scope: _Optional[str] = ..., scope_key: _Optional[str] = ..., kind: _Optional[_Union[BudgetKind, str]] = ..., limit: _Optional[int] = ..., used: _Optional[int] = ..., reserved: _Optional[int] = ..., remaining: _Optional[int] = ..., window: _Optional[str] = ..., window_resets_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., over: _Optional[bool] = ...) -> None: ...
 
 class ReserveBudgetRequest(_message.Message):
-    __slots__ = ("reservation_id", "tenant", "agent_id", "run_id", "unit", "amount", "ttl_seconds")
+    __slots__ = ("reservation_id", "tenant", "agent_id", "run_id", "unit", "amount", "ttl_seconds", "allow_unbudgeted")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class ReserveBudgetRequest(_message.Message):
     UNIT_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_UNBUDGETED_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     tenant: str
     agent_id: str
@@ -63,7 +64,8 @@ class ReserveBudgetRequest(_message.Message):
     unit: str
     amount: int
     ttl_seconds: int
-    def __init__(self, reservation_id: _Optional[str] = ..., tenant: _Optional[str] = ..., agent_id: _Optional[str] = ..., run_id: _Optional[str] = ..., unit: _Optional[str] = ..., amount: _Optional[int] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    allow_unbudgeted: bool
+    def __init__(self, reservation_id: _Optional[str] = ..., tenant: _Optional[str] = ..., agent_id: _Optional[str] = ..., run_id: _Optional[str] = ..., unit: _Optional[str] = ..., amount: _Optional[int] = ..., ttl_seconds: _Optional[int] = ..., allow_unbudgeted: _Optional[bool] = ...) -> None: ...
 
 class ReserveBudgetResponse(_message.Message):
     __slots__ = ("granted", "refused_by", "budgets", "reservation_id", "expires_at")

@@ -32,6 +32,8 @@ from .store import (
     InvalidArgument,
     ReservationNotFound,
     StoreUnavailable,
+    check_id,
+    check_reservation,
 )
 
 SERVICE_NAME = "proctor.v1.Budgets"
@@ -96,10 +98,12 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         )
         unit, amount, ttl = request.unit, request.amount, request.ttl_seconds
         policy = self._holder.current
+        budgets = tuple(getattr(policy, "budgets", ()) or ())
+        if request.allow_unbudgeted and not any(b.unit == unit for b in budgets):
+            return await self._unbudgeted(request, context)
         try:
             r = await self._store.reserve(
-                tuple(getattr(policy, "budgets", ()) or ()), rid, tenant, agent_id, run_id,
-                unit, amount, ttl,
+                budgets, rid, tenant, agent_id, run_id, unit, amount, ttl,
             )
         except BudgetError as e:
             await self._fail(context, "reserve", {
@@ -118,6 +122,19 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         if not self._offer("budget", event):
             await self._audit.record("budget", event)
         return reserve_answer(r)
+
+    async def _unbudgeted(self, request: Any, context: Any) -> bytes:
+        """allow_unbudgeted and no budget of the unit: granted, nothing held. The fields are
+        checked as for any reservation (bad input is INVALID_ARGUMENT all the same)."""
+        try:
+            check_reservation(request.reservation_id, request.amount, request.ttl_seconds)
+            check_id("unit", request.unit, required=True)
+            for name in ("tenant", "agent_id", "run_id"):
+                check_id(name, getattr(request, name), required=False)
+        except InvalidArgument as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, e.message)
+        return budgets_pb2.ReserveBudgetResponse(
+            granted=True, reservation_id=request.reservation_id).SerializeToString()
 
     def add_to(self, table: MethodTable) -> None:
         """Register every Budgets method in `table`; ReserveBudget without upb
