@@ -21,10 +21,12 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from mcp.server.auth.provider import AccessToken
+
+if TYPE_CHECKING:
+    from mcp.server.auth.provider import AccessToken
 
 MAX_FILE_BYTES = 1 << 20
 
@@ -96,6 +98,8 @@ class PrincipalTokens:
                     found = caller
         if found is None:
             return None
+        from mcp.server.auth.provider import AccessToken
+
         return AccessToken(token=token, client_id=found.id, scopes=[])
 
     def tenant_of(self, caller_id: str, default: str) -> str:

@@ -85,6 +85,13 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .config import ConfigError, config_from
+
+    try:
+        config = config_from(args)
+    except ConfigError as e:
+        print(f"proctor mcp-gateway: error: {e}", file=sys.stderr)
+        return 2
     try:
         from . import app
     except ImportError as e:
@@ -92,4 +99,4 @@ def run(args: argparse.Namespace) -> int:
             print(MCP_MISSING, file=sys.stderr)
             return 2
         raise
-    return app.main(args)
+    return app.main(config, args.log_level)

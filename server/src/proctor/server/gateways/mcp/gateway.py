@@ -134,6 +134,9 @@ class Gateway:
                 continue
             for method, params_type in methods:
                 server.add_request_handler(method, params_type, self.forward)
+        # The upstream's extensions (SEP-2133) are advertised as its own: their methods are
+        # forwarded by ForwardUnknown.
+        server.extensions = dict(caps.extensions or {})
         server.middleware.append(ForwardUnknown(server, self.upstream))
         return server
 

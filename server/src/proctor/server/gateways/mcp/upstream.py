@@ -27,7 +27,6 @@ import os
 import sys
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -39,6 +38,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from pydantic import TypeAdapter
+
+from .upstream_spec import UpstreamSpec
 
 log = logging.getLogger("proctor.mcp_gateway")
 
@@ -52,18 +53,6 @@ _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
 
 class UpstreamGone(Exception):
     """The upstream could not be started or reached, or it stopped during a request."""
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamSpec:
-    """Where the upstream is: a command to launch over stdio, or a streamable-HTTP URL."""
-
-    command: tuple[str, ...] = ()
-    url: str = ""
-    start_timeout: float = 30.0
-
-    def describe(self) -> str:
-        return self.url or " ".join(self.command)
 
 
 class _RawRequest(types.Request[dict[str, Any] | None, str]):
