@@ -48,7 +48,8 @@ def test_never_allowed_means_denied_whatever_the_tags_and_labels(seed: int) -> N
             assert d.decision == "deny", (doc, req, tags, labels, d)
 
 
-def _policy(rules: str, combining: str = "deny_overrides", extra: str = "") -> engine.CompiledPolicy:
+def _policy(rules: str, combining: str = "deny_overrides",
+            extra: str = "") -> engine.CompiledPolicy:
     return engine.compile_policy(f"version: v1\ncombining: {combining}\n{extra}rules:\n{rules}")
 
 

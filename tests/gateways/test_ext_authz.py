@@ -105,17 +105,18 @@ def test_require_approval_then_retry_with_the_approval_id(
     approval_id = response_headers(first)["x-proctor-approval-id"]
     assert approval_id and json.loads(first.denied_response.body)["approval_id"] == approval_id
     # Before a reviewer acts, presenting the id does not let the request through.
-    waiting = check(channel, "POST", "/v1/orders", {**headers, "x-proctor-approval-id": approval_id})
+    presenting = {**headers, "x-proctor-approval-id": approval_id}
+    waiting = check(channel, "POST", "/v1/orders", presenting)
     assert waiting.status.code == code_pb2.PERMISSION_DENIED
     approvals_pb2_grpc.ApprovalsStub(channel).ResolveApproval(
         approvals_pb2.ResolveApprovalRequest(approval_id=approval_id, approve=True,
                                              reviewer="dana", reason="ok"), timeout=10)
-    retried = check(channel, "POST", "/v1/orders", {**headers, "x-proctor-approval-id": approval_id})
+    retried = check(channel, "POST", "/v1/orders", presenting)
     assert retried.status.code == code_pb2.OK
     # Once: the grant is used up, and it never unlocks another request.
-    again = check(channel, "POST", "/v1/orders", {**headers, "x-proctor-approval-id": approval_id})
+    again = check(channel, "POST", "/v1/orders", presenting)
     assert again.status.code == code_pb2.PERMISSION_DENIED
-    other = check(channel, "DELETE", "/v1/orders", {**headers, "x-proctor-approval-id": approval_id})
+    other = check(channel, "DELETE", "/v1/orders", presenting)
     assert other.status.code == code_pb2.PERMISSION_DENIED
     events = wait_for(lambda: audit_events(envoy_proctor, approval_presented=approval_id),
                       "the retries' decisions")
