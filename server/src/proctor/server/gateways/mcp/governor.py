@@ -27,6 +27,7 @@ or the text of the error result the caller gets. In order:
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -43,6 +44,7 @@ from .mapping import ToolMapping, labels_of
 
 REMEMBERED_APPROVALS = 4096
 BUDGET_TTL_SECONDS = 3600
+PROGRESS_SECONDS = 10.0
 Progress = Callable[[str], Awaitable[None]]
 
 
@@ -78,7 +80,7 @@ class Governor:
         self.approval_wait = approval_wait
         self.budget_unit = budget_unit
         self.budget_amount = budget_amount
-        self._probe = probe_pb2_grpc.ProbeStub(client.channel)
+        self._probe = probe_pb2_grpc.ProbeStub(client.channel)  # type: ignore[no-untyped-call]
         self._approvals: OrderedDict[tuple[Any, ...], str] = OrderedDict()
 
     def request(self, tool: str, arguments: Mapping[str, Any] | None,
@@ -128,9 +130,18 @@ class Governor:
         approval_id = first.approval_id
         if self.approval_wait <= 0:
             return first
-        if progress is not None:
-            await progress(f"waiting for a reviewer to resolve approval {approval_id}")
-        state = await self.client.wait_for_approval(approval_id, timeout=self.approval_wait)
+        # In slices, with a progress notification each: clients that reset their timeout on
+        # progress keep waiting as long as the reviewer may take.
+        end = time.monotonic() + self.approval_wait
+        while True:
+            left = end - time.monotonic()
+            if progress is not None:
+                await progress(f"waiting for a reviewer to resolve approval {approval_id} "
+                               f"({max(0.0, left):.0f}s left)")
+            state = await self.client.wait_for_approval(
+                approval_id, timeout=max(0.0, min(PROGRESS_SECONDS, left)))
+            if not state.pending or time.monotonic() >= end:
+                break
         if state.approved:
             return await self.client.evaluate(_presenting(request, approval_id))
         if state.pending:

@@ -37,7 +37,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
-from pydantic import TypeAdapter
+from pydantic import BaseModel, ConfigDict
 
 from .upstream_spec import UpstreamSpec
 
@@ -45,7 +45,6 @@ log = logging.getLogger("proctor.mcp_gateway")
 
 # The gateway's own credentials never reach the upstream's environment.
 PRIVATE_ENV = ("PROCTOR_TOKEN", "PROCTOR_TOKEN_FILE")
-_RAW_RESULT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 # Reserved `_meta` keys of the downstream connection (2026-07-28 envelope, progress tokens):
 # they describe that connection, not the upstream's.
 _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
@@ -53,6 +52,13 @@ _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
 
 class UpstreamGone(Exception):
     """The upstream could not be started or reached, or it stopped during a request."""
+
+
+class _RawResult(BaseModel):
+    """Any result, every field kept as the upstream sent it (the SDK checks a spec method's
+    result against the negotiated revision first)."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 class _RawRequest(types.Request[dict[str, Any] | None, str]):
@@ -104,8 +110,8 @@ class Upstream:
         UpstreamGone: no upstream, or it stopped before answering."""
         session = await self._current()
         try:
-            return await session.send_request(
-                _RawRequest(method=method, params=upstream_params(params)), _RAW_RESULT,
+            result = await session.send_request(
+                _RawRequest(method=method, params=upstream_params(params)), _RawResult,
                 request_read_timeout_seconds=timeout)
         except MCPError as e:
             if e.code == types.CONNECTION_CLOSED:
@@ -114,6 +120,7 @@ class Upstream:
                     f"the upstream MCP server ({self.spec.describe()}) stopped before answering "
                     f"{method}; it is started again on the next request") from None
             raise
+        return dict(result.model_extra or {})
 
     async def notify(self, method: str, params: Mapping[str, Any] | None) -> None:
         """Forward one notification (dropped, with a log line, when there is no upstream)."""
