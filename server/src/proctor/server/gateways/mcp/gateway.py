@@ -2,7 +2,8 @@
 
 Built on the SDK's low-level `Server`, with a handler per method the upstream
 offers (its capabilities decide which, so the gateway advertises what the
-upstream has):
+upstream has; the tool methods always, so that no tools/call can reach the
+upstream but through the governor):
 
 - `tools/call`: governor.admit, then the upstream once if admitted, the budget
   settled after. Refused: a tool result with `isError` and the reason; the
@@ -124,11 +125,10 @@ class Gateway:
         server: Server[Any] = Server(
             name, version=info.server_info.version, title=info.server_info.title,
             instructions=info.instructions)
-        if caps.tools is not None:
-            server.add_request_handler("tools/list", types.PaginatedRequestParams,
-                                       self.list_tools)
-            server.add_request_handler("tools/call", types.CallToolRequestParams,
-                                       self.call_tool)
+        # Always, whatever the upstream advertises: a tools/call must never reach the
+        # upstream ungoverned through ForwardUnknown.
+        server.add_request_handler("tools/list", types.PaginatedRequestParams, self.list_tools)
+        server.add_request_handler("tools/call", types.CallToolRequestParams, self.call_tool)
         for capability, methods in _FORWARDED.items():
             if getattr(caps, capability, None) is None:
                 continue
