@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16proctor/v1/probe.proto\x12\nproctor.v1\"]\n\x12ProbeTopicsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65legation_path\x18\x02 \x03(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0e\n\x06topics\x18\x04 \x03(\t\"b\n\nTopicProbe\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x15\n\rnever_allowed\x18\x02 \x01(\x08\x12\x0f\n\x07rule_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"V\n\x13ProbeTopicsResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.proctor.v1.TopicProbe\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t2W\n\x05Probe\x12N\n\x0bProbeTopics\x12\x1e.proctor.v1.ProbeTopicsRequest\x1a\x1f.proctor.v1.ProbeTopicsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16proctor/v1/probe.proto\x12\nproctor.v1\"]\n\x12ProbeTopicsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65legation_path\x18\x02 \x03(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0e\n\x06topics\x18\x04 \x03(\t\"b\n\nTopicProbe\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x15\n\rnever_allowed\x18\x02 \x01(\x08\x12\x0f\n\x07rule_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"V\n\x13ProbeTopicsResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.proctor.v1.TopicProbe\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t2W\n\x05Probe\x12N\n\x0bProbeTopics\x12\x1e.proctor.v1.ProbeTopicsRequest\x1a\x1f.proctor.v1.ProbeTopicsResponseBU\n\x12\x64\x65v.proctor.api.v1B\nProbeProtoP\x01Z$proctor.dev/api/proctor/v1;proctorv1\xaa\x02\nProctor.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proctor.v1.probe_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\022dev.proctor.api.v1B\nProbeProtoP\001Z$proctor.dev/api/proctor/v1;proctorv1\252\002\nProctor.V1'
   _globals['_PROBETOPICSREQUEST']._serialized_start=38
   _globals['_PROBETOPICSREQUEST']._serialized_end=131
   _globals['_TOPICPROBE']._serialized_start=133
