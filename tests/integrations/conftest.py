@@ -18,6 +18,22 @@ from tests.support.proctor import ProctorProcess, run_proctor, start_proctor
 
 POLICY = Path(__file__).with_name("policy.yaml")
 
+
+def crewai_available() -> bool:
+    """CrewAI is installed in a venv of its own (.venv-crewai, made by scripts/test): it
+    needs mcp<2, which the MCP gateway cannot use. Elsewhere its tests skip, unless
+    PROCTOR_REQUIRE_CREWAI=1 says this run is the one that must have it."""
+    import importlib.util
+
+    if importlib.util.find_spec("crewai") is not None:
+        return True
+    if os.environ.get("PROCTOR_REQUIRE_CREWAI") == "1":
+        raise RuntimeError("PROCTOR_REQUIRE_CREWAI=1 but crewai is not installed")
+    return False
+
+
+CREWAI_SKIP_REASON = "crewai runs in .venv-crewai (requirements-crewai.lock, scripts/test)"
+
 # CrewAI and the Agents SDK would phone home for telemetry and tracing; the machine has no
 # network but package registries, and a test must not wait on one.
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")

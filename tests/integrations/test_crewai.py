@@ -10,15 +10,21 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from crewai import Agent, Crew, Task
-from crewai.llms.base_llm import BaseLLM
-from crewai.tools import BaseTool, tool
 
-from proctor.client import ProctorClient, delegation
-from proctor.client.integrations.crewai import ProctorCrewHooks
-from tests.support.proctor import ProctorProcess
+from .conftest import CREWAI_SKIP_REASON, crewai_available
 
-from .conftest import Ledger, approvals_of, reviewer, wait_for
+if not crewai_available():
+    pytest.skip(CREWAI_SKIP_REASON, allow_module_level=True)
+
+from crewai import Agent, Crew, Task  # noqa: E402
+from crewai.llms.base_llm import BaseLLM  # noqa: E402
+from crewai.tools import BaseTool, tool  # noqa: E402
+
+from proctor.client import ProctorClient, delegation  # noqa: E402
+from proctor.client.integrations.crewai import ProctorCrewHooks  # noqa: E402
+from tests.support.proctor import ProctorProcess  # noqa: E402
+
+from .conftest import Ledger, approvals_of, reviewer, wait_for  # noqa: E402
 
 # crewai warns about its own deprecated attributes on every kickoff
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

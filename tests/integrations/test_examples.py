@@ -9,11 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import CREWAI_SKIP_REASON, crewai_available
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.parametrize("script", ["langgraph_chain.py", "openai_agents_chain.py",
-                                    "crewai_chain.py"])
+@pytest.mark.parametrize("script", [
+    "langgraph_chain.py", "openai_agents_chain.py",
+    pytest.param("crewai_chain.py", marks=pytest.mark.skipif(
+        not crewai_available(), reason=CREWAI_SKIP_REASON)),
+])
 def test_example_runs_the_chain_and_prints_the_envelope(script: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True,
                           text=True, timeout=240, cwd=tmp_path)

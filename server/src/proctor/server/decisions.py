@@ -128,6 +128,20 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         self.metrics.observe_batch((time.perf_counter_ns() - started) / 1e9, len(items))
         return out
 
+    async def decide(
+        self, req: engine.Request, approval_id: str = "", source: str = ""
+    ) -> tuple[Answer, dict[str, Any]]:
+        """Decide and record one validated request exactly as Evaluate does, for the other
+        front doors (gateways/ext_authz.py: Envoy's Check). `source` names the door in the
+        audit event ("envoy"); the answer is Evaluate's (see `Answer`)."""
+        answer, event = await _settled(self._decide(req, approval_id, False,
+                                                    time.perf_counter_ns()))
+        if source:
+            event["source"] = source
+        if not self._offer("decision", event):
+            await self.audit.record("decision", event)
+        return answer, event
+
     def _decide(
         self, req: engine.Request, approval_id: str, explain: bool, started: int
     ) -> Decided | Awaitable[Decided]:
@@ -186,3 +200,9 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         if extra:
             event.update(extra)
         return answer, event
+
+
+async def _settled(decided: Decided | Awaitable[Decided]) -> Decided:
+    if isinstance(decided, tuple):
+        return decided
+    return await decided

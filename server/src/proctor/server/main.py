@@ -33,6 +33,8 @@ from proctor.v1 import (
     budgets_pb2,
     decisions_pb2,
     decisions_pb2_grpc,
+    probe_pb2,
+    probe_pb2_grpc,
 )
 
 from . import health as health_names
@@ -48,6 +50,8 @@ from .audit.stream import AuditService
 from .budgets import build_budget_store
 from .budgets.service import BudgetsService
 from .decisions import EVALUATE_METHOD, DecisionsService
+from .gateways import ext_authz
+from .gateways.probe import ProbeService
 from .health import HealthState
 from .metrics import Metrics
 from .reload import PolicyHolder
@@ -104,6 +108,13 @@ def register_services(
     decisions_pb2_grpc.add_DecisionsServicer_to_server(decisions, server)
     # Evaluate takes and gives bytes: server/wire.py decodes and encodes it (in C when built).
     server.replace(EVALUATE_METHOD, decisions.raw_evaluate_handler())
+    # Gateways (DESIGN section 14): Envoy's Check decides through `decisions`, audited alike;
+    # Probe answers the MCP gateway's tools/list ("never allowed?") and records nothing.
+    gateway_names = (
+        ext_authz.add_to(server, decisions, settings.ext_authz_topic_template),
+        probe_pb2.DESCRIPTOR.services_by_name["Probe"].full_name,
+    )
+    probe_pb2_grpc.add_ProbeServicer_to_server(ProbeService(holder), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(holder, on_reload), server)
     # Budgets: Redis store with --redis-url (?cluster=1 for Redis Cluster), embedded otherwise;
     # health of proctor.v1.Budgets follows the store (probed every second).
@@ -116,7 +127,7 @@ def register_services(
     register_audit_metrics(metrics.registry)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    names = (*SERVICE_NAMES, health_service, *server_reflection.SERVICE_NAMES)
+    names = (*SERVICE_NAMES, *gateway_names, health_service, *server_reflection.SERVICE_NAMES)
     server_reflection.enable(server, names)
     return names
 

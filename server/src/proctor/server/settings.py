@@ -20,6 +20,8 @@ DEFAULT_AUDIT_QUEUE_SIZE = 65536
 DEFAULT_AUDIT_MAXLEN = 1_000_000
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_RELOAD_POLL_SECONDS = 1.0
+# Envoy ext_authz (gateways/ext_authz.py): the topic of an HTTP request.
+DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE = "http.{method}.{path_segments}"
 MAX_MESSAGE_BYTES = 1 << 20
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -52,6 +54,7 @@ class Settings:
     log_level: str = "info"
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     reload_poll_seconds: float = DEFAULT_RELOAD_POLL_SECONDS
+    ext_authz_topic_template: str = DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -147,6 +150,13 @@ class Settings:
             raise SettingsError("--grace-seconds must not be negative")
         if self.reload_poll_seconds <= 0:
             raise SettingsError("--reload-poll-seconds must be positive")
+        from .gateways.topics import TopicTemplate
+
+        try:
+            TopicTemplate(self.ext_authz_topic_template, ("method", "host", "path_segments"),
+                          "--ext-authz-topic-template")
+        except ValueError as e:
+            raise SettingsError(str(e)) from None
         return self
 
 
@@ -214,4 +224,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reload-poll-seconds", type=float, default=DEFAULT_RELOAD_POLL_SECONDS,
         help="how often the policy file is checked for changes",
+    )
+    p.add_argument(
+        "--ext-authz-topic-template", default=DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE,
+        help="Envoy ext_authz: the topic of an HTTP request, from {method}, {host} and "
+        "{path_segments} (docs/envoy.md)",
     )
