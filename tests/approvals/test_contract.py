@@ -227,6 +227,7 @@ def test_stores_sharing_a_fleet_see_one_set(env: Env) -> None:
         fleet = store.prefix.split("{apv:")[1].split("}")[0]  # type: ignore[attr-defined]
         other = env.make_store(fleet)
         try:
+            await other.start()
             aid = (await store.create(draft(request_id="r-1"))).approval.approval_id
             again = await other.create(draft(request_id="r-1"))
             assert again.approval.approval_id == aid and not again.created

@@ -21,6 +21,9 @@ DEFAULT_AUDIT_MAXLEN = 1_000_000
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_RELOAD_POLL_SECONDS = 1.0
 MAX_MESSAGE_BYTES = 1 << 20
+DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT = 1000
+DEFAULT_MAX_APPROVAL_WAITERS = 10_000
+DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION = 2000
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -52,6 +55,12 @@ class Settings:
     log_level: str = "info"
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     reload_poll_seconds: float = DEFAULT_RELOAD_POLL_SECONDS
+    # Redis durability (docs/redis.md) and the approval limits (DESIGN section 7)
+    redis_allow_rdb: bool = False
+    redis_allow_volatile: bool = False
+    max_pending_approvals_per_tenant: int = DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT
+    max_approval_waiters: int = DEFAULT_MAX_APPROVAL_WAITERS
+    max_approval_waiters_per_connection: int = DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -147,6 +156,13 @@ class Settings:
             raise SettingsError("--grace-seconds must not be negative")
         if self.reload_poll_seconds <= 0:
             raise SettingsError("--reload-poll-seconds must be positive")
+        for flag, value in (
+            ("--max-pending-approvals-per-tenant", self.max_pending_approvals_per_tenant),
+            ("--max-approval-waiters", self.max_approval_waiters),
+            ("--max-approval-waiters-per-connection", self.max_approval_waiters_per_connection),
+        ):
+            if value < 1:
+                raise SettingsError(f"{flag} must be at least 1, got {value}")
         return self
 
 
@@ -214,4 +230,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reload-poll-seconds", type=float, default=DEFAULT_RELOAD_POLL_SECONDS,
         help="how often the policy file is checked for changes",
+    )
+    p.add_argument(
+        "--redis-allow-rdb", action="store_true",
+        help="accept a Redis that keeps RDB snapshots only (no appendonly): a crash loses "
+             "budgets and approvals written since the last snapshot (docs/redis.md)",
+    )
+    p.add_argument(
+        "--redis-allow-volatile", action="store_true",
+        help="accept a Redis without persistence, or one that may evict keys: a restart "
+             "forgets every reservation and approval (docs/redis.md)",
+    )
+    p.add_argument(
+        "--max-pending-approvals-per-tenant", type=int,
+        default=DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT,
+        help="past it a tenant's require_approval gets no approval id, and says why; "
+             "other tenants are unaffected",
+    )
+    p.add_argument(
+        "--max-approval-waiters", type=int, default=DEFAULT_MAX_APPROVAL_WAITERS,
+        help="open WaitApproval calls in this process; past it RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--max-approval-waiters-per-connection", type=int,
+        default=DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION,
+        help="open WaitApproval calls on one client connection; past it RESOURCE_EXHAUSTED",
     )
