@@ -40,6 +40,7 @@ from . import ids, logs, wire
 from . import reflection as server_reflection
 from .admin import AdminService
 from .approvals import build_approval_store
+from .approvals.metrics import register as register_approval_metrics
 from .approvals.service import ApprovalsService
 from .audit import build_audit as build_audit_pipeline
 from .audit import event as audit_event
@@ -122,6 +123,7 @@ def register_services(
     audit_pb2_grpc.add_AuditServicer_to_server(AuditService.from_settings(settings), server)
     register_audit_metrics(metrics.registry)
     register_redis_metrics(metrics.registry)
+    register_approval_metrics(metrics.registry)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     names = (*SERVICE_NAMES, health_service, *server_reflection.SERVICE_NAMES)

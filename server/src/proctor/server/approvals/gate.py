@@ -30,6 +30,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import metrics
 from .binding import action_hash
 from .events import approval_event
 from .store import (
@@ -44,6 +45,7 @@ from .store import (
     Draft,
     StoreFull,
     StoreUnavailable,
+    TenantFull,
 )
 
 log = logging.getLogger("proctor.approvals")
@@ -128,6 +130,8 @@ class ApprovalGate:
             why = e.message.removeprefix("approval store unavailable: ")
             return self._unavailable(decision, why, presented)
         except StoreFull as e:  # a tenant's (or the fleet's) limit: expected under a flood
+            metrics.NOT_CREATED.labels("tenant_full" if isinstance(e, TenantFull)
+                                       else "store_full").inc()
             return self._unavailable(decision, e.message, presented, "approval not created")
         except ApprovalError as e:  # a policy ttl outside the store's bounds, say
             log.error("approval not created: %s", e.message)

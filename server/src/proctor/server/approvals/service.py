@@ -35,6 +35,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from proctor.v1 import approvals_pb2, approvals_pb2_grpc
 
 from ..health import StoreWatch
+from . import metrics
 from .events import approval_event
 from .gate import ApprovalGate
 from .store import (
@@ -174,10 +175,12 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
                 "timeout_seconds", f"must not be negative, got {request.timeout_seconds}"))
         peer = context.peer() or ""
         if self.waiting >= self.max_waiters:
+            metrics.WAITERS_REFUSED.labels("total").inc()
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, (
                 f"{self.max_waiters} WaitApproval calls are open on this server already "
                 "(--max-approval-waiters): try again later, or poll GetApproval"))
         if self._waiting[peer] >= self.max_waiters_per_connection:
+            metrics.WAITERS_REFUSED.labels("connection").inc()
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, (
                 f"{self.max_waiters_per_connection} WaitApproval calls are open on this "
                 "connection already (--max-approval-waiters-per-connection): try again "
@@ -188,11 +191,13 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
             wait = min(wait, max(0.0, remaining - DEADLINE_MARGIN_SECONDS))
         self._waiting[peer] += 1
         self.waiting += 1
+        metrics.WAITERS.inc()
         try:
             a = await self._store.wait(request.approval_id, wait)
         except ApprovalError as e:
             await self._fail(context, e)
         finally:
+            metrics.WAITERS.dec()
             self.waiting -= 1
             self._waiting[peer] -= 1
             if self._waiting[peer] <= 0:
