@@ -121,11 +121,13 @@ class Settings:
             raise SettingsError("--audit-stream must not be empty")
         if self.audit_hmac_key_file:
             _require_file(self.audit_hmac_key_file, "--audit-hmac-key-file")
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError(
-                "--redis-url must start with redis://, rediss:// or unix://, "
-                f"got {self.redis_url!r}"
-            )
+        if self.redis_url:
+            from .redis.url import parse_redis_url
+
+            try:
+                parse_redis_url(self.redis_url)
+            except ValueError as e:
+                raise SettingsError(f"--redis-url: {e}") from None
         if self.metrics_listen:
             _, mport = split_host_port(self.metrics_listen, "--metrics-listen")
             if self.workers > 1 and mport == 0:

@@ -48,7 +48,9 @@ def parse_redis_url(url: str) -> RedisUrl:
     if scheme.endswith("+cluster"):
         scheme, cluster = scheme[: -len("+cluster")], True
     if scheme not in SCHEMES:
-        raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix://, got {url!r}")
+        # (the URL itself may hold a password: not repeated in the message)
+        raise ValueError("a Redis URL starts with redis://, rediss:// or unix:// (with "
+                         f"+cluster or ?cluster=1 for a Cluster), not {parts.scheme or '?'}://")
     query = []
     for k, v in parse_qsl(parts.query, keep_blank_values=True):
         if k == "cluster":
@@ -59,5 +61,6 @@ def parse_redis_url(url: str) -> RedisUrl:
     if not parts.netloc and parts.path:  # unix:///path: urlunsplit would drop the "//"
         clean = f"{scheme}://{clean[len(scheme) + 1:]}"
     if cluster and scheme == "unix":
-        raise ValueError(f"a Redis Cluster is reached over TCP, not a unix socket: {url!r}")
+        raise ValueError("a Redis Cluster is reached over TCP (redis://, rediss://), "
+                         "not a unix socket")
     return RedisUrl(clean, cluster)
