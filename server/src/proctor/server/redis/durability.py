@@ -107,6 +107,7 @@ class DurabilityWatch:
     markers: list[str] = field(default_factory=list)
     refusal: str = ""
     _run_ids: dict[str, str] = field(default_factory=dict)
+    _checked: bool = False
 
     def __post_init__(self) -> None:
         self.runner.register([MARKER])
@@ -121,7 +122,7 @@ class DurabilityWatch:
         """Look for a restart (and a loss) under every watched prefix; on the first look and
         after a restart, check the settings. RedisUnavailable when Redis does not answer;
         VolatileRedis while it is refused."""
-        restarted = not self._run_ids
+        restarted = not self._checked  # the first look checks the settings
         for key in self.markers:
             reply = await self.runner.call(MARKER, (key,))
             run_id, marked_under, written = str(reply).split(",")
@@ -148,6 +149,7 @@ class DurabilityWatch:
                                 before, run_id, key.removesuffix("marker"))
         if restarted:
             await self._check_settings()
+            self._checked = True
         if self.refusal:
             raise VolatileRedis(self.refusal)
 
