@@ -53,4 +53,5 @@ def reserve_answer(r: ReserveResult) -> bytes:
         expires_at=timestamp(r.expires_at),
     )
     add_statuses(resp.budgets, r.budgets)
-    return resp.SerializeToString()
+    data: bytes = resp.SerializeToString()
+    return data
