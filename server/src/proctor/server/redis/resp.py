@@ -60,9 +60,11 @@ def pack_args(values: Sequence[Any]) -> Packed:
 
 
 def _script_call(verb: bytes, script: str, keys: Sequence[str], args: Sequence[Any],
-                 tail: Packed) -> bytes:
-    """EVALSHA/EVAL script numkeys *keys *args *tail in RESP; the tail as encoded once."""
-    head = bulk(script) + bulk(len(keys)) + b"".join([bulk(k) for k in keys])
+                 tail: Packed, head: bytes = b"") -> bytes:
+    """EVALSHA/EVAL script numkeys *keys *args *tail in RESP; the tail as encoded once, and
+    `head` (script, numkeys and keys) too when the caller kept it (RespClient._heads)."""
+    if not head:
+        head = bulk(script) + bulk(len(keys)) + b"".join([bulk(k) for k in keys])
     n = 3 + len(keys) + len(args) + len(tail)
     return b"*%d\r\n$%d\r\n%b\r\n%b%b%b" % (
         n, len(verb), verb, head, b"".join([bulk(a) for a in args]), tail.wire)
@@ -241,6 +243,7 @@ class RespClient:
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
         self._closed = False
+        self._heads: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
     @property
     def address(self) -> str:
@@ -261,7 +264,14 @@ class RespClient:
 
     def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Any], tail: Packed,
                 deadline: float) -> Any:
-        return self.send_packed(_script_call(b"EVALSHA", sha, keys, args, tail), deadline)
+        # A store sends the same script with the same keys again and again: the RESP of
+        # the SHA, numkeys and keys is kept (a few entries: scripts x stores).
+        head = self._heads.get((sha, tuple(keys)))
+        if head is None:
+            head = bulk(sha) + bulk(len(keys)) + b"".join([bulk(k) for k in keys])
+            if len(self._heads) < 256:
+                self._heads[(sha, tuple(keys))] = head
+        return self.send_packed(_script_call(b"EVALSHA", sha, keys, args, tail, head), deadline)
 
     def eval(self, text: str, keys: Sequence[str], args: Sequence[Any], tail: Packed,
              deadline: float) -> Any:
