@@ -155,16 +155,17 @@ def _start_servers(work: Path, redis_url: str, instances: int, off_process: bool
                 cmd = [sys.executable, __file__, "--serve-null-audit", *common]
             elif mode == "off-redis":
                 cmd = [sys.executable, __file__, "--serve-null-audit", *common,
-                       "--redis-url", redis_url]
+                       "--redis-url", redis_url, "--redis-allow-volatile"]
             elif off_process and mode == "file":
                 cmd = [proctor, "serve", *common, "--audit", "file"]
             elif off_process:
-                cmd = [proctor, "serve", *common, "--audit", "redis", "--redis-url", redis_url]
+                cmd = [proctor, "serve", *common, "--audit", "redis", "--redis-url", redis_url,
+                       "--redis-allow-volatile"]
             elif mode == "file":
                 cmd = [sys.executable, __file__, "--serve-switched", *common, "--audit", "file"]
             else:
                 cmd = [sys.executable, __file__, "--serve-switched", *common, "--audit", "redis",
-                       "--redis-url", redis_url]
+                       "--redis-url", redis_url, "--redis-allow-volatile"]
             home.mkdir(parents=True, exist_ok=True)
             env = {**os.environ, "PYTHONHASHSEED": str(k + 1)}
             with open(home / "stderr.log", "wb") as err:
@@ -320,7 +321,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="audit-bench-"))
     rport = free_port()
-    redis_proc = subprocess.Popen(
+    redis_proc = subprocess.Popen(  # volatile on purpose: --redis-allow-volatile below
         ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(work)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

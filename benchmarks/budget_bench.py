@@ -19,13 +19,21 @@ Sequential latency (one call at a time) gives p50/p99; throughput runs with
 reserve p99 <= echo p99 + 1.5 x redis p99.
 
 With --baseline DIR, a second `proctor serve` runs from another source tree
-(DIR holding server/, engine/ and clients/python/, e.g. a copy of an earlier
-commit) on the same Redis, and `baseline` (its ReserveBudget) joins the same
-alternating rounds and throughput runs: before and after, side by side, under
-the same machine conditions. The target is still judged on `reserve`.
+(e.g. `git worktree add /tmp/base 7a2de49`) on the same Redis, and `baseline`
+(its ReserveBudget) joins the same alternating rounds and throughput runs: before
+and after, side by side, under the same machine conditions. The tree may have
+today's layout (server/src/proctor/server, run as `python -m proctor.server`) or
+the one before the namespace move (server/, run as `python -m server`); it runs
+on DIR/.venv/bin/python when that exists (its own venv, with its C extensions
+built), else on this interpreter with DIR on PYTHONPATH. The target is still
+judged on `reserve`.
+
+With --variant NAME:VAR=VALUE[,VAR=VALUE], one more `proctor serve` of this tree
+runs with those environment variables, as NAME, in the same rounds (an A/B of a
+switch read from the environment).
 
     python benchmarks/budget_bench.py [--rounds 12] [--calls 300] [--instances 3] [--quick]
-                                      [--baseline DIR]
+                                      [--baseline DIR] [--variant NAME:VAR=VALUE]
 
 Results: JSON under benchmarks/results/ with the machine, commit and settings.
 """
@@ -141,10 +149,9 @@ def sequential(args: argparse.Namespace, sets: list[dict[str, str]], redis_port:
     """Alternating rounds; round r drives server set r % len(sets) (one hash seed)."""
     r = redis.Redis(port=redis_port)
     trivial = r.script_load("return 1")
-    baseline = "baseline" in sets[0]
+    servers = [name for name in sets[0] if name != "echo"]  # every ReserveBudget server
     samples: dict[str, list[float]] = {"reserve": [], "echo": [], "redis": [], "script": []}
-    if baseline:
-        samples["baseline"] = []
+    samples.update({name: [] for name in servers})
     loop = asyncio.new_event_loop()
     store = RedisBudgetStore.from_url(f"redis://127.0.0.1:{redis_port}/0", fleet="bench-script")
     from proctor import engine
@@ -154,7 +161,8 @@ def sequential(args: argparse.Namespace, sets: list[dict[str, str]], redis_port:
         calls = [{name: ch.unary_unary(ECHO if name == "echo" else RESERVE)
                   for name, ch in chs.items()} for chs in channels]
         payloads = [request_bytes(i)
-                    for i in range(args.rounds * args.calls * 2 + 200 * len(sets) + 200)]
+                    for i in range((args.rounds * args.calls + 60 * len(sets)) * len(servers)
+                                   + 200)]
         echo_payload = payloads[0]
         k = 0
         for c in calls:  # warm up every path
@@ -166,13 +174,13 @@ def sequential(args: argparse.Namespace, sets: list[dict[str, str]], redis_port:
             r.evalsha(trivial, 0)
         loop.run_until_complete(
             store.reserve(budgets, "warm", "acme", "a", "r", "tokens", 1, 60))
-        order = ["reserve", "echo", "redis", "script"] + (["baseline"] if baseline else [])
+        order = ["reserve", "echo", "redis", "script"] + [n for n in servers if n != "reserve"]
         for rnd in range(args.rounds):
             c = calls[rnd % len(calls)]
             for name in (order if rnd % 2 == 0 else order[::-1]):
                 out = samples[name]
                 for _ in range(args.calls):
-                    if name in ("reserve", "baseline"):
+                    if name in servers:
                         p = payloads[k]
                         k += 1
                         call = c[name]
@@ -235,8 +243,8 @@ def throughput(args: argparse.Namespace, sets: list[dict[str, str]]) -> dict[str
     for rnd in range(args.tp_rounds):
         st = sets[rnd % len(sets)]
         for name in (order if rnd % 2 == 0 else order[::-1]):
-            if name in ("reserve", "baseline"):
-                base = (rnd * 2 + (name == "baseline")) * 1_000_000  # ids never repeat
+            if name != "echo":
+                base = (rnd * len(order) + order.index(name)) * 1_000_000  # ids never repeat
                 payloads = [request_bytes(base + i) for i in range(200_000)]
                 res = asyncio.run(_throughput_once(st[name], RESERVE, payloads, fixed,
                                                    args.concurrency, args.tp_seconds))
@@ -246,6 +254,33 @@ def throughput(args: argparse.Namespace, sets: list[dict[str, str]]) -> dict[str
             out[name].append(res)
     return {name: {"rounds": v, "median_per_second": statistics.median(x["per_second"] for x in v)}
             for name, v in out.items()}
+
+
+def baseline_command(src: Path) -> tuple[str, str, dict[str, str]]:
+    """(python, module, environment) that serve the tree at `src` (see the module docstring)."""
+    own = src / ".venv" / "bin" / "python"
+    python = str(own) if own.exists() else sys.executable
+    env = dict(os.environ)
+    if (src / "server" / "src").is_dir():  # today's layout
+        module = "proctor.server"
+        path = [src / "server" / "src", src / "engine" / "src", src / "clients" / "python" / "src"]
+    else:  # before the namespace move: server/, engine/, clients/python/ at the top
+        module = "server"
+        path = [src, src / "clients" / "python"]
+    if not own.exists():
+        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in path)
+    return python, module, env
+
+
+def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
+    """--variant NAME:VAR=VALUE[,VAR=VALUE] -> {NAME: {VAR: VALUE}}."""
+    out: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        name, _, assignments = spec.partition(":")
+        if not name or name in ("reserve", "echo", "redis", "script", "baseline"):
+            raise SystemExit(f"--variant {spec!r}: give it a name of its own")
+        out[name] = dict(a.split("=", 1) for a in assignments.split(",") if a)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="")
     parser.add_argument("--baseline", default="",
                         help="a source tree to serve as `baseline` beside this one")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME:VAR=VALUE[,VAR=VALUE]: this tree again, with that environment")
     args = parser.parse_args(argv)
+    variants = parse_variants(args.variant)
     if args.quick:
         args.rounds, args.calls, args.tp_seconds, args.tp_rounds = 2, 100, 1.0, 2
         args.instances = 1
@@ -271,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         redis_port = free_port()
         procs.start([shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
-                     "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                     "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
                      "--dir", str(workdir)], "redis")
         wait_port(redis_port)
         (workdir / "policy.yaml").write_text(POLICY)
@@ -284,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         reply = b""
         for k in range(args.instances):
             seed = {"PYTHONHASHSEED": str(k + 1)}
-            names = ["reserve", "echo"] + (["baseline"] if args.baseline else [])
+            names = ["reserve", "echo"] + (["baseline"] if args.baseline else []) + list(variants)
             st: dict[str, str] = {}
             for name in (names if k % 2 == 0 else names[::-1]):
                 port = free_port()
@@ -295,15 +333,20 @@ def main(argv: list[str] | None = None) -> int:
                                  "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
                                 f"proctor-{k}", env={**os.environ, **seed})
                     reply = wait_reserve(st[name])
+                elif name in variants:
+                    procs.start([proctor, "serve", "--policy", str(workdir / "policy.yaml"),
+                                 "--listen", st[name], "--audit-dir",
+                                 str(workdir / f"audit-{name}-{k}"),
+                                 "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
+                                f"{name}-{k}", env={**os.environ, **seed, **variants[name]})
+                    wait_reserve(st[name])
                 elif name == "baseline":
-                    src = Path(args.baseline).resolve()
-                    env = dict(os.environ, **seed, PYTHONPATH=os.pathsep.join(
-                        [str(src), str(src / "clients" / "python")]))
-                    procs.start([sys.executable, "-m", "proctor.server", "serve", "--policy",
+                    python, module, env = baseline_command(Path(args.baseline).resolve())
+                    procs.start([python, "-m", module, "serve", "--policy",
                                  str(workdir / "policy.yaml"), "--listen", st[name],
                                  "--audit-dir", str(workdir / f"audit-baseline-{k}"),
                                  "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
-                                f"baseline-{k}", env=env)
+                                f"baseline-{k}", env={**env, **seed})
                     wait_reserve(st[name])
                 else:
                     # a reply the size of a real ReserveBudgetResponse (known from set 0,

@@ -155,7 +155,7 @@ def main() -> int:
     port = free_port()
     rproc = subprocess.Popen(
         [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-         "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(work)],
+         "127.0.0.1", "--save", "", "--appendonly", "yes", "--dir", str(work)],
         stdout=subprocess.DEVNULL)
     trees = {"this": ROOT} | ({"baseline": Path(args.baseline).resolve()} if args.baseline
                               else {})

@@ -339,7 +339,8 @@ def scaling(
     procs.start(
         proctor_cmd(Path(args.policy), two_addr,
                     ["--workers", "2", "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
-                     "--audit-dir", str(procs.tmp / "audit2"), *args.serve_arg]),
+                     "--redis-allow-volatile", "--audit-dir", str(procs.tmp / "audit2"),
+                     *args.serve_arg]),
         "proctor2",
     )
     wait_ready(two_addr, EVALUATE, payload)

@@ -12,8 +12,18 @@ from tests.support.redis import RedisCluster, RedisProcess, start_cluster, start
 
 @pytest.fixture
 def redis_proc(tmp_path: Path) -> Iterator[RedisProcess]:
-    """A private redis-server on a free port, stopped by pid afterwards."""
+    """A private redis-server on a free port (append-only file on), stopped by pid afterwards."""
     r = start_redis(tmp_path / "redis")
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+@pytest.fixture
+def volatile_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A private redis-server without persistence: a restart forgets everything."""
+    r = start_redis(tmp_path / "volatile-redis", persistent=False)
     try:
         yield r
     finally:

@@ -10,7 +10,7 @@ import pytest
 
 from proctor.server.approvals.binding import action_hash
 from proctor.server.approvals.memory import MemoryApprovalStore
-from proctor.server.approvals.redis_store import RedisApprovalStore, connect_store_client
+from proctor.server.approvals.redis_store import RedisApprovalStore
 from proctor.server.approvals.store import Approval, ApprovalStore, Draft
 from tests.support.stores import STORE_KINDS, FakeClock, StoreEnv, env_for
 
@@ -36,16 +36,18 @@ class Env(StoreEnv[ApprovalStore]):
 
     expired: list[Approval] = field(default_factory=list)
     max_open: int = 100_000
+    max_pending: int = 1000
 
     def make_store(self, fleet: str = "") -> ApprovalStore:
         if self.kind == "memory":
             store: ApprovalStore = MemoryApprovalStore(clock=self.clock or FakeClock(),
-                                                       max_open=self.max_open)
+                                                       max_open=self.max_open,
+                                                       max_pending_per_tenant=self.max_pending)
         else:
             # RespClient on one Redis, redis-py on Cluster: the contract holds on both
-            store = RedisApprovalStore(connect_store_client(self.url),
-                                       fleet=fleet or uuid.uuid4().hex[:12],
-                                       max_open=self.max_open)
+            store = RedisApprovalStore.from_url(self.url, fleet or uuid.uuid4().hex[:12],
+                                                max_open=self.max_open,
+                                                max_pending_per_tenant=self.max_pending)
 
         async def listen(items: tuple[Approval, ...]) -> None:
             self.expired.extend(items)

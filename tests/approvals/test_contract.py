@@ -20,6 +20,7 @@ from proctor.server.approvals.store import (
     FailedPrecondition,
     InvalidArgument,
     StoreFull,
+    TenantFull,
 )
 
 from .conftest import Env, draft
@@ -227,6 +228,7 @@ def test_stores_sharing_a_fleet_see_one_set(env: Env) -> None:
         fleet = store.prefix.split("{apv:")[1].split("}")[0]  # type: ignore[attr-defined]
         other = env.make_store(fleet)
         try:
+            await other.start()
             aid = (await store.create(draft(request_id="r-1"))).approval.approval_id
             again = await other.create(draft(request_id="r-1"))
             assert again.approval.approval_id == aid and not again.created
@@ -251,5 +253,32 @@ def test_a_cap_on_open_approvals(env: Env) -> None:
         await store.resolve(b.approval.approval_id, False, "bob", "no")
         assert (await store.create(draft())).created
         assert a.approval.status == "pending"
+
+    env.run(scenario)
+
+
+def test_a_cap_on_pending_approvals_per_tenant(env: Env) -> None:
+    env.max_pending = 3
+
+    async def scenario(store: ApprovalStore) -> None:
+        made = [await store.create(draft(request_id=f"r-{i}")) for i in range(3)]
+        for _ in range(2):
+            with pytest.raises(TenantFull, match="'acme' has 3 approvals pending"):
+                await store.create(draft())
+        # other tenants are not affected; a retry of a pending one still answers
+        other = await store.create(draft(tenant="globex"))
+        assert other.created and other.approval.tenant == "globex"
+        assert not (await store.create(draft(request_id="r-0"))).created
+        # resolving (approving or denying) or an expiry makes room again
+        await store.resolve(made[0].approval.approval_id, True, "bob", "")
+        assert (await store.create(draft(request_id="r-3"))).created
+        with pytest.raises(TenantFull):
+            await store.create(draft())
+        await store.resolve(made[1].approval.approval_id, False, "bob", "no")
+        short = await store.create(draft(ttl=1))
+        with pytest.raises(TenantFull):
+            await store.create(draft())
+        await env.sleep_until(short.approval.expires_at)
+        assert (await store.create(draft())).created
 
     env.run(scenario)

@@ -9,15 +9,16 @@ from typing import Any
 import pytest
 
 from proctor.server.budgets.memory import MemoryBudgetStore
-from proctor.server.budgets.redis_store import connect
-from proctor.server.budgets.resp import RespClient
 from proctor.server.budgets.store import (
+    MAX_AMOUNT,
     BudgetStatus,
     BudgetStore,
     FailedPrecondition,
     InvalidArgument,
+    ReservationExists,
     ReservationNotFound,
 )
+from proctor.server.redis import RedisPyDriver, parse_redis_url
 
 from .conftest import Env, budget
 
@@ -33,18 +34,18 @@ async def reserve(store: BudgetStore, budgets: Any, rid: str, amount: int, *, un
     return await store.reserve(budgets, rid, tenant, agent, run, unit, amount, ttl)
 
 
-async def snapshot(store: BudgetStore) -> Any:
-    """Everything the store holds (Redis: every key of the fleet with its value)."""
+async def snapshot(store: BudgetStore, env: Env) -> Any:
+    """Everything the store holds (Redis: every key of the fleet with its value, the
+    durability watch's marker aside)."""
     if isinstance(store, MemoryBudgetStore):
         return repr(store._s)
-    r = store._r  # type: ignore[attr-defined]
-    lean = isinstance(r, RespClient)  # speaks only the store's commands: look with redis-py
-    if lean:
-        r = connect(r.url)
+    r = RedisPyDriver(parse_redis_url(env.url)).client  # a look from outside the store
     out = {}
     try:
         async for key in r.scan_iter(match=store.prefix + "*"):  # type: ignore[attr-defined]
             t = await r.type(key)
+            if key.endswith(":marker"):
+                continue
             if t == "hash":
                 out[key] = sorted((await r.hgetall(key)).items())
             elif t == "zset":
@@ -52,8 +53,7 @@ async def snapshot(store: BudgetStore) -> Any:
             else:
                 out[key] = await r.get(key)
     finally:
-        if lean:
-            await r.aclose()
+        await r.aclose()
     return sorted(out.items())
 
 
@@ -198,21 +198,114 @@ def test_same_reservation_id_never_reserves_twice(env: Env) -> None:
         again = await reserve(store, TOKENS, "a", 4)
         assert again == first
         assert (await store.get(TOKENS, "", "", ""))[0].reserved == 4
-        # a different amount under the same id still gets the first answer
-        assert await reserve(store, TOKENS, "a", 9) == first
-        await store.commit("a", 4)
-        assert await reserve(store, TOKENS, "a", 4) == first
-        st = (await store.get(TOKENS, "", "", ""))[0]
-        assert (st.used, st.reserved) == (4, 0)
-        # refused answers are remembered too
+        # refused answers are remembered too, for the same request
         refused = await reserve(store, TOKENS, "big", 7)
         assert not refused.granted
         assert (await reserve(store, TOKENS, "b", 6)).granted
         await store.release("b")
-        assert (await reserve(store, TOKENS, "b", 6)).granted  # the first answer, not a new hold
+        assert await reserve(store, TOKENS, "big", 7) == refused
         st = (await store.get(TOKENS, "", "", ""))[0]
-        assert (st.used, st.reserved) == (4, 0)
-        assert await reserve(store, TOKENS, "big", 1) == refused
+        assert (st.used, st.reserved) == (0, 4)
+
+    env.run(scenario)
+
+
+# (field changed, value) pairs: each is another request under a taken id
+OTHER_REQUESTS = [
+    {"amount": 5}, {"amount": 3}, {"tenant": "globex"}, {"tenant": "ACME"}, {"agent": "a2"},
+    {"run": "r2"}, {"unit": "calls"},
+]
+
+
+@pytest.mark.parametrize("change", OTHER_REQUESTS, ids=lambda c: next(iter(c)))
+def test_an_id_reused_with_another_request_is_already_exists(env: Env, change: dict[str, Any]
+                                                              ) -> None:
+    budgets = (budget("fleet-tokens", "tokens", 100),
+               budget("tenant-tokens", "tokens", 50, scope="tenant"),
+               budget("fleet-calls", "calls", 100))
+    first = {"tenant": "acme", "agent": "a1", "run": "r1", "unit": "tokens", "amount": 4}
+
+    async def call(args: dict[str, Any]) -> Any:
+        return await store_.reserve(budgets, "taken", args["tenant"], args["agent"],
+                                    args["run"], args["unit"], args["amount"], 60)
+
+    async def scenario(store: BudgetStore) -> None:
+        nonlocal store_
+        store_ = store
+        original = await call(first)
+        assert original.granted
+        for _ in range(3):  # never granted, never reserved, whatever the retries
+            with pytest.raises(ReservationExists) as e:
+                await call({**first, **change})
+            assert "'taken'" in e.value.message
+            assert "acme" not in e.value.message  # nothing of the first request's tenant
+        for tenant in ("acme", "globex", "ACME"):
+            for st in await store.get(budgets, tenant, "", ""):
+                held = st.unit == "tokens" and (st.scope == "fleet" or tenant == "acme")
+                assert st.reserved == (4 if held else 0)
+                assert st.used == 0
+        assert await call(first) == original  # the first request still gets its answer
+
+    store_: Any = None
+    env.run(scenario)
+
+
+def test_an_ended_reservation_id_is_never_granted_again(env: Env) -> None:
+    budgets = (budget("tokens", "tokens", 100),
+               budget("slots", "agents", 5, kind="concurrency"))
+
+    async def scenario(store: BudgetStore) -> None:
+        assert (await reserve(store, budgets, "c", 4)).granted
+        await store.commit("c", 3)
+        assert (await reserve(store, budgets, "r", 4)).granted
+        await store.release("r")
+        assert (await reserve(store, budgets, "x", 4, ttl=1)).granted
+        assert (await reserve(store, budgets, "l", 1, unit="agents")).granted
+        await store.release("l")
+        await env.sleep(1.1)  # "x" expires
+        for rid, amount, unit, state in (("c", 4, "tokens", "committed"),
+                                         ("r", 4, "tokens", "released"),
+                                         ("x", 4, "tokens", "expired"),
+                                         ("l", 1, "agents", "released")):
+            for _ in range(2):
+                with pytest.raises(ReservationExists, match=f"'{rid}' was {state}"):
+                    await reserve(store, budgets, rid, amount, unit=unit)
+        st = by_id(await store.get(budgets, "", "", ""))
+        assert (st["tokens"].used, st["tokens"].reserved) == (3, 0)
+        assert st["slots"].reserved == 0
+
+    env.run(scenario)
+
+
+def test_agent_and_run_counters_are_each_tenants_own(env: Env) -> None:
+    budgets = (budget("per-agent", "tokens", 10, scope="agent"),
+               budget("per-run", "tokens", 10, scope="run"))
+
+    async def scenario(store: BudgetStore) -> None:
+        a = await reserve(store, budgets, "a", 9, tenant="acme", agent="bot", run="r")
+        assert a.granted
+        g = await reserve(store, budgets, "g", 9, tenant="globex", agent="bot", run="r")
+        assert g.granted  # the same agent and run ids under another tenant: its own counters
+        assert [(s.scope_key, s.reserved) for s in g.budgets] == [("bot", 9), ("r", 9)]
+        seen = await store.get(budgets, "globex", "bot", "r")
+        assert [s.reserved for s in seen] == [9, 9]
+        assert [s.reserved for s in await store.get(budgets, "initech", "bot", "r")] == [0, 0]
+        assert not (await reserve(store, budgets, "a2", 2, tenant="acme", agent="bot",
+                                  run="r2")).granted
+
+    env.run(scenario)
+
+
+def test_commit_with_an_absurd_actual_is_refused_and_changes_nothing(env: Env) -> None:
+    async def scenario(store: BudgetStore) -> None:
+        assert (await reserve(store, TOKENS, "a", 5)).granted
+        for actual in (MAX_AMOUNT + 1, 2**53 - 1, 2**62, -1):
+            with pytest.raises(InvalidArgument, match="actual"):
+                await store.commit("a", actual)
+        st = (await store.get(TOKENS, "", "", ""))[0]
+        assert (st.used, st.reserved) == (0, 5)
+        c = await store.commit("a", MAX_AMOUNT)  # the bound itself is accepted
+        assert c.budgets[0].used == MAX_AMOUNT and c.over
 
     env.run(scenario)
 
@@ -321,9 +414,9 @@ def test_concurrency_leases(env: Env) -> None:
         st = (await store.get(budgets, "acme", "", ""))[0]
         assert (st.used, st.reserved) == (0, 0)
         assert (await reserve(store, budgets, "l4", 2, unit="agents")).granted
-        # an expired lease is not re-taken by its id: the answer's expiry lies in the past
-        late = await reserve(store, budgets, "l2", 1, unit="agents", ttl=30)
-        assert late.expires_at < env.now()
+        # an expired lease is not re-taken by its id
+        with pytest.raises(ReservationExists, match="expired"):
+            await reserve(store, budgets, "l2", 1, unit="agents", ttl=30)
         assert (await store.get(budgets, "acme", "", ""))[0].reserved == 2
 
     env.run(scenario)
@@ -352,8 +445,8 @@ def test_records_live_while_held_and_for_the_margin_after(env: Env) -> None:
         a = await reserve(store, TOKENS, "a", 10, ttl=1)
         await env.sleep(2.2)  # past ttl + margin with no call at all: the hold is still found
         assert (await store.get(TOKENS, "", "", ""))[0].reserved == 0
-        again = await reserve(store, TOKENS, "a", 10, ttl=1)
-        assert again == a  # remembered for the margin after it expired
+        with pytest.raises(ReservationExists, match="expired"):  # remembered for the margin
+            await reserve(store, TOKENS, "a", 10, ttl=1)
         await env.sleep(1.1)
         fresh = await reserve(store, TOKENS, "a", 10, ttl=1)  # forgotten: a new reservation
         assert fresh.granted and fresh.expires_at > a.expires_at + 2
@@ -387,7 +480,7 @@ def test_get_budget(env: Env) -> None:
         every = await store.get(budgets, "acme", "a1", "r9")
         assert [(s.budget_id, s.reserved) for s in every] == [
             ("fleet", 4), ("per-run", 4), ("slots", 0)]
-        one = await store.get(budgets, "", "", "r9", "per-run")
+        one = await store.get(budgets, "acme", "", "r9", "per-run")
         assert [(s.budget_id, s.scope_key, s.remaining) for s in one] == [("per-run", "r9", 6)]
         with pytest.raises(InvalidArgument) as e:
             await store.get(budgets, "", "", "", "nope")
@@ -417,6 +510,7 @@ BAD_RESERVE = [
     ({"amount": 0}, "amount"),
     ({"amount": -3}, "amount"),
     ({"amount": 2**53}, "amount"),
+    ({"amount": MAX_AMOUNT + 1}, "amount"),
     ({"unit": "tokenz"}, "unit"),
     ({"unit": ""}, "unit"),
     ({"ttl": 0}, "ttl_seconds"),
@@ -444,7 +538,7 @@ def test_bad_input_is_refused_and_changes_nothing(env: Env) -> None:
         await reserve(store, budgets, "done", 2)
         await store.commit("done", 2)
         await env.sleep(1.1)  # "held" has expired but is not reclaimed yet
-        before = await snapshot(store)
+        before = await snapshot(store, env)
         for change, field in BAD_RESERVE:
             a = {**args, **change}
             with pytest.raises(InvalidArgument) as e:
@@ -455,6 +549,7 @@ def test_bad_input_is_refused_and_changes_nothing(env: Env) -> None:
             (store.commit("done", -1), "actual"),
             (store.commit("", 1), "reservation_id"),
             (store.commit("done", 2**53), "actual"),
+            (store.commit("done", MAX_AMOUNT + 1), "actual"),
             (store.release(""), "reservation_id"),
             (store.release("r" * 129), "reservation_id"),
             (store.get(budgets, "", "", "", "x" * 129), "budget_id"),
@@ -462,7 +557,7 @@ def test_bad_input_is_refused_and_changes_nothing(env: Env) -> None:
             with pytest.raises(InvalidArgument) as e:
                 await call
             assert e.value.field == f
-        assert await snapshot(store) == before
+        assert await snapshot(store, env) == before
         assert before  # the store did hold something
 
     env.run(scenario)
@@ -488,7 +583,7 @@ def test_ids_with_quotes_backslashes_and_astral_characters(env: Env) -> None:
             ('q"uote\\d', "", 2), ("t-é-\U0001f600", tenant, 2)]
         refused = await res("r2-\U0001f600", 2)
         assert not refused.granted and refused.refused_by == "t-é-\U0001f600"
-        again = await res("r2-\U0001f600", 1)  # a retry: the first answer, nothing reserved
+        again = await res("r2-\U0001f600", 2)  # a retry: the first answer, nothing reserved
         assert (again.granted, again.refused_by) == (False, "t-é-\U0001f600")
         assert again.budgets == refused.budgets
         assert (await res('r"1\\é', 2)).budgets == a.budgets

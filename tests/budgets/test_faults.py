@@ -12,10 +12,12 @@ from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from proctor.server.budgets.redis_store import RedisBudgetStore
 from proctor.server.budgets.service import BudgetsService
 from proctor.server.budgets.store import StoreUnavailable
+from proctor.server.redis import Durability
 from proctor.server.routes import MethodTable
 from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
@@ -37,22 +39,79 @@ async def _timed_unavailable(coro: Any) -> float:
     return time.monotonic() - t0
 
 
-def test_killed_redis_is_unavailable_then_recovers(redis_proc: Any) -> None:
-    async def main() -> None:
-        store = RedisBudgetStore.from_url(redis_proc.url, "faults")
+async def _ping_until_up(store: RedisBudgetStore) -> None:
+    """The health probe, again until it passes (a connection the restart cut fails once)."""
+    deadline = time.monotonic() + 10
+    while True:
         try:
+            await store.ping()
+            return
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def _lost() -> float:
+    return REGISTRY.get_sample_value("proctor_redis_data_lost_total") or 0.0
+
+
+def _restarts() -> float:
+    return REGISTRY.get_sample_value("proctor_redis_restarts_total") or 0.0
+
+
+def test_killed_redis_is_unavailable_then_recovers_and_the_loss_is_counted(
+        volatile_redis: Any, caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        store = RedisBudgetStore.from_url(volatile_redis.url, "faults",
+                                          durability=Durability(allow_volatile=True))
+        try:
+            await store.start()
             assert (await _reserve(store, "a")).granted
-            redis_proc.kill()
+            lost, restarts = _lost(), _restarts()
+            volatile_redis.kill()
             assert await _timed_unavailable(_reserve(store, "b")) < LIMIT
             assert await _timed_unavailable(store.ping()) < LIMIT
-            redis_proc.start()  # same port, empty (no persistence), scripts gone
+            volatile_redis.start()  # same port, empty (no persistence), scripts gone
             r = await _reserve(store, "c", 5)  # same store object: reconnects, re-loads scripts
-            assert r.granted and r.budgets[0].reserved == 5
+            assert r.granted and r.budgets[0].reserved == 5  # "a" is gone with the data
+            await _ping_until_up(store)  # the health probe sees the restart, and the loss
+            assert (_restarts(), _lost()) == (restarts + 1, lost + 1)
+            assert any("LOST Proctor's data" in m for m in caplog.messages)
             await store.ping()
+            assert (_restarts(), _lost()) == (restarts + 1, lost + 1)  # counted once
         finally:
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_restart_that_keeps_the_data_is_not_a_loss(tmp_path: Any) -> None:
+    from tests.support.ports import free_port
+    from tests.support.redis import RedisProcess
+
+    durable = RedisProcess(port=free_port(), workdir=tmp_path / "redis",
+                           extra=("--appendfsync", "always")).start()
+
+    async def main() -> None:
+        store = RedisBudgetStore.from_url(durable.url, "kept")
+        try:
+            await store.start()
+            assert (await _reserve(store, "a", 3)).granted
+            lost, restarts = _lost(), _restarts()
+            durable.kill()
+            durable.start()
+            await _ping_until_up(store)
+            assert (_restarts(), _lost()) == (restarts + 1, lost)
+            st = (await store.get(TOKENS, "", "", ""))[0]
+            assert st.reserved == 3  # the append-only file kept it
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        durable.stop()
 
 
 def test_frozen_redis_times_out_and_a_lost_answer_never_counts_twice(redis_proc: Any) -> None:
@@ -80,6 +139,8 @@ def test_frozen_redis_times_out_and_a_lost_answer_never_counts_twice(redis_proc:
 
 
 def test_servicer_fails_closed_and_health_follows_redis(redis_proc: Any) -> None:
+    # (redis_proc keeps an append-only file: after the restart "a" may or may not be there,
+    # and either way its retry is granted)
     audit, health = RecordingAudit(), RecordingHealth()
 
     async def main() -> None:
@@ -122,14 +183,17 @@ def test_servicer_fails_closed_and_health_follows_redis(redis_proc: Any) -> None
     assert any(f.get("code") == "UNAVAILABLE" for _, f in audit.events)
 
 
-def test_proctor_serve_fails_closed_and_recovers_when_redis_returns(redis_proc: Any,
-                                                                    tmp_path: Any) -> None:
+def test_proctor_serve_fails_closed_and_recovers_when_redis_returns(tmp_path: Any) -> None:
     from grpc_health.v1 import health_pb2
 
+    from tests.support.ports import free_port
     from tests.support.proctor import start_proctor
+    from tests.support.redis import RedisProcess
 
     from .test_race import POLICY as RACE_POLICY
 
+    redis_proc = RedisProcess(port=free_port(), workdir=tmp_path / "redis",
+                              extra=("--appendfsync", "always")).start()
     policy = tmp_path / "policy.yaml"
     policy.write_text(RACE_POLICY)
     server = start_proctor(policy, tmp_path / "s", "--redis-url", redis_proc.url)
@@ -166,6 +230,7 @@ def test_proctor_serve_fails_closed_and_recovers_when_redis_returns(redis_proc: 
             assert reserve("b").granted  # same server process, no restart
             assert reserve("b").granted
             got = stub.GetBudget(budgets_pb2.GetBudgetRequest(), timeout=5)
-            assert got.budgets[0].reserved == 1  # the retry of "b" did not count twice
+            assert got.budgets[0].reserved == 2  # "a" kept, and the retry of "b" once
     finally:
         server.stop()
+        redis_proc.stop()

@@ -8,8 +8,8 @@ from typing import Any
 
 import redis
 
-from proctor.server.budgets.redis_store import LUA_DIR
 from proctor.server.budgets.windows import window_bounds
+from proctor.server.redis.scripts import LUA_DIR
 
 PROBE = """
 local out = {}
@@ -47,7 +47,7 @@ def test_month_and_day_bounds_match_the_calendar() -> None:
 def test_lua_and_python_windows_agree(store_redis: Any) -> None:
     r = redis.Redis(port=store_redis.port)
     try:
-        script = (LUA_DIR / "lib.lua").read_text() + PROBE
+        script = (LUA_DIR / "budgets" / "lib.lua").read_text() + PROBE
         samples = _samples()
         for window in ("month", "day", "hour", "minute", "fixed", "none"):
             got = r.eval(script, 0, window, *samples)

@@ -1,7 +1,10 @@
 """Real redis-server processes for tests: one standalone server or a 3-master cluster.
 
 Each is started on free loopback ports with its own working directory, never
-touches the shared Redis on 6379, and is stopped by pid.
+touches the shared Redis on 6379, and is stopped by pid. They keep an append-only
+file (`--appendonly yes`), as the Redis of budgets and approvals must (docs/redis.md:
+`proctor serve` refuses a volatile one); `persistent=False` starts one without any
+persistence, for the tests of that refusal and of a restart that loses data.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class RedisProcess:
     port: int
     workdir: Path
     extra: tuple[str, ...] = ()
+    persistent: bool = True
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -38,7 +42,7 @@ class RedisProcess:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persistent else "no",
             "--dir", str(self.workdir),
             "--logfile", str(self.workdir / "redis.log"),
             *self.extra,
@@ -75,13 +79,14 @@ class RedisProcess:
         self.stop(signal.SIGKILL)
 
     def restart(self) -> RedisProcess:
-        """Start again on the same port (after stop or kill); data is gone (no persistence)."""
+        """Start again on the same port (after stop or kill): with the data of its append-only
+        file, or with nothing when not persistent."""
         self.stop()
         return self.start()
 
 
-def start_redis(workdir: Path) -> RedisProcess:
-    return RedisProcess(port=free_port(), workdir=workdir).start()
+def start_redis(workdir: Path, *, persistent: bool = True) -> RedisProcess:
+    return RedisProcess(port=free_port(), workdir=workdir, persistent=persistent).start()
 
 
 @dataclass(slots=True)

@@ -1,9 +1,10 @@
 """Is the event loop otherwise idle? For work that is cheaper done at once than scheduled.
 
-The Redis clients wait for a reply on the socket itself, and the audit seals a
-decision at once, only while nothing else is pending on the loop; otherwise they
-leave the work to the loop, as usual. CPython's asyncio loops keep the callbacks
-they run next in a private deque, `_ready`; this is the one place that reads it.
+The audit pipeline seals a decision at once only while nothing else is pending on
+the loop; otherwise it leaves the work to the loop, as usual. CPython's asyncio
+loops keep the callbacks they run next in a private deque, `_ready`; this is the
+one place that reads it, for the audit alone (the Redis layer no longer does:
+docs/redis.md). The audit's rewrite (issue 21) is to drop it, and this module with it.
 """
 
 from __future__ import annotations

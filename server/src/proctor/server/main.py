@@ -42,6 +42,7 @@ from . import ids, logs, wire
 from . import reflection as server_reflection
 from .admin import AdminService
 from .approvals import build_approval_store
+from .approvals.metrics import register as register_approval_metrics
 from .approvals.service import ApprovalsService
 from .audit import build_audit as build_audit_pipeline
 from .audit import event as audit_event
@@ -54,6 +55,8 @@ from .gateways import ext_authz
 from .gateways.probe import ProbeService
 from .health import HealthState
 from .metrics import Metrics
+from .redis import Durability, RedisLayer, RedisUnavailable, VolatileRedis
+from .redis.metrics import register as register_redis_metrics
 from .reload import PolicyHolder
 from .routes import MethodTable
 from .settings import MAX_MESSAGE_BYTES, Settings, split_host_port
@@ -93,13 +96,18 @@ def register_services(
     metrics: Metrics,
     health: HealthState,
     on_reload: Callable[[], None] | None,
+    redis: RedisLayer | None = None,
 ) -> tuple[str, ...]:
     """Add every servicer to `server` (a MethodTable); return the service names for reflection.
 
-    Approvals: Redis store with --redis-url, embedded otherwise; its gate sits in Evaluate
-    (require_approval creates an approval; an approved id unlocks its action once).
+    Approvals: Redis store with --redis-url (on `redis`, the process's one RedisLayer),
+    embedded otherwise; its gate sits in Evaluate (require_approval creates an approval;
+    an approved id unlocks its action once).
     """
-    approval_service = ApprovalsService(build_approval_store(settings), audit, health)
+    approval_service = ApprovalsService(
+        build_approval_store(settings, redis), audit, health,
+        max_waiters=settings.max_approval_waiters,
+        max_waiters_per_connection=settings.max_approval_waiters_per_connection)
     approval_service.watch.start()
     decisions = DecisionsService(
         holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
@@ -118,13 +126,15 @@ def register_services(
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(holder, on_reload), server)
     # Budgets: Redis store with --redis-url (?cluster=1 for Redis Cluster), embedded otherwise;
     # health of proctor.v1.Budgets follows the store (probed every second).
-    budget_service = BudgetsService(build_budget_store(settings), holder, audit, health)
+    budget_service = BudgetsService(build_budget_store(settings, redis), holder, audit, health)
     budget_service.watch.start()
     # ReserveBudget takes and gives bytes: server/budgets/answer.py encodes (in C when built).
     budget_service.add_to(server)
     approvals_pb2_grpc.add_ApprovalsServicer_to_server(approval_service, server)
     audit_pb2_grpc.add_AuditServicer_to_server(AuditService.from_settings(settings), server)
     register_audit_metrics(metrics.registry)
+    register_redis_metrics(metrics.registry)
+    register_approval_metrics(metrics.registry)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     names = (*SERVICE_NAMES, *gateway_names, health_service, *server_reflection.SERVICE_NAMES)
@@ -190,10 +200,16 @@ async def serve(
 
     server = grpc.aio.server(options=grpc_options(settings))
     routes = MethodTable()
+    redis = None
+    if settings.redis_url:  # one connection for budgets and approvals (docs/redis.md)
+        redis = RedisLayer.from_url(settings.redis_url, durability=Durability(
+            settings.redis_allow_rdb, settings.redis_allow_volatile))
     register_services(
         routes, settings=settings, holder=holder, audit=audit, metrics=metrics,
-        health=health, on_reload=on_reload,
+        health=health, on_reload=on_reload, redis=redis,
     )
+    if redis is not None:
+        await _start_redis(redis, audit)
     server.add_generic_rpc_handlers((routes,))
     try:
         port = _bind(server, settings)
@@ -261,5 +277,21 @@ async def serve(
     with contextlib.suppress(asyncio.CancelledError):
         await watch
     await audit.close()
+    if redis is not None:
+        await redis.close()
     logs.event(log, logging.INFO, "stopped")
     return 0
+
+
+async def _start_redis(redis: RedisLayer, audit: Any) -> None:
+    """Check the Redis of budgets and approvals before serving: a refused one (no
+    persistence, docs/redis.md) stops the start; an unreachable one does not (the stores
+    answer UNAVAILABLE, and are checked when it answers)."""
+    try:
+        await redis.start()
+    except VolatileRedis as e:
+        await audit.close()
+        raise StartupError(f"--redis-url {redis.where}: {e.message}") from e
+    except RedisUnavailable as e:
+        log.warning("redis %s not reachable at start (%s): budgets and approvals answer "
+                    "UNAVAILABLE until it is", redis.where, e.message)

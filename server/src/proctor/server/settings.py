@@ -23,6 +23,9 @@ DEFAULT_RELOAD_POLL_SECONDS = 1.0
 # Envoy ext_authz (gateways/ext_authz.py): the topic of an HTTP request.
 DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE = "http.{method}.{path_segments}"
 MAX_MESSAGE_BYTES = 1 << 20
+DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT = 1000
+DEFAULT_MAX_APPROVAL_WAITERS = 10_000
+DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION = 2000
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -55,6 +58,12 @@ class Settings:
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     reload_poll_seconds: float = DEFAULT_RELOAD_POLL_SECONDS
     ext_authz_topic_template: str = DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE
+    # Redis durability (docs/redis.md) and the approval limits (DESIGN section 7)
+    redis_allow_rdb: bool = False
+    redis_allow_volatile: bool = False
+    max_pending_approvals_per_tenant: int = DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT
+    max_approval_waiters: int = DEFAULT_MAX_APPROVAL_WAITERS
+    max_approval_waiters_per_connection: int = DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -115,11 +124,13 @@ class Settings:
             raise SettingsError("--audit-stream must not be empty")
         if self.audit_hmac_key_file:
             _require_file(self.audit_hmac_key_file, "--audit-hmac-key-file")
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError(
-                "--redis-url must start with redis://, rediss:// or unix://, "
-                f"got {self.redis_url!r}"
-            )
+        if self.redis_url:
+            from .redis.url import parse_redis_url
+
+            try:
+                parse_redis_url(self.redis_url)
+            except ValueError as e:
+                raise SettingsError(f"--redis-url: {e}") from None
         if self.metrics_listen:
             _, mport = split_host_port(self.metrics_listen, "--metrics-listen")
             if self.workers > 1 and mport == 0:
@@ -157,6 +168,13 @@ class Settings:
                           "--ext-authz-topic-template")
         except ValueError as e:
             raise SettingsError(str(e)) from None
+        for flag, value in (
+            ("--max-pending-approvals-per-tenant", self.max_pending_approvals_per_tenant),
+            ("--max-approval-waiters", self.max_approval_waiters),
+            ("--max-approval-waiters-per-connection", self.max_approval_waiters_per_connection),
+        ):
+            if value < 1:
+                raise SettingsError(f"{flag} must be at least 1, got {value}")
         return self
 
 
@@ -229,4 +247,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ext-authz-topic-template", default=DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE,
         help="Envoy ext_authz: the topic of an HTTP request, from {method}, {host} and "
         "{path_segments} (docs/envoy.md)",
+    )
+    p.add_argument(
+        "--redis-allow-rdb", action="store_true",
+        help="accept a Redis that keeps RDB snapshots only (no appendonly): a crash loses "
+             "budgets and approvals written since the last snapshot (docs/redis.md)",
+    )
+    p.add_argument(
+        "--redis-allow-volatile", action="store_true",
+        help="accept a Redis without persistence, or one that may evict keys: a restart "
+             "forgets every reservation and approval (docs/redis.md)",
+    )
+    p.add_argument(
+        "--max-pending-approvals-per-tenant", type=int,
+        default=DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT,
+        help="past it a tenant's require_approval gets no approval id, and says why; "
+             "other tenants are unaffected",
+    )
+    p.add_argument(
+        "--max-approval-waiters", type=int, default=DEFAULT_MAX_APPROVAL_WAITERS,
+        help="open WaitApproval calls in this process; past it RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--max-approval-waiters-per-connection", type=int,
+        default=DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION,
+        help="open WaitApproval calls on one client connection; past it RESOURCE_EXHAUSTED",
     )

@@ -1,7 +1,7 @@
-"""The C twins of the hot paths (Evaluate, its audit, ReserveBudget): which serve.
+"""The C twins of the hot paths (Evaluate and its audit): which serve.
 
-`server/_wire.c`, `server/_ids.c`, `server/audit/_seal.c`, `server/audit/_xadd.c` and
-`server/budgets/_answer.c` are optional extensions (pyproject.toml): each has its
+`server/_wire.c`, `server/_ids.c`, `server/audit/_seal.c` and `server/audit/_xadd.c`
+are optional extensions (pyproject.toml): each has its
 Python reference beside it and a test holding the two to the same output
 (`server/audit/_offload.c`, the file sink's I/O thread, has none: without it the
 sink's blocking write() serves, in the executor). A

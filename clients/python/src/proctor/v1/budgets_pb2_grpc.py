@@ -63,7 +63,10 @@ class BudgetsServicer:
 
     def ReserveBudget(self, request, context):
         """ReserveBudget reserves amount against every budget of the unit that applies, all or nothing.
-        The same reservation_id sent again returns the first answer and never reserves twice.
+        A reservation_id names one request (tenant, agent_id, run_id, unit, amount). Sent again
+        with the same request it returns the first answer and never reserves twice (a held
+        lease is renewed). With any other request, or once its reservation was committed,
+        released or expired, it is ALREADY_EXISTS, naming the id: never granted again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

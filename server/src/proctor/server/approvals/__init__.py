@@ -12,27 +12,34 @@
 | service.py | the proctor.v1.Approvals servicer and the store's health watch |
 | cli.py | proctor approvals list / approve / deny |
 
-`build_approval_store(settings)` picks the store: Redis (or Redis Cluster, with
-`?cluster=1`) when `settings.redis_url` is set, the embedded store otherwise.
+`build_approval_store(settings, redis)` picks the store: Redis (or Redis Cluster,
+with `?cluster=1`) when `settings.redis_url` is set, on the process's RedisLayer
+`redis` (or one of its own when none is given), the embedded store otherwise. The
+limit on pending approvals per tenant is
+`settings.max_pending_approvals_per_tenant`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .store import ApprovalStore
+from .store import DEFAULT_MAX_PENDING_PER_TENANT, ApprovalStore
 
 
-def build_approval_store(settings: Any) -> ApprovalStore:
+def build_approval_store(settings: Any, redis: Any = None) -> ApprovalStore:
     url = getattr(settings, "redis_url", "") or ""
+    pending = int(getattr(settings, "max_pending_approvals_per_tenant",
+                          DEFAULT_MAX_PENDING_PER_TENANT))
     if url:
         from .redis_store import RedisApprovalStore
 
         fleet = getattr(settings, "approval_fleet", "") or "default"
-        return RedisApprovalStore.from_url(url, fleet)
+        if redis is not None:
+            return RedisApprovalStore(redis, fleet, max_pending_per_tenant=pending)
+        return RedisApprovalStore.from_url(url, fleet, max_pending_per_tenant=pending)
     from .memory import MemoryApprovalStore
 
-    return MemoryApprovalStore()
+    return MemoryApprovalStore(max_pending_per_tenant=pending)
 
 
 __all__ = ["ApprovalStore", "build_approval_store"]

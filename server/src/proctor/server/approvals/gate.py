@@ -18,8 +18,9 @@ event:
   another action, denied, expired, already used): the id changes nothing; the
   request is handled as if no id had been presented (so the caller gets a
   fresh approval to wait on), and the reason says why the id was not used.
-- The store cannot be reached: the decision stays require_approval, with no id
-  and a reason that says so. While the service's health probe finds the store
+- The store cannot be reached, or the tenant has its most approvals pending
+  (--max-pending-approvals-per-tenant): the decision stays require_approval,
+  with no id and a reason that says so. While the service's health probe finds the store
   down, the gate does not wait for it (the answer is immediate).
 """
 
@@ -29,6 +30,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import metrics
 from .binding import action_hash
 from .events import approval_event
 from .store import (
@@ -41,7 +43,9 @@ from .store import (
     ApprovalError,
     ApprovalStore,
     Draft,
+    StoreFull,
     StoreUnavailable,
+    TenantFull,
 )
 
 log = logging.getLogger("proctor.approvals")
@@ -125,6 +129,10 @@ class ApprovalGate:
         except StoreUnavailable as e:
             why = e.message.removeprefix("approval store unavailable: ")
             return self._unavailable(decision, why, presented)
+        except StoreFull as e:  # a tenant's (or the fleet's) limit: expected under a flood
+            metrics.NOT_CREATED.labels("tenant_full" if isinstance(e, TenantFull)
+                                       else "store_full").inc()
+            return self._unavailable(decision, e.message, presented, "approval not created")
         except ApprovalError as e:  # a policy ttl outside the store's bounds, say
             log.error("approval not created: %s", e.message)
             return self._unavailable(decision, e.message, presented,

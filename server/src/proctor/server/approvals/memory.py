@@ -2,16 +2,15 @@
 
 Used when no --redis-url is given (one process only). Records live in a dict;
 every operation runs without awaiting in between, so each is atomic on the
-event loop. Time comes from an injectable clock (epoch seconds). Waiters park
-on one asyncio.Condition that every transition notifies; a waiter also wakes
-at the approval's expiry, so an expiry nobody else notices still ends the
-wait.
+event loop. Time comes from an injectable clock (epoch seconds). A waiter parks
+on a future of its own, filed under its approval id; a transition of that
+approval wakes only its waiters. A waiter also wakes at the approval's expiry,
+so an expiry nobody else notices still ends the wait.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from .store import (
     APPROVED,
     CONSUMED,
     DEFAULT_LIST_LIMIT,
+    DEFAULT_MAX_PENDING_PER_TENANT,
     DENIED,
     EXPIRED,
     MAX_OPEN_APPROVALS,
@@ -35,12 +35,14 @@ from .store import (
     ExpiredListener,
     FailedPrecondition,
     StoreFull,
+    TenantFull,
     check_draft,
     check_id,
     check_list,
     check_resolution,
     new_approval_id,
     precondition_message,
+    tenant_full_message,
 )
 
 _PURGE_EVERY = 1024  # calls between sweeps of records past retention
@@ -55,15 +57,18 @@ class MemoryApprovalStore:
 
     def __init__(self, clock: Callable[[], float] = time.time,
                  retention_seconds: int = RETENTION_SECONDS,
-                 max_open: int = MAX_OPEN_APPROVALS) -> None:
+                 max_open: int = MAX_OPEN_APPROVALS,
+                 max_pending_per_tenant: int = DEFAULT_MAX_PENDING_PER_TENANT) -> None:
         self._clock = clock
         self._max_open = max_open
+        self._max_pending = max_pending_per_tenant
         self._open: set[str] = set()
+        self._pending: dict[str, set[str]] = {}  # tenant -> its pending ids
         self._retention = retention_seconds
         self._records: dict[str, Approval] = {}
         self._by_request: dict[tuple[str, str], str] = {}
         self._deadlines: list[tuple[float, str]] = []  # heap of (expires_at, id); stale skipped
-        self._changed: asyncio.Condition | None = None
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._calls = 0
         self.on_expired: ExpiredListener | None = None
 
@@ -72,23 +77,25 @@ class MemoryApprovalStore:
     def _now(self) -> float:
         return _ms(self._clock())
 
-    def _cond(self) -> asyncio.Condition:
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        return self._changed
-
-    async def _notify(self) -> None:
-        cond = self._cond()
-        async with cond:
-            cond.notify_all()
-
     def _put(self, a: Approval) -> Approval:
         self._records[a.approval_id] = a
+        aid, tenant = a.approval_id, a.draft.tenant
         if a.open:
-            heapq.heappush(self._deadlines, (a.expires_at, a.approval_id))
-            self._open.add(a.approval_id)
+            heapq.heappush(self._deadlines, (a.expires_at, aid))
+            self._open.add(aid)
         else:
-            self._open.discard(a.approval_id)
+            self._open.discard(aid)
+        if a.status == PENDING:
+            self._pending.setdefault(tenant, set()).add(aid)
+        else:
+            mine = self._pending.get(tenant)
+            if mine is not None:
+                mine.discard(aid)
+                if not mine:
+                    del self._pending[tenant]
+            for fut in self._waiters.pop(aid, ()):  # no longer pending: wake its waiters
+                if not fut.done():
+                    fut.set_result(None)
         return a
 
     def _sweep(self, now: float) -> list[Approval]:
@@ -118,7 +125,6 @@ class MemoryApprovalStore:
     async def _report(self, expired: list[Approval]) -> None:
         if not expired:
             return
-        await self._notify()
         if self.on_expired is not None:
             await self.on_expired(tuple(expired))
 
@@ -142,6 +148,9 @@ class MemoryApprovalStore:
                     and now < prior.expires_at
                     and prior.draft.action_hash == draft.action_hash):
                 result = CreateResult(prior, created=False)
+        if result is None and len(self._pending.get(draft.tenant, ())) >= self._max_pending:
+            await self._report(expired)
+            raise TenantFull(tenant_full_message(draft.tenant, self._max_pending))
         if result is None and len(self._open) >= self._max_open:
             await self._report(expired)
             raise StoreFull(f"{self._max_open} approvals are open already")
@@ -167,21 +176,25 @@ class MemoryApprovalStore:
         check_id(approval_id)
         loop = asyncio.get_running_loop()
         end = loop.time() + max(0.0, timeout)
-        cond = self._cond()
         while True:
             a = await self.get(approval_id)
             left = end - loop.time()
             if a.status != PENDING or left <= 0:
                 return a
-            # Wake at a transition, at the approval's own expiry, or when the wait ends.
+            # Wake at a transition of this approval, at its own expiry, or when the wait ends.
             until_expiry = max(0.0, a.expires_at - self._now()) + 0.001
-            async with cond:
-                # Re-checked under the lock: a transition notifies while holding it.
-                current = self._records.get(approval_id)
-                if current is None or current.status != PENDING:
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(cond.wait(), min(left, until_expiry, 1.0))
+            fut = loop.create_future()
+            waiters = self._waiters.setdefault(approval_id, set())
+            waiters.add(fut)
+            try:
+                async with asyncio.timeout(min(left, until_expiry, 1.0)):
+                    await fut
+            except TimeoutError:
+                pass
+            finally:
+                waiters.discard(fut)
+                if not waiters and self._waiters.get(approval_id) is waiters:
+                    del self._waiters[approval_id]
 
     async def list(
         self, status: str = "", approver: str = "", tenant: str = "",
@@ -220,7 +233,6 @@ class MemoryApprovalStore:
             a = self._put(a.with_(resolved_at=now, reviewer=reviewer, resolution_reason=reason))
         finally:
             await self._report(expired)
-        await self._notify()
         return a
 
     async def consume(self, approval_id: str, action_hash: str, decision_id: str) -> ConsumeResult:

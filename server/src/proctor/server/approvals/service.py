@@ -15,12 +15,18 @@ exactly one of them).
 WaitApproval waits `timeout_seconds`, or, when that is 0, until shortly before
 the call's deadline (the caller then gets the still-pending approval rather
 than DEADLINE_EXCEEDED); with neither, until the approval is resolved or
-expires.
+expires. A wait that ends answers the approval as last seen, without another
+store call, so many waits ending together cost little; a caller whose deadline
+passes first gets a clean DEADLINE_EXCEEDED, and its waiter is gone with the
+call. Open waits are limited per client connection (`max_waiters_per_connection`,
+--max-approval-waiters-per-connection) and in total (`max_waiters`,
+--max-approval-waiters): past either, RESOURCE_EXHAUSTED naming the limit.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any, NoReturn
 
 import grpc
@@ -29,6 +35,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from proctor.v1 import approvals_pb2, approvals_pb2_grpc
 
 from ..health import StoreWatch
+from . import metrics
 from .events import approval_event
 from .gate import ApprovalGate
 from .store import (
@@ -49,6 +56,8 @@ from .store import (
 SERVICE_NAME = "proctor.v1.Approvals"
 MAX_WAIT_SECONDS = 86400
 DEADLINE_MARGIN_SECONDS = 0.1
+DEFAULT_MAX_WAITERS = 10_000
+DEFAULT_MAX_WAITERS_PER_CONNECTION = 2000
 log = logging.getLogger("proctor.approvals")
 
 STATUS_TO_PROTO = {
@@ -107,10 +116,15 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
     """Approvals over gRPC, on any ApprovalStore; owns the store's health watch."""
 
     def __init__(self, store: ApprovalStore, audit: Any, health: Any = None,
-                 gate: ApprovalGate | None = None) -> None:
+                 gate: ApprovalGate | None = None, *, max_waiters: int = DEFAULT_MAX_WAITERS,
+                 max_waiters_per_connection: int = DEFAULT_MAX_WAITERS_PER_CONNECTION) -> None:
         self._store = store
         self._audit = audit
         self._health = health
+        self.max_waiters = max_waiters
+        self.max_waiters_per_connection = max_waiters_per_connection
+        self._waiting: Counter[str] = Counter()  # open WaitApproval calls per peer
+        self.waiting = 0  # in total
         self.gate = gate or ApprovalGate(store, audit)
         self.watch = StoreWatch(SERVICE_NAME, self._probe, StoreUnavailable, health,
                                 on_change=self._gate_availability)
@@ -159,14 +173,35 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
         if request.timeout_seconds < 0:
             await self._fail(context, InvalidArgument(
                 "timeout_seconds", f"must not be negative, got {request.timeout_seconds}"))
+        peer = context.peer() or ""
+        if self.waiting >= self.max_waiters:
+            metrics.WAITERS_REFUSED.labels("total").inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                f"{self.max_waiters} WaitApproval calls are open on this server already "
+                "(--max-approval-waiters): try again later, or poll GetApproval"))
+        if self._waiting[peer] >= self.max_waiters_per_connection:
+            metrics.WAITERS_REFUSED.labels("connection").inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                f"{self.max_waiters_per_connection} WaitApproval calls are open on this "
+                "connection already (--max-approval-waiters-per-connection): try again "
+                "later, or poll GetApproval"))
         wait = float(min(request.timeout_seconds, MAX_WAIT_SECONDS) or MAX_WAIT_SECONDS)
         remaining = context.time_remaining()
         if remaining is not None:
             wait = min(wait, max(0.0, remaining - DEADLINE_MARGIN_SECONDS))
+        self._waiting[peer] += 1
+        self.waiting += 1
+        metrics.WAITERS.inc()
         try:
             a = await self._store.wait(request.approval_id, wait)
         except ApprovalError as e:
             await self._fail(context, e)
+        finally:
+            metrics.WAITERS.dec()
+            self.waiting -= 1
+            self._waiting[peer] -= 1
+            if self._waiting[peer] <= 0:
+                del self._waiting[peer]
         self.watch.mark(True)
         return to_proto(a)
 

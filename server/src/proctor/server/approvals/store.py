@@ -34,9 +34,13 @@ Choices where DESIGN is silent (the contract suite holds both stores to them):
 - Resolving anything but a pending approval is FailedPrecondition naming the
   state (an expired one included). A reviewer is required (1..128 chars); a
   reason is required to deny (up to 1,024 chars), optional to approve.
-- At most MAX_OPEN_APPROVALS (100,000) approvals are open (pending or
-  approved) at once; creating one more is StoreFull (retries of existing ones
-  still answer).
+- At most `max_pending_per_tenant` approvals of one tenant are pending at once
+  (--max-pending-approvals-per-tenant, DEFAULT_MAX_PENDING_PER_TENANT = 1,000);
+  creating one more for that tenant is TenantFull, and other tenants are not
+  affected. At most MAX_OPEN_APPROVALS (100,000) approvals are open (pending or
+  approved) in the whole fleet at once, a backstop for Redis's memory; one more
+  is StoreFull. Retries of existing approvals still answer either way, and the
+  decision stays require_approval, without an id, with a reason that says so.
 - Records are kept for RETENTION_SECONDS (7 days) after their last deadline,
   then dropped (Redis: key expiry); ListApprovals shows newest first.
 - Expiry is applied lazily by every operation and by `expire_due()`, which the
@@ -68,6 +72,7 @@ DEFAULT_LIST_LIMIT = 100
 RETENTION_SECONDS = 7 * 86400
 MAX_TTL_SECONDS = 30 * 86400
 MAX_OPEN_APPROVALS = 100_000  # pending + approved at once, per store (fleet)
+DEFAULT_MAX_PENDING_PER_TENANT = 1000  # --max-pending-approvals-per-tenant
 
 # Why a presented approval could not unlock an action (ConsumeResult.refusal).
 NOT_FOUND = "not_found"
@@ -104,6 +109,17 @@ class FailedPrecondition(ApprovalError):
 class StoreFull(ApprovalError):
     """MAX_OPEN_APPROVALS are open: no new approval is created (a runaway agent cannot fill
     the store); the decision stays require_approval without an id."""
+
+
+class TenantFull(StoreFull):
+    """The tenant has its most approvals pending already: no new one for it until some are
+    resolved or expire (other tenants are unaffected)."""
+
+
+def tenant_full_message(tenant: str, limit: int) -> str:
+    return (f"tenant {tenant!r} has {limit} approvals pending already "
+            "(--max-pending-approvals-per-tenant): no new approval until some are resolved "
+            "or expire")
 
 
 class StoreUnavailable(ApprovalError):
@@ -235,7 +251,9 @@ class ApprovalStore(Protocol):
 
     async def wait(self, approval_id: str, timeout: float) -> Approval:
         """Return once the approval is no longer pending (resolved or expired) or after
-        `timeout` seconds (then still pending); ApprovalNotFound for an unknown id."""
+        `timeout` seconds (then the approval as last seen, pending, with no further call to
+        the backing store, so many waits ending together cost nothing more);
+        ApprovalNotFound for an unknown id."""
         ...
 
     async def list(

@@ -32,7 +32,7 @@ from redis._parsers.base import BaseParser
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..budgets.resp import bulk
+from ..redis import bulk
 from ..twins import twin
 from . import metrics
 from .event import safe_name

@@ -1,11 +1,8 @@
 """ReserveBudget's answer on the wire: a ReserveResult -> ReserveBudgetResponse bytes.
 
-ReserveBudget is served on raw bytes (server/routes.py, like Evaluate) so that
-its answer can skip upb's Python objects: `server/budgets/_answer.c` writes the
-bytes in well under a microsecond, where building the message through upb and
-serializing it (the reference twin here, `reserve_response_py`) takes ~10 µs
-for two budgets. Tests hold the two to the same bytes. With PROCTOR_PURE_PYTHON=1
-in the environment, or when the extension was not built, the reference serves.
+ReserveBudget is served on raw bytes (server/routes.py, like Evaluate); its answer is
+built through upb in place (statuses added to the repeated field, timestamps given as
+dicts) and serialized once.
 """
 
 from __future__ import annotations
@@ -14,11 +11,7 @@ from typing import Any
 
 from proctor.v1 import budgets_pb2
 
-from ..twins import twin
 from .store import BudgetStatus, ReserveResult
-
-_answer = twin("proctor.server.budgets._answer")
-ACCELERATED = _answer is not None
 
 KINDS = {
     "spend": budgets_pb2.BUDGET_KIND_SPEND,
@@ -53,22 +46,12 @@ def add_statuses(field: Any, statuses: tuple[BudgetStatus, ...]) -> None:
         )
 
 
-def reserve_response_py(
-    granted: bool, refused_by: str, statuses: tuple[BudgetStatus, ...], reservation_id: str,
-    expires_at: float,
-) -> bytes:
-    """The reference twin: the message built through upb, serialized."""
-    resp = budgets_pb2.ReserveBudgetResponse(
-        granted=granted, refused_by=refused_by, reservation_id=reservation_id,
-        expires_at=timestamp(expires_at),
-    )
-    add_statuses(resp.budgets, statuses)
-    return resp.SerializeToString()
-
-
-reserve_response = reserve_response_py if _answer is None else _answer.reserve_response
-
-
 def reserve_answer(r: ReserveResult) -> bytes:
     """The ReserveBudgetResponse of a store's answer, as bytes."""
-    return reserve_response(r.granted, r.refused_by, r.budgets, r.reservation_id, r.expires_at)
+    resp = budgets_pb2.ReserveBudgetResponse(
+        granted=r.granted, refused_by=r.refused_by, reservation_id=r.reservation_id,
+        expires_at=timestamp(r.expires_at),
+    )
+    add_statuses(resp.budgets, r.budgets)
+    data: bytes = resp.SerializeToString()
+    return data

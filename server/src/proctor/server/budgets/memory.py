@@ -23,12 +23,15 @@ from .store import (
     Counter,
     FailedPrecondition,
     ReleaseResult,
+    ReservationExists,
     ReservationNotFound,
     ReserveResult,
     check_commit,
     check_release,
+    exists_message,
     plan_get,
     plan_reserve,
+    request_key,
     status_of,
 )
 from .windows import counter_key, window_bounds
@@ -49,6 +52,7 @@ class _Slot:
 @dataclass(slots=True)
 class _Reservation:
     state: str  # held | committed | released | expired | refused
+    request: str  # store.request_key: the tenant, agent, run and unit it answered
     amount: int
     lease: bool
     expires_ms: int
@@ -147,7 +151,7 @@ class MemoryBudgetStore:
         out = []
         for c in counters:
             start, end = window_bounds(c.window, c.window_seconds, now)
-            key = counter_key("", c.scope, c.window_spec, start, c.budget_id, c.scope_key)
+            key = counter_key("", c.scope, c.window_spec, start, c.budget_id, c.key)
             out.append(_Slot(c, key, end))
         return out
 
@@ -171,8 +175,13 @@ class MemoryBudgetStore:
         async with self._lock:
             now = self._now_ms()
             self._reclaim(now)
+            request = request_key(tenant, agent_id, run_id, unit)
             r = self._get_reservation(reservation_id, now)
             if r is not None:
+                if r.request != request or r.amount != amount:
+                    raise ReservationExists(exists_message(reservation_id))
+                if r.state not in ("held", "refused"):
+                    raise ReservationExists(exists_message(reservation_id, r.state))
                 if r.lease and r.state == "held":
                     r.expires_ms = now + ttl_ms
                     heapq.heappush(self._s.expiries, (r.expires_ms, reservation_id))
@@ -192,6 +201,7 @@ class MemoryBudgetStore:
                 statuses = [self._status(s, now) for s in slots]
             r = _Reservation(
                 state="refused" if refused_by else "held",
+                request=request,
                 amount=amount,
                 lease=lease,
                 expires_ms=now + ttl_ms,

@@ -1,48 +1,34 @@
 """The Redis budget store: counters and reservations in Redis, changed only by Lua scripts.
 
-Each operation is one script (lua/reserve.lua, commit.lua, release.lua, get.lua,
-each prefixed with lua/lib.lua) run atomically with EVALSHA (the SHA1 is computed
-locally). The scripts are loaded with SCRIPT LOAD by `start()` and by `ping()`
-after a failure (the servicer's health probe calls it every second), and a call
-that meets NOSCRIPT anyway (a restarted Redis, a node that never saw the script)
-is re-sent as EVAL, which runs the script and caches it, in the same time bound.
-Time comes from Redis TIME inside the scripts, so replicas with skewed clocks
-agree.
+Each operation is one script of the Redis layer (redis/lua/budgets/: reserve, commit,
+release, get, each prefixed with lib.lua, which has the key layout) sent by its
+ScriptRunner: EVALSHA within the 1 s call bound, NOSCRIPT answered by EVAL, errors
+mapped to StoreUnavailable (fail closed). Time is Redis TIME inside the scripts, so
+replicas with skewed clocks agree.
 
 Keys of one fleet live under the prefix `proctor:{FLEET}:` (the hash tag is the
 fleet name), passed as KEYS[1]; the scripts derive every other name from it
 (counters of the current window included), so one script touches one slot and
 runs on Redis Cluster.
 
-URLs: `redis://HOST:PORT/DB` (or rediss://, unix://) is one Redis;
-`redis://HOST:PORT?cluster=1` or `redis+cluster://HOST:PORT` is a Redis Cluster
-reached through that startup node (redis.asyncio.RedisCluster). One Redis over
-redis:// or unix:// is reached through resp.RespClient (one pipelined
-connection; redis.asyncio's per-command overhead was most of what ReserveBudget
-spent beyond the round trip); rediss:// and Cluster through redis-py.
-
-Faults: connect and command timeouts of 1 s, no client-side retries, and a
-hard 1 s bound per call: an unreachable Redis is StoreUnavailable (UNAVAILABLE)
-within about a second, fail closed. The store reconnects on the next call. A
+The store shares the process's RedisLayer (its connection, scripts and durability
+watch) with the approval store; `from_url` builds one of its own (tests, tools). A
 retry after a lost answer is safe: reservations are keyed by their id.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
-
-from .resp import RespClient, bulk
+from ..redis import (
+    Durability,
+    Packed,
+    RedisLayer,
+    RedisUnavailable,
+    Script,
+    pack_args,
+)
 from .store import (
     RECORD_MARGIN_SECONDS,
     BudgetDef,
@@ -51,6 +37,7 @@ from .store import (
     Counter,
     FailedPrecondition,
     ReleaseResult,
+    ReservationExists,
     ReservationNotFound,
     ReserveResult,
     StoreUnavailable,
@@ -58,170 +45,67 @@ from .store import (
     check_fleet,
     check_release,
     check_reservation,
+    exists_message,
     plan_get,
     plan_reserve,
-    status_of,
+    request_key,
 )
 from .windows import counter_key_parts
 
-LUA_DIR = Path(__file__).with_name("lua")
-SOCKET_TIMEOUT = 1.0
-CALL_TIMEOUT = 1.0
-START_TIMEOUT = 5.0
-_TRANSIENT = ("LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY")
-# a planned reservation: its counters, reserve.lua's budget arguments, and those as RESP
-# (the command's head up to the script's key; its tail from the record margin on)
-_Planned = tuple[tuple[Counter, ...], tuple[str, ...], bytes, bytes]
-
-
-def _script(name: str) -> str:
-    return (LUA_DIR / "lib.lua").read_text() + "\n" + (LUA_DIR / f"{name}.lua").read_text()
-
-
-def parse_redis_url(url: str) -> tuple[str, bool]:
-    """(url for redis-py, is_cluster): `+cluster` schemes and `?cluster=1` mean Cluster."""
-    parts = urlsplit(url)
-    scheme = parts.scheme
-    cluster = False
-    if scheme.endswith("+cluster"):
-        scheme, cluster = scheme[: -len("+cluster")], True
-    query = []
-    for k, v in parse_qsl(parts.query, keep_blank_values=True):
-        if k == "cluster":
-            cluster = cluster or v.lower() in ("1", "true", "yes", "on")
-        else:
-            query.append((k, v))
-    clean = urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), ""))
-    if not parts.netloc and parts.path:  # unix:///path: urlunsplit would drop the "//"
-        clean = f"{scheme}://{clean[len(scheme) + 1:]}"
-    return clean, cluster
-
-
-def connect(url: str) -> Any:
-    """A redis.asyncio client (Redis or RedisCluster) with bounded, non-retrying timeouts."""
-    clean, cluster = parse_redis_url(url)
-    opts: dict[str, Any] = {
-        "socket_timeout": SOCKET_TIMEOUT,
-        "socket_connect_timeout": SOCKET_TIMEOUT,
-        "retry": Retry(NoBackoff(), 0),
-        "decode_responses": True,
-    }
-    if cluster:
-        return RedisCluster.from_url(clean, **opts)
-    return aioredis.Redis.from_url(clean, **opts)
-
-
-def connect_store_client(url: str) -> Any:
-    """The budget store's client: RespClient for one Redis over redis:// or unix://,
-    redis-py (`connect`) for rediss:// and Cluster. Same timeouts, no retries either way."""
-    clean, cluster = parse_redis_url(url)
-    parts = urlsplit(clean)
-    options = {k for k, _ in parse_qsl(parts.query)}
-    if not cluster and parts.scheme in ("redis", "unix") and options <= {"db"}:
-        return RespClient(clean, timeout=CALL_TIMEOUT)
-    return connect(url)  # TLS, Cluster, or options only redis-py understands
-
-
-class _Script:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.text = _script(name)
-        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
+RESERVE, COMMIT, RELEASE, GET = (Script.load("budgets", n)
+                                 for n in ("reserve", "commit", "release", "get"))
+SCRIPTS = (RESERVE, COMMIT, RELEASE, GET)
+_ARGS_CACHED = 4096  # (unit, tenant, agent, run) combinations kept; all dropped when full
 
 
 class RedisBudgetStore:
     """BudgetStore in Redis or Redis Cluster (see the module docstring)."""
 
-    def __init__(self, client: Any, fleet: str = "default", *, owns_client: bool = True,
+    def __init__(self, redis: RedisLayer, fleet: str = "default", *, owns: bool = False,
                  record_margin_seconds: int = RECORD_MARGIN_SECONDS) -> None:
-        self._r = client
+        self._redis = redis
+        self._runner = redis.runner
         self._margin_ms = record_margin_seconds * 1000
         self._prefix = f"proctor:{{{check_fleet(fleet)}}}:"
-        self._owns = owns_client
-        self._scripts = {n: _Script(n) for n in ("reserve", "commit", "release", "get")}
-        self._loaded = False
-        # RespClient bounds each command itself (a deadline per command, one timer per
-        # connection), which spares a timeout context per call on the hot path.
-        self._lean = isinstance(client, RespClient)
-        self._args_for: tuple[BudgetDef, ...] | None = None
-        # (unit, tenant, agent, run) -> _Planned
-        self._args: dict[tuple[str, str, str, str], _Planned] = {}
+        self._keys = (self._prefix,)
+        self._owns = owns
+        redis.register(SCRIPTS, self._prefix)
+        # reserve.lua's per-request arguments, kept per budget set: (unit, tenant, agent,
+        # run) -> (counters, those arguments encoded once)
+        self._plans_for: tuple[BudgetDef, ...] | None = None
+        self._plans: dict[tuple[str, str, str, str], tuple[tuple[Counter, ...], Packed]] = {}
 
     @classmethod
-    def from_url(cls, url: str, fleet: str = "default", **kwargs: Any) -> RedisBudgetStore:
-        return cls(connect_store_client(url), fleet, **kwargs)
+    def from_url(cls, url: str, fleet: str = "default", *,
+                 durability: Durability | None = None, **kwargs: Any) -> RedisBudgetStore:
+        """A store on a RedisLayer of its own (closed with the store)."""
+        return cls(RedisLayer.from_url(url, durability=durability), fleet, owns=True, **kwargs)
 
     @property
     def prefix(self) -> str:
         return self._prefix
 
-    # -- plumbing ------------------------------------------------------------------------
+    @property
+    def redis(self) -> RedisLayer:
+        return self._redis
 
-    async def _load(self) -> None:
-        for s in self._scripts.values():
-            sha = await self._r.script_load(s.text)
-            if isinstance(sha, dict):  # a cluster answers per node
-                sha = next(iter(sha.values()))
-            if sha != s.sha:
-                raise RuntimeError(f"SCRIPT LOAD of {s.name}.lua returned {sha}, expected {s.sha}")
-        self._loaded = True
-
-    async def _run(self, name: str, args: list[Any], packed: bytes = b"") -> Any:
-        """EVALSHA within CALL_TIMEOUT; on NOSCRIPT (a restarted Redis, a node that never saw
-        the script) EVAL, which runs the script and caches it, in the same bound. `packed`:
-        the EVALSHA as RESP already (RespClient only), from cached parts."""
-        s = self._scripts[name]
+    async def _run(self, script: Script, args: tuple[Any, ...], tail: Packed | None = None
+                   ) -> dict[str, Any]:
         try:
-            if self._lean:
-                deadline = asyncio.get_running_loop().time() + CALL_TIMEOUT
-                try:
-                    if packed:
-                        return await self._r.send_packed(packed, deadline)
-                    return await self._r.evalsha(s.sha, 1, self._prefix, *args,
-                                                 deadline=deadline)
-                except NoScriptError:
-                    self._loaded = False
-                    return await self._r.eval(s.text, 1, self._prefix, *args,
-                                              deadline=deadline)
-            async with asyncio.timeout(CALL_TIMEOUT):
-                try:
-                    return await self._r.evalsha(s.sha, 1, self._prefix, *args)
-                except NoScriptError:
-                    self._loaded = False
-                    return await self._r.eval(s.text, 1, self._prefix, *args)
-        except ResponseError as e:
-            if str(e).startswith(_TRANSIENT):
-                raise StoreUnavailable(f"budget store: redis {e}") from e
-            raise
-        except (RedisError, OSError, TimeoutError) as e:
-            self._loaded = False  # a restarted Redis has lost its scripts: re-load on ping
-            raise StoreUnavailable(f"budget store unavailable: {type(e).__name__}: {e}") from e
+            if tail is None:
+                raw = await self._runner.run(script, self._keys, args)
+            else:
+                raw = await self._runner.run(script, self._keys, args, tail)
+        except RedisUnavailable as e:
+            raise StoreUnavailable(f"budget store unavailable: {e.message}") from e
+        reply: dict[str, Any] = json.loads(raw)
+        return reply
 
-    def _plan(self, counters: tuple[Counter, ...]) -> _Planned:
-        args = reserve_args(counters)
-        head = b"*%d\r\n" % (9 + len(args)) + b"".join(
-            bulk(a) for a in ("EVALSHA", self._scripts["reserve"].sha, 1, self._prefix))
-        tail = bulk(self._margin_ms) + bulk(len(counters)) + b"".join(bulk(a) for a in args)
-        return counters, args, head, tail
-
-    @staticmethod
-    def _reserve_packed(
-        head: bytes, reservation_id: str, amount: int, ttl_ms: int, tail: bytes
-    ) -> bytes:
-        """reserve.lua's EVALSHA in RESP, from the parts cached per plan: the same bytes
-        as pack(("EVALSHA", sha, 1, prefix, reservation_id, amount, ttl_ms, margin, N,
-        *budget arguments)) at a fraction of its cost."""
-        r, a, t = reservation_id.encode(), b"%d" % amount, b"%d" % ttl_ms
-        return b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b" % (
-            head, len(r), r, len(a), a, len(t), t, tail)
-
-    @staticmethod
-    def _budget_arg(counters: tuple[Counter, ...]) -> str:
-        return json.dumps([
-            [c.budget_id, c.unit, c.scope, c.scope_key, c.kind, str(c.limit), c.window,
-             c.window_seconds, c.window_spec]
-            for c in counters
-        ], separators=(",", ":"))
+    def _plan(self, counters: tuple[Counter, ...], tenant: str, agent_id: str, run_id: str,
+              unit: str) -> tuple[tuple[Counter, ...], Packed]:
+        request = request_key(tenant, agent_id, run_id, unit)
+        return counters, pack_args((self._margin_ms, request, _json(request), len(counters),
+                                    *reserve_args(counters)))
 
     # -- the store -----------------------------------------------------------------------
 
@@ -236,47 +120,38 @@ class RedisBudgetStore:
         amount: int,
         ttl_seconds: int,
     ) -> ReserveResult:
-        # The same callers reserve again and again: the budget argument of each
-        # (unit, scope keys) is kept per budget set, and a hit checks only the fields
-        # that change per call (plan_reserve validated the rest when it was built).
-        if budgets is not self._args_for:
-            self._args.clear()
-            self._args_for = budgets
+        # The same callers reserve again and again: their arguments are kept per budget
+        # set, and a hit checks only the fields that change per call (plan_reserve
+        # validated the rest when the plan was made).
+        if budgets is not self._plans_for:
+            self._plans.clear()
+            self._plans_for = budgets
         key = (unit, tenant, agent_id, run_id)
-        planned = self._args.get(key)
-        if planned is not None:
+        plan = self._plans.get(key)
+        if plan is not None:
             check_reservation(reservation_id, amount, ttl_seconds)
         else:
-            planned = self._plan(plan_reserve(
-                budgets, reservation_id, tenant, agent_id, run_id, unit, amount, ttl_seconds
-            ))
-            if len(self._args) >= _ARGS_CACHED:
-                self._args.clear()
-            self._args[key] = planned
-        counters, args, head, tail = planned
-        ttl_ms = ttl_seconds * 1000
-        packed = b""
-        if self._lean:
-            packed = self._reserve_packed(head, reservation_id, amount, ttl_ms, tail)
-        # the arguments in full all the same: a NOSCRIPT falls back to EVAL with them
-        raw = await self._run("reserve", [
-            reservation_id, amount, ttl_ms, self._margin_ms, len(counters), *args], packed)
-        if raw[:2] == "F,":
-            return _new_reservation(raw, counters, reservation_id)
-        reply = json.loads(raw)  # an id seen before: its first answer
-        return ReserveResult(
-            bool(reply["g"]), reply["r"], _statuses(reply["s"]), reservation_id,
-            int(reply["e"]) / 1000,
-        )
+            plan = self._plan(plan_reserve(budgets, reservation_id, tenant, agent_id, run_id,
+                                           unit, amount, ttl_seconds),
+                              tenant, agent_id, run_id, unit)
+            if len(self._plans) >= _ARGS_CACHED:
+                self._plans.clear()
+            self._plans[key] = plan
+        reply = await self._run(RESERVE, (reservation_id, amount, ttl_seconds * 1000), plan[1])
+        kind = reply["k"]
+        if kind == "ok":
+            return ReserveResult(reply["g"], reply["r"], _statuses(reply["s"]), reservation_id,
+                                 int(reply["e"]) / 1000)
+        raise ReservationExists(exists_message(reservation_id, reply.get("st", "")))
 
     async def commit(self, reservation_id: str, actual: int) -> CommitResult:
         check_commit(reservation_id, actual)
-        reply = _checked(await self._run("commit", [reservation_id, actual]))
+        reply = _checked(await self._run(COMMIT, (reservation_id, actual)))
         return CommitResult(reservation_id, _statuses(reply["s"]))
 
     async def release(self, reservation_id: str) -> ReleaseResult:
         check_release(reservation_id)
-        reply = _checked(await self._run("release", [reservation_id]))
+        reply = _checked(await self._run(RELEASE, (reservation_id,)))
         return ReleaseResult(reservation_id, _statuses(reply["s"]))
 
     async def get(
@@ -290,36 +165,39 @@ class RedisBudgetStore:
         counters = plan_get(budgets, tenant, agent_id, run_id, budget_id)
         if not counters:
             return ()
-        reply = json.loads(await self._run("get", [self._budget_arg(counters)]))
-        return _statuses(reply["s"])
+        arg = json.dumps([
+            [c.budget_id, c.unit, c.scope, c.scope_key, c.kind, str(c.limit), c.window,
+             c.window_seconds, c.window_spec,
+             *counter_key_parts(c.scope, c.window_spec, c.budget_id, c.key)]
+            for c in counters
+        ], separators=(",", ":"))
+        return _statuses((await self._run(GET, (arg,)))["s"])
 
     async def start(self) -> None:
-        """Connect (discovering a cluster's nodes) and SCRIPT LOAD every script, within
-        START_TIMEOUT; StoreUnavailable when Redis does not answer."""
-        await self._start(START_TIMEOUT)
+        """Connect, check the Redis's durability and load the scripts (RedisLayer.start);
+        StoreUnavailable when Redis cannot be reached or is refused."""
+        try:
+            await self._redis.start()
+        except RedisUnavailable as e:
+            raise StoreUnavailable(f"budget store unavailable: {e.message}") from e
 
     async def ping(self) -> None:
-        """PING within CALL_TIMEOUT (for health); after a failure or a NOSCRIPT, also re-load
-        the scripts within the same bound."""
-        await self._start(CALL_TIMEOUT)
-
-    async def _start(self, timeout: float) -> None:
+        """For health (RedisLayer.ping): StoreUnavailable when Redis cannot serve."""
         try:
-            async with asyncio.timeout(timeout):
-                await self._r.ping()
-                if not self._loaded:
-                    await self._load()
-        except (RedisError, OSError, TimeoutError) as e:
-            self._loaded = False
-            raise StoreUnavailable(f"budget store unavailable: {type(e).__name__}: {e}") from e
+            await self._redis.ping()
+        except RedisUnavailable as e:
+            raise StoreUnavailable(f"budget store unavailable: {e.message}") from e
 
     async def close(self) -> None:
         if self._owns:
-            await self._r.aclose()
+            await self._redis.close()
 
 
-def _checked(raw: str) -> dict[str, Any]:
-    reply: dict[str, Any] = json.loads(raw)
+def _json(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _checked(reply: dict[str, Any]) -> dict[str, Any]:
     if reply["k"] == "not_found":
         raise ReservationNotFound(reply["m"])
     if reply["k"] == "precondition":
@@ -327,51 +205,29 @@ def _checked(raw: str) -> dict[str, Any]:
     return reply
 
 
-def _new_reservation(
-    raw: str, counters: tuple[Counter, ...], reservation_id: str
-) -> ReserveResult:
-    """The answer of reserve.lua for a new reservation: "F,granted,refusing index,expires ms"
-    then "used,reserved,window end ms" per counter, in the order of `counters`."""
-    parts = raw.split(",")
-    if len(parts) != 4 + 3 * len(counters):
-        raise StoreUnavailable(f"budget store: reserve.lua answered {raw[:200]!r}")
-    refusing = int(parts[2])
-    statuses = tuple(
-        status_of(c, int(parts[i]), int(parts[i + 1]), int(parts[i + 2]))
-        for c, i in zip(counters, range(4, len(parts), 3), strict=True)
-    )
-    return ReserveResult(
-        parts[1] == "1", counters[refusing - 1].budget_id if refusing else "", statuses,
-        reservation_id, int(parts[3]) / 1000,
-    )
-
-
 def _statuses(raw: Any) -> tuple[BudgetStatus, ...]:
-    if not raw:
+    """The scripts' statuses (lib.lua): [id, unit, scope, scope_key, kind, limit, window
+    spec, used, reserved, window end ms ("0": none)]."""
+    if not raw:  # cjson writes an empty array as {}
         return ()
-    out = []
-    for bid, unit, scope, key, kind, limit, used, reserved, spec, wend in raw:
-        wend_ms = int(wend)
-        # positional: BudgetStatus(budget_id, unit, scope, scope_key, kind, limit, used,
-        # reserved, window, window_resets_at)
-        out.append(BudgetStatus(bid, unit, scope, key, kind, int(limit), int(used),
-                                int(reserved), spec, wend_ms / 1000 if wend_ms else None))
-    return tuple(out)
+    return tuple(
+        BudgetStatus(bid, unit, scope, key, kind, int(limit), int(used), int(reserved), spec,
+                     int(wend) / 1000 if wend != "0" else None)
+        for bid, unit, scope, key, kind, limit, spec, used, reserved, wend in raw
+    )
 
 
 def reserve_args(counters: tuple[Counter, ...]) -> tuple[str, ...]:
-    """reserve.lua's 8 arguments per budget (see its header): the counter key around its
-    window start, the checks, and the record's JSON of the slot up to its window bounds."""
+    """reserve.lua's 10 arguments per budget (see its header): the counter key around its
+    window start, the checks, the status's JSON up to its counts, the id as JSON, and the
+    counter key's pieces escaped for the record."""
     out: list[str] = []
     for c in counters:
-        slot = json.dumps([c.budget_id, c.unit, c.scope, c.scope_key, c.kind, str(c.limit),
-                           c.window_spec], ensure_ascii=False, separators=(",", ":"))
+        status = json.dumps([c.budget_id, c.unit, c.scope, c.scope_key, c.kind, str(c.limit),
+                             c.window_spec], ensure_ascii=False, separators=(",", ":"))
+        head, tail = counter_key_parts(c.scope, c.window_spec, c.budget_id, c.key)
         out += [
-            *counter_key_parts(c.scope, c.window_spec, c.budget_id, c.scope_key),
-            c.kind, str(c.limit), c.window, str(c.window_seconds),
-            slot[:-1] + ",", json.dumps(c.budget_id, ensure_ascii=False),
+            head, tail, c.kind, str(c.limit), c.window, str(c.window_seconds),
+            status[:-1] + ",", _json(c.budget_id), _json(head)[1:-1], _json(tail)[1:-1],
         ]
     return tuple(out)
-
-
-_ARGS_CACHED = 4096  # (unit, tenant, agent, run) combinations kept; all dropped when full

@@ -3,8 +3,8 @@
 Budgets come from the serving policy on every call (`holder.current.budgets`),
 so a reload changes them at once. Domain errors map to gRPC codes:
 InvalidArgument -> INVALID_ARGUMENT, ReservationNotFound -> NOT_FOUND,
-FailedPrecondition -> FAILED_PRECONDITION, StoreUnavailable -> UNAVAILABLE
-(fail closed). The store's reachability drives the health of
+ReservationExists -> ALREADY_EXISTS, FailedPrecondition -> FAILED_PRECONDITION,
+StoreUnavailable -> UNAVAILABLE (fail closed). The store's reachability drives the health of
 proctor.v1.Budgets: NOT_SERVING when a call or probe fails to reach it, SERVING
 again when one succeeds (its StoreWatch probes on its own, so the status
 recovers without traffic).
@@ -30,6 +30,7 @@ from .store import (
     BudgetStore,
     FailedPrecondition,
     InvalidArgument,
+    ReservationExists,
     ReservationNotFound,
     StoreUnavailable,
     check_id,
@@ -42,6 +43,7 @@ log = logging.getLogger("proctor.budgets")
 _CODES: tuple[tuple[type[BudgetError], grpc.StatusCode], ...] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (ReservationNotFound, grpc.StatusCode.NOT_FOUND),
+    (ReservationExists, grpc.StatusCode.ALREADY_EXISTS),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
@@ -87,7 +89,7 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
 
     async def ReserveBudget(self, data: bytes, context: Any) -> bytes:
         """Served on raw bytes (see `add_to`): upb decodes the request and
-        server/budgets/answer.py encodes the answer (in C when built)."""
+        server/budgets/answer.py encodes the answer."""
         try:
             request = budgets_pb2.ReserveBudgetRequest.FromString(data)
         except DecodeError as e:

@@ -22,12 +22,21 @@ Choices where DESIGN is silent (the contract tests hold both stores to them):
   (FAILED_PRECONDITION); re-reserving the same id while it is held renews it
   (expiry = now + the new ttl) without taking a second slot. Concurrency
   counters have no window.
-- The same reservation_id again returns the first answer (granted or refused,
-  with the statuses of that moment) and never reserves twice: the record lives
-  while the reservation is held and for 24 h after it ends (committed, released,
-  expired; refused: TTL + 24 h); the parameters of the retry are not compared.
-  An expired or released lease is not re-taken: its answer's expires_at lies in
-  the past, and the caller should use a new id.
+- A reservation_id names one request: its tenant, agent_id, run_id, unit and
+  amount. The same id with the same request answers what it answered first
+  (granted or refused, with the statuses of that moment) and never reserves
+  twice, while the reservation is held or after it was refused; a held lease is
+  renewed (expiry = now + the new ttl) without taking a second slot. The same id
+  with any other tenant, agent_id, run_id, unit or amount is ReservationExists
+  (ALREADY_EXISTS, naming the id): never granted without reserving, and no
+  statuses of the first request's tenant are shown. An id whose reservation was
+  committed, released or has expired is ReservationExists too: it is never
+  granted again (use a new id). The record lives while the reservation is held
+  and for 24 h after it ends (refused: TTL + 24 h); after that the id is free.
+- Counters of scope agent and run are their tenant's own: the same agent_id (or
+  run_id) under two tenants counts on two counters, so no answer shows, and no
+  caller spends from, another tenant's budgets. scope_key still reports the
+  agent or run id.
 - Commit settles against the counters the reservation was made on (the window
   it was reserved in, the definitions of the policy it was reserved under); a
   window that has ended since is not touched, so a late commit never leaks
@@ -37,7 +46,9 @@ Choices where DESIGN is silent (the contract tests hold both stores to them):
   Committing a released or refused reservation is FAILED_PRECONDITION.
 - Release of a reservation that is no longer held (committed, released,
   expired, refused) changes nothing and reports the counters as they are.
-- Amounts and limits are exact up to 2**53 - 1 (Lua numbers are doubles).
+- `amount` is 1..MAX_AMOUNT and `actual` 0..MAX_AMOUNT (10**12), INVALID_ARGUMENT
+  past either: far above any real spend of one step, and far below where Lua's
+  doubles stop counting exactly (2**53), so one absurd commit cannot wreck a counter.
 """
 
 from __future__ import annotations
@@ -47,7 +58,7 @@ from typing import Protocol, runtime_checkable
 
 MAX_ID_CHARS = 128
 MAX_TTL_SECONDS = 86400
-MAX_AMOUNT = 2**53 - 1
+MAX_AMOUNT = 10**12  # amount and actual (budgets.proto states it)
 RECORD_MARGIN_SECONDS = 86400  # a reservation's record outlives its end by this much
 SCOPES = ("fleet", "tenant", "agent", "run")
 SCOPE_FIELD = {"tenant": "tenant", "agent": "agent_id", "run": "run_id"}
@@ -74,6 +85,11 @@ class InvalidArgument(BudgetError):
 
 class ReservationNotFound(BudgetError):
     """No reservation with that id (gRPC NOT_FOUND)."""
+
+
+class ReservationExists(BudgetError):
+    """The reservation_id answered another request, or its reservation ended (gRPC
+    ALREADY_EXISTS); the message names the id."""
 
 
 class FailedPrecondition(BudgetError):
@@ -121,6 +137,7 @@ class Counter:
     window: str  # none | minute | hour | day | month | fixed (concurrency: always none)
     window_seconds: int
     window_spec: str
+    key: str  # the counter's own name in its budget: scope_key, tenant-qualified (counter_of)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +228,10 @@ class BudgetStore(Protocol):
         Granted only when each has room (used + reserved + amount <= limit for spend,
         reserved + amount <= limit for concurrency); otherwise refused_by names the
         first refusing budget and nothing is held. The reservation expires after
-        `ttl_seconds` unless committed or released. The same id again returns the
-        first answer (a held lease is renewed instead).
+        `ttl_seconds` unless committed or released. The same id with the same request
+        returns the first answer while held or refused (a held lease is renewed);
+        ReservationExists for the id with another request, or once its reservation was
+        committed, released or expired (module docstring).
         """
         ...
 
@@ -270,7 +289,30 @@ def check_id(field: str, value: str, *, required: bool) -> None:
         raise InvalidArgument(field, f"at most {MAX_ID_CHARS} characters, got {len(value)}")
 
 
-def _counter(b: BudgetDef, key: str) -> Counter:
+def counter_of(scope: str, scope_key: str, tenant: str) -> str:
+    """The counter a scope key counts on: the fleet's one, a tenant's, or (agent, run) one
+    of that tenant's, length-prefixed so no two (tenant, id) pairs share a name."""
+    if scope in ("agent", "run"):
+        return f"{len(tenant.encode())}:{tenant}:{scope_key}"
+    return scope_key
+
+
+def request_key(tenant: str, agent_id: str, run_id: str, unit: str) -> str:
+    """What a reservation_id is bound to besides its amount, as one string (length-prefixed,
+    so different requests never share one)."""
+    return "".join(f"{len(v.encode())}:{v}" for v in (tenant, agent_id, run_id, unit))
+
+
+def exists_message(reservation_id: str, state: str = "") -> str:
+    """ReservationExists' message: another request under the id, or its ended state."""
+    if state:
+        return (f"reservation_id {reservation_id!r} was {state}: it is not granted again; "
+                "reserve with a new id")
+    return (f"reservation_id {reservation_id!r} is taken by a reservation with another "
+            "tenant, agent_id, run_id, unit or amount: reserve with a new id")
+
+
+def _counter(b: BudgetDef, key: str, tenant: str) -> Counter:
     concurrency = b.kind == "concurrency"
     return Counter(
         budget_id=b.id,
@@ -282,6 +324,7 @@ def _counter(b: BudgetDef, key: str) -> Counter:
         window="none" if concurrency else b.window,
         window_seconds=0 if concurrency else int(b.window_seconds),
         window_spec="none" if concurrency else b.window_spec,
+        key=counter_of(b.scope, key, tenant),
     )
 
 
@@ -335,7 +378,7 @@ def plan_reserve(
             raise InvalidArgument(
                 field, f"must not be empty: budget {b.id!r} of unit {unit!r} has scope {b.scope}"
             )
-        out.append(_counter(b, key))
+        out.append(_counter(b, key, tenant))
     if not out:
         raise InvalidArgument("unit", f"no budget of unit {unit!r} in the serving policy")
     return tuple(out)
@@ -359,13 +402,13 @@ def plan_get(
                     raise InvalidArgument(
                         field, f"must not be empty: budget {b.id!r} has scope {b.scope}"
                     )
-                return (_counter(b, key),)
+                return (_counter(b, key, tenant),)
         raise InvalidArgument("budget_id", f"no budget {budget_id!r} in the serving policy")
     out = []
     for b in budgets:
         key = _scope_key(b, keys)
         if key is not None:
-            out.append(_counter(b, key))
+            out.append(_counter(b, key, tenant))
     return tuple(out)
 
 

@@ -18,26 +18,27 @@ def window_bounds(window: str, window_seconds: int, now_ms: int) -> tuple[int, i
         return 0, 0
     if window == "month":
         day = _dt.date(1970, 1, 1) + _dt.timedelta(days=now_ms // 86_400_000)
-        start = _dt.date(day.year, day.month, 1)
+        first = _dt.date(day.year, day.month, 1)
         nxt = _dt.date(day.year + (day.month == 12), day.month % 12 + 1, 1)
         epoch = _dt.date(1970, 1, 1)
-        return (start - epoch).days * 86_400_000, (nxt - epoch).days * 86_400_000
+        return (first - epoch).days * 86_400_000, (nxt - epoch).days * 86_400_000
     span = window_seconds * 1000 if window == "fixed" else _SPANS_MS[window]
     start = now_ms // span * span
     return start, start + span
 
 
 def counter_key_parts(scope: str, window_spec: str, budget_id: str,
-                      scope_key: str) -> tuple[str, str]:
+                      counter: str) -> tuple[str, str]:
     """A counter's name before and after its window start (reserve.lua joins them around
     the start it computes). The id is length-prefixed, in UTF-8 bytes as Lua's # counts,
-    and the scope key last, so names cannot collide whatever characters ids and keys hold."""
+    and the counter (store.counter_of) last, so names cannot collide whatever characters
+    ids and keys hold."""
     return (f"c:{scope}:{window_spec}:",
-            f":{len(budget_id.encode())}:{budget_id}:{scope_key}")
+            f":{len(budget_id.encode())}:{budget_id}:{counter}")
 
 
 def counter_key(prefix: str, scope: str, window_spec: str, start_ms: int, budget_id: str,
-                scope_key: str) -> str:
+                counter: str) -> str:
     """The name of one counter (see counter_key_parts)."""
-    head, tail = counter_key_parts(scope, window_spec, budget_id, scope_key)
+    head, tail = counter_key_parts(scope, window_spec, budget_id, counter)
     return f"{prefix}{head}{start_ms}{tail}"

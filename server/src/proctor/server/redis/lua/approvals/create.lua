@@ -4,11 +4,14 @@
 -- ARGV[4]  tenant               ARGV[5] request_id ('' : always new)
 -- ARGV[6]  action hash          ARGV[7] approvers JSON   ARGV[8] retention ms
 -- ARGV[9]  the most approvals that may be open (pending or approved) at once
--- Returns {k = "created" | "existing", a = record, x = expired} or {k = "full", x = expired}.
+-- ARGV[10] the most approvals one tenant may have pending at once
+-- Replies one JSON object: {k = "created" | "existing", a = record, x = expired}, or
+-- {k = "full", x = expired} (the fleet's limit) or {k = "tenant_full", x = expired}.
 local id, body, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local tenant, rq, hash, approvers = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local retention = tonumber(ARGV[8])
 local max_open = tonumber(ARGV[9])
+local max_pending = tonumber(ARGV[10])
 local now = now_ms()
 local x = sweep(now)
 
@@ -24,6 +27,12 @@ if rq ~= '' then
   end
 end
 
+-- Pending ids past their deadline are expired (by sweep, in bounded steps): not counted.
+local pend = pending_key(tenant)
+redis.call('ZREMRANGEBYSCORE', pend, '-inf', now)
+if redis.call('ZCARD', pend) >= max_pending then
+  return reply({k = 'tenant_full', x = x})
+end
 if redis.call('ZCARD', P .. 'open') >= max_open then
   return reply({k = 'full', x = x})
 end
@@ -35,6 +44,7 @@ redis.call('HSET', key, 'st', 'pending', 'exp', I(exp), 'cr', I(now), 'res', '0'
   'ttl', I(ttl), 'body', body)
 redis.call('PEXPIREAT', key, exp + retention)
 redis.call('ZADD', P .. 'open', exp, id)
+redis.call('ZADD', pend, exp, id)  -- emptied by resolve and sweep: Redis drops it then
 -- Score: creation ms * 1000 + a per-fleet counter, so creations within one ms list in order.
 local seq = redis.call('INCR', P .. 'seq') % 1000
 redis.call('ZADD', P .. 'all', now * 1000 + seq, id)

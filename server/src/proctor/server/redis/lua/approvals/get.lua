@@ -1,7 +1,7 @@
 -- get.lua: one approval, after applying due expiries.
 -- KEYS[1]  the prefix (lib.lua)
 -- ARGV[1]  approval id ('' : only sweep)
--- Returns {k = "ok", a = record, x = expired} or {k = "not_found", x = expired}.
+-- Replies one JSON object: {k = "ok", a = record, x = expired} or {k = "not_found", x = expired}.
 local now = now_ms()
 local x = sweep(now)
 if ARGV[1] == '' then return reply({k = 'ok', x = x}) end

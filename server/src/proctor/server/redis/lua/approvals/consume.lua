@@ -1,7 +1,7 @@
 -- consume.lua: use an approved grant for the action it is bound to, once.
 -- KEYS[1]  the prefix (lib.lua)
 -- ARGV[1]  approval id   ARGV[2] the presented action's hash   ARGV[3] the consuming decision id
--- Returns {k = "consumed" | "not_found" | "mismatch" | "refused", a = record, x = expired}
+-- Replies one JSON object: {k = "consumed" | "not_found" | "mismatch" | "refused", a = record, x = expired}
 -- ("refused": not approved; the record's status says what it is).
 local id, hash, decision = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()

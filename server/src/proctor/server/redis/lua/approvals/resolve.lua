@@ -2,7 +2,7 @@
 -- KEYS[1]  the prefix (lib.lua)
 -- ARGV[1]  approval id   ARGV[2] "1" approve | "0" deny   ARGV[3] reviewer   ARGV[4] reason
 -- ARGV[5]  retention ms
--- Returns {k = "ok" | "not_found" | "precondition", a = record, x = expired}.
+-- Replies one JSON object: {k = "ok" | "not_found" | "precondition", a = record, x = expired}.
 -- Approving moves the deadline to now + ttl (the time the agent has to use the grant).
 local id, approve, reviewer, reason = ARGV[1], ARGV[2] == '1', ARGV[3], ARGV[4]
 local retention = tonumber(ARGV[5])
@@ -13,6 +13,7 @@ if not r then return reply({k = 'not_found', x = x}) end
 if r.st ~= 'pending' then return reply({k = 'precondition', a = r, x = x}) end
 local key = akey(id)
 redis.call('HSET', key, 'res', I(now), 'rv', reviewer, 'rr', reason)
+redis.call('ZREM', pending_key(r.t), id)
 if approve then
   local exp = now + tonumber(r.ttl) * 1000
   redis.call('HSET', key, 'st', 'approved', 'exp', I(exp))

@@ -1,5 +1,5 @@
--- lib.lua: helpers shared by the approval scripts. Not a script of its own: the store
--- prepends it to each script before SCRIPT LOAD.
+-- lib.lua: helpers shared by the approval scripts. Not a script of its own: the Redis layer
+-- prepends it to each script (scripts.Script.load).
 -- KEYS[1] (every script): the prefix P = "proctor:{apv:FLEET}:"; every key below starts
 -- with P, so all of one fleet's approval keys share the hash tag and slot (Cluster-safe).
 --   P.."a:"..id      hash, one approval: st status, exp deadline ms, cr created ms,
@@ -12,6 +12,10 @@
 --                    string: the id of the approval that request created; PEXPIREAT its
 --                    deadline (idempotent retries).
 --   P.."open"        sorted set: pending and approved ids scored by deadline (ms).
+--   P.."pend:"..#tenant..":"..tenant
+--                    sorted set: the tenant's pending ids scored by deadline (ms), for the
+--                    limit on pending approvals per tenant.
+--   P.."marker"      the durability watch's (lua/watch/marker.lua).
 --   P.."all"         sorted set: every id scored by creation (ms * 1000 + P.."seq" % 1000),
 --                    for listing newest first.
 --   P.."seq"         counter of creations.
@@ -46,6 +50,10 @@ local function is_open(st)
   return st == 'pending' or st == 'approved'
 end
 
+local function pending_key(tenant)
+  return P .. 'pend:' .. #tenant .. ':' .. tenant
+end
+
 -- Expire open approvals whose deadline has passed; return their records.
 local function sweep(now)
   local due = redis.call('ZRANGEBYSCORE', P .. 'open', '-inf', now, 'LIMIT', 0, SWEEP_MAX)
@@ -55,7 +63,9 @@ local function sweep(now)
     local st = redis.call('HGET', akey(id), 'st')
     if st and is_open(st) then
       redis.call('HSET', akey(id), 'st', 'expired')
-      out[#out + 1] = load(id)
+      local r = load(id)
+      redis.call('ZREM', pending_key(r.t), id)
+      out[#out + 1] = r
     end
   end
   return out

@@ -1,22 +1,28 @@
--- lib.lua: helpers shared by the budget scripts. Not a script of its own: the store
--- prepends it to reserve.lua, commit.lua, release.lua and get.lua before SCRIPT LOAD.
+-- lib.lua: helpers shared by the budget scripts. Not a script of its own: the Redis layer
+-- prepends it to reserve.lua, commit.lua, release.lua and get.lua (scripts.Script.load).
 -- KEYS/ARGV: none (each script documents its own).
 --
 -- Key layout (P = KEYS[1], the fleet prefix "proctor:{FLEET}:"; every name below
 -- starts with P, so all of one fleet's keys share the hash tag and slot):
---   P.."c:"..scope..":"..window_spec..":"..window_start_ms..":"..#id..":"..id..":"..scope_key
---        hash {used, reserved}; PEXPIREAT window end + 1 s (no expiry for window none)
+--   P.."c:"..scope..":"..window_spec..":"..window_start_ms..":"..#id..":"..id..":"..counter
+--        hash {used, reserved}; PEXPIREAT window end + 1 s (no expiry for window none).
+--        counter: "" (fleet), the tenant (tenant), or #tenant..":"..tenant..":"..the agent
+--        or run id (agent, run: an agent's or a run's counter is its tenant's own).
 --   P.."r:"..reservation_id   string, cjson record: s state (held|committed|released|expired|
---        refused), a amount, l lease, e expiry ms, g granted, r refused_by, b the slots it
---        holds, u the first answer's [used, reserved] per slot, ca/cu the commit's actual and
---        answer, m the record margin; kept without expiry while held (so an expired hold is
---        always found and refunded, however long the fleet stays idle), then for the margin
+--        refused), q the request it answered (tenant, agent, run and unit, see reserve.lua),
+--        a amount, l lease, e expiry ms, g granted, r refused_by, b the slots it holds, u the
+--        first answer's [used, reserved] per slot, ca/cu the commit's actual and answer, m
+--        the record margin; kept without expiry while held (so an expired hold is always
+--        found and refunded, however long the fleet stays idle), then for the margin
 --        (default 24 h) after it ends (idempotent retries)
 --   P.."exp"                  sorted set: reservation ids held, scored by expiry (ms)
+--   P.."marker"               the durability watch's (lua/watch/marker.lua)
 -- A slot is one budget's counter for one request, an array of strings:
---   [id, unit, scope, scope_key, kind, limit, window spec, window start ms, window end ms]
--- (window start and end "0" for no window). Integers are kept as decimal strings inside
--- records and replies (cjson keeps 14 significant digits only).
+--   [id, unit, scope, scope_key, kind, limit, window spec, window start ms, window end ms,
+--    counter key without P] (window start and end "0" for no window). Integers are kept as
+-- decimal strings inside records and replies (cjson keeps 14 significant digits only).
+-- A status, as every script replies it (key "s" of the reply):
+--   [id, unit, scope, scope_key, kind, limit, window spec, used, reserved, window end ms]
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -71,17 +77,20 @@ local function window_bounds(window, span_s, now)
 end
 
 -- the slots for now of the budgets in ARGV: a JSON array of [id, unit, scope, scope_key, kind,
--- limit (string), window (none|minute|hour|day|month|fixed), fixed span (s), window spec]
+-- limit (string), window (none|minute|hour|day|month|fixed), fixed span (s), window spec,
+-- counter key head, counter key tail] (the key: head .. window start .. tail)
 local function read_slots(arg, now)
   local out = {}
   for i, d in ipairs(cjson.decode(arg)) do
     local start, wend = window_bounds(d[7], d[8], now)
-    out[i] = {d[1], d[2], d[3], d[4], d[5], d[6], d[9], I(start), I(wend)}
+    out[i] = {d[1], d[2], d[3], d[4], d[5], d[6], d[9], I(start), I(wend), d[10] .. I(start) .. d[11]}
   end
   return out
 end
 
 local function counter_key(P, s)
+  if s[10] then return P .. s[10] end
+  -- a record written before counters were per tenant (its slots have 9 fields)
   return P .. 'c:' .. s[3] .. ':' .. s[7] .. ':' .. s[8] .. ':' .. #s[1] .. ':' .. s[1] .. ':'
     .. s[4]
 end
@@ -114,12 +123,11 @@ local function snapshot(P, slots, now)
   return out
 end
 
--- statuses as replied: [id, unit, scope, scope_key, kind, limit, used, reserved, window spec,
--- window end ms ("0": none)]
+-- statuses as replied (see the top of this file)
 local function statuses(slots, uses)
   local out = {}
   for i, s in ipairs(slots) do
-    out[i] = {s[1], s[2], s[3], s[4], s[5], s[6], uses[i][1], uses[i][2], s[7], s[9]}
+    out[i] = {s[1], s[2], s[3], s[4], s[5], s[6], s[7], uses[i][1], uses[i][2], s[9]}
   end
   return out
 end
@@ -158,7 +166,8 @@ local function save_record(P, rid, rec, ttl_ms)
   end
 end
 
--- replies are one JSON string (cheaper for the client to read than nested arrays)
+-- every script replies one JSON object {"k": kind, ...} (cheaper for the client to read
+-- than nested arrays); each script's header lists its kinds and fields
 local function reply(t)
   return cjson.encode(t)
 end

@@ -1,8 +1,8 @@
 -- release.lua: refund a held reservation or free a lease; a no-op when no longer held.
 -- KEYS[1]  the fleet prefix "proctor:{FLEET}:" (see reserve.lua)
 -- ARGV[1]  reservation_id
--- Returns JSON {"k": "ok", "s": [status...]} (the counters as they are now; statuses as in
--- reserve.lua) or {"k": "not_found", "m": message}.
+-- Replies one JSON object: {"k": "ok", "s": [status...]} (the counters as they are now;
+-- statuses as lib.lua describes them) or {"k": "not_found", "m": message}.
 local P = KEYS[1]
 local rid = ARGV[1]
 local now = now_ms()

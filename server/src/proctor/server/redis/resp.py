@@ -1,47 +1,38 @@
-"""A lean asyncio Redis client for the budget store's hot path (one node, RESP2).
+"""RespClient: the lean asyncio client of one Redis node (RESP2), a `Driver` (driver.py).
 
-Why not redis.asyncio: under grpc.aio its per-command machinery (connection
-pool, retry wrapper, observability hooks, StreamReader, nested timeouts) cost
-0.1-0.2 ms per ReserveBudget on top of the Redis round trip itself (issue #4).
-Here a command is one `transport.write` and one future, answered straight from
-`data_received`.
+Why not redis.asyncio for one node: under grpc.aio its per-command machinery
+(connection pool, retry wrapper, hooks, StreamReader, nested timeouts) cost more
+per ReserveBudget than the whole Redis round trip (measured side by side in
+benchmarks/budget_bench.py; the figures are in docs/redis.md). Here a command is one
+`transport.write` and one future, answered straight from `data_received`.
 
 - One connection, pipelined: concurrent callers share it and Redis answers in
   order, so replies are matched to a FIFO of futures (no pool, no checkout).
-- Bounded: every command carries a deadline (default now + `timeout`; connecting
-  counts against it). One timer watches the earliest deadline; when it passes,
-  the connection is dropped and every command on it fails with TimeoutError
-  (a late reply could no longer be matched to its caller). The next command
-  reconnects. No retries: the caller decides (the store fails closed).
-- Waiting when idle: a command sent while nothing else waits on the event loop
-  (no reply outstanding, no callback ready) waits for its reply on the socket
-  itself, for up to IDLE_WAIT (0.5 ms), and is answered without a trip through
-  the loop's selector and a task wake-up: ~30 us less per call at one call in
-  flight, which is how an agent that reserves before each step calls. Past
-  IDLE_WAIT, or whenever other work is pending, the reply comes through the
-  loop as usual, so the loop is never held longer than that.
+- Bounded: every command carries a deadline (connecting counts against it). One
+  timer watches the earliest deadline; when it passes, the connection is dropped
+  and every command on it fails with TimeoutError (a late reply could no longer be
+  matched to its caller). The next command reconnects. No retries: the caller
+  decides (the stores fail closed).
 - Errors are redis-py's exception classes (ResponseError, NoScriptError,
-  ConnectionError, TimeoutError), so code written for either client handles both.
+  ConnectionError, TimeoutError), so callers handle both drivers alike.
 
 Serves `redis://` and `unix://` URLs (username, password, db). TLS (`rediss://`)
-and Cluster stay with redis-py (see `redis_store.connect_store_client`).
+and Cluster go through redispy.RedisPyDriver.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import os
-import select
+from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as rx
 from redis.connection import parse_url
 
-from ..loop_idle import pending_callbacks
+from .driver import Packed
 
 CRLF = b"\r\n"
-IDLE_WAIT = 0.0005  # seconds a command sent on an idle loop waits on the socket itself
 
 
 class _Incomplete(Exception):
@@ -60,6 +51,23 @@ def bulk(a: Any) -> bytes:
 def pack(args: tuple[Any, ...]) -> bytes:
     """One command in RESP (an array of bulk strings)."""
     return b"*%d\r\n%b" % (len(args), b"".join([bulk(a) for a in args]))
+
+
+def pack_args(values: Sequence[Any]) -> Packed:
+    """Arguments encoded once for many calls (driver.Packed)."""
+    strings = tuple(str(v) for v in values)
+    return Packed(strings, b"".join(bulk(v) for v in strings))
+
+
+def _script_call(verb: bytes, script: str, keys: Sequence[str], args: Sequence[Any],
+                 tail: Packed, head: bytes = b"") -> bytes:
+    """EVALSHA/EVAL script numkeys *keys *args *tail in RESP; the tail as encoded once, and
+    `head` (script, numkeys and keys) too when the caller kept it (RespClient._heads)."""
+    if not head:
+        head = bulk(script) + bulk(len(keys)) + b"".join([bulk(k) for k in keys])
+    n = 3 + len(keys) + len(args) + len(tail)
+    return b"*%d\r\n$%d\r\n%b\r\n%b%b%b" % (
+        n, len(verb), verb, head, b"".join([bulk(a) for a in args]), tail.wire)
 
 
 def _error(message: str) -> rx.RedisError:
@@ -115,19 +123,12 @@ class _Connection(asyncio.Protocol):
         self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        self._fd = -1
-        self._ready: Any = None
         self.closed = False
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        fd = sock.fileno() if sock is not None else -1
-        # select() takes descriptors below FD_SETSIZE only; past it, no idle wait
-        self._fd = fd if 0 <= fd < 1024 else -1
-        self._ready = pending_callbacks(self._loop)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -165,37 +166,25 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             fut.set_exception(rx.ConnectionError("redis connection closed"))
             return fut
-        idle = not self._waiting and self._ready is not None and not self._ready
         self._waiting.append((fut, deadline))
         if self._timer is None or deadline < self._timer_at:
             self._arm(deadline)
         self._transport.write(data)  # type: ignore[union-attr]
-        if idle and self._fd >= 0:
-            self._wait_idle(fut)
         return fut
 
-    def _wait_idle(self, fut: asyncio.Future[Any]) -> None:
-        """Read the reply off the socket for up to IDLE_WAIT (module docstring). The
-        bytes go through data_received as if the loop had read them; what does not
-        arrive in time is read by the loop's reader as usual."""
-        fd = self._fd
-        if self._transport.get_write_buffer_size():  # type: ignore[union-attr]
-            return  # not all sent yet: the loop's writer finishes it
-        wait = IDLE_WAIT
-        while not fut.done() and not self.closed:
-            readable = select.select((fd,), (), (), wait)[0]
-            if not readable:
-                return
-            try:
-                data = os.read(fd, 65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return  # the loop's reader meets the same error and reports it
-            if not data:
-                return  # EOF: left to the loop's reader, which closes the connection
-            self.data_received(data)
-            wait = 0.0001  # the rest of a reply split across reads is near
+    def send_many(self, commands: Sequence[bytes], deadline: float
+                  ) -> list[asyncio.Future[Any]]:
+        """Write several packed commands in one write; a future per reply, in order."""
+        futs = [self._loop.create_future() for _ in commands]
+        if self.closed:
+            for fut in futs:
+                fut.set_exception(rx.ConnectionError("redis connection closed"))
+            return futs
+        self._waiting.extend((fut, deadline) for fut in futs)
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(deadline)
+        self._transport.write(b"".join(commands))  # type: ignore[union-attr]
+        return futs
 
     def abort(self, exc: Exception) -> None:
         """Drop the connection and fail what waits on it."""
@@ -224,7 +213,6 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, exc: Exception) -> None:
         self.closed = True
-        self._fd = -1
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -235,15 +223,14 @@ class _Connection(asyncio.Protocol):
 
 
 class RespClient:
-    """Redis commands over one pipelined connection, each bounded (module docstring).
+    """A `Driver` over one pipelined connection, each command bounded (module docstring).
+    Not thread-safe: one event loop."""
 
-    Method names and results follow redis.asyncio (decoded strings) for the few
-    commands the budget store sends. Not thread-safe: one event loop.
-    """
+    name = "resp"
 
-    def __init__(self, url: str, timeout: float = 1.0) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
-        opts = parse_url(url)
+        opts = parse_url(url)  # type: ignore[no-untyped-call]
         cls = opts.pop("connection_class", None)
         if cls is not None and cls.__name__ != "UnixDomainSocketConnection":
             raise ValueError(f"RespClient serves redis:// and unix:// URLs only: {url!r}")
@@ -253,40 +240,67 @@ class RespClient:
         self._db = int(opts.get("db", 0))
         self._username: str | None = opts.get("username")
         self._password: str | None = opts.get("password")
-        self.timeout = timeout
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
         self._closed = False
+        self._heads: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
-    # -- commands (redis.asyncio names) --------------------------------------------------
+    @property
+    def address(self) -> str:
+        return self._path or f"{self._host}:{self._port}"
 
-    def execute(self, *args: Any, deadline: float | None = None) -> Any:
-        """Send one command; an awaitable of its reply. `deadline` is loop time."""
+    # -- the Driver ----------------------------------------------------------------------
+
+    def execute(self, args: tuple[Any, ...], deadline: float, key: str | None = None) -> Any:
+        """One command; an awaitable of its reply (`key` routes nothing on one node)."""
         return self.send_packed(pack(args), deadline)
 
-    def send_packed(self, data: bytes, deadline: float | None = None) -> Any:
-        """`execute` of a command packed already (`pack`, or a caller's cached parts)."""
+    def send_packed(self, data: bytes, deadline: float) -> Any:
+        """`execute` of a command packed already."""
         conn = self._conn
         if conn is not None and not conn.closed:
-            if deadline is None:
-                deadline = asyncio.get_running_loop().time() + self.timeout
             return conn.send(data, deadline)
         return self._reconnect_and_send(data, deadline)
 
-    def evalsha(self, sha: str, numkeys: int, *args: Any, deadline: float | None = None) -> Any:
-        return self.execute("EVALSHA", sha, numkeys, *args, deadline=deadline)
+    def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Any], tail: Packed,
+                deadline: float) -> Any:
+        # A store sends the same script with the same keys again and again: the RESP of
+        # the SHA, numkeys and keys is kept (a few entries: scripts x stores).
+        head = self._heads.get((sha, tuple(keys)))
+        if head is None:
+            head = bulk(sha) + bulk(len(keys)) + b"".join([bulk(k) for k in keys])
+            if len(self._heads) < 256:
+                self._heads[(sha, tuple(keys))] = head
+        return self.send_packed(_script_call(b"EVALSHA", sha, keys, args, tail, head), deadline)
 
-    def eval(self, script: str, numkeys: int, *args: Any, deadline: float | None = None) -> Any:
-        return self.execute("EVAL", script, numkeys, *args, deadline=deadline)
+    def eval(self, text: str, keys: Sequence[str], args: Sequence[Any], tail: Packed,
+             deadline: float) -> Any:
+        return self.send_packed(_script_call(b"EVAL", text, keys, args, tail), deadline)
 
-    async def script_load(self, script: str) -> str:
-        sha: str = await self.execute("SCRIPT", "LOAD", script)
-        return sha
+    async def pipeline(self, commands: Sequence[tuple[Any, ...]], key: str | None,
+                       deadline: float) -> list[Any]:
+        if not commands:
+            return []
+        conn = self._conn
+        if conn is None or conn.closed:
+            if self._closed:
+                raise rx.ConnectionError("client closed")
+            conn = await self._connected(deadline)
+        futs = conn.send_many([pack(c) for c in commands], deadline)
+        done = await asyncio.gather(*futs, return_exceptions=True)
+        for reply in done:  # a failed connection fails every slot alike: raise it
+            if isinstance(reply, (rx.ConnectionError, rx.TimeoutError)):
+                raise reply
+        return list(done)
 
-    async def ping(self) -> bool:
-        return await self.execute("PING") == "PONG"
+    async def each_node(self, args: tuple[Any, ...], deadline: float) -> dict[str, Any]:
+        try:
+            reply = await self.execute(args, deadline)
+        except rx.ResponseError as e:
+            reply = e
+        return {self.address: reply}
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         self._closed = True  # a connect still under way is dropped when it completes
         if self._conn is not None:
             self._conn.abort(rx.ConnectionError("client closed"))
@@ -294,12 +308,9 @@ class RespClient:
 
     # -- connecting ----------------------------------------------------------------------
 
-    async def _reconnect_and_send(self, data: bytes, deadline: float | None) -> Any:
+    async def _reconnect_and_send(self, data: bytes, deadline: float) -> Any:
         if self._closed:
             raise rx.ConnectionError("client closed")
-        loop = asyncio.get_running_loop()
-        if deadline is None:
-            deadline = loop.time() + self.timeout
         conn = await self._connected(deadline)
         return await conn.send(data, deadline)
 

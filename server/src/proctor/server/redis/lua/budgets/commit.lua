@@ -1,8 +1,9 @@
 -- commit.lua: settle a spend reservation at its actual amount (refunding what it held).
 -- KEYS[1]  the fleet prefix "proctor:{FLEET}:" (see reserve.lua)
 -- ARGV[1]  reservation_id      ARGV[2] actual (>= 0)
--- Returns JSON {"k": "ok", "s": [status...]} (statuses as in reserve.lua; the first commit's
--- answer on a retry with the same actual), or {"k": "not_found"|"precondition", "m": message}.
+-- Replies one JSON object: {"k": "ok", "s": [status...]} (statuses as lib.lua describes
+-- them; the first commit's answer on a retry with the same actual), or
+-- {"k": "not_found"|"precondition", "m": message}.
 local P = KEYS[1]
 local rid, actual = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()

@@ -4,7 +4,7 @@
 -- ARGV[4]  limit               ARGV[5] how many ids to scan at most
 -- An approver filter keeps approvals that group may resolve: those naming it, and those
 -- with no approvers (a default require_approval: anyone may resolve it).
--- Returns {k = "ok", l = records, x = expired}.
+-- Replies one JSON object: {k = "ok", l = records, x = expired}.
 local status, approver, tenant = ARGV[1], ARGV[2], ARGV[3]
 local limit, scan_max = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms()

@@ -3,37 +3,51 @@
 --          fleet's slot; every key touched is derived from it, so all share its hash tag)
 -- ARGV[1]  reservation_id      ARGV[2] amount      ARGV[3] ttl (ms)
 -- ARGV[4]  record margin (ms): how long the record outlives the reservation (idempotency)
--- ARGV[5]  N, the number of budgets; then 8 arguments per budget, in policy order
---          (budget i's first is ARGV[6 + 8 * (i - 1)]):
---   +0 counter key head "c:SCOPE:WINDOW_SPEC:"   +1 counter key tail ":#ID:ID:SCOPE_KEY"
---      (the key is P .. head .. window start ms .. tail, as counter_key() of lib.lua builds)
+-- ARGV[5]  the request: #tenant:tenant #agent:agent #run:run #unit:unit (one string; an id
+--          seen before answers only a request with the same one and the same amount)
+-- ARGV[6]  the same as a JSON string (written into the record)
+-- ARGV[7]  N, the number of budgets; then 10 arguments per budget, in policy order
+--          (budget i's first is ARGV[8 + 10 * (i - 1)]):
+--   +0 counter key head "c:SCOPE:WINDOW_SPEC:"   +1 counter key tail ":#ID:ID:COUNTER"
+--      (the key is P .. head .. window start ms .. tail; lib.lua has the layout)
 --   +2 kind (spend|concurrency)   +3 limit   +4 window (none|minute|hour|day|month|fixed)
---   +5 fixed span (s)   +6 the slot as JSON up to its window bounds:
+--   +5 fixed span (s)   +6 the status as JSON up to its counts:
 --      ["ID","UNIT","SCOPE","SCOPE_KEY","KIND","LIMIT","WINDOW_SPEC",   +7 ID as JSON
+--   +8, +9 the counter key head and tail escaped for a JSON string
 -- The budgets come flat and the record is written as text because this script runs for
 -- every reservation: reading the budgets as JSON and writing the record with cjson cost
 -- a sixth of its time in Redis.
--- Returns, for a new reservation (granted or refused), a compact text the store reads in
--- budget order: "F,GRANTED(1|0),REFUSING(budget index, 1-based; 0: none),EXPIRES_AT_MS"
--- then "USED,RESERVED,WINDOW_END_MS" per budget ("0": no window).
--- For an id seen before: the first answer as JSON {"g": granted, "r": refused_by,
--- "e": expires_at ms, "s": [status...]} where a status is [id, unit, scope, scope_key, kind,
--- limit, used, reserved, window spec, window end ms ("0": none)]; a held lease is renewed
--- (new expiry) first. Integers are decimal strings throughout.
+-- Replies one JSON object, of one of three kinds:
+--   {"k": "ok", "g": granted, "r": refused_by, "e": expires_at ms, "s": [status...]}
+--      a new reservation (granted or refused), or the first answer again for the same
+--      request while the reservation is held (a lease is renewed first) or was refused;
+--      statuses as lib.lua describes them, in budget order
+--   {"k": "exists"}  the id answered another request (tenant, agent, run, unit or amount)
+--   {"k": "ended", "st": state}  the id's reservation was committed, released or expired:
+--      it is never granted again
+-- Integers are decimal strings throughout.
 local P = KEYS[1]
 local rid, amount, ttl, margin = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local n = tonumber(ARGV[5])
+local request = ARGV[5]
+local n = tonumber(ARGV[7])
 local now = now_ms()
 reclaim(P, now)
 
 local rec = load_record(P, rid)
 if rec then
+  if rec.q ~= request or tonumber(rec.a) ~= amount then
+    return reply({k = 'exists'})
+  end
+  if rec.s == 'held' and tonumber(rec.e) <= now then rec.s = 'expired' end
+  if rec.s ~= 'held' and rec.s ~= 'refused' then
+    return reply({k = 'ended', st = rec.s})
+  end
   if rec.l and rec.s == 'held' then
     rec.e = I(now + ttl)
     redis.call('ZADD', P .. 'exp', now + ttl, rid)
     save_record(P, rid, rec, nil)
   end
-  return reply({g = rec.g, r = rec.r, e = rec.e, s = statuses(rec.b, rec.u)})
+  return reply({k = 'ok', g = rec.g, r = rec.r, e = rec.e, s = statuses(rec.b, rec.u)})
 end
 
 -- Every counter is read once: the counts decide, and (plus the amount when granted) they
@@ -41,7 +55,7 @@ end
 -- counters are of the window holding now, so adjust()'s window check is passed and left out.
 local refused, lease, keys, used, reserved, fresh, starts, ends = 0, false, {}, {}, {}, {}, {}, {}
 for i = 1, n do
-  local o = 6 + 8 * (i - 1)
+  local o = 8 + 10 * (i - 1)
   local kind = ARGV[o + 2]
   local start, wend = window_bounds(ARGV[o + 4], tonumber(ARGV[o + 5]), now)
   starts[i], ends[i] = I(start), wend
@@ -62,15 +76,18 @@ local granted = refused == 0
 local expires = I(now + ttl)
 local answer, slots, uses = {}, {}, {}
 for i = 1, n do
+  local o = 8 + 10 * (i - 1)
   local u, r, e = I(used[i]), I(granted and reserved[i] + amount or reserved[i]), I(ends[i])
-  answer[i] = u .. ',' .. r .. ',' .. e
-  slots[i] = ARGV[6 + 8 * (i - 1) + 6] .. '"' .. starts[i] .. '","' .. e .. '"]'
+  answer[i] = ARGV[o + 6] .. '"' .. u .. '","' .. r .. '","' .. e .. '"]'
+  slots[i] = ARGV[o + 6] .. '"' .. starts[i] .. '","' .. e .. '","' .. ARGV[o + 8] .. starts[i]
+    .. ARGV[o + 9] .. '"]'
   uses[i] = '["' .. u .. '","' .. r .. '"]'
 end
+local refused_by = granted and '""' or ARGV[8 + 10 * (refused - 1) + 7]
 -- the record as lib.lua describes it (cjson reads it back as if it had written it)
-local record = '{"s":"' .. (granted and 'held' or 'refused') .. '","a":"' .. I(amount)
-  .. '","l":' .. tostring(lease) .. ',"e":"' .. expires .. '","g":' .. tostring(granted)
-  .. ',"r":' .. (granted and '""' or ARGV[6 + 8 * (refused - 1) + 7])
+local record = '{"s":"' .. (granted and 'held' or 'refused') .. '","q":' .. ARGV[6]
+  .. ',"a":"' .. I(amount) .. '","l":' .. tostring(lease) .. ',"e":"' .. expires
+  .. '","g":' .. tostring(granted) .. ',"r":' .. refused_by
   .. ',"b":[' .. table.concat(slots, ',') .. '],"u":[' .. table.concat(uses, ',')
   .. '],"m":"' .. margin .. '"}'
 
@@ -84,5 +101,5 @@ if granted then
 else
   redis.call('SET', P .. 'r:' .. rid, record, 'PX', ttl + tonumber(margin))
 end
-return 'F,' .. (granted and '1,' or '0,') .. refused .. ',' .. expires .. ','
-  .. table.concat(answer, ',')
+return '{"k":"ok","g":' .. tostring(granted) .. ',"r":' .. refused_by .. ',"e":"' .. expires
+  .. '","s":[' .. table.concat(answer, ',') .. ']}'
