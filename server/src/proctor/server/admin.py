@@ -1,9 +1,11 @@
-"""The Admin service: inspect and reload the serving policy."""
+"""The Admin service: inspect, reload and watch the serving policy."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -12,8 +14,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from proctor.v1 import admin_pb2, admin_pb2_grpc
 
 from .decisions import WORKER_METADATA_KEY
+from .streams import OpenStreams
 
 MAX_TEXT_CHARS = 768 * 1024
+DEFAULT_HEARTBEAT_SECONDS = 5
+MAX_HEARTBEAT_SECONDS = 300
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -29,10 +34,21 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     several workers it asks the supervisor to fan the reload out to the others.
     """
 
-    def __init__(self, holder: Any, on_reload: Callable[[], None] | None = None) -> None:
+    def __init__(self, holder: Any, on_reload: Callable[[], None] | None = None,
+                 streams: OpenStreams | None = None, local_evaluation: bool = True) -> None:
         self.holder = holder
         self.on_reload = on_reload
         self._worker = ((WORKER_METADATA_KEY, str(os.getpid())),)
+        self.streams = streams or OpenStreams(1)
+        self.local_evaluation = local_evaluation
+        # Set, and replaced by a fresh one, after every successful swap in this process
+        # (each worker reloads itself: file poll, SIGHUP fan-out; see workers.py).
+        self._swapped = asyncio.Event()
+        holder.subscribe(self._on_swap)
+
+    def _on_swap(self, policy: Any) -> None:
+        swapped, self._swapped = self._swapped, asyncio.Event()
+        swapped.set()
 
     async def GetPolicy(
         self, request: admin_pb2.GetPolicyRequest, context: grpc.aio.ServicerContext
@@ -68,3 +84,62 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         return admin_pb2.ReloadPolicyResponse(
             policy_version=result.policy_version, changed=result.changed
         )
+
+    async def WatchPolicy(
+        self, request: admin_pb2.WatchPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[admin_pb2.PolicySnapshot]:
+        """The serving policy now, again after every swap that changes it, heartbeats between.
+
+        Initial metadata names the worker process (several share a port).
+        """
+        if not self.local_evaluation:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "local evaluation is off on this server (--local-evaluation off): "
+                "evaluate through Decisions instead")
+        beat = request.heartbeat_seconds or DEFAULT_HEARTBEAT_SECONDS
+        if not 1 <= beat <= MAX_HEARTBEAT_SECONDS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"heartbeat_seconds: between 1 and {MAX_HEARTBEAT_SECONDS}, got {beat}")
+        streams = self.streams
+        await streams.admit(context, "WatchPolicy")
+        try:
+            await context.send_initial_metadata(self._worker)
+            sent: tuple[str, str] | None = None
+            while True:
+                policy = self.holder.current
+                if (policy.policy_version, policy.text) != sent:
+                    yield await self._snapshot(policy, context)
+                    sent = (policy.policy_version, policy.text)
+                else:
+                    yield admin_pb2.PolicySnapshot(
+                        policy_version=policy.policy_version, heartbeat=True,
+                        sent_at=_timestamp(time.time()))
+                swapped = self._swapped
+                woke = await streams.wait(_within(swapped.wait(), beat))
+                if woke is None:
+                    return
+        finally:
+            streams.release()
+
+    async def _snapshot(
+        self, policy: Any, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.PolicySnapshot:
+        if len(policy.text) > MAX_TEXT_CHARS:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the policy text ({len(policy.text)} characters) is larger than "
+                f"{MAX_TEXT_CHARS} characters: too large to evaluate locally")
+        return admin_pb2.PolicySnapshot(
+            policy_version=policy.policy_version, text=policy.text, source=policy.source,
+            sent_at=_timestamp(time.time()))
+
+
+async def _within(awaitable: Any, seconds: float) -> bool:
+    """True when `awaitable` finished within `seconds`, False when the time ran out."""
+    try:
+        await asyncio.wait_for(awaitable, seconds)
+    except TimeoutError:
+        return False
+    return True

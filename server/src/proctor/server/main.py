@@ -46,6 +46,7 @@ from .approvals.metrics import register as register_approval_metrics
 from .approvals.service import ApprovalsService
 from .audit import build_audit as build_audit_pipeline
 from .audit import event as audit_event
+from .audit import ingest
 from .audit.metrics import register as register_audit_metrics
 from .audit.stream import AuditService
 from .budgets import build_budget_store
@@ -128,7 +129,8 @@ def register_services(
         probe_pb2.DESCRIPTOR.services_by_name["Probe"].full_name,
     )
     probe_pb2_grpc.add_ProbeServicer_to_server(ProbeService(holder), server)
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(holder, on_reload), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(
+        holder, on_reload, streams, local_evaluation=settings.local_evaluation == "on"), server)
     # Budgets: Redis store with --redis-url (?cluster=1 for Redis Cluster), embedded otherwise;
     # health of proctor.v1.Budgets follows the store (probed every second).
     budget_service = BudgetsService(build_budget_store(settings, redis), holder, audit, health)
@@ -137,6 +139,8 @@ def register_services(
     budget_service.add_to(server)
     approvals_pb2_grpc.add_ApprovalsServicer_to_server(approval_service, server)
     audit_pb2_grpc.add_AuditServicer_to_server(AuditService.from_settings(settings), server)
+    # IngestDecisions: clients' local decisions, recorded into this process's chain.
+    server.replace(ingest.METHOD, ingest.DecisionIngest(audit, streams).handler())
     register_audit_metrics(metrics.registry)
     register_redis_metrics(metrics.registry)
     register_approval_metrics(metrics.registry)

@@ -12,6 +12,7 @@ event recorded) first. Clients reconnect, to this replica's successor or another
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
@@ -47,6 +48,8 @@ class OpenStreams:
     async def wait(self, awaitable: Awaitable[T]) -> T | None:
         """Await `awaitable`; None once the process drains (now or while waiting)."""
         if self.draining:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
             return None
         task = asyncio.current_task()
         assert task is not None

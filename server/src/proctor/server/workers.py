@@ -145,6 +145,9 @@ def _die_with_parent() -> None:
 
 
 def _worker_main() -> int:
+    # A reload fanned out while this worker still starts must not kill it (SIGHUP's default
+    # action): it loads the file as it starts, and the file poll catches a later change.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = Settings(**json.loads(os.environ[_ENV_SETTINGS]))
     index = int(os.environ[_ENV_INDEX])
     supervisor = int(os.environ[_ENV_SUPERVISOR])

@@ -27,7 +27,7 @@ AUDIT_KIND_POLICY_RELOAD: AuditKind
 AUDIT_KIND_GAP: AuditKind
 
 class AuditEvent(_message.Message):
-    __slots__ = ("event_id", "seq", "time", "kind", "writer", "request_id", "run_id", "tenant", "delegation_path", "topic", "risk_tags", "derived_tags", "labels", "outcome", "rule_id", "reason", "policy_version", "decision_id", "approval_id", "latency_us", "prev_hash", "hash", "hmac", "record_json", "cursor")
+    __slots__ = ("event_id", "seq", "time", "kind", "writer", "request_id", "run_id", "tenant", "delegation_path", "topic", "risk_tags", "derived_tags", "labels", "outcome", "rule_id", "reason", "policy_version", "decision_id", "approval_id", "latency_us", "prev_hash", "hash", "hmac", "record_json", "cursor", "source")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,7 @@ class AuditEvent(_message.Message):
     HMAC_FIELD_NUMBER: _ClassVar[int]
     RECORD_JSON_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     seq: int
     time: _timestamp_pb2.Timestamp
@@ -85,7 +86,8 @@ class AuditEvent(_message.Message):
     hmac: str
     record_json: str
     cursor: str
-    def __init__(self, event_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[AuditKind, str]] = ..., writer: _Optional[str] = ..., request_id: _Optional[str] = ..., run_id: _Optional[str] = ..., tenant: _Optional[str] = ..., delegation_path: _Optional[_Iterable[str]] = ..., topic: _Optional[str] = ..., risk_tags: _Optional[_Iterable[str]] = ..., derived_tags: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., outcome: _Optional[str] = ..., rule_id: _Optional[str] = ..., reason: _Optional[str] = ..., policy_version: _Optional[str] = ..., decision_id: _Optional[str] = ..., approval_id: _Optional[str] = ..., latency_us: _Optional[int] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., hmac: _Optional[str] = ..., record_json: _Optional[str] = ..., cursor: _Optional[str] = ...) -> None: ...
+    source: str
+    def __init__(self, event_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[AuditKind, str]] = ..., writer: _Optional[str] = ..., request_id: _Optional[str] = ..., run_id: _Optional[str] = ..., tenant: _Optional[str] = ..., delegation_path: _Optional[_Iterable[str]] = ..., topic: _Optional[str] = ..., risk_tags: _Optional[_Iterable[str]] = ..., derived_tags: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., outcome: _Optional[str] = ..., rule_id: _Optional[str] = ..., reason: _Optional[str] = ..., policy_version: _Optional[str] = ..., decision_id: _Optional[str] = ..., approval_id: _Optional[str] = ..., latency_us: _Optional[int] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., hmac: _Optional[str] = ..., record_json: _Optional[str] = ..., cursor: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
 
 class AuditFilter(_message.Message):
     __slots__ = ("tenant", "decision", "topic_prefix", "kinds")

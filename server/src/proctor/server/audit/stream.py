@@ -96,6 +96,7 @@ def to_proto(ev: dict[str, Any], cursor: str) -> audit_pb2.AuditEvent:
         decision_id=str(ev.get("decision_id", "")),
         approval_id=str(ev.get("approval_id", "")),
         latency_us=latency if isinstance(latency, int) else 0,
+        source=str(ev.get("source", "")),
         prev_hash=str(ev.get("prev_hash", "")),
         hash=str(ev.get("hash", "")),
         hmac=str(ev.get("hmac", "")),
