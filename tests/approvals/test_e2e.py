@@ -129,10 +129,16 @@ def test_denied_external_send_and_its_governance_envelope(
     assert lines["reviewer"] == "alice"
     assert lines["review reason"] == PII_REASON
 
-    # The denied id unlocks nothing: still require_approval, with a fresh approval.
+    # Retrying the refused action is told no, with who refused it and why, and opens no
+    # new approval: neither with the denied id nor as a plain retry of the same request.
     again = send_emails(client, approval_id=d.approval_id)
-    assert again.decision == "require_approval" and "it was denied" in again.reason
-    assert again.approval_id not in ("", d.approval_id)
+    assert again.decision == "deny"
+    assert f"denied by alice: {PII_REASON}" in again.reason
+    assert again.approval_id == d.approval_id
+    retry = send_emails(client, request_id="req-deny-1")
+    assert retry.decision == "deny" and retry.approval_id == d.approval_id
+    pending = cli(seed, "list", "--tenant", "acme")
+    assert d.approval_id not in pending.stdout
 
 
 def test_approved_once_for_exactly_that_action(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
@@ -22,11 +22,14 @@ from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 
 from .audit.pipeline import offer_of
 from .ids import new_generator
+from .settings import DEFAULT_MAX_STREAMS
+from .streams import OpenStreams
 from .wire import DECISION_TO_PROTO, DecodeError, decode_evaluate, encode_response
 from .wire import to_engine_request as to_engine_request
 
 MAX_BATCH_ITEMS = 1000
 EVALUATE_METHOD = "/proctor.v1.Decisions/Evaluate"
+EVALUATE_STREAM_METHOD = "/proctor.v1.Decisions/EvaluateStream"
 
 _INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 # Trailing metadata naming the process that answered (several workers share a port).
@@ -40,8 +43,10 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
     """Evaluate and EvaluateBatch on the holder's serving policy."""
 
     def __init__(self, holder: Any, audit: Any, metrics: Any, sync_audit: bool = False,
-                 approvals: Any = None, name_worker: bool = False) -> None:
+                 approvals: Any = None, name_worker: bool = False,
+                 streams: OpenStreams | None = None) -> None:
         self.holder = holder
+        self.streams = streams or OpenStreams(DEFAULT_MAX_STREAMS)
         # server.approvals.gate.ApprovalGate: require_approval creates an approval; a presented
         # approved id for the very same action turns it into allow once. None: no approvals.
         self.approvals = approvals
@@ -87,6 +92,50 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
     def raw_evaluate_handler(self) -> grpc.RpcMethodHandler:
         """Evaluate's handler without upb (de)serializers: the servicer takes and gives bytes."""
         return grpc.unary_unary_rpc_method_handler(self.Evaluate)
+
+    async def EvaluateStream(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """One answer per request, in request order, on raw bytes like Evaluate.
+
+        Each item is decided and recorded exactly as Evaluate would (same decoder, gate,
+        audit and metrics); an item that does not decode or validate gets its
+        INVALID_ARGUMENT in its slot and the stream goes on. Items are taken one after
+        the other: an item waiting on the approval gate or on a sync audit write holds
+        the ones behind it, which is what keeps the answers in order.
+        """
+        if self._worker is not None:
+            context.set_trailing_metadata(self._worker)
+        streams = self.streams
+        await streams.admit(context, "EvaluateStream")
+        try:
+            while (data := await streams.next(requests)) is not None:
+                started = time.perf_counter_ns()
+                try:
+                    req, approval_id, explain = decode_evaluate(data)
+                except engine.RequestError as e:
+                    self.metrics.invalid("EvaluateStream", e.field)
+                    yield _error_item(str(e))
+                    continue
+                except DecodeError as e:
+                    self.metrics.invalid("EvaluateStream", "request")
+                    yield _error_item(f"request: not an EvaluateRequest ({e})")
+                    continue
+                decided = self._decide(req, approval_id, explain, started)
+                if type(decided) is not tuple:
+                    decided = await decided
+                answer, event = decided
+                if not self._offer("decision", event):
+                    await self.audit.record("decision", event)
+                self.metrics.observe_evaluate((time.perf_counter_ns() - started) / 1e9)
+                yield _response_item(encode_response(*answer))
+        finally:
+            streams.release()
+
+    def raw_stream_handler(self) -> grpc.RpcMethodHandler:
+        """EvaluateStream's handler on bytes: the servicer decodes each item itself, so a
+        malformed one is answered in its slot instead of ending the stream."""
+        return grpc.stream_stream_rpc_method_handler(self.EvaluateStream)
 
     async def EvaluateBatch(
         self, request: decisions_pb2.EvaluateBatchRequest, context: grpc.aio.ServicerContext
@@ -200,6 +249,23 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         if extra:
             event.update(extra)
         return answer, event
+
+
+def _response_item(response: bytes) -> bytes:
+    """EvaluateBatchItem bytes holding `response` (field 1, length-delimited)."""
+    n = len(response)
+    head = bytearray(b"\x0a")
+    while n >= 0x80:
+        head.append((n & 0x7F) | 0x80)
+        n >>= 7
+    head.append(n)
+    return bytes(head) + response
+
+
+def _error_item(message: str) -> bytes:
+    return decisions_pb2.EvaluateBatchItem(
+        error=decisions_pb2.ItemStatus(code=_INVALID_ARGUMENT, message=message)
+    ).SerializeToString()
 
 
 async def _settled(decided: Decided | Awaitable[Decided]) -> Decided:

@@ -36,6 +36,11 @@ class HealthState:
         self.servicer = HealthServicer()
         self._pending: set[asyncio.Task[None]] = set()
         self._draining = False
+        # Called once on drain: long-lived streams end so their clients move on (streams.py).
+        self._on_drain: list[Callable[[], None]] = []
+
+    def on_drain(self, callback: Callable[[], None]) -> None:
+        self._on_drain.append(callback)
 
     async def start(self, services: tuple[str, ...]) -> None:
         """Declare every service NOT_SERVING until told otherwise."""
@@ -60,6 +65,8 @@ class HealthState:
     async def drain(self) -> None:
         """Every service NOT_SERVING, for good."""
         self._draining = True
+        for callback in self._on_drain:
+            callback()
         await self.servicer.enter_graceful_shutdown()
 
     @property

@@ -50,7 +50,7 @@ from .audit.metrics import register as register_audit_metrics
 from .audit.stream import AuditService
 from .budgets import build_budget_store
 from .budgets.service import BudgetsService
-from .decisions import EVALUATE_METHOD, DecisionsService
+from .decisions import EVALUATE_METHOD, EVALUATE_STREAM_METHOD, DecisionsService
 from .gateways import ext_authz
 from .gateways.probe import ProbeService
 from .health import HealthState
@@ -60,6 +60,7 @@ from .redis.metrics import register as register_redis_metrics
 from .reload import PolicyHolder
 from .routes import MethodTable
 from .settings import MAX_MESSAGE_BYTES, Settings, split_host_port
+from .streams import OpenStreams
 
 log = logging.getLogger("proctor.server")
 
@@ -109,13 +110,17 @@ def register_services(
         max_waiters=settings.max_approval_waiters,
         max_waiters_per_connection=settings.max_approval_waiters_per_connection)
     approval_service.watch.start()
+    # Long-lived streams, bounded by --max-streams, end when the process drains.
+    streams = OpenStreams(settings.max_streams)
+    health.on_drain(streams.drain)
     decisions = DecisionsService(
         holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
-        approvals=approval_service.gate, name_worker=settings.workers > 1,
+        approvals=approval_service.gate, name_worker=settings.workers > 1, streams=streams,
     )
     decisions_pb2_grpc.add_DecisionsServicer_to_server(decisions, server)
     # Evaluate takes and gives bytes: server/wire.py decodes and encodes it (in C when built).
     server.replace(EVALUATE_METHOD, decisions.raw_evaluate_handler())
+    server.replace(EVALUATE_STREAM_METHOD, decisions.raw_stream_handler())
     # Gateways (DESIGN section 14): Envoy's Check decides through `decisions`, audited alike;
     # Probe answers the MCP gateway's tools/list ("never allowed?") and records nothing.
     gateway_names = (

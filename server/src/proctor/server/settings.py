@@ -26,6 +26,7 @@ MAX_MESSAGE_BYTES = 1 << 20
 DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT = 1000
 DEFAULT_MAX_APPROVAL_WAITERS = 10_000
 DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION = 2000
+DEFAULT_MAX_STREAMS = 10_000
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -64,6 +65,9 @@ class Settings:
     max_pending_approvals_per_tenant: int = DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT
     max_approval_waiters: int = DEFAULT_MAX_APPROVAL_WAITERS
     max_approval_waiters_per_connection: int = DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION
+    # Streams (DESIGN section 11): open ones per process; WatchPolicy on or off.
+    max_streams: int = DEFAULT_MAX_STREAMS
+    local_evaluation: str = "on"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -172,6 +176,7 @@ class Settings:
             ("--max-pending-approvals-per-tenant", self.max_pending_approvals_per_tenant),
             ("--max-approval-waiters", self.max_approval_waiters),
             ("--max-approval-waiters-per-connection", self.max_approval_waiters_per_connection),
+            ("--max-streams", self.max_streams),
         ):
             if value < 1:
                 raise SettingsError(f"{flag} must be at least 1, got {value}")
@@ -272,4 +277,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-approval-waiters-per-connection", type=int,
         default=DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION,
         help="open WaitApproval calls on one client connection; past it RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--max-streams", type=int, default=DEFAULT_MAX_STREAMS,
+        help="open EvaluateStream, WatchPolicy and IngestDecisions streams in this process; "
+             "past it RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--local-evaluation", choices=("on", "off"), default="on",
+        help="off: Admin.WatchPolicy answers FAILED_PRECONDITION (the policy text stays "
+             "on the server) and clients cannot evaluate locally",
     )

@@ -25,6 +25,7 @@ from .budgets import AsyncBudgetsMixin
 from .errors import ProctorError
 from .results import BatchItem, DecisionResult, EvaluationRequest, batch_from_proto
 from .retry import RetryPolicy
+from .stream import AsyncDecisionStream
 
 T = TypeVar("T")
 _UNSET: Any = object()
@@ -58,6 +59,7 @@ class AsyncProctorClient(AsyncBudgetsMixin, AsyncApprovalsMixin):
         metadata: Sequence[tuple[str, str]] = (),
         options: Iterable[tuple[str, Any]] = (),
         channel: grpc.aio.Channel | None = None,
+        stream: bool = False,
     ) -> None:
         self.options = ClientOptions(
             target, timeout=timeout, retry=retry, fail_closed=fail_closed,
@@ -71,6 +73,10 @@ class AsyncProctorClient(AsyncBudgetsMixin, AsyncApprovalsMixin):
         else:
             self._channel = grpc.aio.insecure_channel(target, options=opts)
         self._decisions = decisions_pb2_grpc.DecisionsStub(self._channel)
+        # stream=True: evaluate() goes over one EvaluateStream shared by every caller.
+        self._stream = AsyncDecisionStream(
+            self._decisions.EvaluateStream, self.options.metadata) if stream else None
+        self._evaluate: Any = self._stream or self._decisions.Evaluate
         self._rng = random.Random()
 
     @property
@@ -78,6 +84,8 @@ class AsyncProctorClient(AsyncBudgetsMixin, AsyncApprovalsMixin):
         return self._channel
 
     async def close(self) -> None:
+        if self._stream is not None:
+            await self._stream.close()
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncProctorClient:
@@ -137,7 +145,7 @@ class AsyncProctorClient(AsyncBudgetsMixin, AsyncApprovalsMixin):
         )
         try:
             response: decisions_pb2.EvaluateResponse = await self._call(
-                self._decisions.Evaluate, "Evaluate", request, timeout
+                self._evaluate, "Evaluate", request, timeout
             )
         except ProctorError as error:
             if may_fail_closed(error, self.options.fail_closed):

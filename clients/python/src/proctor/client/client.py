@@ -25,6 +25,7 @@ from .budgets import BudgetsMixin
 from .errors import ProctorError
 from .results import BatchItem, DecisionResult, EvaluationRequest, batch_from_proto
 from .retry import RetryPolicy
+from .stream import DecisionStream
 
 T = TypeVar("T")
 _UNSET: Any = object()
@@ -57,6 +58,7 @@ class ProctorClient(BudgetsMixin, ApprovalsMixin):
         metadata: Sequence[tuple[str, str]] = (),
         options: Iterable[tuple[str, Any]] = (),
         channel: grpc.Channel | None = None,
+        stream: bool = False,
     ) -> None:
         self.options = ClientOptions(
             target, timeout=timeout, retry=retry, fail_closed=fail_closed,
@@ -70,6 +72,10 @@ class ProctorClient(BudgetsMixin, ApprovalsMixin):
         else:
             self._channel = grpc.insecure_channel(target, options=opts)
         self._decisions = decisions_pb2_grpc.DecisionsStub(self._channel)
+        # stream=True: evaluate() goes over one EvaluateStream shared by every caller.
+        self._stream = DecisionStream(
+            self._decisions.EvaluateStream, self.options.metadata) if stream else None
+        self._evaluate: Any = self._stream or self._decisions.Evaluate
         self._rng = random.Random()
 
     @property
@@ -77,6 +83,8 @@ class ProctorClient(BudgetsMixin, ApprovalsMixin):
         return self._channel
 
     def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
         self._channel.close()
 
     def __enter__(self) -> ProctorClient:
@@ -134,7 +142,7 @@ class ProctorClient(BudgetsMixin, ApprovalsMixin):
         )
         try:
             response: decisions_pb2.EvaluateResponse = self._call(
-                self._decisions.Evaluate, "Evaluate", request, timeout
+                self._evaluate, "Evaluate", request, timeout
             )
         except ProctorError as error:
             if may_fail_closed(error, self.options.fail_closed):

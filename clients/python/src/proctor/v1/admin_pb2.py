@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16proctor/v1/admin.proto\x12\nproctor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetPolicyRequest\"\x84\x02\n\x11GetPolicyResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\nrule_count\x18\x03 \x01(\x05\x12\x14\n\x0c\x62udget_count\x18\x04 \x01(\x05\x12\x11\n\tcombining\x18\x05 \x01(\t\x12-\n\tloaded_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11last_reload_error\x18\x07 \x01(\t\x12\x32\n\x0elast_reload_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04text\x18\t \x01(\t\"\x15\n\x13ReloadPolicyRequest\"?\n\x14ReloadPolicyResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x32\xa4\x01\n\x05\x41\x64min\x12H\n\tGetPolicy\x12\x1c.proctor.v1.GetPolicyRequest\x1a\x1d.proctor.v1.GetPolicyResponse\x12Q\n\x0cReloadPolicy\x12\x1f.proctor.v1.ReloadPolicyRequest\x1a .proctor.v1.ReloadPolicyResponseBU\n\x12\x64\x65v.proctor.api.v1B\nAdminProtoP\x01Z$proctor.dev/api/proctor/v1;proctorv1\xaa\x02\nProctor.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16proctor/v1/admin.proto\x12\nproctor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetPolicyRequest\"\x84\x02\n\x11GetPolicyResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\nrule_count\x18\x03 \x01(\x05\x12\x14\n\x0c\x62udget_count\x18\x04 \x01(\x05\x12\x11\n\tcombining\x18\x05 \x01(\t\x12-\n\tloaded_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11last_reload_error\x18\x07 \x01(\t\x12\x32\n\x0elast_reload_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04text\x18\t \x01(\t\"\x15\n\x13ReloadPolicyRequest\"?\n\x14ReloadPolicyResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"/\n\x12WatchPolicyRequest\x12\x19\n\x11heartbeat_seconds\x18\x01 \x01(\r\"\x86\x01\n\x0ePolicySnapshot\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x11\n\theartbeat\x18\x04 \x01(\x08\x12+\n\x07sent_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xf1\x01\n\x05\x41\x64min\x12H\n\tGetPolicy\x12\x1c.proctor.v1.GetPolicyRequest\x1a\x1d.proctor.v1.GetPolicyResponse\x12Q\n\x0cReloadPolicy\x12\x1f.proctor.v1.ReloadPolicyRequest\x1a .proctor.v1.ReloadPolicyResponse\x12K\n\x0bWatchPolicy\x12\x1e.proctor.v1.WatchPolicyRequest\x1a\x1a.proctor.v1.PolicySnapshot0\x01\x42U\n\x12\x64\x65v.proctor.api.v1B\nAdminProtoP\x01Z$proctor.dev/api/proctor/v1;proctorv1\xaa\x02\nProctor.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RELOADPOLICYREQUEST']._serialized_end=375
   _globals['_RELOADPOLICYRESPONSE']._serialized_start=377
   _globals['_RELOADPOLICYRESPONSE']._serialized_end=440
-  _globals['_ADMIN']._serialized_start=443
-  _globals['_ADMIN']._serialized_end=607
+  _globals['_WATCHPOLICYREQUEST']._serialized_start=442
+  _globals['_WATCHPOLICYREQUEST']._serialized_end=489
+  _globals['_POLICYSNAPSHOT']._serialized_start=492
+  _globals['_POLICYSNAPSHOT']._serialized_end=626
+  _globals['_ADMIN']._serialized_start=629
+  _globals['_ADMIN']._serialized_end=870
 # @@protoc_insertion_point(module_scope)

@@ -45,3 +45,23 @@ class ReloadPolicyResponse(_message.Message):
     policy_version: str
     changed: bool
     def __init__(self, policy_version: _Optional[str] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class WatchPolicyRequest(_message.Message):
+    __slots__ = ("heartbeat_seconds",)
+    HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    heartbeat_seconds: int
+    def __init__(self, heartbeat_seconds: _Optional[int] = ...) -> None: ...
+
+class PolicySnapshot(_message.Message):
+    __slots__ = ("policy_version", "text", "source", "heartbeat", "sent_at")
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    policy_version: str
+    text: str
+    source: str
+    heartbeat: bool
+    sent_at: _timestamp_pb2.Timestamp
+    def __init__(self, policy_version: _Optional[str] = ..., text: _Optional[str] = ..., source: _Optional[str] = ..., heartbeat: _Optional[bool] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -45,6 +45,11 @@ class AdminStub:
                 request_serializer=proctor_dot_v1_dot_admin__pb2.ReloadPolicyRequest.SerializeToString,
                 response_deserializer=proctor_dot_v1_dot_admin__pb2.ReloadPolicyResponse.FromString,
                 _registered_method=True)
+        self.WatchPolicy = channel.unary_stream(
+                '/proctor.v1.Admin/WatchPolicy',
+                request_serializer=proctor_dot_v1_dot_admin__pb2.WatchPolicyRequest.SerializeToString,
+                response_deserializer=proctor_dot_v1_dot_admin__pb2.PolicySnapshot.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -65,6 +70,15 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchPolicy(self, request, context):
+        """WatchPolicy streams the serving policy for local evaluation: its text and version now,
+        again after every reload that changes it, and a heartbeat (no text) in between.
+        FAILED_PRECONDITION when the server runs with --local-evaluation off.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +91,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ReloadPolicy,
                     request_deserializer=proctor_dot_v1_dot_admin__pb2.ReloadPolicyRequest.FromString,
                     response_serializer=proctor_dot_v1_dot_admin__pb2.ReloadPolicyResponse.SerializeToString,
+            ),
+            'WatchPolicy': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPolicy,
+                    request_deserializer=proctor_dot_v1_dot_admin__pb2.WatchPolicyRequest.FromString,
+                    response_serializer=proctor_dot_v1_dot_admin__pb2.PolicySnapshot.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +153,33 @@ class Admin:
             '/proctor.v1.Admin/ReloadPolicy',
             proctor_dot_v1_dot_admin__pb2.ReloadPolicyRequest.SerializeToString,
             proctor_dot_v1_dot_admin__pb2.ReloadPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/proctor.v1.Admin/WatchPolicy',
+            proctor_dot_v1_dot_admin__pb2.WatchPolicyRequest.SerializeToString,
+            proctor_dot_v1_dot_admin__pb2.PolicySnapshot.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from proctor.v1 import decisions_pb2 as proctor_dot_v1_dot_decisions__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16proctor/v1/audit.proto\x12\nproctor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x04\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04kind\x18\x04 \x01(\x0e\x32\x15.proctor.v1.AuditKind\x12\x0e\n\x06writer\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x0e\n\x06tenant\x18\x08 \x01(\t\x12\x17\n\x0f\x64\x65legation_path\x18\t \x03(\t\x12\r\n\x05topic\x18\n \x01(\t\x12\x11\n\trisk_tags\x18\x0b \x03(\t\x12\x14\n\x0c\x64\x65rived_tags\x18\x0c \x03(\t\x12\x32\n\x06labels\x18\r \x03(\x0b\x32\".proctor.v1.AuditEvent.LabelsEntry\x12\x0f\n\x07outcome\x18\x0e \x01(\t\x12\x0f\n\x07rule_id\x18\x0f \x01(\t\x12\x0e\n\x06reason\x18\x10 \x01(\t\x12\x16\n\x0epolicy_version\x18\x11 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x12 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x13 \x01(\t\x12\x12\n\nlatency_us\x18\x14 \x01(\x03\x12\x11\n\tprev_hash\x18\x15 \x01(\t\x12\x0c\n\x04hash\x18\x16 \x01(\t\x12\x0c\n\x04hmac\x18\x17 \x01(\t\x12\x13\n\x0brecord_json\x18\x18 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x19 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\x0b\x41uditFilter\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\t\x12\x14\n\x0ctopic_prefix\x18\x03 \x01(\t\x12$\n\x05kinds\x18\x04 \x03(\x0e\x32\x15.proctor.v1.AuditKind\"a\n\x16StreamDecisionsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\'\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x17.proctor.v1.AuditFilter\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08*\xa2\x01\n\tAuditKind\x12\x1a\n\x16\x41UDIT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41UDIT_KIND_DECISION\x10\x01\x12\x15\n\x11\x41UDIT_KIND_BUDGET\x10\x02\x12\x17\n\x13\x41UDIT_KIND_APPROVAL\x10\x03\x12\x1c\n\x18\x41UDIT_KIND_POLICY_RELOAD\x10\x04\x12\x12\n\x0e\x41UDIT_KIND_GAP\x10\x05\x32X\n\x05\x41udit\x12O\n\x0fStreamDecisions\x12\".proctor.v1.StreamDecisionsRequest\x1a\x16.proctor.v1.AuditEvent0\x01\x42U\n\x12\x64\x65v.proctor.api.v1B\nAuditProtoP\x01Z$proctor.dev/api/proctor/v1;proctorv1\xaa\x02\nProctor.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16proctor/v1/audit.proto\x12\nproctor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aproctor/v1/decisions.proto\"\xce\x04\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04kind\x18\x04 \x01(\x0e\x32\x15.proctor.v1.AuditKind\x12\x0e\n\x06writer\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x0e\n\x06tenant\x18\x08 \x01(\t\x12\x17\n\x0f\x64\x65legation_path\x18\t \x03(\t\x12\r\n\x05topic\x18\n \x01(\t\x12\x11\n\trisk_tags\x18\x0b \x03(\t\x12\x14\n\x0c\x64\x65rived_tags\x18\x0c \x03(\t\x12\x32\n\x06labels\x18\r \x03(\x0b\x32\".proctor.v1.AuditEvent.LabelsEntry\x12\x0f\n\x07outcome\x18\x0e \x01(\t\x12\x0f\n\x07rule_id\x18\x0f \x01(\t\x12\x0e\n\x06reason\x18\x10 \x01(\t\x12\x16\n\x0epolicy_version\x18\x11 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x12 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x13 \x01(\t\x12\x12\n\nlatency_us\x18\x14 \x01(\x03\x12\x11\n\tprev_hash\x18\x15 \x01(\t\x12\x0c\n\x04hash\x18\x16 \x01(\t\x12\x0c\n\x04hmac\x18\x17 \x01(\t\x12\x13\n\x0brecord_json\x18\x18 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x19 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\x0b\x41uditFilter\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\t\x12\x14\n\x0ctopic_prefix\x18\x03 \x01(\t\x12$\n\x05kinds\x18\x04 \x03(\x0e\x32\x15.proctor.v1.AuditKind\"a\n\x16StreamDecisionsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\'\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x17.proctor.v1.AuditFilter\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"\xb1\x01\n\rLocalDecision\x12,\n\x07request\x18\x01 \x01(\x0b\x32\x1b.proctor.v1.EvaluateRequest\x12.\n\x08response\x18\x02 \x01(\x0b\x32\x1c.proctor.v1.EvaluateResponse\x12.\n\ndecided_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlatency_us\x18\x04 \x01(\x03\"N\n\x0bIngestBatch\x12\x11\n\tbatch_seq\x18\x01 \x01(\x04\x12,\n\tdecisions\x18\x02 \x03(\x0b\x32\x19.proctor.v1.LocalDecision\"D\n\tIngestAck\x12\x11\n\tbatch_seq\x18\x01 \x01(\x04\x12\x10\n\x08recorded\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r*\xa2\x01\n\tAuditKind\x12\x1a\n\x16\x41UDIT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41UDIT_KIND_DECISION\x10\x01\x12\x15\n\x11\x41UDIT_KIND_BUDGET\x10\x02\x12\x17\n\x13\x41UDIT_KIND_APPROVAL\x10\x03\x12\x1c\n\x18\x41UDIT_KIND_POLICY_RELOAD\x10\x04\x12\x12\n\x0e\x41UDIT_KIND_GAP\x10\x05\x32\x9f\x01\n\x05\x41udit\x12O\n\x0fStreamDecisions\x12\".proctor.v1.StreamDecisionsRequest\x1a\x16.proctor.v1.AuditEvent0\x01\x12\x45\n\x0fIngestDecisions\x12\x17.proctor.v1.IngestBatch\x1a\x15.proctor.v1.IngestAck(\x01\x30\x01\x42U\n\x12\x64\x65v.proctor.api.v1B\nAuditProtoP\x01Z$proctor.dev/api/proctor/v1;proctorv1\xaa\x02\nProctor.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\022dev.proctor.api.v1B\nAuditProtoP\001Z$proctor.dev/api/proctor/v1;proctorv1\252\002\nProctor.V1'
   _globals['_AUDITEVENT_LABELSENTRY']._loaded_options = None
   _globals['_AUDITEVENT_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_AUDITKIND']._serialized_start=873
-  _globals['_AUDITKIND']._serialized_end=1035
-  _globals['_AUDITEVENT']._serialized_start=72
-  _globals['_AUDITEVENT']._serialized_end=662
-  _globals['_AUDITEVENT_LABELSENTRY']._serialized_start=617
-  _globals['_AUDITEVENT_LABELSENTRY']._serialized_end=662
-  _globals['_AUDITFILTER']._serialized_start=664
-  _globals['_AUDITFILTER']._serialized_end=771
-  _globals['_STREAMDECISIONSREQUEST']._serialized_start=773
-  _globals['_STREAMDECISIONSREQUEST']._serialized_end=870
-  _globals['_AUDIT']._serialized_start=1037
-  _globals['_AUDIT']._serialized_end=1125
+  _globals['_AUDITKIND']._serialized_start=1231
+  _globals['_AUDITKIND']._serialized_end=1393
+  _globals['_AUDITEVENT']._serialized_start=100
+  _globals['_AUDITEVENT']._serialized_end=690
+  _globals['_AUDITEVENT_LABELSENTRY']._serialized_start=645
+  _globals['_AUDITEVENT_LABELSENTRY']._serialized_end=690
+  _globals['_AUDITFILTER']._serialized_start=692
+  _globals['_AUDITFILTER']._serialized_end=799
+  _globals['_STREAMDECISIONSREQUEST']._serialized_start=801
+  _globals['_STREAMDECISIONSREQUEST']._serialized_end=898
+  _globals['_LOCALDECISION']._serialized_start=901
+  _globals['_LOCALDECISION']._serialized_end=1078
+  _globals['_INGESTBATCH']._serialized_start=1080
+  _globals['_INGESTBATCH']._serialized_end=1158
+  _globals['_INGESTACK']._serialized_start=1160
+  _globals['_INGESTACK']._serialized_end=1228
+  _globals['_AUDIT']._serialized_start=1396
+  _globals['_AUDIT']._serialized_end=1555
 # @@protoc_insertion_point(module_scope)

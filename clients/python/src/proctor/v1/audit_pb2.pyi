@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from proctor.v1 import decisions_pb2 as _decisions_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -107,3 +108,33 @@ class StreamDecisionsRequest(_message.Message):
     filter: AuditFilter
     follow: bool
     def __init__(self, cursor: _Optional[str] = ..., filter: _Optional[_Union[AuditFilter, _Mapping]] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class LocalDecision(_message.Message):
+    __slots__ = ("request", "response", "decided_at", "latency_us")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_US_FIELD_NUMBER: _ClassVar[int]
+    request: _decisions_pb2.EvaluateRequest
+    response: _decisions_pb2.EvaluateResponse
+    decided_at: _timestamp_pb2.Timestamp
+    latency_us: int
+    def __init__(self, request: _Optional[_Union[_decisions_pb2.EvaluateRequest, _Mapping]] = ..., response: _Optional[_Union[_decisions_pb2.EvaluateResponse, _Mapping]] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latency_us: _Optional[int] = ...) -> None: ...
+
+class IngestBatch(_message.Message):
+    __slots__ = ("batch_seq", "decisions")
+    BATCH_SEQ_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    batch_seq: int
+    decisions: _containers.RepeatedCompositeFieldContainer[LocalDecision]
+    def __init__(self, batch_seq: _Optional[int] = ..., decisions: _Optional[_Iterable[_Union[LocalDecision, _Mapping]]] = ...) -> None: ...
+
+class IngestAck(_message.Message):
+    __slots__ = ("batch_seq", "recorded", "duplicates")
+    BATCH_SEQ_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    batch_seq: int
+    recorded: int
+    duplicates: int
+    def __init__(self, batch_seq: _Optional[int] = ..., recorded: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...

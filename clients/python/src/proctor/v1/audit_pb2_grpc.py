@@ -40,6 +40,11 @@ class AuditStub:
                 request_serializer=proctor_dot_v1_dot_audit__pb2.StreamDecisionsRequest.SerializeToString,
                 response_deserializer=proctor_dot_v1_dot_audit__pb2.AuditEvent.FromString,
                 _registered_method=True)
+        self.IngestDecisions = channel.stream_stream(
+                '/proctor.v1.Audit/IngestDecisions',
+                request_serializer=proctor_dot_v1_dot_audit__pb2.IngestBatch.SerializeToString,
+                response_deserializer=proctor_dot_v1_dot_audit__pb2.IngestAck.FromString,
+                _registered_method=True)
 
 
 class AuditServicer:
@@ -53,6 +58,17 @@ class AuditServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IngestDecisions(self, request_iterator, context):
+        """IngestDecisions takes decisions a client made locally (local evaluation) in batches and
+        acknowledges each batch once its events are recorded: each becomes an ordinary decision
+        event with "source": "local", chained by the server. A decision_id already ingested is
+        acknowledged again and not recorded twice. A malformed item fails the stream with
+        INVALID_ARGUMENT naming the batch and the item; nothing of that batch is recorded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +76,11 @@ def add_AuditServicer_to_server(servicer, server):
                     servicer.StreamDecisions,
                     request_deserializer=proctor_dot_v1_dot_audit__pb2.StreamDecisionsRequest.FromString,
                     response_serializer=proctor_dot_v1_dot_audit__pb2.AuditEvent.SerializeToString,
+            ),
+            'IngestDecisions': grpc.stream_stream_rpc_method_handler(
+                    servicer.IngestDecisions,
+                    request_deserializer=proctor_dot_v1_dot_audit__pb2.IngestBatch.FromString,
+                    response_serializer=proctor_dot_v1_dot_audit__pb2.IngestAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +111,33 @@ class Audit:
             '/proctor.v1.Audit/StreamDecisions',
             proctor_dot_v1_dot_audit__pb2.StreamDecisionsRequest.SerializeToString,
             proctor_dot_v1_dot_audit__pb2.AuditEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IngestDecisions(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/proctor.v1.Audit/IngestDecisions',
+            proctor_dot_v1_dot_audit__pb2.IngestBatch.SerializeToString,
+            proctor_dot_v1_dot_audit__pb2.IngestAck.FromString,
             options,
             channel_credentials,
             insecure,

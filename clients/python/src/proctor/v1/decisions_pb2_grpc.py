@@ -45,6 +45,11 @@ class DecisionsStub:
                 request_serializer=proctor_dot_v1_dot_decisions__pb2.EvaluateBatchRequest.SerializeToString,
                 response_deserializer=proctor_dot_v1_dot_decisions__pb2.EvaluateBatchResponse.FromString,
                 _registered_method=True)
+        self.EvaluateStream = channel.stream_stream(
+                '/proctor.v1.Decisions/EvaluateStream',
+                request_serializer=proctor_dot_v1_dot_decisions__pb2.EvaluateRequest.SerializeToString,
+                response_deserializer=proctor_dot_v1_dot_decisions__pb2.EvaluateBatchItem.FromString,
+                _registered_method=True)
 
 
 class DecisionsServicer:
@@ -66,6 +71,16 @@ class DecisionsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvaluateStream(self, request_iterator, context):
+        """EvaluateStream decides a long-lived stream of actions: one answer per request, in request
+        order. An invalid request gets its error status in its slot and the stream goes on.
+        Approvals, audit and metrics behave as in Evaluate; one stream per agent process saves
+        the per-call cost of a unary call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecisionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +93,11 @@ def add_DecisionsServicer_to_server(servicer, server):
                     servicer.EvaluateBatch,
                     request_deserializer=proctor_dot_v1_dot_decisions__pb2.EvaluateBatchRequest.FromString,
                     response_serializer=proctor_dot_v1_dot_decisions__pb2.EvaluateBatchResponse.SerializeToString,
+            ),
+            'EvaluateStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.EvaluateStream,
+                    request_deserializer=proctor_dot_v1_dot_decisions__pb2.EvaluateRequest.FromString,
+                    response_serializer=proctor_dot_v1_dot_decisions__pb2.EvaluateBatchItem.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +155,33 @@ class Decisions:
             '/proctor.v1.Decisions/EvaluateBatch',
             proctor_dot_v1_dot_decisions__pb2.EvaluateBatchRequest.SerializeToString,
             proctor_dot_v1_dot_decisions__pb2.EvaluateBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/proctor.v1.Decisions/EvaluateStream',
+            proctor_dot_v1_dot_decisions__pb2.EvaluateRequest.SerializeToString,
+            proctor_dot_v1_dot_decisions__pb2.EvaluateBatchItem.FromString,
             options,
             channel_credentials,
             insecure,

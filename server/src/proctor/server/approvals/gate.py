@@ -8,14 +8,17 @@ event:
   ignored (never consumed; a deny is never overridden) and not echoed.
 - require_approval, no id presented: an approval is created (or, for a retry
   of the same tenant + request_id + action, the live one is returned) and its
-  id answered.
+  id answered. A retry whose live approval was denied answers deny, as below.
 - require_approval with an id presented: the gate tries to consume it for this
   action (action hash, binding.py). Approved and bound to this action: the
   decision becomes allow, once; rule_id stays the rule that asked for
   approval, the reason says who approved it, and the id is echoed. Still
   pending and bound to this action: the same id is answered again (no second
-  approval) and the reason says it is pending. Anything else (unknown,
-  another action, denied, expired, already used): the id changes nothing; the
+  approval) and the reason says it is pending. Denied and bound to this action:
+  the answer is deny, naming the reviewer and their reason, and the id is
+  echoed; an agent that retries a refused action is told no, rather than
+  opening a new approval on every retry. Anything else (unknown,
+  another action, expired, already used): the id changes nothing; the
   request is handled as if no id had been presented (so the caller gets a
   fresh approval to wait on), and the reason says why the id was not used.
 - The store cannot be reached, or the tenant has its most approvals pending
@@ -115,6 +118,8 @@ class ApprovalGate:
                         f"{decision.reason} (approval {presented} is still pending)",
                         presented, extra,
                     )
+                if used.refusal == DENIED and used.approval is not None:
+                    return _denied(decision, used.approval, extra)
                 note = f"; approval {presented} not used: {_WHY.get(used.refusal, used.refusal)}"
             draft = Draft(
                 request_id=req.request_id, run_id=req.run_id, tenant=req.tenant,
@@ -142,6 +147,8 @@ class ApprovalGate:
             await self._audit.record("approval", approval_event("created", a))
         else:
             extra["approval_retry"] = True
+            if a.status == DENIED:
+                return _denied(decision, a, extra)
         reason = decision.reason + (f" ({note[2:]})" if note else "")
         return GateResult(REQUIRE_APPROVAL, reason, a.approval_id, extra)
 
@@ -151,3 +158,12 @@ class ApprovalGate:
         extra = {"approval_presented": presented} if presented else {}
         extra["approval_error"] = why
         return GateResult(REQUIRE_APPROVAL, f"{decision.reason} ({what}: {why})", "", extra)
+
+
+def _denied(decision: Any, a: Any, extra: dict[str, Any]) -> GateResult:
+    """A reviewer already refused this very action: answer deny, saying who and why."""
+    extra["approval_use"] = DENIED
+    by = f"denied by {a.reviewer or 'a reviewer'}" + (
+        f": {a.resolution_reason}" if a.resolution_reason else "")
+    return GateResult("deny", f"{decision.reason} ({by}; approval {a.approval_id})",
+                      a.approval_id, extra)

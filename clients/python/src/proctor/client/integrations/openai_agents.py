@@ -76,6 +76,22 @@ def _arguments(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _sdk_approval(ctx: ToolContext[Any]) -> bool | None:
+    """The SDK's decision on this call: True approved, False rejected, None undecided.
+
+    Since openai-agents 0.24 an approval belongs to the agent that asked for it, and
+    get_approval_status(name, call_id) without that invocation answers None even after
+    state.approve(item), so the approved call would be refused here. is_tool_approved is
+    the SDK's name-only inspection: it answers for the call id when one owner holds a
+    decision for it (None when ambiguous, which keeps the call pending: fail closed).
+    """
+    inspect = getattr(ctx, "is_tool_approved", None)
+    if inspect is not None:
+        status: bool | None = inspect(ctx.tool_name, ctx.tool_call_id)
+        return status
+    return ctx.get_approval_status(ctx.tool_name, ctx.tool_call_id)
+
+
 class ProctorGovernance:
     """Proctor for the tools of OpenAI Agents SDK agents (see the module docstring).
 
@@ -178,7 +194,7 @@ class ProctorGovernance:
         call = self._call(ctx.tool_name, _arguments(ctx.tool_arguments), ctx.tool_call_id)
         v = await self._current(call)
         if v.state == PENDING:
-            if ctx.get_approval_status(ctx.tool_name, ctx.tool_call_id) is not True:
+            if _sdk_approval(ctx) is not True:
                 # a pre-approval guardrail run: the SDK asks for the approval after this
                 return ToolGuardrailFunctionOutput.allow({"proctor": v.envelope()})
             v = await self._record(v, approve=True, reason="approved in the OpenAI Agents SDK")
