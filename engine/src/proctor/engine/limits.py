@@ -69,7 +69,6 @@ class cancel_scope:  # noqa: N801 - used as a context manager, like contextlib's
     def __enter__(self) -> None:
         self.outer = getattr(_local, "cancel", None)
         _local.cancel = self.cancel
-        checkpoint()
 
     def __exit__(self, *exc: object) -> None:
         _local.cancel = self.outer
