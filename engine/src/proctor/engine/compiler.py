@@ -23,7 +23,7 @@ small, local rule bitsets.
    the walk goes on over the trie itself (``finish``: per node one lookup in a
    precomputed successor table). A state also lists its open ``**`` nodes
    (``globs``), whose suffix tries, each determinised too (``SuffixState``),
-   are walked from the topic's end (in ``CompiledPolicy._decide``). Nothing is built or
+   are walked from the topic's end (in ``CompiledPolicy.evaluate``). Nothing is built or
    memoised while evaluating: a compiled policy never changes, and its memory
    is fixed at compile time.
 
@@ -53,6 +53,7 @@ from collections import deque
 from collections.abc import Container, Iterable
 from typing import Any
 
+from proctor.engine.limits import checkpoint
 from proctor.engine.model import Policy
 from proctor.engine.rules import Condition, NodeRules, Packed, glob_matcher
 from proctor.engine.topics import GLOBSTAR, STAR, canonical, parse_pattern
@@ -147,6 +148,8 @@ class Automaton:
         self.term_rules: dict[int, list[int]] = {}
         self.term_derive: dict[int, list[int]] = {}
         for index, rule in enumerate(policy.rules):
+            if not index & 1023:
+                checkpoint()
             for pattern in rule.match.topics:
                 node = self._insert(pattern)
                 ends = self.term_rules.setdefault(node, [])
@@ -312,6 +315,7 @@ class Automaton:
             made = {start.nodes: start}
             queue = deque([start])
             while queue:
+                checkpoint()
                 state = queue.popleft()
                 segs: set[str] = set()
                 for s in state.nodes:
@@ -470,7 +474,11 @@ class Automaton:
         built = 0
         queue: deque[DState] = deque([self.start])
         seen = {self.start.nodes}
+        turns = 0
         while queue:
+            turns += 1
+            if not turns & 255:
+                checkpoint()
             state = queue.popleft()
             segs: set[str] = set()
             for n in state.nodes:

@@ -7,16 +7,10 @@ remaining conditions of a candidate only when it has any (see compiler.py).
 The bundles are read in their Packed form (engine.rules), laid out by
 engine.layout. Decisions for the common cases (no explain; no derived tag, or
 exactly the derived tags of the state the walk ends in) are built once at
-compile time and shared. An optional bounded LRU cache keyed on the normalized
-request (only the fields the policy looks at) sits in front.
+compile time and shared.
 """
 
 from __future__ import annotations
-
-import threading
-from typing import Any
-
-from cachetools import LRUCache
 
 from proctor.engine.compiler import Automaton, Packed
 from proctor.engine.layout import pack_in_place, relocate
@@ -37,7 +31,7 @@ from proctor.engine.request import Request
 class CompiledPolicy:
     """A compiled policy snapshot. Never changes after construction (but for its caches)."""
 
-    def __init__(self, policy: Policy, cache_size: int = 0) -> None:
+    def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.policy_version = policy.policy_version
         self.source = policy.source
@@ -82,31 +76,12 @@ class CompiledPolicy:
             policy_version=pv,
             approval_ttl_seconds=d.approval_ttl_seconds,
         )
-        # Which request fields can change a decision: the rest stay out of cache keys.
-        matches = [r.match for r in policy.rules]
-        self._uses_path = policy.max_depth is not None or any(
-            m.agents or m.chain or m.depth_min is not None or m.depth_max is not None
-            for m in matches
-        )
-        self._uses_tenant = any(m.tenants for m in matches)
-        self._uses_labels = any(m.labels for m in matches)
-        self._cache: LRUCache[tuple[Any, ...], Decision] | None = (
-            LRUCache(maxsize=cache_size) if cache_size > 0 else None
-        )
-        self._cache_lock = threading.Lock()
         # Decisions that carry derived tags, shared per (rule, derived tags); bounded.
         self._derived_decisions: dict[tuple[int, tuple[str, ...]], Decision] = {}
         self._sorted_tags: dict[frozenset[str], tuple[str, ...]] = {}
-        if self._cache is None:
-            # No cache: skip a call level on the hot path.
-            self.evaluate = self._decide  # type: ignore[method-assign]
 
     def rule(self, rule_id: str) -> Rule | None:
         return self._by_id.get(rule_id)
-
-    @property
-    def cache_size(self) -> int:
-        return 0 if self._cache is None else int(self._cache.maxsize)
 
     def __repr__(self) -> str:
         return (
@@ -118,27 +93,6 @@ class CompiledPolicy:
 
     def evaluate(self, request: Request, explain: bool = False) -> Decision:
         """Decide request; with explain, matched_rule_ids lists every matching rule."""
-        cache = self._cache
-        if cache is None:
-            return self._decide(request, explain)
-        key = (
-            request.topic,
-            request.risk_tags,
-            request.delegation_path if self._uses_path else None,
-            request.tenant if self._uses_tenant else None,
-            tuple(sorted(request.labels.items())) if self._uses_labels else None,
-            explain,
-        )
-        with self._cache_lock:
-            hit = cache.get(key)
-        if hit is not None:
-            return hit
-        decision = self._decide(request, explain)
-        with self._cache_lock:
-            cache[key] = decision
-        return decision
-
-    def _decide(self, request: Request, explain: bool = False) -> Decision:
         state = self._start
         segs = request.topic.split(".")
         more: tuple[Packed, ...] = ()

@@ -32,6 +32,7 @@ from proctor.engine.compiler import (
     Packed,
     SuffixState,
 )
+from proctor.engine.limits import checkpoint
 from proctor.engine.model import Decision
 
 
@@ -167,6 +168,8 @@ def _copy(
         old = stack.pop()
         if id(old) in copies:
             continue
+        if not len(pairs) & 1023:
+            checkpoint()
         new = DState(
             (),
             _NO_LITERALS,

@@ -7,6 +7,7 @@ import re
 from typing import Any, NoReturn
 
 from proctor.engine.errors import PolicyError
+from proctor.engine.limits import DEFAULT_LIMITS, Limits, checkpoint
 from proctor.engine.model import (
     COMBININGS,
     DECISIONS,
@@ -73,9 +74,14 @@ def parse_span(spec: str) -> int | None:
     return int(m.group(1)) * _SPAN_UNITS[m.group(2)]
 
 
-def parse_policy(text: str, source: str = "<string>") -> Policy:
-    """Validate text as a v1 policy; raise PolicyError on the first mistake."""
-    return _Loader(source).policy(text)
+def parse_policy(text: str, source: str = "<string>", limits: Limits = DEFAULT_LIMITS) -> Policy:
+    """Validate text as a v1 policy within limits; raise PolicyError on the first mistake."""
+    if len(text) > limits.max_bytes:
+        raise PolicyError(
+            f"the policy is larger than the limit of {limits.max_bytes} bytes ({len(text)})",
+            file=source,
+        )
+    return _Loader(source, limits).policy(text)
 
 
 def _describe(node: YNode) -> str:
@@ -94,9 +100,14 @@ def _describe(node: YNode) -> str:
 
 
 class _Loader:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, limits: Limits = DEFAULT_LIMITS) -> None:
         self.source = source
+        self.limits = limits
         self.rule_id: str | None = None
+        self.pattern_count = 0
+        self.segment_count = 0
+        # id(node) -> (patterns, segments) of each topics list already validated
+        self.checked: dict[int, tuple[tuple[str, ...], int]] = {}
 
     # -- errors -------------------------------------------------------------------------
 
@@ -147,15 +158,14 @@ class _Loader:
         return items
 
     def strings(self, node: YNode, what: str, max_chars: int = 256) -> tuple[str, ...]:
-        out: list[str] = []
+        # A dict keeps file order and drops repeats in O(1) each (a list would be O(n^2)).
+        out: dict[str, None] = {}
         for item in self.seq(node, what):
-            value = self.string(item, f"{what} entry", max_chars)
-            if value not in out:
-                out.append(value)
+            out[self.string(item, f"{what} entry", max_chars)] = None
         return tuple(out)
 
     def tags(self, node: YNode, what: str) -> tuple[str, ...]:
-        out: list[str] = []
+        out: dict[str, None] = {}
         for item in self.seq(node, what):
             value = self.string(item, f"{what} entry", MAX_TAG_CHARS + 64).strip().lower()
             if len(value) > MAX_TAG_CHARS:
@@ -163,24 +173,49 @@ class _Loader:
                     f"{what} entry {value!r} is longer than {MAX_TAG_CHARS} characters",
                     item.line,
                 )
-            if value not in out:
-                out.append(value)
+            out[value] = None
         return tuple(out)
 
     def patterns(self, node: YNode, what: str) -> tuple[str, ...]:
-        out: list[str] = []
+        # A list reused through a YAML alias is one node: validated once, counted each time.
+        done = self.checked.get(id(node))
+        if done is None:
+            done = self.checked[id(node)] = self._patterns(node, what)
+        patterns, segments = done
+        self.count_patterns(len(patterns), segments, node.line)
+        return patterns
+
+    def _patterns(self, node: YNode, what: str) -> tuple[tuple[str, ...], int]:
+        out: dict[str, None] = {}
         items = self.seq(node, what)
         if not items:
             self.fail(f"{what} must list at least one topic pattern", node.line)
+        segments = 0
         for item in items:
             pattern = self.string(item, f"{what} entry")
             try:
-                parse_pattern(pattern)
+                parsed = parse_pattern(pattern)
             except ValueError as exc:
                 self.fail(str(exc), item.line)
             if pattern not in out:
-                out.append(pattern)
-        return tuple(out)
+                out[pattern] = None
+                segments += len(parsed)
+                if len(out) + self.pattern_count > self.limits.max_patterns:
+                    self.count_patterns(len(out), segments, item.line)  # fails
+        return tuple(out), segments
+
+    def count_patterns(self, patterns: int, segments: int, line: int) -> None:
+        limits = self.limits
+        self.pattern_count += patterns
+        self.segment_count += segments
+        if self.pattern_count > limits.max_patterns:
+            self.fail(f"the policy has more than {limits.max_patterns} topic patterns", line)
+        if self.segment_count > limits.max_pattern_segments:
+            self.fail(
+                f"the policy's topic patterns have more than {limits.max_pattern_segments} "
+                "segments in all",
+                line,
+            )
 
     def span(self, node: YNode, what: str) -> int:
         v = node.value
@@ -209,7 +244,7 @@ class _Loader:
 
     def policy(self, text: str) -> Policy:
         try:
-            root = read_yaml(text)
+            root = read_yaml(text, self.limits.max_bytes)
         except YamlError as exc:
             self.fail(exc.message, exc.line)
         if root is None or (root.kind == SCALAR and root.value is None):
@@ -244,7 +279,16 @@ class _Loader:
         rules: list[Rule] = []
         if "rules" in top:
             seen: dict[str, int] = {}
-            for item in self.seq(top["rules"], "rules"):
+            items = self.seq(top["rules"], "rules")
+            if len(items) > self.limits.max_rules:
+                self.fail(
+                    f"the policy has {len(items)} rules, more than the limit of "
+                    f"{self.limits.max_rules}",
+                    top["rules"].line,
+                )
+            for n, item in enumerate(items):
+                if not n & 255:
+                    checkpoint()
                 rule = self.rule(item)
                 if rule.id in seen:
                     self.fail(

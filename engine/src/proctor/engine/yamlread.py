@@ -10,11 +10,14 @@ scalars are resolved with PyYAML's own implicit-resolver table (YAML 1.1 as
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import yaml
 from yaml import events
 from yaml.resolver import Resolver
+
+from proctor.engine.limits import checkpoint
 
 SCALAR = 0
 SEQ = 1
@@ -81,11 +84,17 @@ def _resolve_plain(value: str, line: int) -> Any:
     return value
 
 
-def read_yaml(text: str) -> YNode | None:
-    """The single document of text as YNodes, None when the text holds no document."""
+def read_yaml(text: str, max_expanded: int | None = None) -> YNode | None:
+    """The single document of text as YNodes, None when the text holds no document.
+
+    Aliases are shared, not copied, but whoever reads the nodes walks a shared one
+    once per alias: with max_expanded, a document whose aliases, expanded, would
+    exceed that many characters is refused (the "billion laughs" and its milder
+    cousins: one anchor reused by thousands of rules).
+    """
     loader = _Loader(text)
     try:
-        return _compose(loader)
+        return _compose(loader, len(text), max_expanded)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = None if mark is None else mark.line + 1
@@ -97,13 +106,31 @@ def read_yaml(text: str) -> YNode | None:
         loader.dispose()
 
 
-def _compose(loader: Any) -> YNode | None:
+class _Open:
+    """A mapping or sequence being read: where it started, what its aliases add."""
+
+    __slots__ = ("node", "anchor", "start", "extra", "key")
+
+    def __init__(self, node: YNode, anchor: str | None, start: int) -> None:
+        self.node = node
+        self.anchor = anchor
+        self.start = start
+        self.extra = 0  # characters its aliases add once expanded
+        self.key: YNode | None = None  # a mapping's key waiting for its value
+
+
+def _compose(loader: Any, length: int, max_expanded: int | None) -> YNode | None:
     get_event = loader.get_event
     anchors: dict[str, YNode] = {}
-    stack: list[tuple[YNode, str | None]] = []
+    # Expanded size (characters) of each complete anchored node; an anchor that is
+    # still open (its own alias inside it) has none: a recursive alias.
+    sizes: dict[str, int] = {}
+    stack: list[_Open] = []
     root: YNode | None = None
     docs = 0
-    pending_key: list[YNode | None] = []
+    expanded = length
+    limit = sys.maxsize if max_expanded is None else max_expanded
+    count = 0
     ScalarEvent = events.ScalarEvent
     MappingStartEvent = events.MappingStartEvent
     SequenceStartEvent = events.SequenceStartEvent
@@ -118,17 +145,21 @@ def _compose(loader: Any) -> YNode | None:
         if not stack:
             root = node
             return
-        parent = stack[-1][0]
+        top = stack[-1]
+        parent = top.node
         if parent.kind == SEQ:
             parent.value.append(node)
-        elif pending_key[-1] is None:
-            pending_key[-1] = node
+        elif top.key is None:
+            top.key = node
         else:
-            parent.value.append((pending_key[-1], node))
-            pending_key[-1] = None
+            parent.value.append((top.key, node))
+            top.key = None
 
     while True:
         ev = get_event()
+        count += 1
+        if not count & 4095:
+            checkpoint()
         cls = type(ev)
         if cls is ScalarEvent:
             line = ev.start_mark.line + 1
@@ -142,22 +173,40 @@ def _compose(loader: Any) -> YNode | None:
             node = YNode(SCALAR, value, line)
             if ev.anchor is not None:
                 anchors[ev.anchor] = node
+                sizes[ev.anchor] = ev.end_mark.index - ev.start_mark.index
             attach(node)
         elif cls is MappingStartEvent or cls is SequenceStartEvent:
             kind = MAP if cls is MappingStartEvent else SEQ
             node = YNode(kind, [], ev.start_mark.line + 1)
             if ev.anchor is not None:
                 anchors[ev.anchor] = node
+                sizes.pop(ev.anchor, None)
             attach(node)
-            stack.append((node, ev.anchor))
-            pending_key.append(None)
+            stack.append(_Open(node, ev.anchor, ev.start_mark.index))
         elif cls is SequenceEndEvent or cls is MappingEndEvent:
-            stack.pop()
-            pending_key.pop()
+            done = stack.pop()
+            if done.anchor is not None:
+                sizes[done.anchor] = ev.end_mark.index - done.start + done.extra
+            if stack and done.extra:
+                stack[-1].extra += done.extra
         elif cls is AliasEvent:
+            line = ev.start_mark.line + 1
             target = anchors.get(ev.anchor)
             if target is None:
-                raise YamlError(f"unknown alias *{ev.anchor}", ev.start_mark.line + 1)
+                raise YamlError(f"unknown alias *{ev.anchor}", line)
+            size = sizes.get(ev.anchor)
+            if size is None:
+                raise YamlError(f"alias *{ev.anchor} is inside the node it refers to", line)
+            extra = max(0, size - (ev.end_mark.index - ev.start_mark.index))
+            expanded += extra
+            if expanded > limit:
+                raise YamlError(
+                    f"aliases expand the document past the size limit of {limit} bytes "
+                    f"(at alias *{ev.anchor})",
+                    line,
+                )
+            if stack:
+                stack[-1].extra += extra
             attach(target)
         elif cls is DocumentStartEvent:
             docs += 1

@@ -7,9 +7,15 @@ Kept import-light (the engine only, imported when a command runs) so that
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proctor.engine import CompiledPolicy
+
+DEFAULT_MAX_POLICY_BYTES = 64 * 1024 * 1024  # engine.DEFAULT_MAX_BYTES, without importing it
 
 EVAL_FIELDS = (
     "request_id",
@@ -31,6 +37,7 @@ def register(subparsers: Any) -> None:
         description="Validate and lint policies. Exit 1 on an error; warnings alone exit 0.",
     )
     check.add_argument("policies", nargs="+", metavar="POLICY")
+    _max_bytes_flag(check)
     check.set_defaults(func=run_check)
 
     test = subparsers.add_parser(
@@ -45,6 +52,7 @@ def register(subparsers: Any) -> None:
         metavar="TESTS",
         help="the suite (default: POLICY with .yaml replaced by .tests.yaml)",
     )
+    _max_bytes_flag(test)
     test.set_defaults(func=run_test)
 
     ev = subparsers.add_parser(
@@ -59,20 +67,49 @@ def register(subparsers: Any) -> None:
     ev.add_argument("--policy", required=True, metavar="P")
     ev.add_argument("--input", default="-", metavar="FILE", help="FILE or - for stdin (default)")
     ev.add_argument("--explain", action="store_true", help="fill matched_rule_ids for every line")
+    _max_bytes_flag(ev)
     ev.set_defaults(func=run_eval)
+
+
+def _max_bytes_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-policy-bytes", type=int, default=DEFAULT_MAX_POLICY_BYTES, metavar="N",
+        help="refuse a policy file larger than N bytes, or whose YAML aliases expand past it",
+    )
+
+
+def load(path: str, args: argparse.Namespace) -> CompiledPolicy:
+    """Read and compile one policy file; PolicyError on any problem, never a hang.
+
+    The engine leaves the garbage collector alone; a command compiles once and
+    keeps what it built, so the collector is paused meanwhile (it would rescan
+    the millions of new objects of a large policy again and again).
+    """
+    from proctor.engine import Limits, PolicyError, load_policy
+
+    max_bytes = getattr(args, "max_policy_bytes", DEFAULT_MAX_POLICY_BYTES)
+    if max_bytes < 1:
+        raise PolicyError(f"--max-policy-bytes must be at least 1, got {max_bytes}", file=path)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return load_policy(path, limits=Limits(max_bytes=max_bytes))
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 # -- check ---------------------------------------------------------------------------------------
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from proctor.engine import PolicyError, load_policy
+    from proctor.engine import PolicyError
     from proctor.engine.lint import lint
 
     failed = False
     for path in args.policies:
         try:
-            policy = load_policy(path)
+            policy = load(path, args)
         except PolicyError as exc:
             print(str(exc))
             failed = True
@@ -98,20 +135,19 @@ def default_suite_path(policy: str) -> str:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    from proctor.engine import PolicyError, load_policy
+    from proctor.engine import PolicyError, read_text_file
     from proctor.engine.suites import SuiteError, load_suite, run_suite
 
     suite_path = args.tests or default_suite_path(args.policy)
     try:
-        policy = load_policy(args.policy)
+        policy = load(args.policy, args)
     except PolicyError as exc:
         print(str(exc), file=sys.stderr)
         return 1
     try:
-        with open(suite_path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"{suite_path}: cannot read the test suite: {exc}", file=sys.stderr)
+        text = read_text_file(suite_path, max_bytes=args.max_policy_bytes, what="test suite")
+    except PolicyError as exc:
+        print(str(exc), file=sys.stderr)
         return 1
     try:
         cases = load_suite(text, suite_path)
@@ -171,10 +207,10 @@ def _request_from(obj: Any) -> tuple[Any, bool]:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from proctor.engine import PolicyError, load_policy
+    from proctor.engine import PolicyError
 
     try:
-        policy = load_policy(args.policy)
+        policy = load(args.policy, args)
     except PolicyError as exc:
         print(f"proctor eval: {exc}", file=sys.stderr)
         return 2

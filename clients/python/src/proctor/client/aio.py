@@ -67,7 +67,7 @@ class AsyncProctorClient(AsyncBudgetsMixin, AsyncApprovalsMixin):
         )
         opts = list(self.options.channel_options)
         if channel is not None:
-            self._channel = channel
+            self._channel: grpc.aio.Channel = channel
         elif credentials is not None:
             self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
         else:
@@ -154,7 +154,7 @@ class AsyncProctorClient(AsyncBudgetsMixin, AsyncApprovalsMixin):
                 )
             raise
         result = DecisionResult.from_proto(response)
-        if waits(result, wait_for_approval):
+        if wait_for_approval is not None and waits(result, wait_for_approval):
             return await self._await_decision(result, request, wait_for_approval)
         return result
 

@@ -66,7 +66,7 @@ class ProctorClient(BudgetsMixin, ApprovalsMixin):
         )
         opts = list(self.options.channel_options)
         if channel is not None:
-            self._channel = channel
+            self._channel: grpc.Channel = channel
         elif credentials is not None:
             self._channel = grpc.secure_channel(target, credentials, options=opts)
         else:
@@ -151,7 +151,7 @@ class ProctorClient(BudgetsMixin, ApprovalsMixin):
                 )
             raise
         result = DecisionResult.from_proto(response)
-        if waits(result, wait_for_approval):
+        if wait_for_approval is not None and waits(result, wait_for_approval):
             return self._await_decision(result, request, wait_for_approval)
         return result
 
