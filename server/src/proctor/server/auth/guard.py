@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
@@ -134,7 +134,7 @@ class Guard(grpc.GenericRpcHandler):
 Admit = Callable[[Any, str], Any]
 
 
-Handler = grpc.RpcMethodHandler[Any, Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 def _wrap(handler: Handler, method: str, admit: Admit) -> Handler:
