@@ -38,7 +38,7 @@ from proctor.v1 import (
 )
 
 from . import health as health_names
-from . import ids, logs, wire
+from . import logs
 from . import reflection as server_reflection
 from .admin import AdminService
 from .approvals import build_approval_store
@@ -117,9 +117,10 @@ def register_services(
     decisions = DecisionsService(
         holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
         approvals=approval_service.gate, name_worker=settings.workers > 1, streams=streams,
+        max_batch_items=settings.max_batch_items, max_explain_bytes=settings.max_explain_bytes,
     )
     decisions_pb2_grpc.add_DecisionsServicer_to_server(decisions, server)
-    # Evaluate takes and gives bytes: server/wire.py decodes and encodes it (in C when built).
+    # Evaluate takes and gives bytes: server/wire.py decodes and encodes it.
     server.replace(EVALUATE_METHOD, decisions.raw_evaluate_handler())
     server.replace(EVALUATE_STREAM_METHOD, decisions.raw_stream_handler())
     # Gateways (DESIGN section 14): Envoy's Check decides through `decisions`, audited alike;
@@ -266,8 +267,9 @@ async def serve(
         listen=f"{host}:{port}", policy=settings.policy,
         policy_version=holder.current.policy_version, rules=holder.current.rule_count,
         metrics=settings.metrics_listen or None, tls=settings.tls,
-        # False where the C twins were not built (no compiler at install): same answers, slower.
-        accelerated=wire.ACCELERATED and ids.ACCELERATED and audit_event.SEAL_ACCELERATED,
+        # False where the audit's C twins were not built (no compiler at install): same
+        # answers, slower.
+        accelerated=audit_event.SEAL_ACCELERATED,
     )
     # What start-up built lives as long as the process (the compiled policy above all:
     # millions of objects at 100,000 rules). Frozen, no garbage collection walks it again,

@@ -27,6 +27,10 @@ DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT = 1000
 DEFAULT_MAX_APPROVAL_WAITERS = 10_000
 DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION = 2000
 DEFAULT_MAX_STREAMS = 10_000
+# EvaluateBatch: items per batch (its bytes are bounded by MAX_MESSAGE_BYTES), and the rule
+# ids an explain answer lists (a batch's items share it).
+DEFAULT_MAX_BATCH_ITEMS = 1000
+DEFAULT_MAX_EXPLAIN_BYTES = 64 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -51,6 +55,7 @@ class Settings:
     audit_maxlen: int = DEFAULT_AUDIT_MAXLEN
     workers: int = 1
     metrics_listen: str = ""
+    metrics_allow_remote: bool = False
     tls_cert: str = ""
     tls_key: str = ""
     client_ca: str = ""
@@ -68,6 +73,9 @@ class Settings:
     # Streams (DESIGN section 11): open ones per process; WatchPolicy on or off.
     max_streams: int = DEFAULT_MAX_STREAMS
     local_evaluation: str = "on"
+    # Decisions (docs/limits.md)
+    max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
+    max_explain_bytes: int = DEFAULT_MAX_EXPLAIN_BYTES
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -136,9 +144,15 @@ class Settings:
             except ValueError as e:
                 raise SettingsError(f"--redis-url: {e}") from None
         if self.metrics_listen:
-            _, mport = split_host_port(self.metrics_listen, "--metrics-listen")
+            mhost, mport = split_host_port(self.metrics_listen, "--metrics-listen")
             if self.workers > 1 and mport == 0:
                 raise SettingsError("--metrics-listen with --workers needs a fixed port (not 0)")
+            if not self.metrics_allow_remote and not _is_loopback(mhost):
+                raise SettingsError(
+                    f"--metrics-listen {self.metrics_listen}: the metrics endpoint has no "
+                    "authentication (it names rules, policy versions and load), so it "
+                    "listens on loopback only (127.0.0.1, ::1, localhost); pass "
+                    "--metrics-allow-remote to serve it on other addresses")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise SettingsError("--tls-cert and --tls-key go together: give both or neither")
         if self.tls_cert:
@@ -177,6 +191,8 @@ class Settings:
             ("--max-approval-waiters", self.max_approval_waiters),
             ("--max-approval-waiters-per-connection", self.max_approval_waiters_per_connection),
             ("--max-streams", self.max_streams),
+            ("--max-batch-items", self.max_batch_items),
+            ("--max-explain-bytes", self.max_explain_bytes),
         ):
             if value < 1:
                 raise SettingsError(f"{flag} must be at least 1, got {value}")
@@ -233,7 +249,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--audit-maxlen", type=int, default=DEFAULT_AUDIT_MAXLEN)
     p.add_argument("--workers", type=int, default=1, help="processes on one port (SO_REUSEPORT)")
     p.add_argument(
-        "--metrics-listen", default="", help="Prometheus HOST:PORT (worker i uses PORT+i)"
+        "--metrics-listen", default="", help="Prometheus HOST:PORT (worker i uses PORT+i); "
+        "loopback only unless --metrics-allow-remote"
+    )
+    p.add_argument(
+        "--metrics-allow-remote", action="store_true",
+        help="serve --metrics-listen on a non-loopback address (it has no authentication)",
     )
     p.add_argument("--tls-cert", default="", help="server certificate (PEM)")
     p.add_argument("--tls-key", default="", help="server private key (PEM)")
@@ -282,6 +303,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-streams", type=int, default=DEFAULT_MAX_STREAMS,
         help="open EvaluateStream, WatchPolicy and IngestDecisions streams in this process; "
              "past it RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--max-batch-items", type=int, default=DEFAULT_MAX_BATCH_ITEMS,
+        help="EvaluateBatch: items per batch; past it INVALID_ARGUMENT (a batch's bytes are "
+             f"bounded by the {MAX_MESSAGE_BYTES >> 20} MiB message limit)",
+    )
+    p.add_argument(
+        "--max-explain-bytes", type=int, default=DEFAULT_MAX_EXPLAIN_BYTES,
+        help="explain: the matched rule ids one answer lists, in bytes (in a batch, for all "
+             "items together); matched_rule_count still counts them all",
     )
     p.add_argument(
         "--local-evaluation", choices=("on", "off"), default="on",
