@@ -20,10 +20,11 @@ third server, "baseline", measured in the same alternating rounds: a change
 against the tree before it, in one run (the native-code figures in
 docs/performance.md were taken this way).
 
-    python benchmarks/service_bench.py [--quick] [--out benchmarks/results/NAME.json]
+    python benchmarks/service_bench.py [--quick] [--out PATH]
     python benchmarks/service_bench.py --no-scaling --baseline-python /other/tree/.venv/bin/python
 
-Results go to benchmarks/results/ as JSON with the machine, commit and settings.
+Results go to --out, or to the results directory outside the checkout
+(benchmarks/baselines/README.md), as JSON with the machine, commit and settings.
 """
 
 from __future__ import annotations
