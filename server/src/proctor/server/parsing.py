@@ -16,13 +16,17 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 
 from . import logs
 
 log = logging.getLogger("proctor.server.requests")
+
+# grpc's classes are not subscriptable at run time: the aliases are strings.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 LOG_INTERVAL_S = 10.0
 
@@ -61,7 +65,7 @@ def message_name(parse: Callable[[bytes], Any]) -> str:
     return name if isinstance(name, str) and name else "request"
 
 
-async def refuse(context: grpc.aio.ServicerContext, method: str, what: str,
+async def refuse(context: Context, method: str, what: str,
                  error: Exception) -> NoReturn:
     """Answer INVALID_ARGUMENT for bytes that are not a `what`; one throttled log line."""
     reason = str(error) or type(error).__name__
@@ -71,7 +75,7 @@ async def refuse(context: grpc.aio.ServicerContext, method: str, what: str,
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
-def guard(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def guard(method: str, handler: Handler) -> Handler:
     """`handler` taking bytes and parsing them itself; unchanged when it takes bytes already,
     streams its requests, or is not a coroutine (grpc runs those in its executor)."""
     parse = handler.request_deserializer
@@ -80,9 +84,9 @@ def guard(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     what = message_name(parse)
     serialize = handler.response_serializer
     if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
-        unary = handler.unary_unary
+        unary: Any = handler.unary_unary  # called with grpc.aio's context
 
-        async def unary_unary(data: bytes, context: grpc.aio.ServicerContext) -> Any:
+        async def unary_unary(data: bytes, context: Context) -> Any:
             try:
                 request = parse(data)
             except Exception as e:  # whatever the parser raises, the bytes are the cause
@@ -90,10 +94,10 @@ def guard(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             return await unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, response_serializer=serialize)
-    stream = handler.unary_stream
+    stream: Any = handler.unary_stream
     if stream is not None and inspect.isasyncgenfunction(stream):
 
-        async def unary_stream(data: bytes, context: grpc.aio.ServicerContext
+        async def unary_stream(data: bytes, context: Context
                                ) -> AsyncIterator[Any]:
             try:
                 request = parse(data)
@@ -105,7 +109,7 @@ def guard(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         return grpc.unary_stream_rpc_method_handler(unary_stream, response_serializer=serialize)
     if stream is not None and inspect.iscoroutinefunction(stream):
 
-        async def unary_writer(data: bytes, context: grpc.aio.ServicerContext) -> None:
+        async def unary_writer(data: bytes, context: Context) -> None:
             try:
                 request = parse(data)
             except Exception as e:
