@@ -183,11 +183,10 @@ async def serve(
     loop = asyncio.get_running_loop()
     metrics = Metrics()
     try:
-        holder = PolicyHolder.load(settings.policy)
+        holder = PolicyHolder.load(
+            settings.policy, engine.Limits(max_bytes=settings.max_policy_bytes))
     except engine.PolicyError as e:
         raise StartupError(f"cannot load the policy: {e}") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise StartupError(f"cannot read the policy {settings.policy}: {e}") from e
     metrics.policy_loaded(holder.current.policy_version, holder.current.rule_count)
 
     audit = build_audit(settings)
@@ -245,15 +244,12 @@ async def serve(
             raise StartupError(f"cannot serve metrics on {mhost}:{mport}: {e}") from e
 
     stop = asyncio.Event()
-    background: set[asyncio.Task[Any]] = set()
 
     def on_term() -> None:
         stop.set()
 
     def on_hup() -> None:
-        task = loop.create_task(holder.reload("sighup"))
-        background.add(task)
-        task.add_done_callback(background.discard)
+        holder.request("sighup")  # joins the next reload; any number of SIGHUPs cost one
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
     loop.add_signal_handler(signal.SIGINT, on_term)
@@ -278,11 +274,10 @@ async def serve(
 
     logs.event(log, logging.INFO, "draining", grace_seconds=settings.grace_seconds)
     metrics.draining.set(1)
+    holder.close()  # never waits on a compile: a running one is abandoned
     await health.drain()
     watch.cancel()
     await server.stop(settings.grace_seconds)
-    for task in list(background):
-        task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watch
     await audit.close()
