@@ -224,7 +224,7 @@ def test_reload_spam_under_load_answers_every_call_and_ends_on_the_last_file(
             wait_for(lambda: callers.latest() == "spam-final", timeout=30, what="the last file")
         assert codes <= {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED}, codes
         assert callers.failures == []
-        assert callers.calls > 50
+        assert callers.calls > 10
         p = get_policy(server.address)
         assert (p.policy_version, p.last_reload_error) == ("spam-final", "")
     finally:
