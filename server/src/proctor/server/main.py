@@ -49,6 +49,8 @@ from .audit import event as audit_event
 from .audit import ingest
 from .audit.metrics import register as register_audit_metrics
 from .audit.stream import AuditService
+from .auth import Authenticator, Guard, PrincipalsError, PrincipalsHolder
+from .auth import guard as auth_guard
 from .budgets import build_budget_store
 from .budgets.service import BudgetsService
 from .decisions import EVALUATE_METHOD, EVALUATE_STREAM_METHOD, DecisionsService
@@ -196,6 +198,7 @@ async def serve(
     except engine.PolicyError as e:
         raise StartupError(f"cannot load the policy: {e}") from e
     metrics.policy_loaded(holder.current.policy_version, holder.current.rule_count)
+    principals = _load_principals(settings)
 
     audit = build_audit(settings)
     start_audit = getattr(audit, "start", None)
@@ -227,7 +230,10 @@ async def serve(
     )
     if redis is not None:
         await _start_redis(redis, audit)
-    server.add_generic_rpc_handlers((routes,))
+    authenticator = Authenticator(principals, mtls=bool(settings.client_ca))
+    # Every call but health and reflection is authenticated here, and its role checked.
+    server.add_generic_rpc_handlers((Guard(routes, authenticator),))
+    auth_guard.register(metrics.registry)
     try:
         port = _bind(server, settings)
     except (RuntimeError, OSError) as e:
@@ -264,17 +270,25 @@ async def serve(
             raise StartupError(f"cannot serve the inbox on {settings.http_listen}: {e}") from e
 
     stop = asyncio.Event()
+    background: set[asyncio.Task[Any]] = set()
 
     def on_term() -> None:
         stop.set()
 
     def on_hup() -> None:
         holder.request("sighup")  # joins the next reload; any number of SIGHUPs cost one
+        if principals is not None:
+            task = loop.create_task(principals.reload("sighup"))
+            background.add(task)
+            task.add_done_callback(background.discard)
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
     loop.add_signal_handler(signal.SIGINT, on_term)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     watch = loop.create_task(holder.watch(settings.reload_poll_seconds))
+    if principals is not None:
+        watcher = loop.create_task(principals.watch(settings.reload_poll_seconds))
+        background.add(watcher)
 
     host = settings.listen_host
     logs.event(
@@ -282,6 +296,7 @@ async def serve(
         listen=f"{host}:{port}", policy=settings.policy,
         policy_version=holder.current.policy_version, rules=holder.current.rule_count,
         metrics=settings.metrics_listen or None, tls=settings.tls,
+        callers=_callers(settings, authenticator),
         inbox=inbox.url if inbox is not None else None,
         # False where the C twins were not built (no compiler at install): same answers, slower.
         accelerated=wire.ACCELERATED and ids.ACCELERATED and audit_event.SEAL_ACCELERATED,
@@ -301,6 +316,8 @@ async def serve(
     if inbox is not None:
         await inbox.stop()
     await server.stop(settings.grace_seconds)
+    for task in list(background):
+        task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watch
     await audit.close()
@@ -308,6 +325,26 @@ async def serve(
         await redis.close()
     logs.event(log, logging.INFO, "stopped")
     return 0
+
+
+def _load_principals(settings: Settings) -> PrincipalsHolder | None:
+    if not settings.principals:
+        return None
+    try:
+        return PrincipalsHolder.load(settings.principals)
+    except PrincipalsError as e:
+        raise StartupError(f"cannot load the principals: {e}") from e
+
+
+def _callers(settings: Settings, authenticator: Authenticator) -> str:
+    """How callers are told apart, for the start-up log line."""
+    if authenticator.development:
+        return ("development mode: no --principals, --client-ca or --jwt-jwks, so every "
+                "caller is an anonymous admin (loopback only)")
+    ways = [name for name, on in (("bearer tokens", settings.principals),
+                                  ("mTLS", settings.client_ca),
+                                  ("JWT", settings.jwt_jwks)) if on]
+    return ", ".join(ways)
 
 
 async def _start_redis(redis: RedisLayer, audit: Any) -> None:

@@ -45,6 +45,7 @@ from google.rpc import code_pb2, status_pb2
 
 from proctor import engine
 
+from .. import auth
 from .topics import TopicTemplate, segment
 
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
@@ -166,7 +167,8 @@ def _denied(code: int, http_status: int, body: Mapping[str, Any],
     )
 
 
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+# Envoy's generated modules carry no type information, so their servicer base is Any.
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """Check: one decision per HTTP request, through DecisionsService.decide."""
 
     def __init__(self, decisions: Any, template: str = DEFAULT_TOPIC_TEMPLATE) -> None:
@@ -174,12 +176,18 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self.template = TopicTemplate(template, TEMPLATE_FIELDS, "--ext-authz-topic-template")
 
     async def Check(self, request: external_auth_pb2.CheckRequest,
-                    context: grpc.aio.ServicerContext) -> external_auth_pb2.CheckResponse:
+                    context: grpc.aio.ServicerContext[external_auth_pb2.CheckRequest,
+                                                      external_auth_pb2.CheckResponse]
+                    ) -> external_auth_pb2.CheckResponse:
         try:
             req, approval_id = build_request(request, self.template)
         except BadHeaders as e:
             self.decisions.metrics.invalid("Check", "headers")
             return _denied(code_pb2.INVALID_ARGUMENT, 400, {"error": str(e)}, {})
+        try:  # the caller (the proxy) for its tenants and agents only
+            req.tenant = auth.authorize(auth.caller(), req.tenant, req.delegation_path)
+        except auth.Denied as e:
+            return _denied(code_pb2.PERMISSION_DENIED, 403, {"error": e.message}, {})
         answer, _ = await self.decisions.decide(req, approval_id, SOURCE)
         code, rule_id, reason, policy_version, decision_id, granted_id = answer[:6]
         decision = _DECISION_NAMES.get(code, "deny")
