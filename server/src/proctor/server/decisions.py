@@ -20,9 +20,11 @@ import grpc
 from proctor import engine
 from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 
+from .approvals.gate import ApprovalGate
 from .audit.pipeline import offer_of
 from .auth import Denied, authorize, caller
 from .ids import new_generator
+from .seams import DecisionMetrics, ServingPolicy
 from .settings import DEFAULT_MAX_STREAMS
 from .streams import OpenStreams
 from .wire import DECISION_TO_PROTO, DecodeError, decode_evaluate, encode_response
@@ -44,12 +46,13 @@ Decided = tuple[Answer, dict[str, Any]]  # the answer and its audit event
 class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
     """Evaluate and EvaluateBatch on the holder's serving policy."""
 
-    def __init__(self, holder: Any, audit: Any, metrics: Any, sync_audit: bool = False,
-                 approvals: Any = None, name_worker: bool = False,
+    def __init__(self, holder: ServingPolicy, audit: Any, metrics: DecisionMetrics,
+                 sync_audit: bool = False, approvals: ApprovalGate | None = None,
+                 name_worker: bool = False,
                  streams: OpenStreams | None = None) -> None:
         self.holder = holder
         self.streams = streams or OpenStreams(DEFAULT_MAX_STREAMS)
-        # server.approvals.gate.ApprovalGate: require_approval creates an approval; a presented
+        # require_approval creates an approval; a presented
         # approved id for the very same action turns it into allow once. None: no approvals.
         self.approvals = approvals
         self.audit = audit

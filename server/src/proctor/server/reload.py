@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from proctor import engine
 
 from . import logs
+from .seams import ReloadMetrics
 
 log = logging.getLogger("proctor.reload")
 
@@ -174,7 +175,7 @@ class PolicyHolder:
         self._closed = False
         # Optional hooks, set by the wiring: the audit pipeline and the metrics.
         self.audit: Any = None
-        self.metrics: Any = None
+        self.metrics: ReloadMetrics | None = None
 
     @classmethod
     def load(cls, path: str, limits: engine.Limits = engine.DEFAULT_LIMITS) -> PolicyHolder:

@@ -25,6 +25,7 @@ from .. import auth
 from ..audit.pipeline import offer_of
 from ..health import StoreWatch
 from ..routes import MethodTable
+from ..seams import ServingPolicy
 from .answer import add_statuses, reserve_answer
 from .store import (
     BudgetError,
@@ -54,7 +55,8 @@ RESERVE_METHOD = "/proctor.v1.Budgets/ReserveBudget"
 class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
     """Budgets over gRPC, on any BudgetStore."""
 
-    def __init__(self, store: BudgetStore, holder: Any, audit: Any, health: Any = None) -> None:
+    def __init__(self, store: BudgetStore, holder: ServingPolicy, audit: Any,
+                 health: Any = None) -> None:
         self._store = store
         self._holder = holder
         self._audit = audit
