@@ -267,7 +267,7 @@ async def serve(
         from .inbox import start_inbox
 
         try:
-            inbox = await start_inbox(settings, approval_service, holder)
+            inbox = await start_inbox(settings, approval_service, holder, authenticator)
         except OSError as e:
             await server.stop(0)
             await audit.close()

@@ -180,11 +180,17 @@ class Settings:
             http_host, http_port = split_host_port(self.http_listen, "--http-listen")
             if self.workers > 1 and http_port == 0:
                 raise SettingsError("--http-listen with --workers needs a fixed port (not 0)")
-            if not _is_loopback(http_host):
+            if not _is_loopback(http_host) and not self.authenticated:
                 raise SettingsError(
                     f"--http-listen {self.http_listen}: without principals nobody logs in to "
                     "the inbox and every visitor is an admin, so it listens on loopback only "
-                    "(127.0.0.1, ::1, localhost)"
+                    "(127.0.0.1, ::1, localhost); give --principals (or --jwt-jwks) to serve "
+                    "it elsewhere"
+                )
+            if not _is_loopback(http_host) and not self.tls:
+                raise SettingsError(
+                    f"--http-listen {self.http_listen}: reviewers' tokens and session cookies "
+                    "off loopback need TLS: give --tls-cert and --tls-key"
                 )
         for url in self.approval_webhook:
             _check_url(url, "--approval-webhook")
