@@ -194,11 +194,10 @@ async def serve(
     loop = asyncio.get_running_loop()
     metrics = Metrics()
     try:
-        holder = PolicyHolder.load(settings.policy)
+        holder = PolicyHolder.load(
+            settings.policy, engine.Limits(max_bytes=settings.max_policy_bytes))
     except engine.PolicyError as e:
         raise StartupError(f"cannot load the policy: {e}") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise StartupError(f"cannot read the policy {settings.policy}: {e}") from e
     metrics.policy_loaded(holder.current.policy_version, holder.current.rule_count)
     webhook_secret = _webhook_secret(settings)
     principals = _load_principals(settings)
@@ -282,11 +281,9 @@ async def serve(
         stop.set()
 
     def on_hup() -> None:
-        reloads = [holder.reload("sighup")]
+        holder.request("sighup")  # joins the next reload; any number of SIGHUPs cost one
         if principals is not None:
-            reloads.append(principals.reload("sighup"))
-        for reload in reloads:
-            task = loop.create_task(reload)
+            task = loop.create_task(principals.reload("sighup"))
             background.add(task)
             task.add_done_callback(background.discard)
 
@@ -320,6 +317,7 @@ async def serve(
 
     logs.event(log, logging.INFO, "draining", grace_seconds=settings.grace_seconds)
     metrics.draining.set(1)
+    holder.close()  # never waits on a compile: a running one is abandoned
     await health.drain()
     watch.cancel()
     if inbox is not None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import stat
 import urllib.parse
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_AUDIT_DIR = "./proctor-audit"
@@ -21,6 +21,7 @@ DEFAULT_AUDIT_QUEUE_SIZE = 65536
 DEFAULT_AUDIT_MAXLEN = 1_000_000
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_RELOAD_POLL_SECONDS = 1.0
+DEFAULT_MAX_POLICY_BYTES = 64 * 1024 * 1024  # engine.DEFAULT_MAX_BYTES
 # Envoy ext_authz (gateways/ext_authz.py): the topic of an HTTP request.
 DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE = "http.{method}.{path_segments}"
 MAX_MESSAGE_BYTES = 1 << 20
@@ -68,6 +69,7 @@ class Settings:
     log_level: str = "info"
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     reload_poll_seconds: float = DEFAULT_RELOAD_POLL_SECONDS
+    max_policy_bytes: int = DEFAULT_MAX_POLICY_BYTES
     ext_authz_topic_template: str = DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE
     # Redis durability (docs/redis.md) and the approval limits (DESIGN section 7)
     redis_allow_rdb: bool = False
@@ -223,6 +225,9 @@ class Settings:
             raise SettingsError("--grace-seconds must not be negative")
         if self.reload_poll_seconds <= 0:
             raise SettingsError("--reload-poll-seconds must be positive")
+        if self.max_policy_bytes < 1:
+            raise SettingsError(
+                f"--max-policy-bytes must be at least 1, got {self.max_policy_bytes}")
         from .gateways.topics import TopicTemplate
 
         try:
@@ -307,8 +312,14 @@ def _is_loopback(host: str) -> bool:
 def _require_file(path: str, flag: str) -> None:
     if not path:
         raise SettingsError(f"{flag} is required")
-    if not Path(path).is_file():
-        raise SettingsError(f"{flag} {path}: no such file")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise SettingsError(f"{flag} {path}: no such file") from None
+    except OSError as e:
+        raise SettingsError(f"{flag} {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        raise SettingsError(f"{flag} {path}: not a regular file")
     if not os.access(path, os.R_OK):
         raise SettingsError(f"{flag} {path}: not readable")
 
@@ -373,6 +384,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reload-poll-seconds", type=float, default=DEFAULT_RELOAD_POLL_SECONDS,
         help="how often the policy file is checked for changes",
+    )
+    p.add_argument(
+        "--max-policy-bytes", type=int, default=DEFAULT_MAX_POLICY_BYTES, metavar="N",
+        help="refuse a policy file larger than N bytes, or whose YAML aliases expand past "
+             "it (at start and on reload)",
     )
     p.add_argument(
         "--ext-authz-topic-template", default=DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE,
