@@ -21,7 +21,7 @@ from typing import Any
 
 from proctor import engine
 
-from . import logs
+from . import auth, logs
 from .seams import ReloadMetrics
 
 log = logging.getLogger("proctor.reload")
@@ -156,6 +156,8 @@ class PolicyHolder:
                     "trigger": trigger,
                     "source": self.path,
                     "reason": err,
+                    # Admin.ReloadPolicy names its caller; a file change or SIGHUP, nobody
+                    "caller": auth.audit_caller() if trigger == "rpc" else auth.SYSTEM_CALLER,
                 },
             )
         except Exception:
