@@ -199,6 +199,7 @@ async def serve(
     except (OSError, UnicodeDecodeError) as e:
         raise StartupError(f"cannot read the policy {settings.policy}: {e}") from e
     metrics.policy_loaded(holder.current.policy_version, holder.current.rule_count)
+    webhook_secret = _webhook_secret(settings)
     principals = _load_principals(settings)
 
     audit = build_audit(settings)
@@ -259,12 +260,15 @@ async def serve(
             await audit.close()
             raise StartupError(f"cannot serve metrics on {mhost}:{mport}: {e}") from e
 
+    webhooks = None
+    if settings.approval_webhook:
+        webhooks = _start_webhooks(settings, approval_service, webhook_secret)
     inbox = None
     if settings.http_listen:
         from .inbox import start_inbox
 
         try:
-            inbox = await start_inbox(settings, approval_service, holder)
+            inbox = await start_inbox(settings, approval_service, holder, authenticator)
         except OSError as e:
             await server.stop(0)
             await audit.close()
@@ -301,6 +305,7 @@ async def serve(
         metrics=settings.metrics_listen or None, tls=settings.tls,
         callers=_callers(settings, authenticator),
         inbox=inbox.url if inbox is not None else None,
+        approval_webhooks=len(settings.approval_webhook) or None,
         # False where the C twins were not built (no compiler at install): same answers, slower.
         accelerated=wire.ACCELERATED and ids.ACCELERATED and audit_event.SEAL_ACCELERATED,
     )
@@ -318,6 +323,8 @@ async def serve(
     if inbox is not None:
         await inbox.stop()
     await server.stop(settings.grace_seconds)
+    if webhooks is not None:
+        await webhooks.close()
     for task in list(background):
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -327,6 +334,28 @@ async def serve(
         await redis.close()
     logs.event(log, logging.INFO, "stopped")
     return 0
+
+
+def _webhook_secret(settings: Settings) -> bytes:
+    """The signing key of the approval webhooks (b"" without webhooks); StartupError."""
+    if not settings.approval_webhook:
+        return b""
+    from .approvals.webhooks import read_secret
+
+    try:
+        return read_secret(settings.approval_webhook_secret_file, dict(os.environ))
+    except (OSError, ValueError) as e:
+        raise StartupError(f"approval webhooks: {e}") from e
+
+
+def _start_webhooks(settings: Settings, approvals: ApprovalsService, secret: bytes) -> Any:
+    """Deliver approval steps to --approval-webhook URLs (approvals/webhooks.py)."""
+    from .approvals.webhooks import Webhooks
+
+    webhooks = Webhooks(tuple(settings.approval_webhook), secret, settings.inbox_link)
+    webhooks.start()
+    approvals.feed.subscribe(webhooks.on_step)
+    return webhooks
 
 
 def _load_principals(settings: Settings) -> PrincipalsHolder | None:

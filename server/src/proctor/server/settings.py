@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import urllib.parse
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -74,11 +75,24 @@ class Settings:
     local_evaluation: str = "on"
     # The reviewer inbox (DESIGN section 15): HTTP beside the gRPC port.
     http_listen: str = ""
+    inbox_url: str = ""  # the inbox as reviewers reach it (links in webhooks)
+    approval_webhook: tuple[str, ...] = ()
+    approval_webhook_secret_file: str = ""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
         values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        values["approval_webhook"] = tuple(values.get("approval_webhook") or ())
         return cls(**values)
+
+    @property
+    def inbox_link(self) -> str:
+        """Where reviewers reach the inbox: --inbox-url, else --http-listen's address."""
+        if self.inbox_url or not self.http_listen:
+            return self.inbox_url.rstrip("/")
+        host, port = split_host_port(self.http_listen, "--http-listen")
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     @property
     def listen_host(self) -> str:
@@ -164,11 +178,30 @@ class Settings:
             http_host, http_port = split_host_port(self.http_listen, "--http-listen")
             if self.workers > 1 and http_port == 0:
                 raise SettingsError("--http-listen with --workers needs a fixed port (not 0)")
-            if not _is_loopback(http_host):
+            if not _is_loopback(http_host) and not self.authenticated:
                 raise SettingsError(
                     f"--http-listen {self.http_listen}: without principals nobody logs in to "
                     "the inbox and every visitor is an admin, so it listens on loopback only "
-                    "(127.0.0.1, ::1, localhost)"
+                    "(127.0.0.1, ::1, localhost); give --principals (or --jwt-jwks) to serve "
+                    "it elsewhere"
+                )
+            if not _is_loopback(http_host) and not self.tls:
+                raise SettingsError(
+                    f"--http-listen {self.http_listen}: reviewers' tokens and session cookies "
+                    "off loopback need TLS: give --tls-cert and --tls-key"
+                )
+        for url in self.approval_webhook:
+            _check_url(url, "--approval-webhook")
+        if self.inbox_url:
+            _check_url(self.inbox_url, "--inbox-url")
+        if self.approval_webhook:
+            if self.approval_webhook_secret_file:
+                _require_file(self.approval_webhook_secret_file,
+                              "--approval-webhook-secret-file")
+            elif not os.environ.get("PROCTOR_APPROVAL_WEBHOOK_SECRET", "").strip():
+                raise SettingsError(
+                    "--approval-webhook needs --approval-webhook-secret-file FILE (or the "
+                    "environment's PROCTOR_APPROVAL_WEBHOOK_SECRET): every delivery is signed"
                 )
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
@@ -240,6 +273,12 @@ def split_host_port(value: str, flag: str) -> tuple[str, int]:
     return host, port
 
 
+def _check_url(url: str, flag: str) -> None:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise SettingsError(f"{flag} must be an http:// or https:// URL, got {url!r}")
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -290,6 +329,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--http-listen", default="",
         help="serve the reviewer inbox (web pages and /api/v1/) on HOST:PORT (docs/inbox.md)",
+    )
+    p.add_argument(
+        "--inbox-url", default="",
+        help="the inbox's address as reviewers reach it, for links in webhooks "
+             "(default: from --http-listen)",
+    )
+    p.add_argument(
+        "--approval-webhook", action="append", default=[], metavar="URL",
+        help="POST signed JSON here when an approval is created, resolved or expires "
+             "(repeatable; docs/inbox.md)",
+    )
+    p.add_argument(
+        "--approval-webhook-secret-file", default="",
+        help="the HMAC-SHA256 key of X-Proctor-Signature (or PROCTOR_APPROVAL_WEBHOOK_SECRET)",
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument(
