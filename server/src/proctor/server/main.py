@@ -99,6 +99,7 @@ def register_services(
     health: HealthState,
     on_reload: Callable[[], None] | None,
     redis: RedisLayer | None = None,
+    approval_service: ApprovalsService | None = None,
 ) -> tuple[str, ...]:
     """Add every servicer to `server` (a MethodTable); return the service names for reflection.
 
@@ -106,10 +107,8 @@ def register_services(
     embedded otherwise; its gate sits in Evaluate (require_approval creates an approval;
     an approved id unlocks its action once).
     """
-    approval_service = ApprovalsService(
-        build_approval_store(settings, redis), audit, health,
-        max_waiters=settings.max_approval_waiters,
-        max_waiters_per_connection=settings.max_approval_waiters_per_connection)
+    if approval_service is None:
+        approval_service = build_approval_service(settings, audit, health, redis)
     approval_service.watch.start()
     # Long-lived streams, bounded by --max-streams, end when the process drains.
     streams = OpenStreams(settings.max_streams)
@@ -149,6 +148,15 @@ def register_services(
     names = (*SERVICE_NAMES, *gateway_names, health_service, *server_reflection.SERVICE_NAMES)
     server_reflection.enable(server, names)
     return names
+
+
+def build_approval_service(settings: Settings, audit: Any, health: HealthState,
+                           redis: RedisLayer | None) -> ApprovalsService:
+    """The approvals of this process, shared by gRPC and the inbox (--http-listen)."""
+    return ApprovalsService(
+        build_approval_store(settings, redis), audit, health,
+        max_waiters=settings.max_approval_waiters,
+        max_waiters_per_connection=settings.max_approval_waiters_per_connection)
 
 
 def build_audit(settings: Settings) -> Any:
@@ -213,9 +221,10 @@ async def serve(
     if settings.redis_url:  # one connection for budgets and approvals (docs/redis.md)
         redis = RedisLayer.from_url(settings.redis_url, durability=Durability(
             settings.redis_allow_rdb, settings.redis_allow_volatile))
+    approval_service = build_approval_service(settings, audit, health, redis)
     register_services(
         routes, settings=settings, holder=holder, audit=audit, metrics=metrics,
-        health=health, on_reload=on_reload, redis=redis,
+        health=health, on_reload=on_reload, redis=redis, approval_service=approval_service,
     )
     if redis is not None:
         await _start_redis(redis, audit)
@@ -244,6 +253,17 @@ async def serve(
             await audit.close()
             raise StartupError(f"cannot serve metrics on {mhost}:{mport}: {e}") from e
 
+    inbox = None
+    if settings.http_listen:
+        from .inbox import start_inbox
+
+        try:
+            inbox = await start_inbox(settings, approval_service, holder)
+        except OSError as e:
+            await server.stop(0)
+            await audit.close()
+            raise StartupError(f"cannot serve the inbox on {settings.http_listen}: {e}") from e
+
     stop = asyncio.Event()
     background: set[asyncio.Task[Any]] = set()
 
@@ -266,6 +286,7 @@ async def serve(
         listen=f"{host}:{port}", policy=settings.policy,
         policy_version=holder.current.policy_version, rules=holder.current.rule_count,
         metrics=settings.metrics_listen or None, tls=settings.tls,
+        inbox=inbox.url if inbox is not None else None,
         # False where the C twins were not built (no compiler at install): same answers, slower.
         accelerated=wire.ACCELERATED and ids.ACCELERATED and audit_event.SEAL_ACCELERATED,
     )
@@ -280,6 +301,8 @@ async def serve(
     metrics.draining.set(1)
     await health.drain()
     watch.cancel()
+    if inbox is not None:
+        await inbox.stop()
     await server.stop(settings.grace_seconds)
     for task in list(background):
         task.cancel()

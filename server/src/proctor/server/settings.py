@@ -68,6 +68,8 @@ class Settings:
     # Streams (DESIGN section 11): open ones per process; WatchPolicy on or off.
     max_streams: int = DEFAULT_MAX_STREAMS
     local_evaluation: str = "on"
+    # The reviewer inbox (DESIGN section 15): HTTP beside the gRPC port.
+    http_listen: str = ""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -159,6 +161,16 @@ class Settings:
                 f"--listen {self.listen}: without --client-ca or --tokens every caller has "
                 "every role, so Proctor listens on loopback only (127.0.0.1, ::1, localhost)"
             )
+        if self.http_listen:
+            http_host, http_port = split_host_port(self.http_listen, "--http-listen")
+            if self.workers > 1 and http_port == 0:
+                raise SettingsError("--http-listen with --workers needs a fixed port (not 0)")
+            if not _is_loopback(http_host):
+                raise SettingsError(
+                    f"--http-listen {self.http_listen}: without principals nobody logs in to "
+                    "the inbox and every visitor is an admin, so it listens on loopback only "
+                    "(127.0.0.1, ::1, localhost)"
+                )
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if self.grace_seconds < 0:
@@ -239,6 +251,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", default="", help="server private key (PEM)")
     p.add_argument("--client-ca", default="", help="CA for client certificates (mTLS)")
     p.add_argument("--tokens", default="", help="bearer tokens file (planned)")
+    p.add_argument(
+        "--http-listen", default="",
+        help="serve the reviewer inbox (web pages and /api/v1/) on HOST:PORT (docs/inbox.md)",
+    )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument(
         "--grace-seconds", type=float, default=DEFAULT_GRACE_SECONDS,

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, NoReturn
+from collections.abc import Awaitable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -59,6 +60,7 @@ DEADLINE_MARGIN_SECONDS = 0.1
 DEFAULT_MAX_WAITERS = 10_000
 DEFAULT_MAX_WAITERS_PER_CONNECTION = 2000
 log = logging.getLogger("proctor.approvals")
+T = TypeVar("T")
 
 STATUS_TO_PROTO = {
     PENDING: approvals_pb2.APPROVAL_STATUS_PENDING,
@@ -126,6 +128,7 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
         self._waiting: Counter[str] = Counter()  # open WaitApproval calls per peer
         self.waiting = 0  # in total
         self.gate = gate or ApprovalGate(store, audit)
+        self.feed = self.gate.feed  # created (gate), approved, denied, expired (here)
         self.watch = StoreWatch(SERVICE_NAME, self._probe, StoreUnavailable, health,
                                 on_change=self._gate_availability)
         store.on_expired = self._record_expired
@@ -135,6 +138,7 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
     async def _record_expired(self, items: tuple[Approval, ...]) -> None:
         for a in items:
             await self._audit.record("approval", approval_event("expired", a))
+            self.feed.publish("expired", a)
 
     def _gate_availability(self, serving: bool) -> None:
         self.gate.available = serving
@@ -147,6 +151,39 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
     async def close(self) -> None:
         await self.watch.stop()
         await self._store.close()
+
+    # -- what both the gRPC methods and the inbox (server/inbox) call -----------------------
+
+    async def get(self, approval_id: str) -> Approval:
+        """The approval now; ApprovalError (not found, unavailable) otherwise."""
+        a = await self._checked(self._store.get(approval_id))
+        return a
+
+    async def list(self, status: str = "", approver: str = "", tenant: str = "",
+                   limit: int = 0) -> list[Approval]:
+        """Newest first (ApprovalStore.list); ApprovalError on bad input or no store."""
+        items: list[Approval] = await self._checked(
+            self._store.list(status, approver, tenant, limit))
+        return items
+
+    async def resolve(self, approval_id: str, approve: bool, reviewer: str,
+                      reason: str) -> Approval:
+        """Approve or deny; audited and published on the feed. ApprovalError otherwise."""
+        a = await self._checked(self._store.resolve(approval_id, approve, reviewer, reason))
+        op = "approved" if approve else "denied"
+        await self._audit.record("approval", approval_event(op, a))
+        self.feed.publish(op, a)
+        return a
+
+    async def _checked(self, call: Awaitable[T]) -> T:
+        """Await a store call, keeping the health watch in step with what it saw."""
+        try:
+            out = await call
+        except StoreUnavailable:
+            self.watch.mark(False)
+            raise
+        self.watch.mark(True)
+        return out
 
     async def _fail(self, context: Any, e: ApprovalError) -> NoReturn:
         code = next(c for t, c in _CODES if isinstance(e, t))
@@ -161,10 +198,9 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
         self, request: approvals_pb2.GetApprovalRequest, context: Any
     ) -> approvals_pb2.Approval:
         try:
-            a = await self._store.get(request.approval_id)
+            a = await self.get(request.approval_id)
         except ApprovalError as e:
             await self._fail(context, e)
-        self.watch.mark(True)
         return to_proto(a)
 
     async def WaitApproval(
@@ -215,11 +251,9 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
                 await self._fail(context, InvalidArgument(
                     "status", f"unknown approval status {request.status}"))
         try:
-            items = await self._store.list(status, request.approver, request.tenant,
-                                           request.limit)
+            items = await self.list(status, request.approver, request.tenant, request.limit)
         except ApprovalError as e:
             await self._fail(context, e)
-        self.watch.mark(True)
         return approvals_pb2.ListApprovalsResponse(approvals=[to_proto(a) for a in items])
 
     async def ResolveApproval(
@@ -228,13 +262,9 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
         # Principals are not built yet (DESIGN section 7): the reviewer is recorded as given,
         # and membership in the approval's approver groups is not checked.
         try:
-            a = await self._store.resolve(
+            a = await self.resolve(
                 request.approval_id, request.approve, request.reviewer, request.reason
             )
         except ApprovalError as e:
             await self._fail(context, e)
-        self.watch.mark(True)
-        await self._audit.record(
-            "approval", approval_event("approved" if request.approve else "denied", a)
-        )
         return to_proto(a)

@@ -166,7 +166,8 @@ def _denied(code: int, http_status: int, body: Mapping[str, Any],
     )
 
 
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+# Envoy's generated modules carry no type information, so their servicer base is Any.
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """Check: one decision per HTTP request, through DecisionsService.decide."""
 
     def __init__(self, decisions: Any, template: str = DEFAULT_TOPIC_TEMPLATE) -> None:
@@ -174,7 +175,9 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self.template = TopicTemplate(template, TEMPLATE_FIELDS, "--ext-authz-topic-template")
 
     async def Check(self, request: external_auth_pb2.CheckRequest,
-                    context: grpc.aio.ServicerContext) -> external_auth_pb2.CheckResponse:
+                    context: grpc.aio.ServicerContext[external_auth_pb2.CheckRequest,
+                                                      external_auth_pb2.CheckResponse]
+                    ) -> external_auth_pb2.CheckResponse:
         try:
             req, approval_id = build_request(request, self.template)
         except BadHeaders as e:

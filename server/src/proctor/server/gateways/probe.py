@@ -22,7 +22,10 @@ class ProbeService(probe_pb2_grpc.ProbeServicer):
         self.holder = holder
 
     async def ProbeTopics(
-        self, request: probe_pb2.ProbeTopicsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: probe_pb2.ProbeTopicsRequest,
+        context: grpc.aio.ServicerContext[probe_pb2.ProbeTopicsRequest,
+                                          probe_pb2.ProbeTopicsResponse],
     ) -> probe_pb2.ProbeTopicsResponse:
         if len(request.topics) > MAX_PROBE_TOPICS:
             await context.abort(
