@@ -242,6 +242,6 @@ def test_a_failed_offloaded_write_is_cut_back_and_written_once_by_the_executor(
     assert counted.executor >= 2  # the failed batch went to write(): a new segment
     rep = verify_dir(tmp_path / "audit")
     assert rep.ok and rep.events == 300, rep.render()
-    ids = [json.loads(x)["decision_id"] for f in sorted((tmp_path / "audit").iterdir())
+    ids = [json.loads(x)["decision_id"] for f in sorted((tmp_path / "audit").glob("*.jsonl"))
            for x in f.read_bytes().splitlines()]
     assert ids == [f"d{i}" for i in range(300)]

@@ -49,6 +49,8 @@ from .audit import event as audit_event
 from .audit import ingest
 from .audit.metrics import register as register_audit_metrics
 from .audit.stream import AuditService
+from .auth import Authenticator, Guard, PrincipalsError, PrincipalsHolder
+from .auth import guard as auth_guard
 from .budgets import build_budget_store
 from .budgets.service import BudgetsService
 from .decisions import EVALUATE_METHOD, EVALUATE_STREAM_METHOD, DecisionsService
@@ -197,6 +199,8 @@ async def serve(
     except (OSError, UnicodeDecodeError) as e:
         raise StartupError(f"cannot read the policy {settings.policy}: {e}") from e
     metrics.policy_loaded(holder.current.policy_version, holder.current.rule_count)
+    webhook_secret = _webhook_secret(settings)
+    principals = _load_principals(settings)
 
     audit = build_audit(settings)
     start_audit = getattr(audit, "start", None)
@@ -228,7 +232,10 @@ async def serve(
     )
     if redis is not None:
         await _start_redis(redis, audit)
-    server.add_generic_rpc_handlers((routes,))
+    authenticator = Authenticator(principals, mtls=bool(settings.client_ca))
+    # Every call but health and reflection is authenticated here, and its role checked.
+    server.add_generic_rpc_handlers((Guard(routes, authenticator),))
+    auth_guard.register(metrics.registry)
     try:
         port = _bind(server, settings)
     except (RuntimeError, OSError) as e:
@@ -253,12 +260,15 @@ async def serve(
             await audit.close()
             raise StartupError(f"cannot serve metrics on {mhost}:{mport}: {e}") from e
 
+    webhooks = None
+    if settings.approval_webhook:
+        webhooks = _start_webhooks(settings, approval_service, webhook_secret)
     inbox = None
     if settings.http_listen:
         from .inbox import start_inbox
 
         try:
-            inbox = await start_inbox(settings, approval_service, holder)
+            inbox = await start_inbox(settings, approval_service, holder, authenticator)
         except OSError as e:
             await server.stop(0)
             await audit.close()
@@ -271,14 +281,21 @@ async def serve(
         stop.set()
 
     def on_hup() -> None:
-        task = loop.create_task(holder.reload("sighup"))
-        background.add(task)
-        task.add_done_callback(background.discard)
+        reloads = [holder.reload("sighup")]
+        if principals is not None:
+            reloads.append(principals.reload("sighup"))
+        for reload in reloads:
+            task = loop.create_task(reload)
+            background.add(task)
+            task.add_done_callback(background.discard)
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
     loop.add_signal_handler(signal.SIGINT, on_term)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     watch = loop.create_task(holder.watch(settings.reload_poll_seconds))
+    if principals is not None:
+        watcher = loop.create_task(principals.watch(settings.reload_poll_seconds))
+        background.add(watcher)
 
     host = settings.listen_host
     logs.event(
@@ -286,7 +303,9 @@ async def serve(
         listen=f"{host}:{port}", policy=settings.policy,
         policy_version=holder.current.policy_version, rules=holder.current.rule_count,
         metrics=settings.metrics_listen or None, tls=settings.tls,
+        callers=_callers(settings, authenticator),
         inbox=inbox.url if inbox is not None else None,
+        approval_webhooks=len(settings.approval_webhook) or None,
         # False where the C twins were not built (no compiler at install): same answers, slower.
         accelerated=wire.ACCELERATED and ids.ACCELERATED and audit_event.SEAL_ACCELERATED,
     )
@@ -304,6 +323,8 @@ async def serve(
     if inbox is not None:
         await inbox.stop()
     await server.stop(settings.grace_seconds)
+    if webhooks is not None:
+        await webhooks.close()
     for task in list(background):
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -313,6 +334,48 @@ async def serve(
         await redis.close()
     logs.event(log, logging.INFO, "stopped")
     return 0
+
+
+def _webhook_secret(settings: Settings) -> bytes:
+    """The signing key of the approval webhooks (b"" without webhooks); StartupError."""
+    if not settings.approval_webhook:
+        return b""
+    from .approvals.webhooks import read_secret
+
+    try:
+        return read_secret(settings.approval_webhook_secret_file, dict(os.environ))
+    except (OSError, ValueError) as e:
+        raise StartupError(f"approval webhooks: {e}") from e
+
+
+def _start_webhooks(settings: Settings, approvals: ApprovalsService, secret: bytes) -> Any:
+    """Deliver approval steps to --approval-webhook URLs (approvals/webhooks.py)."""
+    from .approvals.webhooks import Webhooks
+
+    webhooks = Webhooks(tuple(settings.approval_webhook), secret, settings.inbox_link)
+    webhooks.start()
+    approvals.feed.subscribe(webhooks.on_step)
+    return webhooks
+
+
+def _load_principals(settings: Settings) -> PrincipalsHolder | None:
+    if not settings.principals:
+        return None
+    try:
+        return PrincipalsHolder.load(settings.principals)
+    except PrincipalsError as e:
+        raise StartupError(f"cannot load the principals: {e}") from e
+
+
+def _callers(settings: Settings, authenticator: Authenticator) -> str:
+    """How callers are told apart, for the start-up log line."""
+    if authenticator.development:
+        return ("development mode: no --principals, --client-ca or --jwt-jwks, so every "
+                "caller is an anonymous admin (loopback only)")
+    ways = [name for name, on in (("bearer tokens", settings.principals),
+                                  ("mTLS", settings.client_ca),
+                                  ("JWT", settings.jwt_jwks)) if on]
+    return ", ".join(ways)
 
 
 async def _start_redis(redis: RedisLayer, audit: Any) -> None:

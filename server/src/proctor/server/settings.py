@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import urllib.parse
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -54,7 +55,11 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     client_ca: str = ""
-    tokens: str = ""
+    # Callers (DESIGN section 12): principals file, JWTs; --client-ca above is mTLS.
+    principals: str = ""
+    jwt_jwks: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
     log_level: str = "info"
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     reload_poll_seconds: float = DEFAULT_RELOAD_POLL_SECONDS
@@ -70,11 +75,24 @@ class Settings:
     local_evaluation: str = "on"
     # The reviewer inbox (DESIGN section 15): HTTP beside the gRPC port.
     http_listen: str = ""
+    inbox_url: str = ""  # the inbox as reviewers reach it (links in webhooks)
+    approval_webhook: tuple[str, ...] = ()
+    approval_webhook_secret_file: str = ""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
         values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        values["approval_webhook"] = tuple(values.get("approval_webhook") or ())
         return cls(**values)
+
+    @property
+    def inbox_link(self) -> str:
+        """Where reviewers reach the inbox: --inbox-url, else --http-listen's address."""
+        if self.inbox_url or not self.http_listen:
+            return self.inbox_url.rstrip("/")
+        host, port = split_host_port(self.http_listen, "--http-listen")
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     @property
     def listen_host(self) -> str:
@@ -92,6 +110,11 @@ class Settings:
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert)
+
+    @property
+    def authenticated(self) -> bool:
+        """Callers prove who they are (else the development mode: loopback, anonymous admin)."""
+        return bool(self.principals or self.client_ca or self.jwt_jwks)
 
     def validate(self) -> Settings:
         """Raise SettingsError naming the flag when anything is wrong; return self."""
@@ -150,26 +173,35 @@ class Settings:
             if not self.tls_cert:
                 raise SettingsError("--client-ca (mTLS) needs --tls-cert and --tls-key")
             _require_file(self.client_ca, "--client-ca")
-        if self.tokens:
-            _require_file(self.tokens, "--tokens")
-            raise SettingsError(
-                "--tokens: bearer-token callers are not built yet; use --client-ca (mTLS) "
-                "or listen on loopback"
-            )
-        if not self.client_ca and not _is_loopback(host):
-            raise SettingsError(
-                f"--listen {self.listen}: without --client-ca or --tokens every caller has "
-                "every role, so Proctor listens on loopback only (127.0.0.1, ::1, localhost)"
-            )
+        self._validate_callers(host)
         if self.http_listen:
             http_host, http_port = split_host_port(self.http_listen, "--http-listen")
             if self.workers > 1 and http_port == 0:
                 raise SettingsError("--http-listen with --workers needs a fixed port (not 0)")
-            if not _is_loopback(http_host):
+            if not _is_loopback(http_host) and not self.authenticated:
                 raise SettingsError(
                     f"--http-listen {self.http_listen}: without principals nobody logs in to "
                     "the inbox and every visitor is an admin, so it listens on loopback only "
-                    "(127.0.0.1, ::1, localhost)"
+                    "(127.0.0.1, ::1, localhost); give --principals (or --jwt-jwks) to serve "
+                    "it elsewhere"
+                )
+            if not _is_loopback(http_host) and not self.tls:
+                raise SettingsError(
+                    f"--http-listen {self.http_listen}: reviewers' tokens and session cookies "
+                    "off loopback need TLS: give --tls-cert and --tls-key"
+                )
+        for url in self.approval_webhook:
+            _check_url(url, "--approval-webhook")
+        if self.inbox_url:
+            _check_url(self.inbox_url, "--inbox-url")
+        if self.approval_webhook:
+            if self.approval_webhook_secret_file:
+                _require_file(self.approval_webhook_secret_file,
+                              "--approval-webhook-secret-file")
+            elif not os.environ.get("PROCTOR_APPROVAL_WEBHOOK_SECRET", "").strip():
+                raise SettingsError(
+                    "--approval-webhook needs --approval-webhook-secret-file FILE (or the "
+                    "environment's PROCTOR_APPROVAL_WEBHOOK_SECRET): every delivery is signed"
                 )
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
@@ -195,6 +227,36 @@ class Settings:
         return self
 
 
+    def _validate_callers(self, host: str) -> None:
+        if self.principals:
+            _require_file(self.principals, "--principals")
+        if self.jwt_jwks:
+            if self.jwt_jwks.startswith("http://"):
+                raise SettingsError("--jwt-jwks: fetch keys over https, or give a file")
+            if not self.jwt_jwks.startswith("https://"):
+                _require_file(self.jwt_jwks, "--jwt-jwks")
+            if not self.jwt_issuer or not self.jwt_audience:
+                raise SettingsError("--jwt-jwks needs --jwt-issuer and --jwt-audience: a token "
+                                    "is accepted only from your issuer, for this server")
+        elif self.jwt_issuer or self.jwt_audience:
+            raise SettingsError("--jwt-issuer and --jwt-audience go with --jwt-jwks")
+        if _is_loopback(host):
+            return
+        if not self.authenticated:
+            raise SettingsError(
+                f"--listen {self.listen}: with no authentication every caller is an "
+                "anonymous admin, so Proctor listens on loopback only (127.0.0.1, ::1, "
+                "localhost). To listen on other addresses give callers identities: "
+                "--principals FILE (bearer tokens, with --tls-cert/--tls-key), --client-ca "
+                "(mTLS), or --jwt-jwks with --jwt-issuer and --jwt-audience (docs/security.md)"
+            )
+        if (self.principals or self.jwt_jwks) and not self.tls:
+            raise SettingsError(
+                f"--listen {self.listen}: bearer tokens off loopback need TLS: give "
+                "--tls-cert and --tls-key (a token sent in clear can be replayed)"
+            )
+
+
 def split_host_port(value: str, flag: str) -> tuple[str, int]:
     """'127.0.0.1:50051' -> ('127.0.0.1', 50051); '[::1]:50051' -> ('::1', 50051)."""
     host, sep, port_text = value.rpartition(":")
@@ -209,6 +271,12 @@ def split_host_port(value: str, flag: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise SettingsError(f"{flag}: port must be 0..65535, got {port}")
     return host, port
+
+
+def _check_url(url: str, flag: str) -> None:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise SettingsError(f"{flag} must be an http:// or https:// URL, got {url!r}")
 
 
 def _is_loopback(host: str) -> bool:
@@ -250,10 +318,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", default="", help="server certificate (PEM)")
     p.add_argument("--tls-key", default="", help="server private key (PEM)")
     p.add_argument("--client-ca", default="", help="CA for client certificates (mTLS)")
-    p.add_argument("--tokens", default="", help="bearer tokens file (planned)")
+    p.add_argument(
+        "--principals", default="",
+        help="callers, their roles, tenants, agents, tokens and identities (YAML; reloaded "
+             "on change and SIGHUP; docs/security.md)",
+    )
+    p.add_argument("--jwt-jwks", default="", help="JWT keys: a JWKS file or https URL")
+    p.add_argument("--jwt-issuer", default="", help="the `iss` a JWT must carry")
+    p.add_argument("--jwt-audience", default="", help="the `aud` a JWT must carry")
     p.add_argument(
         "--http-listen", default="",
         help="serve the reviewer inbox (web pages and /api/v1/) on HOST:PORT (docs/inbox.md)",
+    )
+    p.add_argument(
+        "--inbox-url", default="",
+        help="the inbox's address as reviewers reach it, for links in webhooks "
+             "(default: from --http-listen)",
+    )
+    p.add_argument(
+        "--approval-webhook", action="append", default=[], metavar="URL",
+        help="POST signed JSON here when an approval is created, resolved or expires "
+             "(repeatable; docs/inbox.md)",
+    )
+    p.add_argument(
+        "--approval-webhook-secret-file", default="",
+        help="the HMAC-SHA256 key of X-Proctor-Signature (or PROCTOR_APPROVAL_WEBHOOK_SECRET)",
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument(

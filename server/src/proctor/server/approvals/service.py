@@ -35,6 +35,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from proctor.v1 import approvals_pb2, approvals_pb2_grpc
 
+from .. import auth
 from ..health import StoreWatch
 from . import metrics
 from .events import approval_event
@@ -192,15 +193,33 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
         await context.abort(code, e.message)
         raise AssertionError("unreachable")  # context.abort raises
 
+    async def _visible(self, context: Any, approval_id: str) -> Approval | None:
+        """The approval when the caller is restricted (after checking its tenant is the
+        caller's: PERMISSION_DENIED otherwise); None for the unrestricted caller."""
+        principal = auth.caller()
+        if principal.unrestricted:
+            return None
+        try:
+            a = await self.get(approval_id)
+        except ApprovalError as e:
+            await self._fail(context, e)
+        if not principal.has_tenant(a.draft.tenant):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, (
+                f"principal {principal.id!r} may not see approval {approval_id!r} of tenant "
+                f"{a.draft.tenant!r} (its tenants: {', '.join(principal.tenants)})"))
+        return a
+
     # -- the RPCs ------------------------------------------------------------------------
 
     async def GetApproval(
         self, request: approvals_pb2.GetApprovalRequest, context: Any
     ) -> approvals_pb2.Approval:
-        try:
-            a = await self.get(request.approval_id)
-        except ApprovalError as e:
-            await self._fail(context, e)
+        a = await self._visible(context, request.approval_id)
+        if a is None:
+            try:
+                a = await self.get(request.approval_id)
+            except ApprovalError as e:
+                await self._fail(context, e)
         return to_proto(a)
 
     async def WaitApproval(
@@ -209,6 +228,7 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
         if request.timeout_seconds < 0:
             await self._fail(context, InvalidArgument(
                 "timeout_seconds", f"must not be negative, got {request.timeout_seconds}"))
+        await self._visible(context, request.approval_id)
         peer = context.peer() or ""
         if self.waiting >= self.max_waiters:
             metrics.WAITERS_REFUSED.labels("total").inc()
@@ -250,21 +270,39 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
             if not status:
                 await self._fail(context, InvalidArgument(
                     "status", f"unknown approval status {request.status}"))
+        principal = auth.caller()
+        tenants: frozenset[str] | None = None
+        tenant = request.tenant
+        if not principal.unrestricted:  # a reviewer lists its tenants' approvals only
+            try:
+                tenant = auth.tenant_for(principal, tenant) if tenant or \
+                    principal.sole_tenant else ""
+            except auth.Denied as e:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, e.message)
+            tenants = None if "*" in principal.tenants else frozenset(principal.tenants)
         try:
-            items = await self.list(status, request.approver, request.tenant, request.limit)
+            items = await self.list(status, request.approver, tenant, request.limit)
         except ApprovalError as e:
             await self._fail(context, e)
-        return approvals_pb2.ListApprovalsResponse(approvals=[to_proto(a) for a in items])
+        return approvals_pb2.ListApprovalsResponse(approvals=[
+            to_proto(a) for a in items if tenants is None or a.draft.tenant in tenants])
 
     async def ResolveApproval(
         self, request: approvals_pb2.ResolveApprovalRequest, context: Any
     ) -> approvals_pb2.Approval:
-        # Principals are not built yet (DESIGN section 7): the reviewer is recorded as given,
-        # and membership in the approval's approver groups is not checked.
+        # The reviewer recorded is the caller; the request's `reviewer` field counts only in
+        # the development mode (no identities there).
+        reviewer = request.reviewer
+        pending = await self._visible(context, request.approval_id)
+        if pending is not None:
+            principal = auth.caller()
+            if request.reviewer and request.reviewer != principal.id:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, (
+                    f"reviewer {request.reviewer!r} is not the caller {principal.id!r}: the "
+                    "reviewer recorded is the authenticated principal (leave the field empty)"))
+            reviewer = principal.id
         try:
-            a = await self.resolve(
-                request.approval_id, request.approve, request.reviewer, request.reason
-            )
+            a = await self.resolve(request.approval_id, request.approve, reviewer, request.reason)
         except ApprovalError as e:
             await self._fail(context, e)
         return to_proto(a)

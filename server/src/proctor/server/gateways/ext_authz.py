@@ -45,6 +45,7 @@ from google.rpc import code_pb2, status_pb2
 
 from proctor import engine
 
+from .. import auth
 from .topics import TopicTemplate, segment
 
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
@@ -183,6 +184,10 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         except BadHeaders as e:
             self.decisions.metrics.invalid("Check", "headers")
             return _denied(code_pb2.INVALID_ARGUMENT, 400, {"error": str(e)}, {})
+        try:  # the caller (the proxy) for its tenants and agents only
+            req.tenant = auth.authorize(auth.caller(), req.tenant, req.delegation_path)
+        except auth.Denied as e:
+            return _denied(code_pb2.PERMISSION_DENIED, 403, {"error": e.message}, {})
         answer, _ = await self.decisions.decide(req, approval_id, SOURCE)
         code, rule_id, reason, policy_version, decision_id, granted_id = answer[:6]
         decision = _DECISION_NAMES.get(code, "deny")
