@@ -69,8 +69,6 @@ class Discard:
 
 def _generator(kind: str, seed: int) -> Any:
     """A ULID generator whose ids depend on `seed` only: the same for equal arguments."""
-    if kind == "c":
-        return ids._ids.Ulid(random.Random(seed).getrandbits)  # type: ignore[union-attr]
     saved = ids._rng
     ids._rng = random.Random(seed)
     try:
@@ -81,7 +79,7 @@ def _generator(kind: str, seed: int) -> Any:
     return gen
 
 
-_GENERATORS = ("py",) if ids._ids is None else ("c", "py")
+_GENERATORS = ("py",)
 
 
 def _pipeline(gen: Any, seq: Any, prev: str, writer: str, key: bytes | None) -> AuditPipeline:

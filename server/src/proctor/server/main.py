@@ -38,7 +38,7 @@ from proctor.v1 import (
 )
 
 from . import health as health_names
-from . import ids, logs, wire
+from . import logs
 from . import reflection as server_reflection
 from .admin import AdminService
 from .approvals import build_approval_store
@@ -119,9 +119,10 @@ def register_services(
     decisions = DecisionsService(
         holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
         approvals=approval_service.gate, name_worker=settings.workers > 1, streams=streams,
+        max_batch_items=settings.max_batch_items, max_explain_bytes=settings.max_explain_bytes,
     )
     decisions_pb2_grpc.add_DecisionsServicer_to_server(decisions, server)
-    # Evaluate takes and gives bytes: server/wire.py decodes and encodes it (in C when built).
+    # Evaluate takes and gives bytes: server/wire.py decodes and encodes it.
     server.replace(EVALUATE_METHOD, decisions.raw_evaluate_handler())
     server.replace(EVALUATE_STREAM_METHOD, decisions.raw_stream_handler())
     # Gateways (DESIGN section 14): Envoy's Check decides through `decisions`, audited alike;
@@ -194,11 +195,10 @@ async def serve(
     loop = asyncio.get_running_loop()
     metrics = Metrics()
     try:
-        holder = PolicyHolder.load(settings.policy)
+        holder = PolicyHolder.load(
+            settings.policy, engine.Limits(max_bytes=settings.max_policy_bytes))
     except engine.PolicyError as e:
         raise StartupError(f"cannot load the policy: {e}") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise StartupError(f"cannot read the policy {settings.policy}: {e}") from e
     metrics.policy_loaded(holder.current.policy_version, holder.current.rule_count)
     webhook_secret = _webhook_secret(settings)
     principals = _load_principals(settings)
@@ -283,11 +283,9 @@ async def serve(
         stop.set()
 
     def on_hup() -> None:
-        reloads = [holder.reload("sighup")]
+        holder.request("sighup")  # joins the next reload; any number of SIGHUPs cost one
         if principals is not None:
-            reloads.append(principals.reload("sighup"))
-        for reload in reloads:
-            task = loop.create_task(reload)
+            task = loop.create_task(principals.reload("sighup"))
             background.add(task)
             task.add_done_callback(background.discard)
 
@@ -309,8 +307,9 @@ async def serve(
         callers=_callers(settings, authenticator),
         inbox=inbox.url if inbox is not None else None,
         approval_webhooks=len(settings.approval_webhook) or None,
-        # False where the C twins were not built (no compiler at install): same answers, slower.
-        accelerated=wire.ACCELERATED and ids.ACCELERATED and audit_event.SEAL_ACCELERATED,
+        # False where the audit's C twins were not built (no compiler at install): same
+        # answers, slower.
+        accelerated=audit_event.SEAL_ACCELERATED,
     )
     # What start-up built lives as long as the process (the compiled policy above all:
     # millions of objects at 100,000 rules). Frozen, no garbage collection walks it again,
@@ -321,6 +320,7 @@ async def serve(
 
     logs.event(log, logging.INFO, "draining", grace_seconds=settings.grace_seconds)
     metrics.draining.set(1)
+    holder.close()  # never waits on a compile: a running one is abandoned
     await health.drain()
     watch.cancel()
     if inbox is not None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import stat
 import urllib.parse
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_AUDIT_DIR = "./proctor-audit"
@@ -22,6 +22,7 @@ DEFAULT_AUDIT_MAXLEN = 1_000_000
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_RELOAD_POLL_SECONDS = 1.0
 DEFAULT_JWT_REFRESH_SECONDS = 300.0
+DEFAULT_MAX_POLICY_BYTES = 64 * 1024 * 1024  # engine.DEFAULT_MAX_BYTES
 # Envoy ext_authz (gateways/ext_authz.py): the topic of an HTTP request.
 DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE = "http.{method}.{path_segments}"
 MAX_MESSAGE_BYTES = 1 << 20
@@ -29,6 +30,10 @@ DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT = 1000
 DEFAULT_MAX_APPROVAL_WAITERS = 10_000
 DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION = 2000
 DEFAULT_MAX_STREAMS = 10_000
+# EvaluateBatch: items per batch (its bytes are bounded by MAX_MESSAGE_BYTES), and the rule
+# ids an explain answer lists (a batch's items share it).
+DEFAULT_MAX_BATCH_ITEMS = 1000
+DEFAULT_MAX_EXPLAIN_BYTES = 64 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -53,6 +58,7 @@ class Settings:
     audit_maxlen: int = DEFAULT_AUDIT_MAXLEN
     workers: int = 1
     metrics_listen: str = ""
+    metrics_allow_remote: bool = False
     tls_cert: str = ""
     tls_key: str = ""
     client_ca: str = ""
@@ -65,6 +71,7 @@ class Settings:
     log_level: str = "info"
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     reload_poll_seconds: float = DEFAULT_RELOAD_POLL_SECONDS
+    max_policy_bytes: int = DEFAULT_MAX_POLICY_BYTES
     ext_authz_topic_template: str = DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE
     # Redis durability (docs/redis.md) and the approval limits (DESIGN section 7)
     redis_allow_rdb: bool = False
@@ -75,6 +82,9 @@ class Settings:
     # Streams (DESIGN section 11): open ones per process; WatchPolicy on or off.
     max_streams: int = DEFAULT_MAX_STREAMS
     local_evaluation: str = "on"
+    # Decisions (docs/limits.md)
+    max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
+    max_explain_bytes: int = DEFAULT_MAX_EXPLAIN_BYTES
     # The reviewer inbox (DESIGN section 15): HTTP beside the gRPC port.
     http_listen: str = ""
     inbox_url: str = ""  # the inbox as reviewers reach it (links in webhooks)
@@ -163,9 +173,15 @@ class Settings:
             except ValueError as e:
                 raise SettingsError(f"--redis-url: {e}") from None
         if self.metrics_listen:
-            _, mport = split_host_port(self.metrics_listen, "--metrics-listen")
+            mhost, mport = split_host_port(self.metrics_listen, "--metrics-listen")
             if self.workers > 1 and mport == 0:
                 raise SettingsError("--metrics-listen with --workers needs a fixed port (not 0)")
+            if not self.metrics_allow_remote and not _is_loopback(mhost):
+                raise SettingsError(
+                    f"--metrics-listen {self.metrics_listen}: the metrics endpoint has no "
+                    "authentication (it names rules, policy versions and load), so it "
+                    "listens on loopback only (127.0.0.1, ::1, localhost); pass "
+                    "--metrics-allow-remote to serve it on other addresses")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise SettingsError("--tls-cert and --tls-key go together: give both or neither")
         if self.tls_cert:
@@ -211,6 +227,9 @@ class Settings:
             raise SettingsError("--grace-seconds must not be negative")
         if self.reload_poll_seconds <= 0:
             raise SettingsError("--reload-poll-seconds must be positive")
+        if self.max_policy_bytes < 1:
+            raise SettingsError(
+                f"--max-policy-bytes must be at least 1, got {self.max_policy_bytes}")
         from .gateways.topics import TopicTemplate
 
         try:
@@ -223,6 +242,8 @@ class Settings:
             ("--max-approval-waiters", self.max_approval_waiters),
             ("--max-approval-waiters-per-connection", self.max_approval_waiters_per_connection),
             ("--max-streams", self.max_streams),
+            ("--max-batch-items", self.max_batch_items),
+            ("--max-explain-bytes", self.max_explain_bytes),
         ):
             if value < 1:
                 raise SettingsError(f"{flag} must be at least 1, got {value}")
@@ -295,8 +316,14 @@ def _is_loopback(host: str) -> bool:
 def _require_file(path: str, flag: str) -> None:
     if not path:
         raise SettingsError(f"{flag} is required")
-    if not Path(path).is_file():
-        raise SettingsError(f"{flag} {path}: no such file")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise SettingsError(f"{flag} {path}: no such file") from None
+    except OSError as e:
+        raise SettingsError(f"{flag} {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        raise SettingsError(f"{flag} {path}: not a regular file")
     if not os.access(path, os.R_OK):
         raise SettingsError(f"{flag} {path}: not readable")
 
@@ -317,7 +344,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--audit-maxlen", type=int, default=DEFAULT_AUDIT_MAXLEN)
     p.add_argument("--workers", type=int, default=1, help="processes on one port (SO_REUSEPORT)")
     p.add_argument(
-        "--metrics-listen", default="", help="Prometheus HOST:PORT (worker i uses PORT+i)"
+        "--metrics-listen", default="", help="Prometheus HOST:PORT (worker i uses PORT+i); "
+        "loopback only unless --metrics-allow-remote"
+    )
+    p.add_argument(
+        "--metrics-allow-remote", action="store_true",
+        help="serve --metrics-listen on a non-loopback address (it has no authentication)",
     )
     p.add_argument("--tls-cert", default="", help="server certificate (PEM)")
     p.add_argument("--tls-key", default="", help="server private key (PEM)")
@@ -362,6 +394,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how often the policy file is checked for changes",
     )
     p.add_argument(
+        "--max-policy-bytes", type=int, default=DEFAULT_MAX_POLICY_BYTES, metavar="N",
+        help="refuse a policy file larger than N bytes, or whose YAML aliases expand past "
+             "it (at start and on reload)",
+    )
+    p.add_argument(
         "--ext-authz-topic-template", default=DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE,
         help="Envoy ext_authz: the topic of an HTTP request, from {method}, {host} and "
         "{path_segments} (docs/envoy.md)",
@@ -395,6 +432,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-streams", type=int, default=DEFAULT_MAX_STREAMS,
         help="open EvaluateStream, WatchPolicy and IngestDecisions streams in this process; "
              "past it RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--max-batch-items", type=int, default=DEFAULT_MAX_BATCH_ITEMS,
+        help="EvaluateBatch: items per batch; past it INVALID_ARGUMENT (a batch's bytes are "
+             f"bounded by the {MAX_MESSAGE_BYTES >> 20} MiB message limit)",
+    )
+    p.add_argument(
+        "--max-explain-bytes", type=int, default=DEFAULT_MAX_EXPLAIN_BYTES,
+        help="explain: the matched rule ids one answer lists, in bytes (in a batch, for all "
+             "items together); matched_rule_count still counts them all",
     )
     p.add_argument(
         "--local-evaluation", choices=("on", "off"), default="on",
