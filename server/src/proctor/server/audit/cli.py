@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import client_flags
 from ..settings import DEFAULT_AUDIT_DIR, DEFAULT_AUDIT_STREAM
 from .envelope import envelope, render_envelope
 
@@ -87,6 +88,7 @@ def _source_args(p: argparse.ArgumentParser, server: bool = False) -> None:
     p.add_argument("--audit-stream", default=DEFAULT_STREAM, help="the Redis audit stream")
     if server:
         p.add_argument("--server", default=None, help="HOST:PORT: Audit.StreamDecisions")
+        client_flags.add_arguments(p)  # --token-file ($PROCTOR_TOKEN), --tls-ca/-cert/-key
 
 
 def _need_source(args: argparse.Namespace) -> str | None:
@@ -209,7 +211,7 @@ def _tail_server(args: argparse.Namespace) -> int:
         ),
     )
     last = args.cursor
-    with grpc.insecure_channel(args.server) as ch:
+    with client_flags.open_channel(args.server, args) as ch:
         stub = audit_pb2_grpc.AuditStub(ch)
         try:
             for msg in stub.StreamDecisions(req):
