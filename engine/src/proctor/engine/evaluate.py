@@ -116,8 +116,21 @@ class CompiledPolicy:
             globs = state.globs
         else:
             node, more, derived, globs = self._walk(segs)
-        if globs:
-            node, more, derived = _suffix_matches(globs, segs, node, more, derived)
+        if globs:  # open '**' nodes: match their suffix tries against the topic's tail
+            last = len(segs) - 1
+            for trans, other, before in globs:
+                i = last
+                while i >= before and (sfx := trans.get(segs[i]) or other) is not None:
+                    if sfx.node is not None:
+                        if node is None and not more:
+                            node = sfx.node
+                        else:
+                            more = (*more, sfx.node)
+                    if sfx.derived:
+                        derived = derived | sfx.derived
+                    trans = sfx.trans
+                    other = sfx.other
+                    i -= 1
 
         tags = request.risk_tags
         extra: tuple[str, ...] = ()
@@ -320,31 +333,3 @@ class CompiledPolicy:
             derived_tags=derived,
         )
 
-
-def _suffix_matches(
-    globs: Globs,
-    segs: list[str],
-    node: Packed | None,
-    more: tuple[Packed, ...],
-    derived: frozenset[str],
-) -> tuple[Packed | None, tuple[Packed, ...], frozenset[str]]:
-    """Open '**' nodes: match their suffix tries against the topic's tail; the nodes
-    and derived tags found are added to (node, more, derived)."""
-    last = len(segs) - 1
-    for trans, other, before in globs:
-        i = last
-        while i >= before:
-            sfx = trans.get(segs[i]) or other
-            if sfx is None:
-                break
-            if sfx.node is not None:
-                if node is None and not more:
-                    node = sfx.node
-                else:
-                    more = (*more, sfx.node)
-            if sfx.derived:
-                derived = derived | sfx.derived
-            trans = sfx.trans
-            other = sfx.other
-            i -= 1
-    return node, more, derived
