@@ -20,7 +20,7 @@ import grpc
 from proctor import engine
 from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 
-from .audit.pipeline import offer_of
+from .audit.log import AuditUnavailable, offer_of
 from .ids import new_generator
 from .settings import DEFAULT_MAX_STREAMS
 from .streams import OpenStreams
@@ -32,6 +32,7 @@ EVALUATE_METHOD = "/proctor.v1.Decisions/Evaluate"
 EVALUATE_STREAM_METHOD = "/proctor.v1.Decisions/EvaluateStream"
 
 _INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 # Trailing metadata naming the process that answered (several workers share a port).
 WORKER_METADATA_KEY = "proctor-worker"
 # What an answer carries: the arguments of wire.encode_response, in its order.
@@ -80,12 +81,17 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             self.metrics.invalid("Evaluate", "request")
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"request: not an EvaluateRequest ({e})")
+        if self.audit.refusal:  # the audit cannot store it: fail closed, unanswered
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self.audit.refusal)
         decided = self._decide(req, approval_id, explain, started)
         if type(decided) is not tuple:
             decided = await decided
         answer, event = decided
         if not self._offer("decision", event):
-            await self.audit.record("decision", event)
+            try:
+                await self.audit.record("decision", event)
+            except AuditUnavailable as e:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
         self.metrics.observe_evaluate((time.perf_counter_ns() - started) / 1e9)
         return encode_response(*answer)
 
@@ -121,12 +127,19 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                     self.metrics.invalid("EvaluateStream", "request")
                     yield _error_item(f"request: not an EvaluateRequest ({e})")
                     continue
+                if self.audit.refusal:
+                    yield _error_item(self.audit.refusal, _UNAVAILABLE)
+                    continue
                 decided = self._decide(req, approval_id, explain, started)
                 if type(decided) is not tuple:
                     decided = await decided
                 answer, event = decided
                 if not self._offer("decision", event):
-                    await self.audit.record("decision", event)
+                    try:
+                        await self.audit.record("decision", event)
+                    except AuditUnavailable as e:
+                        yield _error_item(str(e), _UNAVAILABLE)
+                        continue
                 self.metrics.observe_evaluate((time.perf_counter_ns() - started) / 1e9)
                 yield _response_item(encode_response(*answer))
         finally:
@@ -150,6 +163,8 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"requests: at most {MAX_BATCH_ITEMS} items per batch, got {len(items)}",
             )
+        if self.audit.refusal:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self.audit.refusal)
         out = decisions_pb2.EvaluateBatchResponse()
         events: list[dict[str, Any]] = []
         for item in items:
@@ -168,12 +183,15 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             answer, event = decided
             slot.response.MergeFromString(encode_response(*answer))
             events.append(event)
-        if self.sync_audit:
-            # Enqueued in item order (each record enqueues before it first waits).
-            await asyncio.gather(*[self.audit.record("decision", event) for event in events])
-        else:
-            for event in events:
-                await self.audit.record("decision", event)
+        try:
+            if self.sync_audit:
+                # Enqueued in item order (each record enqueues before it first waits).
+                await asyncio.gather(*[self.audit.record("decision", e) for e in events])
+            else:
+                for event in events:
+                    await self.audit.record("decision", event)
+        except AuditUnavailable as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
         self.metrics.observe_batch((time.perf_counter_ns() - started) / 1e9, len(items))
         return out
 
@@ -182,7 +200,10 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
     ) -> tuple[Answer, dict[str, Any]]:
         """Decide and record one validated request exactly as Evaluate does, for the other
         front doors (gateways/ext_authz.py: Envoy's Check). `source` names the door in the
-        audit event ("envoy"); the answer is Evaluate's (see `Answer`)."""
+        audit event ("envoy"); the answer is Evaluate's (see `Answer`). AuditUnavailable
+        when the audit cannot store it (fail closed)."""
+        if self.audit.refusal:
+            raise AuditUnavailable(self.audit.refusal)
         answer, event = await _settled(self._decide(req, approval_id, False,
                                                     time.perf_counter_ns()))
         if source:
@@ -262,9 +283,9 @@ def _response_item(response: bytes) -> bytes:
     return bytes(head) + response
 
 
-def _error_item(message: str) -> bytes:
+def _error_item(message: str, code: int = _INVALID_ARGUMENT) -> bytes:
     return decisions_pb2.EvaluateBatchItem(
-        error=decisions_pb2.ItemStatus(code=_INVALID_ARGUMENT, message=message)
+        error=decisions_pb2.ItemStatus(code=code, message=message)
     ).SerializeToString()
 
 

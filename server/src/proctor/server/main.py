@@ -38,15 +38,13 @@ from proctor.v1 import (
 )
 
 from . import health as health_names
-from . import ids, logs, wire
+from . import logs, twins
 from . import reflection as server_reflection
 from .admin import AdminService
 from .approvals import build_approval_store
 from .approvals.metrics import register as register_approval_metrics
 from .approvals.service import ApprovalsService
-from .audit import build_audit as build_audit_pipeline
-from .audit import event as audit_event
-from .audit import ingest
+from .audit import build_audit, ingest
 from .audit.metrics import register as register_audit_metrics
 from .audit.stream import AuditService
 from .budgets import build_budget_store
@@ -64,6 +62,9 @@ from .settings import MAX_MESSAGE_BYTES, Settings, split_host_port
 from .streams import OpenStreams
 
 log = logging.getLogger("proctor.server")
+
+# After the grace period, how long SIGTERM waits for the audit to store what is queued.
+AUDIT_CLOSE_SECONDS = 10.0
 
 SERVICE_NAMES = (
     decisions_pb2.DESCRIPTOR.services_by_name["Decisions"].full_name,
@@ -151,12 +152,6 @@ def register_services(
     return names
 
 
-def build_audit(settings: Settings) -> Any:
-    """The audit pipeline the request path records into."""
-    # One writer (one hash chain) per process: hostname:pid:start-ms.
-    return build_audit_pipeline(settings)
-
-
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:
     if settings.tls:
         key = Path(settings.tls_key).read_bytes()
@@ -190,13 +185,20 @@ async def serve(
         raise StartupError(f"cannot read the policy {settings.policy}: {e}") from e
     metrics.policy_loaded(holder.current.policy_version, holder.current.rule_count)
 
-    audit = build_audit(settings)
-    start_audit = getattr(audit, "start", None)
-    if start_audit is not None:
-        await start_audit()
+    health = HealthState()
+    redis = None
+    if settings.redis_url:  # one Redis layer for budgets, approvals and the audit (docs/redis.md)
+        redis = RedisLayer.from_url(settings.redis_url, durability=Durability(
+            settings.redis_allow_rdb, settings.redis_allow_volatile))
+
+    def audit_health(serving: bool) -> None:
+        # A sink that cannot write: Decisions NOT_SERVING until it writes again.
+        health.set_service(health_names.DECISIONS, serving)
+
+    audit = build_audit(settings, redis=redis, on_health=audit_health)
+    audit.start()
     holder.audit = audit
     holder.metrics = metrics
-    health = HealthState()
 
     on_reload: Callable[[], None] | None = None
     if supervisor_pid is not None:
@@ -209,10 +211,6 @@ async def serve(
 
     server = grpc.aio.server(options=grpc_options(settings))
     routes = MethodTable()
-    redis = None
-    if settings.redis_url:  # one connection for budgets and approvals (docs/redis.md)
-        redis = RedisLayer.from_url(settings.redis_url, durability=Durability(
-            settings.redis_allow_rdb, settings.redis_allow_volatile))
     register_services(
         routes, settings=settings, holder=holder, audit=audit, metrics=metrics,
         health=health, on_reload=on_reload, redis=redis,
@@ -266,8 +264,9 @@ async def serve(
         listen=f"{host}:{port}", policy=settings.policy,
         policy_version=holder.current.policy_version, rules=holder.current.rule_count,
         metrics=settings.metrics_listen or None, tls=settings.tls,
-        # False where the C twins were not built (no compiler at install): same answers, slower.
-        accelerated=wire.ACCELERATED and ids.ACCELERATED and audit_event.SEAL_ACCELERATED,
+        # The C extensions in use (none where they were not built, or with
+        # PROCTOR_PURE_PYTHON=1): same answers, slower.
+        extensions=",".join(twins.loaded()) or "none",
     )
     # What start-up built lives as long as the process (the compiled policy above all:
     # millions of objects at 100,000 rules). Frozen, no garbage collection walks it again,
@@ -285,7 +284,8 @@ async def serve(
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watch
-    await audit.close()
+    # Bounded whatever the disk does: what cannot be stored by then is logged as lost.
+    await audit.close(AUDIT_CLOSE_SECONDS)
     if redis is not None:
         await redis.close()
     logs.event(log, logging.INFO, "stopped")

@@ -1,13 +1,10 @@
-"""The C twins of the hot paths (Evaluate and its audit): which serve.
+"""The optional C extensions of the hot paths, and which of them serve.
 
-`server/_wire.c`, `server/_ids.c`, `server/audit/_seal.c` and `server/audit/_xadd.c`
-are optional extensions (pyproject.toml): each has its
-Python reference beside it and a test holding the two to the same output
-(`server/audit/_offload.c`, the file sink's I/O thread, has none: without it the
-sink's blocking write() serves, in the executor). A
-module asks for its twin here and falls back to the Python one when the
-extension was not built (no compiler at install time) or PROCTOR_PURE_PYTHON=1
-is set (to test or measure the Python path).
+An extension (pyproject.toml) has its Python reference beside it and a test holding
+the two to the same output. A module asks for its extension here and falls back to
+the Python one when it was not built (no compiler at install time) or
+PROCTOR_PURE_PYTHON=1 is set (to test or measure the Python path). `loaded()` names
+the ones in use, for the `serving` log line.
 """
 
 from __future__ import annotations
@@ -17,6 +14,7 @@ import os
 from types import ModuleType
 
 PURE_PYTHON = os.environ.get("PROCTOR_PURE_PYTHON") == "1"
+_LOADED: set[str] = set()
 
 
 def twin(module: str) -> ModuleType | None:
@@ -24,6 +22,13 @@ def twin(module: str) -> ModuleType | None:
     if PURE_PYTHON:
         return None
     try:
-        return importlib.import_module(module)
+        found = importlib.import_module(module)
     except ImportError:
         return None
+    _LOADED.add(module.rsplit(".", 1)[-1])
+    return found
+
+
+def loaded() -> list[str]:
+    """The extensions in use in this process, by module name (`_wire`), sorted."""
+    return sorted(_LOADED)

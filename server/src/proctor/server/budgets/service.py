@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 
 from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
-from ..audit.pipeline import offer_of
+from ..audit.log import offer_of
 from ..health import StoreWatch
 from ..routes import MethodTable
 from .answer import add_statuses, reserve_answer

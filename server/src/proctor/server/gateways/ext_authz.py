@@ -45,6 +45,7 @@ from google.rpc import code_pb2, status_pb2
 
 from proctor import engine
 
+from ..audit.log import AuditUnavailable
 from .topics import TopicTemplate, segment
 
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
@@ -180,7 +181,10 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         except BadHeaders as e:
             self.decisions.metrics.invalid("Check", "headers")
             return _denied(code_pb2.INVALID_ARGUMENT, 400, {"error": str(e)}, {})
-        answer, _ = await self.decisions.decide(req, approval_id, SOURCE)
+        try:
+            answer, _ = await self.decisions.decide(req, approval_id, SOURCE)
+        except AuditUnavailable as e:  # fail closed: the request is not let through
+            return _denied(code_pb2.UNAVAILABLE, 503, {"error": str(e)}, {})
         code, rule_id, reason, policy_version, decision_id, granted_id = answer[:6]
         decision = _DECISION_NAMES.get(code, "deny")
         if decision == "allow":
