@@ -22,7 +22,8 @@ keeps the earlier way (off in processes of its own, NullAudit) for comparison.
 
 Then it measures each sink's throughput (events/s from the first record() to a
 closed, fsynced pipeline) and the request-path cost of record(). Results go to
-benchmarks/results/audit-<time>.json.
+--out, or to audit-<time>.json in the results directory outside the checkout
+(benchmarks/baselines/README.md).
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ switch read from the environment).
     python benchmarks/budget_bench.py [--rounds 12] [--calls 300] [--instances 3] [--quick]
                                       [--baseline DIR] [--variant NAME:VAR=VALUE]
 
-Results: JSON under benchmarks/results/ with the machine, commit and settings.
+Results: JSON with the machine, commit and settings, to --out or to the results
+directory outside the checkout (benchmarks/baselines/README.md).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Valgrind slows the servers ~50x, so the audit writer's linger is stretched
 otherwise every event would pay a whole batch's fixed cost.
 
     python benchmarks/cost_bench.py [--calls 2000] [--inflight 16] [--decision allow]
-        [--serve-arg=--audit-dir=...] [--out benchmarks/results/NAME.json]
+        [--serve-arg=--audit-dir=...] [--out PATH]
 
 Needs valgrind (Debian package `valgrind`).
 """

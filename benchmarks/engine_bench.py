@@ -1,6 +1,6 @@
 """Engine micro-benchmark: compile time, memory and evaluation cost by policy size.
 
-    python -m benchmarks.engine_bench [--out benchmarks/results/engine-STAMP.json]
+    python -m benchmarks.engine_bench [--out PATH]
                                       [--sizes 10,100,1000,100000] [--evals 20000]
 
 For each size a policy is generated (many distinct topic patterns using `*`
@@ -365,7 +365,8 @@ def _child(path: str, evals: int, with_request: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.engine_bench")
-    parser.add_argument("--out", help="result file (default benchmarks/results/engine-STAMP.json)")
+    parser.add_argument("--out",
+                        help="result file (default: engine-STAMP.json in the results directory)")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)))
     parser.add_argument("--evals", type=int, default=20000)
     parser.add_argument("--child", help=argparse.SUPPRESS)

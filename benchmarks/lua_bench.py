@@ -17,7 +17,8 @@ trees' order; medians over the rounds are reported, and the ratio to the baselin
 
     python benchmarks/lua_bench.py [--rounds 30] [--calls 300] [--baseline DIR]
 
-Results: JSON under benchmarks/results/ (lua-TIME.json).
+Results: JSON to --out, or lua-TIME.json in the results directory outside the
+checkout (benchmarks/baselines/README.md).
 """
 
 from __future__ import annotations

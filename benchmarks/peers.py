@@ -8,7 +8,7 @@ Install the peers (never runtime or dev dependencies of Proctor):
 (opa-golib-python-bindings declares Python >= 3.14 but works on 3.11.)
 
     python benchmarks/peers.py [--requests 2000] [--sample 40] [--rules 10000]
-                               [--out benchmarks/results/peers-STAMP.json]
+                               [--out PATH]
 
 Two policies: the seed policy (examples/safety.yaml) and a generated one of
 --rules rules. Both use what all four engines can express exactly: topic

@@ -15,9 +15,10 @@ difference is the server's work alone:
 3. scaling: --workers 2 (with a private redis-server, which --workers needs)
    against one worker, same load.
 
-    python benchmarks/service_bench.py [--quick] [--out benchmarks/results/NAME.json]
+    python benchmarks/service_bench.py [--quick] [--out PATH]
 
-Results go to benchmarks/results/ as JSON with the machine, commit and settings.
+Results go to --out, or to the results directory outside the checkout
+(benchmarks/baselines/README.md), as JSON with the machine, commit and settings.
 """
 
 from __future__ import annotations

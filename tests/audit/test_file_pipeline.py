@@ -35,8 +35,9 @@ def _lines(root: Path) -> list[dict]:
 
 def _write(root: Path, n: int, writer: str = "w1", **kw) -> AuditWriter:
     async def go() -> AuditWriter:
-        p = AuditWriter(FileSink(root, segment_bytes=kw.pop("segment_bytes", 8192)),
-                          writer=writer, **kw)
+        sink = FileSink(root, segment_bytes=kw.pop("segment_bytes", 8192),
+                        hmac_key=kw.get("hmac_key"))
+        p = AuditWriter(sink, writer=writer, **kw)
         for i in range(n):
             await p.record("decision", decision(i))
         await p.close()

@@ -23,8 +23,9 @@ def register(subparsers: Any) -> None:
         help="load harness: drive a server over gRPC, record latency and throughput",
         description="Drive Proctor over real gRPC in a closed loop (N calls in flight) or an "
         "open loop (a fixed rate, latency from each call's intended send time), merge HDR "
-        "histograms across load processes, write a JSON result under benchmarks/results/ and "
-        "compare it with the previous result of the same settings.",
+        "histograms across load processes, write a JSON result outside the checkout "
+        "(--out, or the results directory) and compare it with the previous result of the "
+        "same settings (or the committed baseline in benchmarks/baselines).",
         epilog=EXAMPLES,
     )
     p.add_argument("--target", choices=TARGETS, default="evaluate",
@@ -72,9 +73,11 @@ def register(subparsers: Any) -> None:
     o.add_argument("--sweep-duration", type=float, default=0.0,
                    help="seconds per sweep point (default: min(--duration, 5))")
     o.add_argument("--out", default="", metavar="FILE.json",
-                   help="result file (default: benchmarks/results/"
-                   "bench-TARGET-MODE-LOAD-TIME.json)")
-    o.add_argument("--results-dir", default="", help="where results and previous results live")
+                   help="result file (default: RESULTS-DIR/bench-TARGET-MODE-LOAD-TIME.json)")
+    o.add_argument("--results-dir", default="",
+                   help="where results and previous results live (default: "
+                   "$PROCTOR_BENCH_RESULTS, else $XDG_CACHE_HOME/proctor/bench, else "
+                   "~/.cache/proctor/bench)")
     o.add_argument("--regression-threshold", type=float, default=DEFAULT_THRESHOLD,
                    help="smallest change flagged as a regression (default 0.10); the "
                    "tolerance grows with the runs' own spread")

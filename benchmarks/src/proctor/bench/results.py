@@ -1,9 +1,15 @@
 """Results: the JSON document of one run, its schema, and the comparison with the previous run.
 
-A result records the machine, the commit, the settings and the figures. The
-previous result "of the same settings" is the newest file in the results
+A result records the machine, the commit, the settings and the figures. Runs
+write outside the checkout: to `--out`, or by default to the results directory
+(`$PROCTOR_BENCH_RESULTS`, else `$XDG_CACHE_HOME/proctor/bench`, else
+`~/.cache/proctor/bench`), so a benchmark never dirties `git status`. The
+committed baselines, one per benchmark, live in `benchmarks/baselines/`.
+
+The previous result "of the same settings" is the newest file in the results
 directory whose `settings_key` (target, mode, concurrency or rate, procs,
-policy, workload, batch size) is equal.
+policy, workload, batch size) is equal; without one, the committed baseline
+with that key.
 
 Regression rule. Each run measures its own noise: the figures of its
 sub-intervals (10 by default) give a relative spread (standard deviation over
@@ -31,6 +37,17 @@ from typing import Any
 SCHEMA_ID = "proctor-bench/1"
 DEFAULT_THRESHOLD = 0.10
 ROOT = Path(__file__).resolve().parents[2]
+# benchmarks/baselines in a checkout (absent when proctor-bench is installed from a wheel)
+BASELINES = Path(__file__).resolve().parents[3] / "baselines"
+
+
+def results_dir() -> Path:
+    """Where runs write by default: never inside the checkout."""
+    explicit = os.environ.get("PROCTOR_BENCH_RESULTS")
+    if explicit:
+        return Path(explicit)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "proctor" / "bench"
 
 _LATENCY = {
     "type": "object",
@@ -304,8 +321,8 @@ def write(doc: dict[str, Any], path: Path) -> None:
 
 
 def save_result(doc: dict[str, Any], out: str | os.PathLike[str] | None, name: str) -> Path:
-    """Write a benchmark's JSON to `out`, or to benchmarks/results/NAME-<UTC time>.json."""
+    """Write a benchmark's JSON to `out`, or to results_dir()/NAME-<UTC time>.json."""
     path = Path(out) if out else (
-        ROOT / "benchmarks" / "results" / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json")
+        results_dir() / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json")
     write(doc, path)
     return path

@@ -42,11 +42,6 @@ _DECISIONS = {v.number: v.name.removeprefix("DECISION_").lower()
               for v in decisions_pb2.Decision.DESCRIPTOR.values}
 
 
-def default_results_dir() -> Path:
-    checkout = results.ROOT / "benchmarks"
-    return checkout / "results" if checkout.is_dir() else Path("benchmarks") / "results"
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
@@ -177,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
                             "echo": "proctor.bench.floor (grpc.aio, raw bytes, same message sizes)"}
 
         when = results.now()
-        results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
+        results_dir = Path(args.results_dir) if args.results_dir else results.results_dir()
         out = Path(args.out) if args.out else results.default_path(results_dir, settings, when)
         if args.sweep:
             doc["sweep"] = run_sweep(args, address, plan, main, mode, load_kw, pre, out,
@@ -205,6 +200,8 @@ def find_previous(results_dir: Path, out: Path, doc: dict[str, Any]) -> Any:
     found = results.find_previous(results_dir, doc["settings_key"], exclude=out)
     if found is None and out.parent.resolve() != results_dir.resolve():
         found = results.find_previous(out.parent, doc["settings_key"], exclude=out)
+    if found is None:
+        found = results.find_previous(results.BASELINES, doc["settings_key"], exclude=out)
     return found
 
 

@@ -11,9 +11,11 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from proctor import engine
 from proctor.v1 import admin_pb2, admin_pb2_grpc
 
 from .decisions import WORKER_METADATA_KEY
+from .seams import ServingPolicy
 from .streams import OpenStreams
 
 MAX_TEXT_CHARS = 768 * 1024
@@ -34,7 +36,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     several workers it asks the supervisor to fan the reload out to the others.
     """
 
-    def __init__(self, holder: Any, on_reload: Callable[[], None] | None = None,
+    def __init__(self, holder: ServingPolicy, on_reload: Callable[[], None] | None = None,
                  streams: OpenStreams | None = None, local_evaluation: bool = True) -> None:
         self.holder = holder
         self.on_reload = on_reload
@@ -46,7 +48,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self._swapped = asyncio.Event()
         holder.subscribe(self._on_swap)
 
-    def _on_swap(self, policy: Any) -> None:
+    def _on_swap(self, policy: engine.CompiledPolicy) -> None:
         swapped, self._swapped = self._swapped, asyncio.Event()
         swapped.set()
 

@@ -20,8 +20,11 @@ import grpc
 from proctor import engine
 from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 
+from .approvals.gate import ApprovalGate
 from .audit.log import AuditUnavailable, offer_of
+from .auth import Denied, authorize, caller
 from .ids import new_generator
+from .seams import DecisionMetrics, ServingPolicy
 from .settings import DEFAULT_MAX_STREAMS
 from .streams import OpenStreams
 from .wire import DECISION_TO_PROTO, DecodeError, decode_evaluate, encode_response
@@ -32,6 +35,7 @@ EVALUATE_METHOD = "/proctor.v1.Decisions/Evaluate"
 EVALUATE_STREAM_METHOD = "/proctor.v1.Decisions/EvaluateStream"
 
 _INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+_PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED.value[0]
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 # Trailing metadata naming the process that answered (several workers share a port).
 WORKER_METADATA_KEY = "proctor-worker"
@@ -43,16 +47,17 @@ Decided = tuple[Answer, dict[str, Any]]  # the answer and its audit event
 class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
     """Evaluate and EvaluateBatch on the holder's serving policy."""
 
-    def __init__(self, holder: Any, audit: Any, metrics: Any, sync_audit: bool = False,
-                 approvals: Any = None, name_worker: bool = False,
+    def __init__(self, holder: ServingPolicy, audit: Any, metrics: DecisionMetrics,
+                 sync_audit: bool = False, approvals: ApprovalGate | None = None,
+                 name_worker: bool = False,
                  streams: OpenStreams | None = None) -> None:
         self.holder = holder
         self.streams = streams or OpenStreams(DEFAULT_MAX_STREAMS)
-        # server.approvals.gate.ApprovalGate: require_approval creates an approval; a presented
+        # require_approval creates an approval; a presented
         # approved id for the very same action turns it into allow once. None: no approvals.
         self.approvals = approvals
         self.audit = audit
-        # Enqueue without a coroutine when that is all recording takes (see AuditPipeline.offer).
+        # Enqueue without a coroutine when that is all recording takes (AuditLog.offer).
         self._offer = offer_of(audit)
         self.metrics = metrics
         # With --audit-durability sync a record waits for the disk: a batch then records
@@ -81,6 +86,9 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             self.metrics.invalid("Evaluate", "request")
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"request: not an EvaluateRequest ({e})")
+        denied = _authorize(req)
+        if denied is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, denied)
         if self.audit.refusal:  # the audit cannot store it: fail closed, unanswered
             await context.abort(grpc.StatusCode.UNAVAILABLE, self.audit.refusal)
         decided = self._decide(req, approval_id, explain, started)
@@ -126,6 +134,10 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                 except DecodeError as e:
                     self.metrics.invalid("EvaluateStream", "request")
                     yield _error_item(f"request: not an EvaluateRequest ({e})")
+                    continue
+                denied = _authorize(req)
+                if denied is not None:
+                    yield _error_item(denied, _PERMISSION_DENIED)
                     continue
                 if self.audit.refusal:
                     yield _error_item(self.audit.refusal, _UNAVAILABLE)
@@ -176,6 +188,11 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                 self.metrics.invalid("EvaluateBatch", e.field)
                 slot.error.code = _INVALID_ARGUMENT
                 slot.error.message = str(e)
+                continue
+            denied = _authorize(req)
+            if denied is not None:
+                slot.error.code = _PERMISSION_DENIED
+                slot.error.message = denied
                 continue
             decided = self._decide(req, item.approval_id, item.explain, item_started)
             if type(decided) is not tuple:
@@ -287,6 +304,19 @@ def _error_item(message: str, code: int = _INVALID_ARGUMENT) -> bytes:
     return decisions_pb2.EvaluateBatchItem(
         error=decisions_pb2.ItemStatus(code=code, message=message)
     ).SerializeToString()
+
+
+def _authorize(req: engine.Request) -> str | None:
+    """May the caller ask for `req` (its tenant, its acting agent)? None when it may; the
+    PERMISSION_DENIED message when not. An empty tenant becomes the caller's only one."""
+    principal = caller()
+    if principal.unrestricted:
+        return None
+    try:
+        req.tenant = authorize(principal, req.tenant, req.delegation_path)
+    except Denied as e:
+        return e.message
+    return None
 
 
 async def _settled(decided: Decided | Awaitable[Decided]) -> Decided:

@@ -47,6 +47,8 @@ from .approvals.service import ApprovalsService
 from .audit import build_audit, ingest
 from .audit.metrics import register as register_audit_metrics
 from .audit.stream import AuditService
+from .auth import Authenticator, Guard, PrincipalsError, PrincipalsHolder
+from .auth import guard as auth_guard
 from .budgets import build_budget_store
 from .budgets.service import BudgetsService
 from .decisions import EVALUATE_METHOD, EVALUATE_STREAM_METHOD, DecisionsService
@@ -100,6 +102,7 @@ def register_services(
     health: HealthState,
     on_reload: Callable[[], None] | None,
     redis: RedisLayer | None = None,
+    approval_service: ApprovalsService | None = None,
 ) -> tuple[str, ...]:
     """Add every servicer to `server` (a MethodTable); return the service names for reflection.
 
@@ -107,10 +110,8 @@ def register_services(
     embedded otherwise; its gate sits in Evaluate (require_approval creates an approval;
     an approved id unlocks its action once).
     """
-    approval_service = ApprovalsService(
-        build_approval_store(settings, redis), audit, health,
-        max_waiters=settings.max_approval_waiters,
-        max_waiters_per_connection=settings.max_approval_waiters_per_connection)
+    if approval_service is None:
+        approval_service = build_approval_service(settings, audit, health, redis)
     approval_service.watch.start()
     # Long-lived streams, bounded by --max-streams, end when the process drains.
     streams = OpenStreams(settings.max_streams)
@@ -152,6 +153,15 @@ def register_services(
     return names
 
 
+def build_approval_service(settings: Settings, audit: Any, health: HealthState,
+                           redis: RedisLayer | None) -> ApprovalsService:
+    """The approvals of this process, shared by gRPC and the inbox (--http-listen)."""
+    return ApprovalsService(
+        build_approval_store(settings, redis), audit, health,
+        max_waiters=settings.max_approval_waiters,
+        max_waiters_per_connection=settings.max_approval_waiters_per_connection)
+
+
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:
     if settings.tls:
         key = Path(settings.tls_key).read_bytes()
@@ -184,6 +194,7 @@ async def serve(
     except (OSError, UnicodeDecodeError) as e:
         raise StartupError(f"cannot read the policy {settings.policy}: {e}") from e
     metrics.policy_loaded(holder.current.policy_version, holder.current.rule_count)
+    principals = _load_principals(settings)
 
     health = HealthState()
     redis = None
@@ -211,13 +222,17 @@ async def serve(
 
     server = grpc.aio.server(options=grpc_options(settings))
     routes = MethodTable()
+    approval_service = build_approval_service(settings, audit, health, redis)
     register_services(
         routes, settings=settings, holder=holder, audit=audit, metrics=metrics,
-        health=health, on_reload=on_reload, redis=redis,
+        health=health, on_reload=on_reload, redis=redis, approval_service=approval_service,
     )
     if redis is not None:
         await _start_redis(redis, audit)
-    server.add_generic_rpc_handlers((routes,))
+    authenticator = Authenticator(principals, mtls=bool(settings.client_ca))
+    # Every call but health and reflection is authenticated here, and its role checked.
+    server.add_generic_rpc_handlers((Guard(routes, authenticator),))
+    auth_guard.register(metrics.registry)
     try:
         port = _bind(server, settings)
     except (RuntimeError, OSError) as e:
@@ -242,6 +257,17 @@ async def serve(
             await audit.close()
             raise StartupError(f"cannot serve metrics on {mhost}:{mport}: {e}") from e
 
+    inbox = None
+    if settings.http_listen:
+        from .inbox import start_inbox
+
+        try:
+            inbox = await start_inbox(settings, approval_service, holder)
+        except OSError as e:
+            await server.stop(0)
+            await audit.close()
+            raise StartupError(f"cannot serve the inbox on {settings.http_listen}: {e}") from e
+
     stop = asyncio.Event()
     background: set[asyncio.Task[Any]] = set()
 
@@ -249,14 +275,21 @@ async def serve(
         stop.set()
 
     def on_hup() -> None:
-        task = loop.create_task(holder.reload("sighup"))
-        background.add(task)
-        task.add_done_callback(background.discard)
+        reloads = [holder.reload("sighup")]
+        if principals is not None:
+            reloads.append(principals.reload("sighup"))
+        for reload in reloads:
+            task = loop.create_task(reload)
+            background.add(task)
+            task.add_done_callback(background.discard)
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
     loop.add_signal_handler(signal.SIGINT, on_term)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     watch = loop.create_task(holder.watch(settings.reload_poll_seconds))
+    if principals is not None:
+        watcher = loop.create_task(principals.watch(settings.reload_poll_seconds))
+        background.add(watcher)
 
     host = settings.listen_host
     logs.event(
@@ -264,6 +297,8 @@ async def serve(
         listen=f"{host}:{port}", policy=settings.policy,
         policy_version=holder.current.policy_version, rules=holder.current.rule_count,
         metrics=settings.metrics_listen or None, tls=settings.tls,
+        callers=_callers(settings, authenticator),
+        inbox=inbox.url if inbox is not None else None,
         # The C extensions in use (none where they were not built, or with
         # PROCTOR_PURE_PYTHON=1): same answers, slower.
         extensions=",".join(twins.loaded()) or "none",
@@ -279,6 +314,8 @@ async def serve(
     metrics.draining.set(1)
     await health.drain()
     watch.cancel()
+    if inbox is not None:
+        await inbox.stop()
     await server.stop(settings.grace_seconds)
     for task in list(background):
         task.cancel()
@@ -290,6 +327,26 @@ async def serve(
         await redis.close()
     logs.event(log, logging.INFO, "stopped")
     return 0
+
+
+def _load_principals(settings: Settings) -> PrincipalsHolder | None:
+    if not settings.principals:
+        return None
+    try:
+        return PrincipalsHolder.load(settings.principals)
+    except PrincipalsError as e:
+        raise StartupError(f"cannot load the principals: {e}") from e
+
+
+def _callers(settings: Settings, authenticator: Authenticator) -> str:
+    """How callers are told apart, for the start-up log line."""
+    if authenticator.development:
+        return ("development mode: no --principals, --client-ca or --jwt-jwks, so every "
+                "caller is an anonymous admin (loopback only)")
+    ways = [name for name, on in (("bearer tokens", settings.principals),
+                                  ("mTLS", settings.client_ca),
+                                  ("JWT", settings.jwt_jwks)) if on]
+    return ", ".join(ways)
 
 
 async def _start_redis(redis: RedisLayer, audit: Any) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from proctor import engine
 
 from . import logs
+from .seams import ReloadMetrics
 
 log = logging.getLogger("proctor.reload")
 
@@ -78,7 +79,7 @@ class PolicyHolder:
         self._file_state = _file_state(path)
         # Optional hooks, set by the wiring: the audit pipeline and the metrics.
         self.audit: Any = None
-        self.metrics: Any = None
+        self.metrics: ReloadMetrics | None = None
 
     @classmethod
     def load(cls, path: str) -> PolicyHolder:

@@ -24,7 +24,7 @@ class MethodTable(grpc.GenericRpcHandler):
     """Collects method handlers from generated add_*_to_server calls; routes by full name."""
 
     def __init__(self) -> None:
-        self._methods: dict[str, grpc.RpcMethodHandler] = {}
+        self._methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         # Handlers added only as generic ones (no per-method table), asked in order.
         self._fallbacks: list[grpc.GenericRpcHandler] = []
         self._services: set[str] = set()
@@ -32,7 +32,7 @@ class MethodTable(grpc.GenericRpcHandler):
     # -- the part of the grpc.Server surface the generated code calls ----------------------
 
     def add_registered_method_handlers(
-        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
     ) -> None:
         if service in self._services:
             raise ValueError(f"service {service} added twice")
@@ -40,7 +40,7 @@ class MethodTable(grpc.GenericRpcHandler):
         for name, handler in handlers.items():
             self._methods[f"/{service}/{name}"] = handler
 
-    def replace(self, method: str, handler: grpc.RpcMethodHandler) -> None:
+    def replace(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> None:
         """Serve an already registered method with another handler (e.g. one on raw bytes)."""
         if method not in self._methods:
             raise KeyError(f"{method} is not registered")
@@ -53,7 +53,9 @@ class MethodTable(grpc.GenericRpcHandler):
 
     # -- grpc.GenericRpcHandler ------------------------------------------------------------
 
-    def service(self, handler_call_details: Any) -> grpc.RpcMethodHandler | None:
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = self._methods.get(handler_call_details.method)
         if handler is not None:
             return handler

@@ -54,7 +54,11 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     client_ca: str = ""
-    tokens: str = ""
+    # Callers (DESIGN section 12): principals file, JWTs; --client-ca above is mTLS.
+    principals: str = ""
+    jwt_jwks: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
     log_level: str = "info"
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     reload_poll_seconds: float = DEFAULT_RELOAD_POLL_SECONDS
@@ -68,6 +72,8 @@ class Settings:
     # Streams (DESIGN section 11): open ones per process; WatchPolicy on or off.
     max_streams: int = DEFAULT_MAX_STREAMS
     local_evaluation: str = "on"
+    # The reviewer inbox (DESIGN section 15): HTTP beside the gRPC port.
+    http_listen: str = ""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -90,6 +96,11 @@ class Settings:
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert)
+
+    @property
+    def authenticated(self) -> bool:
+        """Callers prove who they are (else the development mode: loopback, anonymous admin)."""
+        return bool(self.principals or self.client_ca or self.jwt_jwks)
 
     def validate(self) -> Settings:
         """Raise SettingsError naming the flag when anything is wrong; return self."""
@@ -148,17 +159,17 @@ class Settings:
             if not self.tls_cert:
                 raise SettingsError("--client-ca (mTLS) needs --tls-cert and --tls-key")
             _require_file(self.client_ca, "--client-ca")
-        if self.tokens:
-            _require_file(self.tokens, "--tokens")
-            raise SettingsError(
-                "--tokens: bearer-token callers are not built yet; use --client-ca (mTLS) "
-                "or listen on loopback"
-            )
-        if not self.client_ca and not _is_loopback(host):
-            raise SettingsError(
-                f"--listen {self.listen}: without --client-ca or --tokens every caller has "
-                "every role, so Proctor listens on loopback only (127.0.0.1, ::1, localhost)"
-            )
+        self._validate_callers(host)
+        if self.http_listen:
+            http_host, http_port = split_host_port(self.http_listen, "--http-listen")
+            if self.workers > 1 and http_port == 0:
+                raise SettingsError("--http-listen with --workers needs a fixed port (not 0)")
+            if not _is_loopback(http_host):
+                raise SettingsError(
+                    f"--http-listen {self.http_listen}: without principals nobody logs in to "
+                    "the inbox and every visitor is an admin, so it listens on loopback only "
+                    "(127.0.0.1, ::1, localhost)"
+                )
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if self.grace_seconds < 0:
@@ -181,6 +192,36 @@ class Settings:
             if value < 1:
                 raise SettingsError(f"{flag} must be at least 1, got {value}")
         return self
+
+
+    def _validate_callers(self, host: str) -> None:
+        if self.principals:
+            _require_file(self.principals, "--principals")
+        if self.jwt_jwks:
+            if self.jwt_jwks.startswith("http://"):
+                raise SettingsError("--jwt-jwks: fetch keys over https, or give a file")
+            if not self.jwt_jwks.startswith("https://"):
+                _require_file(self.jwt_jwks, "--jwt-jwks")
+            if not self.jwt_issuer or not self.jwt_audience:
+                raise SettingsError("--jwt-jwks needs --jwt-issuer and --jwt-audience: a token "
+                                    "is accepted only from your issuer, for this server")
+        elif self.jwt_issuer or self.jwt_audience:
+            raise SettingsError("--jwt-issuer and --jwt-audience go with --jwt-jwks")
+        if _is_loopback(host):
+            return
+        if not self.authenticated:
+            raise SettingsError(
+                f"--listen {self.listen}: with no authentication every caller is an "
+                "anonymous admin, so Proctor listens on loopback only (127.0.0.1, ::1, "
+                "localhost). To listen on other addresses give callers identities: "
+                "--principals FILE (bearer tokens, with --tls-cert/--tls-key), --client-ca "
+                "(mTLS), or --jwt-jwks with --jwt-issuer and --jwt-audience (docs/security.md)"
+            )
+        if (self.principals or self.jwt_jwks) and not self.tls:
+            raise SettingsError(
+                f"--listen {self.listen}: bearer tokens off loopback need TLS: give "
+                "--tls-cert and --tls-key (a token sent in clear can be replayed)"
+            )
 
 
 def split_host_port(value: str, flag: str) -> tuple[str, int]:
@@ -238,7 +279,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", default="", help="server certificate (PEM)")
     p.add_argument("--tls-key", default="", help="server private key (PEM)")
     p.add_argument("--client-ca", default="", help="CA for client certificates (mTLS)")
-    p.add_argument("--tokens", default="", help="bearer tokens file (planned)")
+    p.add_argument(
+        "--principals", default="",
+        help="callers, their roles, tenants, agents, tokens and identities (YAML; reloaded "
+             "on change and SIGHUP; docs/security.md)",
+    )
+    p.add_argument("--jwt-jwks", default="", help="JWT keys: a JWKS file or https URL")
+    p.add_argument("--jwt-issuer", default="", help="the `iss` a JWT must carry")
+    p.add_argument("--jwt-audience", default="", help="the `aud` a JWT must carry")
+    p.add_argument(
+        "--http-listen", default="",
+        help="serve the reviewer inbox (web pages and /api/v1/) on HOST:PORT (docs/inbox.md)",
+    )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument(
         "--grace-seconds", type=float, default=DEFAULT_GRACE_SECONDS,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -27,6 +28,9 @@ from .results import BatchItem, DecisionResult, EvaluationRequest, batch_from_pr
 from .retry import RetryPolicy
 from .stream import AsyncDecisionStream
 
+if TYPE_CHECKING:
+    from .local import LocalEvaluator
+
 T = TypeVar("T")
 _UNSET: Any = object()
 
@@ -46,6 +50,9 @@ class AsyncProctorClient(AsyncBudgetsMixin, AsyncApprovalsMixin):
     a call that still gets no answer returns a deny with rule_id
     "client.fail_closed" and a reason that says why, instead of raising;
     INVALID_ARGUMENT always raises InvalidRequestError.
+
+    `stream=True` and `local=True` as in ProctorClient; local evaluation's watcher and
+    shipper run in threads on a blocking channel of their own.
     """
 
     def __init__(
@@ -60,6 +67,10 @@ class AsyncProctorClient(AsyncBudgetsMixin, AsyncApprovalsMixin):
         options: Iterable[tuple[str, Any]] = (),
         channel: grpc.aio.Channel | None = None,
         stream: bool = False,
+        local: bool = False,
+        max_staleness: float = 30.0,
+        spool_dir: str | os.PathLike[str] | None = None,
+        max_spool_bytes: int = 64 << 20,
     ) -> None:
         self.options = ClientOptions(
             target, timeout=timeout, retry=retry, fail_closed=fail_closed,
@@ -78,12 +89,43 @@ class AsyncProctorClient(AsyncBudgetsMixin, AsyncApprovalsMixin):
             self._decisions.EvaluateStream, self.options.metadata) if stream else None
         self._evaluate: Any = self._stream or self._decisions.Evaluate
         self._rng = random.Random()
+        # local=True: allow and deny decided in process (proctor.client.local). The watcher
+        # and the shipper are threads on a blocking channel of their own.
+        self._local: LocalEvaluator | None = None
+        self._local_channel: grpc.Channel | None = None
+        if local:
+            from .local import LocalEvaluator
+
+            self._local_channel = (
+                grpc.secure_channel(target, credentials, options=opts)
+                if credentials is not None else grpc.insecure_channel(target, options=opts))
+            self._local = LocalEvaluator(
+                self._local_channel, target, metadata=self.options.metadata,
+                max_staleness=max_staleness, spool_dir=spool_dir,
+                max_spool_bytes=max_spool_bytes)
 
     @property
     def channel(self) -> grpc.aio.Channel:
         return self._channel
 
+    @property
+    def local(self) -> LocalEvaluator | None:
+        """The local evaluator (local=True): its policy, spool and shipper; else None."""
+        return self._local
+
+    async def wait_for_local_policy(self, timeout: float = 5.0, version: str = "") -> bool:
+        """local=True: wait until the server's policy (`version`, when given) is compiled
+        here and decisions can be made in process; False when `timeout` passes first."""
+        local = self._local
+        if local is None:
+            return False
+        return await asyncio.to_thread(local.wait_for_policy, timeout, version)
+
     async def close(self) -> None:
+        if self._local is not None:
+            await asyncio.to_thread(self._local.close)
+            assert self._local_channel is not None
+            self._local_channel.close()
         if self._stream is not None:
             await self._stream.close()
         await self._channel.close()
@@ -138,6 +180,11 @@ class AsyncProctorClient(AsyncBudgetsMixin, AsyncApprovalsMixin):
         wait_for_approval=SECONDS: on require_approval with an approval id, wait for the
         reviewer and return the final answer (see proctor.client.approvals).
         """
+        if self._local is not None:
+            local = self._local.decide(topic, delegation_path, risk_tags, tenant, run_id,
+                                       request_id, labels, approval_id, explain)
+            if local is not None:
+                return local
         request = build_request(
             topic, delegation_path=delegation_path, risk_tags=risk_tags, tenant=tenant,
             run_id=run_id, request_id=request_id, labels=labels, approval_id=approval_id,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -27,6 +28,9 @@ from .results import BatchItem, DecisionResult, EvaluationRequest, batch_from_pr
 from .retry import RetryPolicy
 from .stream import DecisionStream
 
+if TYPE_CHECKING:
+    from .local import LocalEvaluator
+
 T = TypeVar("T")
 _UNSET: Any = object()
 
@@ -45,6 +49,11 @@ class ProctorClient(BudgetsMixin, ApprovalsMixin):
     a call that still gets no answer returns a deny with rule_id
     "client.fail_closed" and a reason that says why, instead of raising;
     INVALID_ARGUMENT always raises InvalidRequestError.
+
+    `stream=True` sends evaluate() over one EvaluateStream shared by every thread.
+    `local=True` decides allow and deny in process on the server's policy and ships
+    every decision to the server's audit (proctor.client.local: `max_staleness`,
+    `spool_dir`, `max_spool_bytes`); needs `pip install 'proctor-client[local]'`.
     """
 
     def __init__(
@@ -59,6 +68,10 @@ class ProctorClient(BudgetsMixin, ApprovalsMixin):
         options: Iterable[tuple[str, Any]] = (),
         channel: grpc.Channel | None = None,
         stream: bool = False,
+        local: bool = False,
+        max_staleness: float = 30.0,
+        spool_dir: str | os.PathLike[str] | None = None,
+        max_spool_bytes: int = 64 << 20,
     ) -> None:
         self.options = ClientOptions(
             target, timeout=timeout, retry=retry, fail_closed=fail_closed,
@@ -77,12 +90,34 @@ class ProctorClient(BudgetsMixin, ApprovalsMixin):
             self._decisions.EvaluateStream, self.options.metadata) if stream else None
         self._evaluate: Any = self._stream or self._decisions.Evaluate
         self._rng = random.Random()
+        # local=True: allow and deny decided in process on the server's policy, every
+        # decision shipped to the server's audit (proctor.client.local).
+        self._local: LocalEvaluator | None = None
+        if local:
+            from .local import LocalEvaluator
+
+            self._local = LocalEvaluator(
+                self._channel, target, metadata=self.options.metadata,
+                max_staleness=max_staleness, spool_dir=spool_dir,
+                max_spool_bytes=max_spool_bytes)
 
     @property
     def channel(self) -> grpc.Channel:
         return self._channel
 
+    @property
+    def local(self) -> LocalEvaluator | None:
+        """The local evaluator (local=True): its policy, spool and shipper; else None."""
+        return self._local
+
+    def wait_for_local_policy(self, timeout: float = 5.0, version: str = "") -> bool:
+        """local=True: block until the server's policy (`version`, when given) is compiled
+        here and decisions can be made in process; False when `timeout` passes first."""
+        return self._local is not None and self._local.wait_for_policy(timeout, version)
+
     def close(self) -> None:
+        if self._local is not None:
+            self._local.close()
         if self._stream is not None:
             self._stream.close()
         self._channel.close()
@@ -135,6 +170,11 @@ class ProctorClient(BudgetsMixin, ApprovalsMixin):
         wait_for_approval=SECONDS: on require_approval with an approval id, wait for the
         reviewer and return the final answer (see proctor.client.approvals).
         """
+        if self._local is not None:
+            local = self._local.decide(topic, delegation_path, risk_tags, tenant, run_id,
+                                       request_id, labels, approval_id, explain)
+            if local is not None:
+                return local
         request = build_request(
             topic, delegation_path=delegation_path, risk_tags=risk_tags, tenant=tenant,
             run_id=run_id, request_id=request_id, labels=labels, approval_id=approval_id,

@@ -22,6 +22,8 @@ import os
 import sys
 from typing import Any
 
+from google.protobuf import timestamp_pb2
+
 DEFAULT_SERVER = "127.0.0.1:50051"
 STATUSES = ("pending", "approved", "denied", "expired", "consumed", "all")
 
@@ -88,8 +90,8 @@ def _call(args: argparse.Namespace, method: str, request: Any) -> Any:
 def _list(args: argparse.Namespace) -> int:
     from proctor.v1 import approvals_pb2
 
-    status = 0 if args.status == "all" else approvals_pb2.ApprovalStatus.Value(
-        f"APPROVAL_STATUS_{args.status.upper()}")
+    name = "UNSPECIFIED" if args.status == "all" else args.status.upper()
+    status = f"APPROVAL_STATUS_{name}"  # the label; --status choices keep it known
     req = approvals_pb2.ListApprovalsRequest(
         status=status, tenant=args.tenant, approver=args.approver, limit=args.limit)
     resp = _call(args, "ListApprovals", req)
@@ -138,10 +140,11 @@ def _resolve(args: argparse.Namespace) -> int:
 # -- rendering --------------------------------------------------------------------------------
 
 
-def _time(ts: Any, present: bool) -> str:
+def _time(ts: timestamp_pb2.Timestamp, present: bool) -> str:
     if not present:
         return ""
-    return ts.ToDatetime(tzinfo=dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    when: dt.datetime = ts.ToDatetime(tzinfo=dt.UTC)
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def as_dict(a: Any) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from typing import Any
 from . import metrics
 from .binding import action_hash
 from .events import approval_event
+from .feed import ApprovalFeed
 from .store import (
     CONSUMED,
     DENIED,
@@ -76,9 +77,11 @@ class GateResult:
 class ApprovalGate:
     """Creates approvals for require_approval decisions and consumes presented grants."""
 
-    def __init__(self, store: ApprovalStore, audit: Any) -> None:
+    def __init__(self, store: ApprovalStore, audit: Any, feed: ApprovalFeed | None = None) -> None:
         self._store = store
         self._audit = audit
+        # Told of every approval created here (the inbox's live pages, the webhooks).
+        self.feed = feed or ApprovalFeed()
         # Set by the Approvals service's health probe: False while the store is unreachable.
         self.available = True
 
@@ -145,6 +148,7 @@ class ApprovalGate:
         a = made.approval
         if made.created:
             await self._audit.record("approval", approval_event("created", a))
+            self.feed.publish("created", a)
         else:
             extra["approval_retry"] = True
             if a.status == DENIED:

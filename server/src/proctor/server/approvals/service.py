@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, NoReturn
+from collections.abc import Awaitable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from proctor.v1 import approvals_pb2, approvals_pb2_grpc
 
+from .. import auth
 from ..health import StoreWatch
 from . import metrics
 from .events import approval_event
@@ -59,6 +61,7 @@ DEADLINE_MARGIN_SECONDS = 0.1
 DEFAULT_MAX_WAITERS = 10_000
 DEFAULT_MAX_WAITERS_PER_CONNECTION = 2000
 log = logging.getLogger("proctor.approvals")
+T = TypeVar("T")
 
 STATUS_TO_PROTO = {
     PENDING: approvals_pb2.APPROVAL_STATUS_PENDING,
@@ -126,6 +129,7 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
         self._waiting: Counter[str] = Counter()  # open WaitApproval calls per peer
         self.waiting = 0  # in total
         self.gate = gate or ApprovalGate(store, audit)
+        self.feed = self.gate.feed  # created (gate), approved, denied, expired (here)
         self.watch = StoreWatch(SERVICE_NAME, self._probe, StoreUnavailable, health,
                                 on_change=self._gate_availability)
         store.on_expired = self._record_expired
@@ -135,6 +139,7 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
     async def _record_expired(self, items: tuple[Approval, ...]) -> None:
         for a in items:
             await self._audit.record("approval", approval_event("expired", a))
+            self.feed.publish("expired", a)
 
     def _gate_availability(self, serving: bool) -> None:
         self.gate.available = serving
@@ -148,6 +153,39 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
         await self.watch.stop()
         await self._store.close()
 
+    # -- what both the gRPC methods and the inbox (server/inbox) call -----------------------
+
+    async def get(self, approval_id: str) -> Approval:
+        """The approval now; ApprovalError (not found, unavailable) otherwise."""
+        a = await self._checked(self._store.get(approval_id))
+        return a
+
+    async def list(self, status: str = "", approver: str = "", tenant: str = "",
+                   limit: int = 0) -> list[Approval]:
+        """Newest first (ApprovalStore.list); ApprovalError on bad input or no store."""
+        items: list[Approval] = await self._checked(
+            self._store.list(status, approver, tenant, limit))
+        return items
+
+    async def resolve(self, approval_id: str, approve: bool, reviewer: str,
+                      reason: str) -> Approval:
+        """Approve or deny; audited and published on the feed. ApprovalError otherwise."""
+        a = await self._checked(self._store.resolve(approval_id, approve, reviewer, reason))
+        op = "approved" if approve else "denied"
+        await self._audit.record("approval", approval_event(op, a))
+        self.feed.publish(op, a)
+        return a
+
+    async def _checked(self, call: Awaitable[T]) -> T:
+        """Await a store call, keeping the health watch in step with what it saw."""
+        try:
+            out = await call
+        except StoreUnavailable:
+            self.watch.mark(False)
+            raise
+        self.watch.mark(True)
+        return out
+
     async def _fail(self, context: Any, e: ApprovalError) -> NoReturn:
         code = next(c for t, c in _CODES if isinstance(e, t))
         if isinstance(e, StoreUnavailable):
@@ -155,16 +193,33 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
         await context.abort(code, e.message)
         raise AssertionError("unreachable")  # context.abort raises
 
+    async def _visible(self, context: Any, approval_id: str) -> Approval | None:
+        """The approval when the caller is restricted (after checking its tenant is the
+        caller's: PERMISSION_DENIED otherwise); None for the unrestricted caller."""
+        principal = auth.caller()
+        if principal.unrestricted:
+            return None
+        try:
+            a = await self.get(approval_id)
+        except ApprovalError as e:
+            await self._fail(context, e)
+        if not principal.has_tenant(a.draft.tenant):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, (
+                f"principal {principal.id!r} may not see approval {approval_id!r} of tenant "
+                f"{a.draft.tenant!r} (its tenants: {', '.join(principal.tenants)})"))
+        return a
+
     # -- the RPCs ------------------------------------------------------------------------
 
     async def GetApproval(
         self, request: approvals_pb2.GetApprovalRequest, context: Any
     ) -> approvals_pb2.Approval:
-        try:
-            a = await self._store.get(request.approval_id)
-        except ApprovalError as e:
-            await self._fail(context, e)
-        self.watch.mark(True)
+        a = await self._visible(context, request.approval_id)
+        if a is None:
+            try:
+                a = await self.get(request.approval_id)
+            except ApprovalError as e:
+                await self._fail(context, e)
         return to_proto(a)
 
     async def WaitApproval(
@@ -173,6 +228,7 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
         if request.timeout_seconds < 0:
             await self._fail(context, InvalidArgument(
                 "timeout_seconds", f"must not be negative, got {request.timeout_seconds}"))
+        await self._visible(context, request.approval_id)
         peer = context.peer() or ""
         if self.waiting >= self.max_waiters:
             metrics.WAITERS_REFUSED.labels("total").inc()
@@ -214,27 +270,39 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
             if not status:
                 await self._fail(context, InvalidArgument(
                     "status", f"unknown approval status {request.status}"))
+        principal = auth.caller()
+        tenants: frozenset[str] | None = None
+        tenant = request.tenant
+        if not principal.unrestricted:  # a reviewer lists its tenants' approvals only
+            try:
+                tenant = auth.tenant_for(principal, tenant) if tenant or \
+                    principal.sole_tenant else ""
+            except auth.Denied as e:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, e.message)
+            tenants = None if "*" in principal.tenants else frozenset(principal.tenants)
         try:
-            items = await self._store.list(status, request.approver, request.tenant,
-                                           request.limit)
+            items = await self.list(status, request.approver, tenant, request.limit)
         except ApprovalError as e:
             await self._fail(context, e)
-        self.watch.mark(True)
-        return approvals_pb2.ListApprovalsResponse(approvals=[to_proto(a) for a in items])
+        return approvals_pb2.ListApprovalsResponse(approvals=[
+            to_proto(a) for a in items if tenants is None or a.draft.tenant in tenants])
 
     async def ResolveApproval(
         self, request: approvals_pb2.ResolveApprovalRequest, context: Any
     ) -> approvals_pb2.Approval:
-        # Principals are not built yet (DESIGN section 7): the reviewer is recorded as given,
-        # and membership in the approval's approver groups is not checked.
+        # The reviewer recorded is the caller; the request's `reviewer` field counts only in
+        # the development mode (no identities there).
+        reviewer = request.reviewer
+        pending = await self._visible(context, request.approval_id)
+        if pending is not None:
+            principal = auth.caller()
+            if request.reviewer and request.reviewer != principal.id:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, (
+                    f"reviewer {request.reviewer!r} is not the caller {principal.id!r}: the "
+                    "reviewer recorded is the authenticated principal (leave the field empty)"))
+            reviewer = principal.id
         try:
-            a = await self._store.resolve(
-                request.approval_id, request.approve, request.reviewer, request.reason
-            )
+            a = await self.resolve(request.approval_id, request.approve, reviewer, request.reason)
         except ApprovalError as e:
             await self._fail(context, e)
-        self.watch.mark(True)
-        await self._audit.record(
-            "approval", approval_event("approved" if request.approve else "denied", a)
-        )
         return to_proto(a)

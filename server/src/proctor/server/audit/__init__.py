@@ -64,7 +64,7 @@ def build_audit(settings: Any, writer_name: str | None = None, *, redis: Any = N
     if kind == "file":
         from .file_sink import FileSink
 
-        sink = FileSink(audit_dir, segment_bytes=int(cfg["audit_segment_bytes"]))
+        sink = FileSink(audit_dir, segment_bytes=int(cfg["audit_segment_bytes"]), hmac_key=key)
     elif kind == "redis":
         from .redis_sink import RedisSink
 

@@ -7,6 +7,9 @@ writer retries it. A process killed mid-write can leave a torn last line: the
 next writer (a new process, or the same name resuming) starts a fresh segment,
 and `proctor audit verify` reports the torn tail.
 
+After each group commit the sink replaces the writer's head checkpoint (head.py):
+the last seq and hash stored, so verify can tell a cut tail or deleted segments.
+
 The writer calls the sink on the event loop; every file operation runs in the
 sink's own thread, one at a time.
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .event import safe_name
+from .head import write_head
 from .sink import Sealed, SinkCaps
 
 T = TypeVar("T")
@@ -88,7 +92,7 @@ class FileSink:
 
     def __init__(
         self, root: str | os.PathLike[str], segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-        fsync: bool = True,
+        fsync: bool = True, hmac_key: bytes | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -100,6 +104,8 @@ class FileSink:
         self.path: Path | None = None
         self._last_seq = 0
         self._io = ThreadPoolExecutor(1, thread_name_prefix="audit-file")
+        self._key = hmac_key  # signs the head checkpoints
+        self._headed = False  # a head was written for this sink's writer
         self.segments_opened = 0
         self.fsyncs = 0
 
@@ -137,16 +143,21 @@ class FileSink:
     # ---- blocking -----------------------------------------------------------------------
 
     def write_blocking(self, batch: list[Sealed]) -> None:
-        """Append the batch and fdatasync it; raises OSError having left none of it."""
+        """Append the batch and fdatasync it, then checkpoint the head; raises OSError
+        having left none of the batch (a retry skips what is already stored)."""
         if not batch:
             return
+        last = batch[-1]  # checkpointed even when a retry finds it all stored already
+        if not self._headed:
+            self._first_head(batch[0])
         # The usual batch: new, and it fits the open segment. One pass joins it (this
         # thread holds the GIL while it loops over events; requests wait for that).
         if self._fd is not None and batch[0].seq > self._last_seq:
             data = b"".join([s.line for s in batch])
             if self._size + len(data) <= self.segment_bytes:
                 self._append(data)
-                self._last_seq = batch[-1].seq
+                self._last_seq = last.seq
+                self._checkpoint(last)
                 return
         # A retried batch may have partly landed (an earlier segment of it): skip what did.
         batch = [s for s in batch if s.seq > self._last_seq]
@@ -165,6 +176,23 @@ class FileSink:
             self._append(b"".join(s.line for s in batch[i:j]))
             self._last_seq = batch[j - 1].seq
             i = j
+        self._checkpoint(last)
+
+    def _first_head(self, first: Sealed) -> None:
+        """Before a writer's first batch: a head at the event its chain continues from
+        (seq 0 for a new chain), so a crash before the first checkpoint leaves a head."""
+        prev = json.loads(first.line).get("prev_hash", "")
+        write_head(self.root, first.writer, first.seq - 1, str(prev), "", self._key,
+                   self._fsync)
+        self._headed = True
+
+    def _checkpoint(self, last: Sealed) -> None:
+        """Replace the head checkpoint with the last stored event (after its fdatasync).
+        The stored line ends with its hash (and hmac): `"hash":"<64 hex>"...}`."""
+        at = last.line.rfind(b'"hash":"') + 8
+        digest = last.line[at : at + 64].decode("ascii")
+        segment = self.path.name if self.path is not None else ""
+        write_head(self.root, last.writer, last.seq, digest, segment, self._key, self._fsync)
 
     def _append(self, data: bytes) -> None:
         fd = self._fd

@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError
 from proctor import engine
 from proctor.v1 import audit_pb2, decisions_pb2
 
+from .. import auth
 from ..streams import OpenStreams
 from ..wire import to_engine_request
 from .event import format_time
@@ -130,13 +131,21 @@ class DecisionIngest:
                 f"batch {batch.batch_seq}: decisions: at most {MAX_BATCH} per batch, "
                 f"got {len(batch.decisions)}")
         events = []
+        principal = auth.caller()
         for i, d in enumerate(batch.decisions):
             try:
-                events.append(local_event(d))
+                event = local_event(d)
             except (IngestError, engine.RequestError) as e:
                 where = f"request.{e}" if isinstance(e, engine.RequestError) else str(e)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"batch {batch.batch_seq} item {i}: {where}")
+            try:  # a client records decisions of its own tenants and agents only
+                event["tenant"] = auth.authorize(principal, event["tenant"],
+                                                 event["delegation_path"])
+            except auth.Denied as e:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"batch {batch.batch_seq} item {i}: {e.message}")
+            events.append(event)
         return batch, events
 
     def _remember(self, decision_id: str) -> None:

@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from proctor.v1 import audit_pb2, audit_pb2_grpc
 
+from .. import auth
 from .event import canonical, parse_time, strip_hashes
 from .reader import CursorError, DirReader, Item, StreamReader, open_reader
 
@@ -133,10 +134,15 @@ class AuditService(audit_pb2_grpc.AuditServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cursor: {exc}")
             return
         flt = EventFilter.from_proto(request.filter)
+        try:  # an auditor reads its tenants' events only
+            tenants = auth.readable_tenants(auth.caller(), flt)
+        except auth.Denied as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, e.message)
         try:
             async for item in follow(reader, request.follow, self.poll_interval):
                 reader.ack(item)
-                if flt.match(item.event):
+                if flt.match(item.event) and (
+                        tenants is None or item.event.get("tenant") in tenants):
                     yield to_proto(item.event, reader.cursor())
         except redis.RedisError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"audit stream unreachable: {exc}")

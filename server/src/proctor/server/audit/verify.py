@@ -2,11 +2,17 @@
 
 Events are grouped by their `writer` field (not by file name), so a directory of
 segments, a consumer's output and a Redis stream are checked the same way.
-Errors (exit 1): an unreadable line, a hash or HMAC that does not match, a
-prev_hash that does not link, missing or duplicate seqs. Reported but not
-errors: `gap` events (shed under load, with their count), a torn last line
-(a write cut by a crash, never acknowledged), and a chain that starts after
-seq 1 (older events trimmed by MAXLEN or removed by retention).
+Errors (exit 1): an unreadable line, a line whose bytes are not the canonical
+form of its event (a duplicated key, say), a hash or HMAC that does not match, a
+prev_hash that does not link, missing or duplicate seqs. In a directory each
+writer's chain is also checked against its head checkpoint (head.py): a chain that
+ends before its head (a cut tail, a deleted last segment), a head whose writer has
+no events (its segments deleted), file-sink segments without a head, a chain that
+starts after seq 1, and a head that is unreadable or fails its HMAC are errors.
+Reported but not errors: `gap` events (shed under load, with their count), a torn
+last line after the head (a write cut by a crash, never acknowledged), and, in a
+Redis stream or a consumer's output, a chain that starts after seq 1 (older events
+trimmed by MAXLEN).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .event import GENESIS, canonical, parse_line, strip_hashes
+from .event import GENESIS, canonical, parse_line, safe_name, strip_hashes
+from .file_sink import SEGMENT_RE
+from .head import HEAD_SUFFIX, Head, read_heads
 from .redis_sink import EVENT_FIELD, connect
 
 _MAX_ERRORS_SHOWN = 50
@@ -84,15 +92,21 @@ def stream_lines(url: str, stream: str, chunk: int = 5000) -> Iterator[tuple[str
         r.close()
 
 
-def verify(lines: Iterator[tuple[str, bytes, bool]], hmac_key: bytes | None = None) -> Report:
+def verify(
+    lines: Iterator[tuple[str, bytes, bool]], hmac_key: bytes | None = None,
+    heads: list[Head] | None = None,
+) -> Report:
+    """Check every line; with `heads` (a directory's head checkpoints) also each chain's
+    end against its writer's head."""
     rep = Report()
     # writer -> list of (seq, prev_hash, hash, loc)
     chains: dict[str, list[tuple[int, str, str, str]]] = {}
+    torn: list[str] = []
     unsigned = 0
     for loc, line, last in lines:
         if not line.endswith(b"\n"):
             if last:
-                rep.warnings.append(f"{loc}: torn final line (write cut short, never acknowledged)")
+                torn.append(loc)
             else:
                 rep.errors.append(f"{loc}: line without newline")
             continue
@@ -112,8 +126,13 @@ def verify(lines: Iterator[tuple[str, bytes, bool]], hmac_key: bytes | None = No
         body = canonical(strip_hashes(ev))
         if hashlib.sha256(body).hexdigest() != stored:
             rep.errors.append(f"{loc}: writer {writer} seq {seq}: hash mismatch (event altered)")
+        mac = ev.get("hmac")
+        if line != _stored_form(body, stored, mac):
+            rep.errors.append(
+                f"{loc}: writer {writer} seq {seq}: the line is not the canonical form of its "
+                "event (a duplicated key, reordered keys or added spaces: the line was edited)"
+            )
         if hmac_key is not None:
-            mac = ev.get("hmac")
             want = _hmac.new(hmac_key, body, hashlib.sha256).hexdigest()
             if not isinstance(mac, str):
                 rep.errors.append(f"{loc}: writer {writer} seq {seq}: no hmac")
@@ -128,19 +147,43 @@ def verify(lines: Iterator[tuple[str, bytes, bool]], hmac_key: bytes | None = No
             rep.warnings.append(f"{loc}: writer {writer} seq {seq}: gap event, {count} events shed")
         chains.setdefault(writer, []).append((seq, str(ev.get("prev_hash", "")), stored, loc))
     rep.writers = len(chains)
+    headed = {h.writer: h for h in heads or []}
     for writer, chain in chains.items():
-        _check_chain(writer, chain, rep)
+        _check_chain(writer, chain, rep, strict_start=writer in headed)
+    if heads is not None:
+        check_heads(chains, headed, torn, rep)
+    else:
+        rep.warnings += [_torn(loc) for loc in torn]
     if unsigned:
         rep.notes.append(f"{unsigned} events carry an hmac that was not checked (no key given)")
     return rep
 
 
-def _check_chain(writer: str, chain: list[tuple[int, str, str, str]], rep: Report) -> None:
+def _stored_form(body: bytes, digest: str, mac: Any) -> bytes:
+    """The line the writer stores for canonical `body` (event.seal's layout)."""
+    tail = f',"hash":"{digest}'
+    if mac is not None:
+        tail += f'","hmac":"{mac}'
+    return body[:-1] + tail.encode("utf-8") + b'"}\n'
+
+
+def _torn(loc: str) -> str:
+    return f"{loc}: torn final line (a write cut short by a crash, never acknowledged)"
+
+
+def _check_chain(
+    writer: str, chain: list[tuple[int, str, str, str]], rep: Report, strict_start: bool = False,
+) -> None:
     if any(chain[i][0] > chain[i + 1][0] for i in range(len(chain) - 1)):
         chain.sort(key=lambda c: c[0])
     first_seq, first_prev, _, first_loc = chain[0]
     if first_seq == 1 and first_prev != GENESIS:
         rep.errors.append(f"{first_loc}: writer {writer} seq 1: first event with a prev_hash")
+    elif first_seq > 1 and strict_start:
+        rep.errors.append(
+            f"{first_loc}: writer {writer}: chain starts at seq {first_seq}; the segments "
+            f"holding seq 1..{first_seq - 1} are missing (deleted)"
+        )
     elif first_seq > 1:
         rep.notes.append(
             f"writer {writer}: chain starts at seq {first_seq} ({first_loc}); "
@@ -166,12 +209,83 @@ def _check_chain(writer: str, chain: list[tuple[int, str, str, str]], rep: Repor
             )
 
 
+def check_heads(
+    chains: dict[str, list[tuple[int, str, str, str]]], heads: dict[str, Head],
+    torn: list[str], rep: Report,
+) -> None:
+    """Each writer's chain (sorted by _check_chain) against its head checkpoint: the
+    chain must reach the head's seq with the head's hash; a writer with file-sink
+    segments must have a head; a head must have its writer's events."""
+    for writer, chain in chains.items():
+        head = heads.get(writer)
+        last_seq, _, _, last_loc = chain[-1]
+        if head is None:
+            if any(_is_segment(loc) for _, _, _, loc in chain):
+                rep.errors.append(
+                    f"writer {writer}: no head checkpoint ({safe_name(writer)}{HEAD_SUFFIX} "
+                    "missing: deleted, or the segments predate head checkpoints), so a cut "
+                    f"tail cannot be ruled out; its events end at seq {last_seq} ({last_loc})"
+                )
+            continue
+        if last_seq < head.seq:
+            rep.missing += head.seq - last_seq
+            rep.errors.append(
+                f"writer {writer}: events end at seq {last_seq} ({last_loc}) but the head "
+                f"checkpoint {head.path} says seq {head.seq} was stored"
+                f"{_in_segment(head)}: the tail was cut ({head.seq - last_seq} events missing)"
+            )
+            continue
+        at = {seq: (digest, loc) for seq, _, digest, loc in chain}.get(head.seq)
+        if at is not None and at[0] != head.hash:
+            rep.errors.append(
+                f"{at[1]}: writer {writer} seq {head.seq}: hash differs from the head checkpoint "
+                f"{head.path} (the chain's end was replaced)"
+            )
+    for writer, head in heads.items():
+        if writer not in chains and head.seq > 0:
+            rep.missing += head.seq
+            rep.errors.append(
+                f"writer {writer}: no events, but the head checkpoint {head.path} says seq "
+                f"{head.seq} was stored{_in_segment(head)}: the writer's segments were deleted"
+            )
+    for loc in torn:
+        name = Path(loc.rsplit(":", 1)[0]).name
+        m = SEGMENT_RE.match(name)
+        if m is not None and not any(safe_name(w) == m["prefix"] for w in heads):
+            rep.errors.append(f"{_torn(loc)}, and its writer has no head checkpoint")
+        else:
+            rep.warnings.append(_torn(loc))
+
+
+def _is_segment(loc: str) -> bool:
+    return SEGMENT_RE.match(Path(loc.rsplit(":", 1)[0]).name) is not None
+
+
+def _in_segment(head: Head) -> str:
+    if not head.segment:
+        return ""
+    gone = "" if (head.path.parent / head.segment).exists() else ", now missing"
+    return f" (in {head.segment}{gone})"
+
+
 def verify_dir(root: str | os.PathLike[str], hmac_key: bytes | None = None) -> Report:
-    if not Path(root).is_dir():
+    """Every writer's segments under root, each chain checked against its head checkpoint."""
+    base = Path(root)
+    if not base.is_dir():
         rep = Report()
         rep.errors.append(f"{root}: no such directory")
         return rep
-    return verify(dir_lines(root), hmac_key)
+    heads, head_errors = read_heads(base, hmac_key)
+    by_writer: dict[str, Head] = {}
+    for head in heads:
+        if head.writer in by_writer:
+            head_errors.append(f"{head.path}: a second head checkpoint for writer {head.writer}")
+        by_writer[head.writer] = head
+    rep = verify(dir_lines(base), hmac_key, list(by_writer.values()))
+    rep.errors[:0] = head_errors
+    if hmac_key is None and any(h.hmac for h in heads):
+        rep.notes.append("head checkpoints carry an hmac that was not checked (no key given)")
+    return rep
 
 
 def verify_stream(url: str, stream: str, hmac_key: bytes | None = None) -> Report:

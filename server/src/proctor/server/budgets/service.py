@@ -21,9 +21,11 @@ from google.protobuf.message import DecodeError
 
 from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
+from .. import auth
 from ..audit.log import offer_of
 from ..health import StoreWatch
 from ..routes import MethodTable
+from ..seams import ServingPolicy
 from .answer import add_statuses, reserve_answer
 from .store import (
     BudgetError,
@@ -53,7 +55,8 @@ RESERVE_METHOD = "/proctor.v1.Budgets/ReserveBudget"
 class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
     """Budgets over gRPC, on any BudgetStore."""
 
-    def __init__(self, store: BudgetStore, holder: Any, audit: Any, health: Any = None) -> None:
+    def __init__(self, store: BudgetStore, holder: ServingPolicy, audit: Any,
+                 health: Any = None) -> None:
         self._store = store
         self._holder = holder
         self._audit = audit
@@ -99,6 +102,10 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
             request.reservation_id, request.tenant, request.agent_id, request.run_id
         )
         unit, amount, ttl = request.unit, request.amount, request.ttl_seconds
+        try:  # the caller's tenants, acting as one of its agents
+            tenant = auth.authorize(auth.caller(), tenant, agent=agent_id)
+        except auth.Denied as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, e.message)
         policy = self._holder.current
         budgets = tuple(getattr(policy, "budgets", ()) or ())
         if request.allow_unbudgeted and not any(b.unit == unit for b in budgets):
@@ -177,15 +184,19 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
     async def GetBudget(
         self, request: budgets_pb2.GetBudgetRequest, context: Any
     ) -> budgets_pb2.GetBudgetResponse:
+        try:
+            tenant = auth.tenant_for(auth.caller(), request.tenant)
+        except auth.Denied as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, e.message)
         fields = {
             "budget_id": request.budget_id,
-            "tenant": request.tenant,
+            "tenant": tenant,
             "agent_id": request.agent_id,
             "run_id": request.run_id,
         }
         try:
             statuses = await self._store.get(
-                self._budgets(), request.tenant, request.agent_id, request.run_id,
+                self._budgets(), tenant, request.agent_id, request.run_id,
                 request.budget_id,
             )
         except BudgetError as e:

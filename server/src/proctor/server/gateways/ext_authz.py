@@ -45,6 +45,7 @@ from google.rpc import code_pb2, status_pb2
 
 from proctor import engine
 
+from .. import auth
 from ..audit.log import AuditUnavailable
 from .topics import TopicTemplate, segment
 
@@ -167,7 +168,8 @@ def _denied(code: int, http_status: int, body: Mapping[str, Any],
     )
 
 
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+# Envoy's generated modules carry no type information, so their servicer base is Any.
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """Check: one decision per HTTP request, through DecisionsService.decide."""
 
     def __init__(self, decisions: Any, template: str = DEFAULT_TOPIC_TEMPLATE) -> None:
@@ -175,12 +177,18 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self.template = TopicTemplate(template, TEMPLATE_FIELDS, "--ext-authz-topic-template")
 
     async def Check(self, request: external_auth_pb2.CheckRequest,
-                    context: grpc.aio.ServicerContext) -> external_auth_pb2.CheckResponse:
+                    context: grpc.aio.ServicerContext[external_auth_pb2.CheckRequest,
+                                                      external_auth_pb2.CheckResponse]
+                    ) -> external_auth_pb2.CheckResponse:
         try:
             req, approval_id = build_request(request, self.template)
         except BadHeaders as e:
             self.decisions.metrics.invalid("Check", "headers")
             return _denied(code_pb2.INVALID_ARGUMENT, 400, {"error": str(e)}, {})
+        try:  # the caller (the proxy) for its tenants and agents only
+            req.tenant = auth.authorize(auth.caller(), req.tenant, req.delegation_path)
+        except auth.Denied as e:
+            return _denied(code_pb2.PERMISSION_DENIED, 403, {"error": e.message}, {})
         try:
             answer, _ = await self.decisions.decide(req, approval_id, SOURCE)
         except AuditUnavailable as e:  # fail closed: the request is not let through

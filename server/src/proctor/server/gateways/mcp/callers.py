@@ -21,7 +21,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -103,6 +103,6 @@ class PrincipalTokens:
         return AccessToken(token=token, client_id=found.id, scopes=[])
 
     def tenant_of(self, caller_id: str, default: str) -> str:
-        c: Any = self.by_id.get(caller_id)
-        tenants = c.tenants if c is not None else ()
+        c = self.by_id.get(caller_id)
+        tenants: tuple[str, ...] = c.tenants if c is not None else ()
         return tenants[0] if len(tenants) == 1 and tenants[0] != "*" else default

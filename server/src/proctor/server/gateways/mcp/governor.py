@@ -80,7 +80,7 @@ class Governor:
         self.approval_wait = approval_wait
         self.budget_unit = budget_unit
         self.budget_amount = budget_amount
-        self._probe = probe_pb2_grpc.ProbeStub(client.channel)  # type: ignore[no-untyped-call]
+        self._probe = probe_pb2_grpc.ProbeStub(client.channel)
         self._approvals: OrderedDict[tuple[Any, ...], str] = OrderedDict()
 
     def request(self, tool: str, arguments: Mapping[str, Any] | None,

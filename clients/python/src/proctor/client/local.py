@@ -1,0 +1,230 @@
+"""Local evaluation: decide allow and deny in process, with the server's policy and audit.
+
+`ProctorClient(target, local=True)` (and AsyncProctorClient) builds one LocalEvaluator:
+
+- a watcher thread holds Admin.WatchPolicy open: the serving policy's text and
+  version now, again after every reload, heartbeats between. Each new text is
+  compiled with proctor.engine (the `local` extra) and swapped in atomically;
+- `decide()` runs on the caller's path: validate the request as the server does,
+  evaluate, write the decision through to the spool (proctor.client.spool) and
+  answer. It returns None, and the client asks the server instead, for anything
+  the server must decide: require_approval, a presented approval_id, no policy
+  yet, a policy older than `max_staleness` seconds without word from the server,
+  or a spool at its bound;
+- a shipper thread (proctor.client.shipper) sends every spooled decision to
+  Audit.IngestDecisions, where it becomes an ordinary decision event with
+  "source": "local", chained by the server.
+
+Budget calls never go through here. A server run with --local-evaluation off
+refuses WatchPolicy: the client then decides everything remotely.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from proctor.v1 import admin_pb2, admin_pb2_grpc
+
+from .delegation import delegation_path as delegation_path_now
+from .errors import InvalidRequestError
+from .results import DecisionResult, EvaluationRequest
+from .shipper import Shipper
+from .spool import DEFAULT_MAX_BYTES, adopt_orphans, default_root, key_of, open_spool
+
+try:
+    from proctor import engine
+except ImportError as e:  # pragma: no cover - the extra is missing
+    raise ImportError(
+        "local evaluation needs proctor.engine: pip install 'proctor-client[local]'"
+    ) from e
+
+log = logging.getLogger("proctor.client.local")
+DEFAULT_MAX_STALENESS = 30.0
+_CODES = {"allow": 1, "deny": 2}
+_NEVER = float("-inf")
+
+
+class LocalEvaluator:
+    """The policy, the spool and the shipper of one local client (thread-safe)."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        target: str,
+        *,
+        metadata: Sequence[tuple[str, str]] = (),
+        max_staleness: float = DEFAULT_MAX_STALENESS,
+        spool_dir: str | os.PathLike[str] | None = None,
+        max_spool_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        if max_staleness <= 0:
+            raise ValueError("max_staleness must be positive")
+        self._channel = channel
+        self._metadata = tuple(metadata)
+        self.max_staleness = max_staleness
+        self.policy: engine.CompiledPolicy | None = None
+        self.policy_text = ""
+        self.heard = _NEVER  # time.monotonic() of the last word from WatchPolicy
+        self.refused = ""  # why the server refused WatchPolicy (local evaluation off)
+        self.local_decisions = 0
+        self._changed = threading.Condition()
+        self._closed = threading.Event()
+        self._watch_call: Any = None
+        self._ids = itertools.count(1)
+        self._id_prefix = "local-" + secrets.token_hex(10) + "-"
+        root = Path(spool_dir) if spool_dir is not None else default_root()
+        key = key_of(target)
+        orphans = adopt_orphans(root, key)
+        self.spool = open_spool(root, key, max_spool_bytes)
+        self.shipper = Shipper(channel, self._metadata, self.spool, orphans)
+        self._watcher = threading.Thread(target=self._watch, name="proctor-local-watch",
+                                         daemon=True)
+        self._watcher.start()
+
+    # -- the caller's path ----------------------------------------------------------
+
+    def decide(
+        self,
+        topic: str | EvaluationRequest,
+        delegation_path: Sequence[str],
+        risk_tags: Sequence[str],
+        tenant: str,
+        run_id: str,
+        request_id: str,
+        labels: Mapping[str, str] | None,
+        approval_id: str,
+        explain: bool,
+    ) -> DecisionResult | None:
+        """The local answer, or None when the server must decide (see the module doc).
+
+        Raises InvalidRequestError exactly where the server would answer INVALID_ARGUMENT.
+        """
+        policy = self.policy
+        if policy is None or time.monotonic() - self.heard > self.max_staleness:
+            return None
+        started = time.perf_counter_ns()
+        if isinstance(topic, EvaluationRequest):
+            r = topic
+            topic, delegation_path, risk_tags, tenant, run_id, request_id = (
+                r.topic, r.delegation_path, r.risk_tags, r.tenant, r.run_id, r.request_id)
+            labels, approval_id, explain = r.labels, r.approval_id, r.explain
+        if approval_id:
+            return None
+        try:
+            req = engine.Request(
+                topic, risk_tags, _path(delegation_path), tenant, run_id, request_id, labels)
+        except engine.RequestError as e:
+            raise InvalidRequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e),
+                                      "Evaluate") from None
+        d = policy.evaluate(req, explain)
+        code = _CODES.get(d.decision)
+        if code is None:
+            return None  # require_approval: the server creates the approval
+        decision_id = f"{self._id_prefix}{next(self._ids):x}"
+        if not self.spool.append((
+            req.topic, req.delegation_path, req.risk_tags, req.tenant, req.run_id,
+            req.request_id, req.labels or None, code, d.rule_id, d.reason, d.policy_version,
+            decision_id, d.derived_tags, time.time_ns(),
+            (time.perf_counter_ns() - started) // 1000,
+        )):
+            return None  # the spool is at its bound: no local decision without its evidence
+        self.local_decisions += 1
+        return DecisionResult(d.decision, d.rule_id, d.reason, d.policy_version, decision_id,
+                              "", d.matched_rule_ids, d.derived_tags)
+
+    # -- state ----------------------------------------------------------------------
+
+    @property
+    def policy_version(self) -> str:
+        policy = self.policy
+        return policy.policy_version if policy is not None else ""
+
+    def wait_for_policy(self, timeout: float, version: str = "") -> bool:
+        """Block until a policy (`version`, when given) is in place to decide locally."""
+        def ready() -> bool:
+            return self.policy is not None and version in ("", self.policy.policy_version)
+
+        with self._changed:
+            return self._changed.wait_for(ready, timeout)
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop deciding, ship what the spool holds for up to `timeout` seconds, stop.
+
+        True when every local decision was acknowledged; otherwise what is left stays
+        in the spool and the next local client on the same spool_dir ships it.
+        """
+        if self._closed.is_set():
+            return not self.spool.pending
+        self._closed.set()
+        self.policy = None
+        call = self._watch_call
+        if call is not None:
+            call.cancel()
+        done = self.shipper.close(timeout)
+        self.spool.close(remove=done)
+        self._watcher.join(5.0)
+        return done
+
+    # -- the watcher thread ---------------------------------------------------------
+
+    def _watch(self) -> None:
+        stub = admin_pb2_grpc.AdminStub(self._channel)
+        beat = max(1, min(5, int(self.max_staleness / 3)))
+        attempt = 0
+        while not self._closed.is_set():
+            try:
+                call = stub.WatchPolicy(admin_pb2.WatchPolicyRequest(heartbeat_seconds=beat),
+                                        metadata=self._metadata)
+                self._watch_call = call
+                for snapshot in call:
+                    attempt = 0
+                    self._take(snapshot)
+            except grpc.RpcError as e:
+                if self._closed.is_set():
+                    return
+                code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
+                if code in (grpc.StatusCode.FAILED_PRECONDITION,
+                            grpc.StatusCode.UNIMPLEMENTED):
+                    self._refuse(f"{code.name}: {e.details()}")
+            attempt += 1
+            wait = self.max_staleness if self.refused else min(2.0, 0.05 * 2 ** min(attempt, 6))
+            self._closed.wait(wait)
+
+    def _take(self, snapshot: admin_pb2.PolicySnapshot) -> None:
+        if snapshot.text and (snapshot.text != self.policy_text or self.policy is None):
+            try:
+                policy = engine.compile_policy(snapshot.text, snapshot.source or "<server>")
+            except engine.PolicyError as e:
+                # The server serves it, so this engine is out of step with the server's.
+                log.warning("cannot compile the server's policy %s locally, deciding "
+                            "remotely: %s", snapshot.policy_version, e)
+                policy = None
+            with self._changed:
+                self.policy = None if self._closed.is_set() else policy
+                self.policy_text = snapshot.text
+                self.refused = ""
+                self._changed.notify_all()
+        self.heard = time.monotonic()
+
+    def _refuse(self, why: str) -> None:
+        if not self.refused:
+            log.warning("the server refuses WatchPolicy, deciding remotely: %s", why)
+        with self._changed:
+            self.refused = why
+            self.policy = None
+            self.policy_text = ""
+
+
+def _path(delegation_path: Iterable[str]) -> tuple[str, ...]:
+    path = tuple(delegation_path)
+    return path if path else delegation_path_now()
