@@ -38,7 +38,7 @@ from proctor.v1 import (
 )
 
 from . import health as health_names
-from . import logs, twins
+from . import logs
 from . import reflection as server_reflection
 from .admin import AdminService
 from .approvals import build_approval_store
@@ -119,9 +119,10 @@ def register_services(
     decisions = DecisionsService(
         holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
         approvals=approval_service.gate, name_worker=settings.workers > 1, streams=streams,
+        max_batch_items=settings.max_batch_items, max_explain_bytes=settings.max_explain_bytes,
     )
     decisions_pb2_grpc.add_DecisionsServicer_to_server(decisions, server)
-    # Evaluate takes and gives bytes: server/wire.py decodes and encodes it (in C when built).
+    # Evaluate takes and gives bytes: server/wire.py decodes and encodes it.
     server.replace(EVALUATE_METHOD, decisions.raw_evaluate_handler())
     server.replace(EVALUATE_STREAM_METHOD, decisions.raw_stream_handler())
     # Gateways (DESIGN section 14): Envoy's Check decides through `decisions`, audited alike;
@@ -188,12 +189,12 @@ async def serve(
     loop = asyncio.get_running_loop()
     metrics = Metrics()
     try:
-        holder = PolicyHolder.load(settings.policy)
+        holder = PolicyHolder.load(
+            settings.policy, engine.Limits(max_bytes=settings.max_policy_bytes))
     except engine.PolicyError as e:
         raise StartupError(f"cannot load the policy: {e}") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise StartupError(f"cannot read the policy {settings.policy}: {e}") from e
     metrics.policy_loaded(holder.current.policy_version, holder.current.rule_count)
+    webhook_secret = _webhook_secret(settings)
     principals = _load_principals(settings)
 
     health = HealthState()
@@ -257,12 +258,15 @@ async def serve(
             await audit.close()
             raise StartupError(f"cannot serve metrics on {mhost}:{mport}: {e}") from e
 
+    webhooks = None
+    if settings.approval_webhook:
+        webhooks = _start_webhooks(settings, approval_service, webhook_secret)
     inbox = None
     if settings.http_listen:
         from .inbox import start_inbox
 
         try:
-            inbox = await start_inbox(settings, approval_service, holder)
+            inbox = await start_inbox(settings, approval_service, holder, authenticator)
         except OSError as e:
             await server.stop(0)
             await audit.close()
@@ -275,11 +279,9 @@ async def serve(
         stop.set()
 
     def on_hup() -> None:
-        reloads = [holder.reload("sighup")]
+        holder.request("sighup")  # joins the next reload; any number of SIGHUPs cost one
         if principals is not None:
-            reloads.append(principals.reload("sighup"))
-        for reload in reloads:
-            task = loop.create_task(reload)
+            task = loop.create_task(principals.reload("sighup"))
             background.add(task)
             task.add_done_callback(background.discard)
 
@@ -299,9 +301,10 @@ async def serve(
         metrics=settings.metrics_listen or None, tls=settings.tls,
         callers=_callers(settings, authenticator),
         inbox=inbox.url if inbox is not None else None,
-        # The C extensions in use (none where they were not built, or with
-        # PROCTOR_PURE_PYTHON=1): same answers, slower.
-        extensions=",".join(twins.loaded()) or "none",
+        approval_webhooks=len(settings.approval_webhook) or None,
+        # The C extensions in use: none since issue 21 (docs/performance.md, "Native
+        # code"); the field stays so a log reader need not guess.
+        extensions="none",
     )
     # What start-up built lives as long as the process (the compiled policy above all:
     # millions of objects at 100,000 rules). Frozen, no garbage collection walks it again,
@@ -312,11 +315,14 @@ async def serve(
 
     logs.event(log, logging.INFO, "draining", grace_seconds=settings.grace_seconds)
     metrics.draining.set(1)
+    holder.close()  # never waits on a compile: a running one is abandoned
     await health.drain()
     watch.cancel()
     if inbox is not None:
         await inbox.stop()
     await server.stop(settings.grace_seconds)
+    if webhooks is not None:
+        await webhooks.close()
     for task in list(background):
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -327,6 +333,28 @@ async def serve(
         await redis.close()
     logs.event(log, logging.INFO, "stopped")
     return 0
+
+
+def _webhook_secret(settings: Settings) -> bytes:
+    """The signing key of the approval webhooks (b"" without webhooks); StartupError."""
+    if not settings.approval_webhook:
+        return b""
+    from .approvals.webhooks import read_secret
+
+    try:
+        return read_secret(settings.approval_webhook_secret_file, dict(os.environ))
+    except (OSError, ValueError) as e:
+        raise StartupError(f"approval webhooks: {e}") from e
+
+
+def _start_webhooks(settings: Settings, approvals: ApprovalsService, secret: bytes) -> Any:
+    """Deliver approval steps to --approval-webhook URLs (approvals/webhooks.py)."""
+    from .approvals.webhooks import Webhooks
+
+    webhooks = Webhooks(tuple(settings.approval_webhook), secret, settings.inbox_link)
+    webhooks.start()
+    approvals.feed.subscribe(webhooks.on_step)
+    return webhooks
 
 
 def _load_principals(settings: Settings) -> PrincipalsHolder | None:

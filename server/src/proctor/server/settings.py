@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import stat
+import urllib.parse
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_AUDIT_DIR = "./proctor-audit"
@@ -20,6 +21,7 @@ DEFAULT_AUDIT_QUEUE_SIZE = 65536
 DEFAULT_AUDIT_MAXLEN = 1_000_000
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_RELOAD_POLL_SECONDS = 1.0
+DEFAULT_MAX_POLICY_BYTES = 64 * 1024 * 1024  # engine.DEFAULT_MAX_BYTES
 # Envoy ext_authz (gateways/ext_authz.py): the topic of an HTTP request.
 DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE = "http.{method}.{path_segments}"
 MAX_MESSAGE_BYTES = 1 << 20
@@ -27,6 +29,10 @@ DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT = 1000
 DEFAULT_MAX_APPROVAL_WAITERS = 10_000
 DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION = 2000
 DEFAULT_MAX_STREAMS = 10_000
+# EvaluateBatch: items per batch (its bytes are bounded by MAX_MESSAGE_BYTES), and the rule
+# ids an explain answer lists (a batch's items share it).
+DEFAULT_MAX_BATCH_ITEMS = 1000
+DEFAULT_MAX_EXPLAIN_BYTES = 64 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -51,6 +57,7 @@ class Settings:
     audit_maxlen: int = DEFAULT_AUDIT_MAXLEN
     workers: int = 1
     metrics_listen: str = ""
+    metrics_allow_remote: bool = False
     tls_cert: str = ""
     tls_key: str = ""
     client_ca: str = ""
@@ -62,6 +69,7 @@ class Settings:
     log_level: str = "info"
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     reload_poll_seconds: float = DEFAULT_RELOAD_POLL_SECONDS
+    max_policy_bytes: int = DEFAULT_MAX_POLICY_BYTES
     ext_authz_topic_template: str = DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE
     # Redis durability (docs/redis.md) and the approval limits (DESIGN section 7)
     redis_allow_rdb: bool = False
@@ -72,13 +80,29 @@ class Settings:
     # Streams (DESIGN section 11): open ones per process; WatchPolicy on or off.
     max_streams: int = DEFAULT_MAX_STREAMS
     local_evaluation: str = "on"
+    # Decisions (docs/limits.md)
+    max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
+    max_explain_bytes: int = DEFAULT_MAX_EXPLAIN_BYTES
     # The reviewer inbox (DESIGN section 15): HTTP beside the gRPC port.
     http_listen: str = ""
+    inbox_url: str = ""  # the inbox as reviewers reach it (links in webhooks)
+    approval_webhook: tuple[str, ...] = ()
+    approval_webhook_secret_file: str = ""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
         values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        values["approval_webhook"] = tuple(values.get("approval_webhook") or ())
         return cls(**values)
+
+    @property
+    def inbox_link(self) -> str:
+        """Where reviewers reach the inbox: --inbox-url, else --http-listen's address."""
+        if self.inbox_url or not self.http_listen:
+            return self.inbox_url.rstrip("/")
+        host, port = split_host_port(self.http_listen, "--http-listen")
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     @property
     def listen_host(self) -> str:
@@ -147,9 +171,15 @@ class Settings:
             except ValueError as e:
                 raise SettingsError(f"--redis-url: {e}") from None
         if self.metrics_listen:
-            _, mport = split_host_port(self.metrics_listen, "--metrics-listen")
+            mhost, mport = split_host_port(self.metrics_listen, "--metrics-listen")
             if self.workers > 1 and mport == 0:
                 raise SettingsError("--metrics-listen with --workers needs a fixed port (not 0)")
+            if not self.metrics_allow_remote and not _is_loopback(mhost):
+                raise SettingsError(
+                    f"--metrics-listen {self.metrics_listen}: the metrics endpoint has no "
+                    "authentication (it names rules, policy versions and load), so it "
+                    "listens on loopback only (127.0.0.1, ::1, localhost); pass "
+                    "--metrics-allow-remote to serve it on other addresses")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise SettingsError("--tls-cert and --tls-key go together: give both or neither")
         if self.tls_cert:
@@ -164,11 +194,30 @@ class Settings:
             http_host, http_port = split_host_port(self.http_listen, "--http-listen")
             if self.workers > 1 and http_port == 0:
                 raise SettingsError("--http-listen with --workers needs a fixed port (not 0)")
-            if not _is_loopback(http_host):
+            if not _is_loopback(http_host) and not self.authenticated:
                 raise SettingsError(
                     f"--http-listen {self.http_listen}: without principals nobody logs in to "
                     "the inbox and every visitor is an admin, so it listens on loopback only "
-                    "(127.0.0.1, ::1, localhost)"
+                    "(127.0.0.1, ::1, localhost); give --principals (or --jwt-jwks) to serve "
+                    "it elsewhere"
+                )
+            if not _is_loopback(http_host) and not self.tls:
+                raise SettingsError(
+                    f"--http-listen {self.http_listen}: reviewers' tokens and session cookies "
+                    "off loopback need TLS: give --tls-cert and --tls-key"
+                )
+        for url in self.approval_webhook:
+            _check_url(url, "--approval-webhook")
+        if self.inbox_url:
+            _check_url(self.inbox_url, "--inbox-url")
+        if self.approval_webhook:
+            if self.approval_webhook_secret_file:
+                _require_file(self.approval_webhook_secret_file,
+                              "--approval-webhook-secret-file")
+            elif not os.environ.get("PROCTOR_APPROVAL_WEBHOOK_SECRET", "").strip():
+                raise SettingsError(
+                    "--approval-webhook needs --approval-webhook-secret-file FILE (or the "
+                    "environment's PROCTOR_APPROVAL_WEBHOOK_SECRET): every delivery is signed"
                 )
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
@@ -176,6 +225,9 @@ class Settings:
             raise SettingsError("--grace-seconds must not be negative")
         if self.reload_poll_seconds <= 0:
             raise SettingsError("--reload-poll-seconds must be positive")
+        if self.max_policy_bytes < 1:
+            raise SettingsError(
+                f"--max-policy-bytes must be at least 1, got {self.max_policy_bytes}")
         from .gateways.topics import TopicTemplate
 
         try:
@@ -188,6 +240,8 @@ class Settings:
             ("--max-approval-waiters", self.max_approval_waiters),
             ("--max-approval-waiters-per-connection", self.max_approval_waiters_per_connection),
             ("--max-streams", self.max_streams),
+            ("--max-batch-items", self.max_batch_items),
+            ("--max-explain-bytes", self.max_explain_bytes),
         ):
             if value < 1:
                 raise SettingsError(f"{flag} must be at least 1, got {value}")
@@ -240,6 +294,12 @@ def split_host_port(value: str, flag: str) -> tuple[str, int]:
     return host, port
 
 
+def _check_url(url: str, flag: str) -> None:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise SettingsError(f"{flag} must be an http:// or https:// URL, got {url!r}")
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -252,8 +312,14 @@ def _is_loopback(host: str) -> bool:
 def _require_file(path: str, flag: str) -> None:
     if not path:
         raise SettingsError(f"{flag} is required")
-    if not Path(path).is_file():
-        raise SettingsError(f"{flag} {path}: no such file")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise SettingsError(f"{flag} {path}: no such file") from None
+    except OSError as e:
+        raise SettingsError(f"{flag} {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        raise SettingsError(f"{flag} {path}: not a regular file")
     if not os.access(path, os.R_OK):
         raise SettingsError(f"{flag} {path}: not readable")
 
@@ -274,7 +340,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--audit-maxlen", type=int, default=DEFAULT_AUDIT_MAXLEN)
     p.add_argument("--workers", type=int, default=1, help="processes on one port (SO_REUSEPORT)")
     p.add_argument(
-        "--metrics-listen", default="", help="Prometheus HOST:PORT (worker i uses PORT+i)"
+        "--metrics-listen", default="", help="Prometheus HOST:PORT (worker i uses PORT+i); "
+        "loopback only unless --metrics-allow-remote"
+    )
+    p.add_argument(
+        "--metrics-allow-remote", action="store_true",
+        help="serve --metrics-listen on a non-loopback address (it has no authentication)",
     )
     p.add_argument("--tls-cert", default="", help="server certificate (PEM)")
     p.add_argument("--tls-key", default="", help="server private key (PEM)")
@@ -291,6 +362,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--http-listen", default="",
         help="serve the reviewer inbox (web pages and /api/v1/) on HOST:PORT (docs/inbox.md)",
     )
+    p.add_argument(
+        "--inbox-url", default="",
+        help="the inbox's address as reviewers reach it, for links in webhooks "
+             "(default: from --http-listen)",
+    )
+    p.add_argument(
+        "--approval-webhook", action="append", default=[], metavar="URL",
+        help="POST signed JSON here when an approval is created, resolved or expires "
+             "(repeatable; docs/inbox.md)",
+    )
+    p.add_argument(
+        "--approval-webhook-secret-file", default="",
+        help="the HMAC-SHA256 key of X-Proctor-Signature (or PROCTOR_APPROVAL_WEBHOOK_SECRET)",
+    )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument(
         "--grace-seconds", type=float, default=DEFAULT_GRACE_SECONDS,
@@ -299,6 +384,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reload-poll-seconds", type=float, default=DEFAULT_RELOAD_POLL_SECONDS,
         help="how often the policy file is checked for changes",
+    )
+    p.add_argument(
+        "--max-policy-bytes", type=int, default=DEFAULT_MAX_POLICY_BYTES, metavar="N",
+        help="refuse a policy file larger than N bytes, or whose YAML aliases expand past "
+             "it (at start and on reload)",
     )
     p.add_argument(
         "--ext-authz-topic-template", default=DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE,
@@ -334,6 +424,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-streams", type=int, default=DEFAULT_MAX_STREAMS,
         help="open EvaluateStream, WatchPolicy and IngestDecisions streams in this process; "
              "past it RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--max-batch-items", type=int, default=DEFAULT_MAX_BATCH_ITEMS,
+        help="EvaluateBatch: items per batch; past it INVALID_ARGUMENT (a batch's bytes are "
+             f"bounded by the {MAX_MESSAGE_BYTES >> 20} MiB message limit)",
+    )
+    p.add_argument(
+        "--max-explain-bytes", type=int, default=DEFAULT_MAX_EXPLAIN_BYTES,
+        help="explain: the matched rule ids one answer lists, in bytes (in a batch, for all "
+             "items together); matched_rule_count still counts them all",
     )
     p.add_argument(
         "--local-evaluation", choices=("on", "off"), default="on",

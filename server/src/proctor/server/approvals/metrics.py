@@ -13,7 +13,11 @@ NOT_CREATED = Counter("proctor_approvals_not_created_total",
                       "require_approval decisions answered without an approval, by why",
                       ["reason"])
 
-_ALL = (WAITERS, WAITERS_REFUSED, NOT_CREATED)
+WEBHOOKS = Counter("proctor_approval_webhooks_total",
+                   "approval webhook deliveries by outcome (delivered, retried, failed, "
+                   "dropped)", ["outcome"])
+
+_ALL = (WAITERS, WAITERS_REFUSED, NOT_CREATED, WEBHOOKS)
 _registered: weakref.WeakSet[CollectorRegistry] = weakref.WeakSet()
 
 

@@ -1,4 +1,9 @@
-"""`proctor audit tail|consume|verify|show` and `proctor replay`."""
+"""`proctor audit tail|consume|verify|show` and `proctor replay`.
+
+Every command reads `./proctor-audit` unless told otherwise (`--audit-dir DIR`,
+`--redis-url URL`, or for tail `--server HOST:PORT`): the directory `proctor serve`
+writes by default.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,15 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-DEFAULT_STREAM = "proctor:audit"
+from ..settings import DEFAULT_AUDIT_DIR, DEFAULT_AUDIT_STREAM
+from .envelope import envelope, render_envelope
+
+__all__ = ["envelope", "register", "render_envelope"]
+
+DEFAULT_STREAM = DEFAULT_AUDIT_STREAM
 KIND_CHOICES = ("decision", "budget", "approval", "policy_reload", "gap")
 
 
@@ -23,6 +34,7 @@ def register(subparsers: Any) -> None:
     tail.add_argument("--json", action="store_true", help="one JSON event per line")
     tail.add_argument("--cursor", default="", help="resume after this cursor")
     tail.add_argument("--print-cursor", action="store_true", help="print the last cursor to stderr")
+    tail.add_argument("--run-id", default="", help="only the events of this run")
     tail.add_argument("--tenant", default="")
     tail.add_argument("--decision", default="", choices=("", "allow", "deny", "require_approval"))
     tail.add_argument("--topic-prefix", default="")
@@ -57,7 +69,8 @@ def register(subparsers: Any) -> None:
 
     replay = subparsers.add_parser("replay", help="re-decide recorded decisions under a candidate")
     replay.add_argument("--policy", required=True, help="the candidate policy")
-    replay.add_argument("--audit", dest="audit_dir", default=None, help="audit directory")
+    replay.add_argument("--audit-dir", "--audit", dest="audit_dir", default=DEFAULT_AUDIT_DIR,
+                        help="the audit directory to replay (--audit is an alias)")
     replay.add_argument("--redis-url", default=None)
     replay.add_argument("--audit-stream", default=DEFAULT_STREAM)
     replay.add_argument("--json", action="store_true")
@@ -65,7 +78,8 @@ def register(subparsers: Any) -> None:
 
 
 def _source_args(p: argparse.ArgumentParser, server: bool = False) -> None:
-    p.add_argument("--audit-dir", default=None, help="a directory of audit segments")
+    p.add_argument("--audit-dir", default=DEFAULT_AUDIT_DIR,
+                   help="a directory of audit segments (what `proctor serve --audit-dir` wrote)")
     p.add_argument("--redis-url", default=None, help="read the Redis stream instead")
     p.add_argument("--audit-stream", default=DEFAULT_STREAM)
     if server:
@@ -73,11 +87,12 @@ def _source_args(p: argparse.ArgumentParser, server: bool = False) -> None:
 
 
 def _need_source(args: argparse.Namespace) -> str | None:
-    if not args.audit_dir and not args.redis_url and not getattr(args, "server", None):
-        return "give --audit-dir DIR or --redis-url URL" + (
-            " or --server HOST:PORT" if hasattr(args, "server") else ""
-        )
-    return None
+    """None when there is something to read, else what to give instead."""
+    if args.redis_url or getattr(args, "server", None) or Path(args.audit_dir).is_dir():
+        return None
+    other = " or --server HOST:PORT" if hasattr(args, "server") else ""
+    return (f"no audit directory at {args.audit_dir} (run it where `proctor serve` ran, or "
+            f"give --audit-dir DIR, --redis-url URL{other})")
 
 
 def _events(args: argparse.Namespace) -> Any:
@@ -159,7 +174,7 @@ def _tail(args: argparse.Namespace) -> int:
                 continue
             for it in items:
                 reader.ack(it)
-                if flt.match(it.event):
+                if flt.match(it.event) and _in_run(it.event, args.run_id):
                     _emit(it.event, args.json)
             if not items:
                 if not args.follow:
@@ -170,6 +185,10 @@ def _tail(args: argparse.Namespace) -> int:
     if args.print_cursor:
         print(reader.cursor(), file=sys.stderr)
     return 0
+
+
+def _in_run(ev: dict[str, Any], run_id: str) -> bool:
+    return not run_id or ev.get("run_id") == run_id
 
 
 def _tail_server(args: argparse.Namespace) -> int:
@@ -195,8 +214,9 @@ def _tail_server(args: argparse.Namespace) -> int:
                 ev["hash"] = msg.hash
                 if msg.hmac:
                     ev["hmac"] = msg.hmac
-                _emit(ev, args.json)
                 last = msg.cursor
+                if _in_run(ev, args.run_id):
+                    _emit(ev, args.json)
         except grpc.RpcError as exc:
             print(f"proctor audit tail: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
@@ -278,95 +298,13 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def envelope(d: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
-    path = list(d.get("delegation_path") or [])
-    status = "none"
-    reviewer = reason = ""
-    if d.get("outcome") == "require_approval":
-        status = "pending" if d.get("approval_id") else "not created"
-    approvers: list[str] = []
-    expires_at = used_by = ""
-    for s in steps:
-        # Approval events (server/approvals/events.py) carry the status after the step;
-        # only approved/denied steps carry reviewer and reason.
-        status = str(s.get("status") or s.get("outcome") or status)
-        reviewer = str(s.get("reviewer", reviewer))
-        reason = str(s.get("reason", reason))
-        approvers = list(s.get("approvers") or approvers)
-        expires_at = str(s.get("expires_at") or expires_at)
-        used_by = str(s.get("used_by") or used_by)
-    from .event import format_time
-
-    if status in ("pending", "approved") and expires_at and expires_at < format_time(time.time()):
-        status = "expired"  # no server recorded the expiry (none was running), but it has passed
-    return {
-        "decision_id": d.get("decision_id", ""),
-        "time": d.get("time", ""),
-        "writer": d.get("writer", ""),
-        "seq": d.get("seq"),
-        "event_id": d.get("event_id", ""),
-        "request_id": d.get("request_id", ""),
-        "run_id": d.get("run_id", ""),
-        "tenant": d.get("tenant", ""),
-        "delegation_path": path,
-        "acting_agent": path[-1] if path else "",
-        "depth": max(0, len(path) - 1),
-        "topic": d.get("topic", ""),
-        "risk_tags": d.get("risk_tags", []),
-        "derived_tags": d.get("derived_tags", []),
-        "labels": d.get("labels", {}),
-        "decision": d.get("outcome", ""),
-        "rule_id": d.get("rule_id", ""),
-        "reason": d.get("reason", ""),
-        "policy_version": d.get("policy_version", ""),
-        "latency_us": d.get("latency_us"),
-        "approval": {
-            "approval_id": d.get("approval_id", ""), "status": status, "reviewer": reviewer,
-            "reason": reason, "approvers": approvers, "expires_at": expires_at,
-            "used_by": used_by, "steps": steps,
-        },
-        "hash": d.get("hash", ""),
-        "prev_hash": d.get("prev_hash", ""),
-    }
-
-
-def render_envelope(env: dict[str, Any]) -> str:
-    a = env["approval"]
-    rows = [
-        ("decision id", env["decision_id"]),
-        ("time", env["time"]),
-        ("recorded by", f"{env['writer']} seq {env['seq']} (event {env['event_id']})"),
-        ("request id", env["request_id"] or "-"),
-        ("run id", env["run_id"] or "-"),
-        ("tenant", env["tenant"] or "-"),
-        ("delegation", " -> ".join(env["delegation_path"]) + f"  (depth {env['depth']})"),
-        ("acting agent", env["acting_agent"]),
-        ("action", env["topic"]),
-        ("risk tags", ", ".join(env["risk_tags"]) or "-"),
-        ("derived tags", ", ".join(env["derived_tags"]) or "-"),
-        ("labels", ", ".join(f"{k}={v}" for k, v in sorted(env["labels"].items())) or "-"),
-        ("decision", env["decision"]),
-        ("rule", f"{env['rule_id']}: {env['reason']}"),
-        ("policy version", env["policy_version"]),
-        ("latency", f"{env['latency_us']} us"),
-        ("approval", a["approval_id"] or "-"),
-        ("approval status", a["status"]),
-        ("approvers", ", ".join(a.get("approvers") or []) or "-"),
-        ("used by", a.get("used_by") or "-"),
-        ("reviewer", a["reviewer"] or "-"),
-        ("review reason", a["reason"] or "-"),
-        ("hash", env["hash"]),
-        ("prev hash", env["prev_hash"] or "(first of its chain)"),
-    ]
-    return "\n".join(f"{k:16} {v}" for k, v in rows)
-
-
 # ---- replay ---------------------------------------------------------------------------------
 
 
 def _replay(args: argparse.Namespace) -> int:
-    if not args.audit_dir and not args.redis_url:
-        print("proctor replay: give --audit DIR (or --redis-url URL)", file=sys.stderr)
+    err = _need_source(args)
+    if err:
+        print(f"proctor replay: {err}", file=sys.stderr)
         return 2
     from proctor import engine
 

@@ -13,15 +13,15 @@
 | app.py | the Starlette application |
 | server.py | uvicorn inside `proctor serve` |
 
-`start_inbox(settings, service, holder, lookup)` builds it all and starts
-serving on `--http-listen`.
+`start_inbox(settings, service, holder, authenticator)` builds it all and
+starts serving on `--http-listen`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .access import Reviewer, TokenLookup
+from .access import Reviewer, TokenLookup, lookup_of
 from .app import build_app
 from .context import Inbox
 from .live import LiveFeed
@@ -44,12 +44,15 @@ def make_inbox(service: Any, holder: Any, audit: AuditSource, lookup: TokenLooku
 
 
 async def start_inbox(settings: Any, service: Any, holder: Any,
-                      lookup: TokenLookup | None = None) -> InboxServer:
-    """Serve the inbox on settings.http_listen; OSError when it cannot bind."""
+                      authenticator: Any = None) -> InboxServer:
+    """Serve the inbox on settings.http_listen, its reviewers authenticated by
+    `authenticator` (auth.Authenticator; None: the development mode); OSError when it
+    cannot bind."""
     from ..settings import split_host_port
 
     host, port = split_host_port(settings.http_listen, "--http-listen")
-    inbox = make_inbox(service, holder, AuditSource.from_settings(settings), lookup,
+    inbox = make_inbox(service, holder, AuditSource.from_settings(settings),
+                       lookup_of(authenticator),
                        secure_cookies=settings.tls)
     server = InboxServer(build_app(inbox), inbox, host, port,
                          reuse_port=settings.workers > 1,
@@ -59,4 +62,4 @@ async def start_inbox(settings: Any, service: Any, holder: Any,
 
 
 __all__ = ["AuditSource", "Inbox", "InboxServer", "Reviewer", "TokenLookup", "build_app",
-           "make_inbox", "start_inbox"]
+           "lookup_of", "make_inbox", "start_inbox"]

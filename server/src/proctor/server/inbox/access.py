@@ -34,7 +34,17 @@ class Reviewer:
     tenants: frozenset[str] = frozenset()
     groups: frozenset[str] = frozenset()
     how: str = "token"  # how it authenticated: development, token, jwt
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # The auth.Principal it was made from (None in the development mode).
+    principal: Any = field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, principal: Any) -> Reviewer:
+        """The inbox's view of an auth.Principal."""
+        if principal.unrestricted:
+            return DEVELOPMENT
+        return cls(id=principal.id, roles=frozenset(principal.roles),
+                   tenants=frozenset(principal.tenants), groups=frozenset(principal.groups),
+                   how=principal.method, principal=principal)
 
     @property
     def is_admin(self) -> bool:
@@ -59,9 +69,25 @@ class Reviewer:
         return self.is_admin or not approvers or bool(self.groups & set(approvers))
 
 
-DEVELOPMENT = Reviewer(
+DEVELOPMENT: Reviewer = Reviewer(
     id="anonymous", roles=frozenset({"admin"}), tenants=frozenset({ANY_TENANT}),
     how="development",
 )
 
 TokenLookup = Callable[[str], Reviewer | None]
+
+
+def lookup_of(authenticator: Any) -> TokenLookup | None:
+    """The inbox's token lookup on an auth.Authenticator (a token or, with --jwt-jwks, a
+    JWT); None in the development mode."""
+    if authenticator is None or authenticator.development:
+        return None
+    from ..auth import AuthFailed
+
+    def lookup(token: str) -> Reviewer | None:
+        try:
+            return Reviewer.of(authenticator.bearer(f"Bearer {token}"))
+        except AuthFailed:
+            return None
+
+    return lookup

@@ -1,0 +1,103 @@
+"""One decision's governance envelope: what `proctor audit show` prints.
+
+The decision event folded with its approval's steps (server/approvals/events.py).
+The seed's keys come first, in this order: `run_id`, `delegation_path`, `action`
+(the topic), `decision`, `policy_version`, `approval{status, reviewer, reason}`;
+everything else follows them (`topic` repeats `action` for readers that know it
+by that name).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .event import format_time
+
+
+def _fold_steps(d: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The approval as its steps leave it: approved and denied steps carry reviewer and
+    reason, so folding them in order ends with the resolution's."""
+    a: dict[str, Any] = {"status": "none", "reviewer": "", "reason": "", "approvers": [],
+                         "expires_at": "", "used_by": ""}
+    if d.get("outcome") == "require_approval":
+        a["status"] = "pending" if d.get("approval_id") else "not created"
+    for s in steps:
+        a["status"] = str(s.get("status") or s.get("outcome") or a["status"])
+        a["reviewer"] = str(s.get("reviewer", a["reviewer"]))
+        a["reason"] = str(s.get("reason", a["reason"]))
+        a["approvers"] = list(s.get("approvers") or a["approvers"])
+        a["expires_at"] = str(s.get("expires_at") or a["expires_at"])
+        a["used_by"] = str(s.get("used_by") or a["used_by"])
+    if (a["status"] in ("pending", "approved") and a["expires_at"]
+            and a["expires_at"] < format_time(time.time())):
+        a["status"] = "expired"  # no server recorded the expiry (none was running): it passed
+    return a
+
+
+def envelope(d: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The envelope of decision event `d` with its approval's steps, seed keys first."""
+    path = list(d.get("delegation_path") or [])
+    a = _fold_steps(d, steps)
+    return {
+        "run_id": d.get("run_id", ""),
+        "delegation_path": path,
+        "action": d.get("topic", ""),
+        "decision": d.get("outcome", ""),
+        "policy_version": d.get("policy_version", ""),
+        "approval": {
+            "status": a["status"], "reviewer": a["reviewer"], "reason": a["reason"],
+            "approval_id": d.get("approval_id", ""), "approvers": a["approvers"],
+            "expires_at": a["expires_at"], "used_by": a["used_by"], "steps": steps,
+        },
+        "acting_agent": path[-1] if path else "",
+        "depth": max(0, len(path) - 1),
+        "rule_id": d.get("rule_id", ""),
+        "reason": d.get("reason", ""),
+        "tenant": d.get("tenant", ""),
+        "topic": d.get("topic", ""),
+        "risk_tags": d.get("risk_tags", []),
+        "derived_tags": d.get("derived_tags", []),
+        "labels": d.get("labels", {}),
+        "decision_id": d.get("decision_id", ""),
+        "request_id": d.get("request_id", ""),
+        "time": d.get("time", ""),
+        "latency_us": d.get("latency_us"),
+        "writer": d.get("writer", ""),
+        "seq": d.get("seq"),
+        "event_id": d.get("event_id", ""),
+        "hash": d.get("hash", ""),
+        "prev_hash": d.get("prev_hash", ""),
+    }
+
+
+def render_envelope(env: dict[str, Any]) -> str:
+    """The envelope as aligned `label value` rows, in the envelope's order."""
+    a = env["approval"]
+    rows = [
+        ("run id", env["run_id"] or "-"),
+        ("delegation", " -> ".join(env["delegation_path"]) + f"  (depth {env['depth']})"),
+        ("acting agent", env["acting_agent"] or "-"),
+        ("action", env["action"]),
+        ("decision", env["decision"]),
+        ("rule", f"{env['rule_id'] or '-'}: {env['reason']}"),
+        ("policy version", env["policy_version"]),
+        ("approval status", a["status"]),
+        ("reviewer", a["reviewer"] or "-"),
+        ("review reason", a["reason"] or "-"),
+        ("approval", a["approval_id"] or "-"),
+        ("approvers", ", ".join(a.get("approvers") or []) or "-"),
+        ("used by", a.get("used_by") or "-"),
+        ("tenant", env["tenant"] or "-"),
+        ("risk tags", ", ".join(env["risk_tags"]) or "-"),
+        ("derived tags", ", ".join(env["derived_tags"]) or "-"),
+        ("labels", ", ".join(f"{k}={v}" for k, v in sorted(env["labels"].items())) or "-"),
+        ("decision id", env["decision_id"]),
+        ("request id", env["request_id"] or "-"),
+        ("time", env["time"]),
+        ("latency", f"{env['latency_us']} us"),
+        ("recorded by", f"{env['writer']} seq {env['seq']} (event {env['event_id']})"),
+        ("hash", env["hash"]),
+        ("prev hash", env["prev_hash"] or "(first of its chain)"),
+    ]
+    return "\n".join(f"{k:16} {v}" for k, v in rows)
