@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .event import safe_name
-from .head import write_head
+from .head import HeadWriter, write_head
 from .sink import Sealed, SinkCaps
 
 T = TypeVar("T")
@@ -106,6 +106,7 @@ class FileSink:
         self._io = ThreadPoolExecutor(1, thread_name_prefix="audit-file")
         self._key = hmac_key  # signs the head checkpoints
         self._headed = False  # a head was written for this sink's writer
+        self._heads = HeadWriter(self.root, hmac_key, fsync)
         self.segments_opened = 0
         self.fsyncs = 0
 
@@ -187,12 +188,13 @@ class FileSink:
         self._headed = True
 
     def _checkpoint(self, last: Sealed) -> None:
-        """Replace the head checkpoint with the last stored event (after its fdatasync).
-        The stored line ends with its hash (and hmac): `"hash":"<64 hex>"...}`."""
+        """Have the head checkpoint replaced with the last stored event (after its
+        fdatasync; HeadWriter's thread writes it). The stored line ends with its hash
+        (and hmac): `"hash":"<64 hex>"...}`."""
         at = last.line.rfind(b'"hash":"') + 8
         digest = last.line[at : at + 64].decode("ascii")
         segment = self.path.name if self.path is not None else ""
-        write_head(self.root, last.writer, last.seq, digest, segment, self._key, self._fsync)
+        self._heads.update(last.writer, last.seq, digest, segment)
 
     def _append(self, data: bytes) -> None:
         fd = self._fd
@@ -246,3 +248,4 @@ class FileSink:
             with contextlib.suppress(OSError):
                 os.fsync(self._fd)
         self._close_fd()
+        self._heads.close()
