@@ -15,7 +15,13 @@ difference is the server's work alone:
 3. scaling: --workers 2 (with a private redis-server, which --workers needs)
    against one worker, same load.
 
+With --baseline-python another tree's interpreter (its venv's python) serves a
+third server, "baseline", measured in the same alternating rounds: a change
+against the tree before it, in one run (the native-code figures in
+docs/performance.md were taken this way).
+
     python benchmarks/service_bench.py [--quick] [--out PATH]
+    python benchmarks/service_bench.py --no-scaling --baseline-python /other/tree/.venv/bin/python
 
 Results go to --out, or to the results directory outside the checkout
 (benchmarks/baselines/README.md), as JSON with the machine, commit and settings.
@@ -115,9 +121,9 @@ class Procs:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def proctor_cmd(policy: Path, address: str, extra: list[str]) -> list[str]:
-    exe = Path(sys.executable).parent / "proctor"
-    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "proctor.server"]
+def proctor_cmd(policy: Path, address: str, extra: list[str], python: str = "") -> list[str]:
+    exe = Path(python or sys.executable).parent / "proctor"
+    base = [str(exe)] if exe.exists() else [python or sys.executable, "-m", "proctor.server"]
     return [*base, "serve", "--policy", str(policy), "--listen", address, "--log-level",
             "warning", *extra]
 
@@ -217,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra flag for proctor serve (repeatable)")
     parser.add_argument("--decision", choices=sorted(REQUESTS), default="allow",
                         help="which seed decision path every call takes")
+    parser.add_argument("--baseline-python", default="",
+                        help="another tree's python: its Proctor is measured in the same rounds")
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
     if args.quick:
@@ -240,17 +248,22 @@ def main(argv: list[str] | None = None) -> int:
         # seed and the memory layout it leads to), so each round compares one pair on
         # one seed, and the rounds rotate the pairs. Start order alternates too.
         pairs: list[tuple[str, str]] = []
+        baselines: list[str] = []
         reply = b""
         for k in range(args.instances):
             env = {"PYTHONHASHSEED": str(k + 1)}
             proctor_addr, echo_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
             starts = [("proctor", proctor_addr), ("echo", echo_addr)]
+            if args.baseline_python:
+                baselines.append(f"127.0.0.1:{free_port()}")
+                starts.append(("baseline", baselines[-1]))
             for name, addr in (starts if k % 2 == 0 else starts[::-1]):
-                if name == "proctor":
+                if name in ("proctor", "baseline"):
+                    python = args.baseline_python if name == "baseline" else ""
                     procs.start(proctor_cmd(
                         Path(args.policy), addr,
-                        ["--audit-dir", str(procs.tmp / f"audit-{k}"), *args.serve_arg]),
-                        f"proctor-{k}", env)
+                        ["--audit-dir", str(procs.tmp / f"audit-{name}-{k}"), *args.serve_arg],
+                        python), f"{name}-{k}", env)
                     wait_ready(addr, EVALUATE, payload)
                     with grpc.insecure_channel(addr) as ch:
                         reply = ch.unary_unary(EVALUATE)(payload, timeout=5)
@@ -269,11 +282,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # 1. sequential latency, alternating rounds.
         lat: dict[str, list[float]] = {"echo": [], "proctor": []}
+        if baselines:
+            lat["baseline"] = []
         for r in range(args.rounds):
-            proctor_addr, echo_addr = pairs[r % len(pairs)]
-            order = [("echo", echo_addr, ECHO), ("proctor", proctor_addr, EVALUATE)]
-            if r % 2:
-                order.reverse()
+            order = _round_order(pairs, baselines, r)
             for name, addr, method in order:
                 lat[name].extend(sequential(addr, method, payload, args.calls))
         seq = {
@@ -290,19 +302,20 @@ def main(argv: list[str] | None = None) -> int:
             "p50": round(seq["proctor"]["p50_us"] / seq["echo"]["p50_us"], 3),
             "p99": round(seq["proctor"]["p99_us"] / seq["echo"]["p99_us"], 3),
         }
+        if baselines:
+            seq["ratio_to_baseline"] = {
+                "p50": round(seq["proctor"]["p50_us"] / seq["baseline"]["p50_us"], 3),
+                "p99": round(seq["proctor"]["p99_us"] / seq["baseline"]["p99_us"], 3),
+            }
         report["sequential"] = seq
         print(json.dumps({"sequential": seq}, indent=1), flush=True)
 
         # 2. throughput with N in flight, one worker, alternating rounds.
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(args.scaling_procs, mp_context=ctx) as pool:
-            tp: dict[str, list[float]] = {"echo": [], "proctor": []}
+            tp: dict[str, list[float]] = {name: [] for name in lat}
             for r in range(args.tp_rounds):
-                proctor_addr, echo_addr = pairs[r % len(pairs)]
-                order = [("echo", echo_addr, ECHO), ("proctor", proctor_addr, EVALUATE)]
-                if r % 2:
-                    order.reverse()
-                for name, addr, method in order:
+                for name, addr, method in _round_order(pairs, baselines, r):
                     tp[name].append(throughput(pool, args.procs, addr, method, payload,
                                                args.inflight, args.duration))
             tput = {
@@ -310,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
                 for name, v in tp.items()
             }
             tput["ratio"] = round(tput["proctor"]["calls_per_s"] / tput["echo"]["calls_per_s"], 3)
+            if baselines:
+                tput["ratio_to_baseline"] = round(
+                    tput["proctor"]["calls_per_s"] / tput["baseline"]["calls_per_s"], 3)
             tput["inflight"] = args.inflight
             tput["load_procs"] = args.procs
             report["throughput_one_worker"] = tput
@@ -324,6 +340,19 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"wrote {save_result(report, args.out, f'service-{args.decision}')}")
     return 0
+
+
+def _round_order(pairs: list[tuple[str, str]], baselines: list[str],
+                 r: int) -> list[tuple[str, str, str]]:
+    """Round r's servers (name, address, method): pair r's, its baseline too; the order
+    turns every round, so drift on the machine hits each side alike."""
+    proctor_addr, echo_addr = pairs[r % len(pairs)]
+    order = [("echo", echo_addr, ECHO), ("proctor", proctor_addr, EVALUATE)]
+    if baselines:
+        order.append(("baseline", baselines[r % len(baselines)], EVALUATE))
+    shift = r % len(order)
+    order = order[shift:] + order[:shift]
+    return order[::-1] if (r // len(order)) % 2 else order
 
 
 def scaling(

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from proctor.server.audit.pipeline import NullAudit
+from proctor.server.audit.log import NullAudit
 from proctor.server.health import HealthState
 from proctor.server.main import register_services
 from proctor.server.metrics import Metrics
@@ -21,6 +21,7 @@ from proctor.v1 import (
     audit_pb2,
     budgets_pb2,
     decisions_pb2,
+    probe_pb2,
 )
 
 from .conftest import SEED_POLICY
@@ -59,7 +60,7 @@ def test_every_proto_method_is_routed_and_nothing_is_registered_per_method() -> 
     server.add_generic_rpc_handlers((table,))
     assert server.registered == []  # the point: one pending accept in grpc.aio, not one per method
     expected = []
-    for module in (decisions_pb2, budgets_pb2, approvals_pb2, audit_pb2, admin_pb2):
+    for module in (decisions_pb2, budgets_pb2, approvals_pb2, audit_pb2, admin_pb2, probe_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             assert service.full_name in names
             expected += [f"/{service.full_name}/{m.name}" for m in service.methods]
@@ -67,16 +68,19 @@ def test_every_proto_method_is_routed_and_nothing_is_registered_per_method() -> 
     for method in expected:
         handler = table.service(_details(method))
         assert isinstance(handler, grpc.RpcMethodHandler), method
+        # Every method parses its own bytes (server/parsing.py), so a request protobuf
+        # refuses answers INVALID_ARGUMENT, never grpc's UNKNOWN.
+        assert handler.request_deserializer is None, method
     for service in ("grpc.reflection.v1alpha.ServerReflection",
                     "grpc.reflection.v1.ServerReflection"):
         assert table.service(_details(f"/{service}/ServerReflectionInfo")) is not None
     assert table.service(_details("/proctor.v1.Decisions/Nope")) is None
     assert table.service(_details("/nope.Service/Evaluate")) is None
-    # Evaluate is served on raw bytes (server/wire.py decodes it); the batch keeps upb.
+    # Evaluate is served on raw bytes (server/wire.py decodes it); the batch answers messages.
     evaluate = table.service(_details("/proctor.v1.Decisions/Evaluate"))
-    assert evaluate.request_deserializer is None and evaluate.response_serializer is None
+    assert evaluate.response_serializer is None
     batch = table.service(_details("/proctor.v1.Decisions/EvaluateBatch"))
-    assert batch.request_deserializer == decisions_pb2.EvaluateBatchRequest.FromString
+    assert batch.response_serializer == decisions_pb2.EvaluateBatchResponse.SerializeToString
 
 
 def test_only_a_registered_method_can_be_replaced() -> None:

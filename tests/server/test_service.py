@@ -181,10 +181,10 @@ def test_bad_input_is_invalid_argument_naming_the_field(client: ProctorClient, c
 
 
 @pytest.mark.parametrize("case", ["approval_id", "non-ascii tenant", "invalid utf-8"])
-def test_what_the_c_decoder_declines_is_still_judged(client: ProctorClient,
+def test_awkward_values_are_judged(client: ProctorClient,
                                                      seed_server: ProctorProcess,
                                                      case: str) -> None:
-    # Values the C fast path hands to the reference path (server/wire.py) over gRPC.
+    # Values past a limit, non-ASCII text and invalid UTF-8, over gRPC.
     fields = {"topic": "job.1.delegate.internal", "delegation_path": ["a"]}
     if case == "approval_id":
         with pytest.raises(InvalidRequestError) as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,9 +19,17 @@ from .decisions import WORKER_METADATA_KEY
 from .seams import ServingPolicy
 from .streams import OpenStreams
 
-MAX_TEXT_CHARS = 768 * 1024
+# The policy text an answer carries, in UTF-8 bytes: the answer must fit the 1 MiB message
+# limit (settings.MAX_MESSAGE_BYTES) with room for its other fields.
+MAX_TEXT_BYTES = 768 * 1024
 DEFAULT_HEARTBEAT_SECONDS = 5
 MAX_HEARTBEAT_SECONDS = 300
+
+
+@functools.lru_cache(maxsize=4)
+def text_bytes(text: str) -> int:
+    """The UTF-8 size of a policy text (counted once per policy: the text is kept)."""
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -53,7 +62,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         swapped.set()
 
     async def GetPolicy(
-        self, request: admin_pb2.GetPolicyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: admin_pb2.GetPolicyRequest,
+        context: grpc.aio.ServicerContext[admin_pb2.GetPolicyRequest,
+                                          admin_pb2.GetPolicyResponse],
     ) -> admin_pb2.GetPolicyResponse:
         context.set_trailing_metadata(self._worker)
         holder = self.holder
@@ -68,11 +80,14 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             last_reload_error=holder.last_reload_error,
             last_reload_at=_timestamp(holder.last_reload_at),
             # A policy larger than the message limit is not echoed back (source names the file).
-            text=policy.text if len(policy.text) <= MAX_TEXT_CHARS else "",
+            text=policy.text if text_bytes(policy.text) <= MAX_TEXT_BYTES else "",
         )
 
     async def ReloadPolicy(
-        self, request: admin_pb2.ReloadPolicyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: admin_pb2.ReloadPolicyRequest,
+        context: grpc.aio.ServicerContext[admin_pb2.ReloadPolicyRequest,
+                                          admin_pb2.ReloadPolicyResponse],
     ) -> admin_pb2.ReloadPolicyResponse:
         context.set_trailing_metadata(self._worker)
         result = await self.holder.reload("rpc")
@@ -88,7 +103,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         )
 
     async def WatchPolicy(
-        self, request: admin_pb2.WatchPolicyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: admin_pb2.WatchPolicyRequest,
+        context: grpc.aio.ServicerContext[admin_pb2.WatchPolicyRequest,
+                                          admin_pb2.PolicySnapshot],
     ) -> AsyncIterator[admin_pb2.PolicySnapshot]:
         """The serving policy now, again after every swap that changes it, heartbeats between.
 
@@ -126,13 +144,17 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             streams.release()
 
     async def _snapshot(
-        self, policy: Any, context: grpc.aio.ServicerContext
+        self,
+        policy: Any,
+        context: grpc.aio.ServicerContext[admin_pb2.WatchPolicyRequest,
+                                          admin_pb2.PolicySnapshot],
     ) -> admin_pb2.PolicySnapshot:
-        if len(policy.text) > MAX_TEXT_CHARS:
+        size = text_bytes(policy.text)
+        if size > MAX_TEXT_BYTES:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"the policy text ({len(policy.text)} characters) is larger than "
-                f"{MAX_TEXT_CHARS} characters: too large to evaluate locally")
+                f"the policy text ({size} bytes) is larger than "
+                f"{MAX_TEXT_BYTES} bytes: too large to evaluate locally")
         return admin_pb2.PolicySnapshot(
             policy_version=policy.policy_version, text=policy.text, source=policy.source,
             sent_at=_timestamp(time.time()))

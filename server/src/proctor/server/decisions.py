@@ -21,25 +21,28 @@ from proctor import engine
 from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 
 from .approvals.gate import ApprovalGate
-from .audit.pipeline import offer_of
-from .auth import Denied, authorize, caller
+from .audit.log import AuditUnavailable, offer_of
+from .auth import Denied, audit_caller, authorize, caller
 from .ids import new_generator
 from .seams import DecisionMetrics, ServingPolicy
-from .settings import DEFAULT_MAX_STREAMS
+from .settings import DEFAULT_MAX_BATCH_ITEMS, DEFAULT_MAX_EXPLAIN_BYTES, DEFAULT_MAX_STREAMS
 from .streams import OpenStreams
 from .wire import DECISION_TO_PROTO, DecodeError, decode_evaluate, encode_response
 from .wire import to_engine_request as to_engine_request
 
-MAX_BATCH_ITEMS = 1000
+# A batch gives the event loop back after this many items, so that a full batch holds
+# other callers up for a slice of its work, not all of it.
+BATCH_SLICE = 32
 EVALUATE_METHOD = "/proctor.v1.Decisions/Evaluate"
 EVALUATE_STREAM_METHOD = "/proctor.v1.Decisions/EvaluateStream"
 
 _INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 _PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED.value[0]
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 # Trailing metadata naming the process that answered (several workers share a port).
 WORKER_METADATA_KEY = "proctor-worker"
 # What an answer carries: the arguments of wire.encode_response, in its order.
-Answer = tuple[int, str, str, str, str, str, tuple[str, ...], tuple[str, ...]]
+Answer = tuple[int, str, str, str, str, str, tuple[str, ...], tuple[str, ...], int]
 Decided = tuple[Answer, dict[str, Any]]  # the answer and its audit event
 
 
@@ -49,14 +52,19 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
     def __init__(self, holder: ServingPolicy, audit: Any, metrics: DecisionMetrics,
                  sync_audit: bool = False, approvals: ApprovalGate | None = None,
                  name_worker: bool = False,
-                 streams: OpenStreams | None = None) -> None:
+                 streams: OpenStreams | None = None,
+                 max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
+                 max_explain_bytes: int = DEFAULT_MAX_EXPLAIN_BYTES) -> None:
         self.holder = holder
+        self.max_batch_items = max_batch_items
+        # The rule ids an explain answer lists, in UTF-8 bytes (a batch: all its items).
+        self.max_explain_bytes = max_explain_bytes
         self.streams = streams or OpenStreams(DEFAULT_MAX_STREAMS)
         # require_approval creates an approval; a presented
         # approved id for the very same action turns it into allow once. None: no approvals.
         self.approvals = approvals
         self.audit = audit
-        # Enqueue without a coroutine when that is all recording takes (see AuditPipeline.offer).
+        # Enqueue without a coroutine when that is all recording takes (AuditLog.offer).
         self._offer = offer_of(audit)
         self.metrics = metrics
         # With --audit-durability sync a record waits for the disk: a batch then records
@@ -88,12 +96,17 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         denied = _authorize(req)
         if denied is not None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, denied)
+        if self.audit.refusal:  # the audit cannot store it: fail closed, unanswered
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self.audit.refusal)
         decided = self._decide(req, approval_id, explain, started)
         if type(decided) is not tuple:
             decided = await decided
         answer, event = decided
         if not self._offer("decision", event):
-            await self.audit.record("decision", event)
+            try:
+                await self.audit.record("decision", event)
+            except AuditUnavailable as e:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
         self.metrics.observe_evaluate((time.perf_counter_ns() - started) / 1e9)
         return encode_response(*answer)
 
@@ -133,12 +146,19 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                 if denied is not None:
                     yield _error_item(denied, _PERMISSION_DENIED)
                     continue
+                if self.audit.refusal:
+                    yield _error_item(self.audit.refusal, _UNAVAILABLE)
+                    continue
                 decided = self._decide(req, approval_id, explain, started)
                 if type(decided) is not tuple:
                     decided = await decided
                 answer, event = decided
                 if not self._offer("decision", event):
-                    await self.audit.record("decision", event)
+                    try:
+                        await self.audit.record("decision", event)
+                    except AuditUnavailable as e:
+                        yield _error_item(str(e), _UNAVAILABLE)
+                        continue
                 self.metrics.observe_evaluate((time.perf_counter_ns() - started) / 1e9)
                 yield _response_item(encode_response(*answer))
         finally:
@@ -156,15 +176,21 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         if self._worker is not None:
             context.set_trailing_metadata(self._worker)
         items = request.requests
-        if len(items) > MAX_BATCH_ITEMS:
+        if len(items) > self.max_batch_items:
             self.metrics.invalid("EvaluateBatch", "requests")
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"requests: at most {MAX_BATCH_ITEMS} items per batch, got {len(items)}",
+                f"requests: at most {self.max_batch_items} items per batch "
+                f"(--max-batch-items), got {len(items)}",
             )
+        if self.audit.refusal:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self.audit.refusal)
         out = decisions_pb2.EvaluateBatchResponse()
         events: list[dict[str, Any]] = []
-        for item in items:
+        explain_left = self.max_explain_bytes
+        for i, item in enumerate(items):
+            if i and i % BATCH_SLICE == 0:
+                await asyncio.sleep(0)  # let other callers in between slices
             slot = out.results.add()
             item_started = time.perf_counter_ns()
             try:
@@ -183,14 +209,21 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             if type(decided) is not tuple:
                 decided = await decided
             answer, event = decided
+            if answer[6]:
+                listed, used = cut_ids(answer[6], explain_left)
+                explain_left -= used
+                answer = (*answer[:6], listed, *answer[7:])
             slot.response.MergeFromString(encode_response(*answer))
             events.append(event)
-        if self.sync_audit:
-            # Enqueued in item order (each record enqueues before it first waits).
-            await asyncio.gather(*[self.audit.record("decision", event) for event in events])
-        else:
-            for event in events:
-                await self.audit.record("decision", event)
+        try:
+            if self.sync_audit:
+                # Enqueued in item order (each record enqueues before it first waits).
+                await asyncio.gather(*[self.audit.record("decision", e) for e in events])
+            else:
+                for event in events:
+                    await self.audit.record("decision", event)
+        except AuditUnavailable as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
         self.metrics.observe_batch((time.perf_counter_ns() - started) / 1e9, len(items))
         return out
 
@@ -199,7 +232,10 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
     ) -> tuple[Answer, dict[str, Any]]:
         """Decide and record one validated request exactly as Evaluate does, for the other
         front doors (gateways/ext_authz.py: Envoy's Check). `source` names the door in the
-        audit event ("envoy"); the answer is Evaluate's (see `Answer`)."""
+        audit event ("envoy"); the answer is Evaluate's (see `Answer`). AuditUnavailable
+        when the audit cannot store it (fail closed)."""
+        if self.audit.refusal:
+            raise AuditUnavailable(self.audit.refusal)
         answer, event = await _settled(self._decide(req, approval_id, False,
                                                     time.perf_counter_ns()))
         if source:
@@ -239,9 +275,11 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         outcome: str, reason: str, approval_id: str, extra: dict[str, Any] | None,
     ) -> Decided:
         self.metrics.decided(outcome, decision.rule_id)
+        matched = decision.matched_rule_ids
+        listed = cut_ids(matched, self.max_explain_bytes)[0] if matched else matched
         answer: Answer = (
             DECISION_TO_PROTO[outcome], decision.rule_id, reason, decision.policy_version,
-            decision_id, approval_id, decision.matched_rule_ids, decision.derived_tags,
+            decision_id, approval_id, listed, decision.derived_tags, len(matched),
         )
         # Tuples and the request's own label dict go in as they are: the audit only
         # reads them (and writes tuples as JSON arrays). These keys are the audit's
@@ -262,10 +300,22 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             "decision_id": decision_id,
             "approval_id": approval_id,
             "latency_us": (time.perf_counter_ns() - started) // 1000,
+            "caller": audit_caller(),
         }
         if extra:
             event.update(extra)
         return answer, event
+
+
+def cut_ids(ids: tuple[str, ...], budget: int) -> tuple[tuple[str, ...], int]:
+    """The first of `ids` whose UTF-8 bytes fit `budget` together, and those bytes."""
+    used = 0
+    for i, rule_id in enumerate(ids):
+        size = len(rule_id.encode())
+        if used + size > budget:
+            return ids[:i], used
+        used += size
+    return ids, used
 
 
 def _response_item(response: bytes) -> bytes:

@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Protocol
-
-from .twins import twin
-
-_ids = twin("proctor.server._ids")
-ACCELERATED = _ids is not None
+from typing import Protocol
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Two characters (10 bits) at a time.
@@ -33,11 +28,7 @@ class IdGenerator(Protocol):
 
 
 def new_generator() -> IdGenerator:
-    """A ULID generator: server/_ids.c's twin of UlidGenerator when built (same ids from
-    the same state, a tenth of the cost), else UlidGenerator itself."""
-    if _ids is not None:
-        gen: Any = _ids.Ulid(_rng.getrandbits)
-        return gen  # type: ignore[no-any-return]
+    """A ULID generator for one event loop."""
     return UlidGenerator()
 
 

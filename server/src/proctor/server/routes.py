@@ -9,7 +9,9 @@ with the calls queued. As generic handlers every call comes through a single
 pending accept and one dict lookup here, as a bare echo service's would.
 
 The generated functions still build the handlers (deserializers, serializers,
-streaming kinds): they run against this table instead of the server.
+streaming kinds): they run against this table instead of the server. Each
+handler is kept behind `parsing.guard`, which parses the request itself so that
+bytes protobuf refuses answer INVALID_ARGUMENT (grpc's own would be UNKNOWN).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import grpc
+
+from .parsing import guard
 
 
 class MethodTable(grpc.GenericRpcHandler):
@@ -38,13 +42,14 @@ class MethodTable(grpc.GenericRpcHandler):
             raise ValueError(f"service {service} added twice")
         self._services.add(service)
         for name, handler in handlers.items():
-            self._methods[f"/{service}/{name}"] = handler
+            method = f"/{service}/{name}"
+            self._methods[method] = guard(method, handler)
 
     def replace(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> None:
         """Serve an already registered method with another handler (e.g. one on raw bytes)."""
         if method not in self._methods:
             raise KeyError(f"{method} is not registered")
-        self._methods[method] = handler
+        self._methods[method] = guard(method, handler)
 
     def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
         # The generated code adds a generic handler for the same methods it registers;

@@ -21,6 +21,7 @@ DEFAULT_AUDIT_QUEUE_SIZE = 65536
 DEFAULT_AUDIT_MAXLEN = 1_000_000
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_RELOAD_POLL_SECONDS = 1.0
+DEFAULT_JWT_REFRESH_SECONDS = 300.0
 DEFAULT_MAX_POLICY_BYTES = 64 * 1024 * 1024  # engine.DEFAULT_MAX_BYTES
 # Envoy ext_authz (gateways/ext_authz.py): the topic of an HTTP request.
 DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE = "http.{method}.{path_segments}"
@@ -29,6 +30,10 @@ DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT = 1000
 DEFAULT_MAX_APPROVAL_WAITERS = 10_000
 DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION = 2000
 DEFAULT_MAX_STREAMS = 10_000
+# EvaluateBatch: items per batch (its bytes are bounded by MAX_MESSAGE_BYTES), and the rule
+# ids an explain answer lists (a batch's items share it).
+DEFAULT_MAX_BATCH_ITEMS = 1000
+DEFAULT_MAX_EXPLAIN_BYTES = 64 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -53,6 +58,7 @@ class Settings:
     audit_maxlen: int = DEFAULT_AUDIT_MAXLEN
     workers: int = 1
     metrics_listen: str = ""
+    metrics_allow_remote: bool = False
     tls_cert: str = ""
     tls_key: str = ""
     client_ca: str = ""
@@ -61,6 +67,7 @@ class Settings:
     jwt_jwks: str = ""
     jwt_issuer: str = ""
     jwt_audience: str = ""
+    jwt_refresh_seconds: float = DEFAULT_JWT_REFRESH_SECONDS
     log_level: str = "info"
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     reload_poll_seconds: float = DEFAULT_RELOAD_POLL_SECONDS
@@ -75,6 +82,9 @@ class Settings:
     # Streams (DESIGN section 11): open ones per process; WatchPolicy on or off.
     max_streams: int = DEFAULT_MAX_STREAMS
     local_evaluation: str = "on"
+    # Decisions (docs/limits.md)
+    max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
+    max_explain_bytes: int = DEFAULT_MAX_EXPLAIN_BYTES
     # The reviewer inbox (DESIGN section 15): HTTP beside the gRPC port.
     http_listen: str = ""
     inbox_url: str = ""  # the inbox as reviewers reach it (links in webhooks)
@@ -163,9 +173,15 @@ class Settings:
             except ValueError as e:
                 raise SettingsError(f"--redis-url: {e}") from None
         if self.metrics_listen:
-            _, mport = split_host_port(self.metrics_listen, "--metrics-listen")
+            mhost, mport = split_host_port(self.metrics_listen, "--metrics-listen")
             if self.workers > 1 and mport == 0:
                 raise SettingsError("--metrics-listen with --workers needs a fixed port (not 0)")
+            if not self.metrics_allow_remote and not _is_loopback(mhost):
+                raise SettingsError(
+                    f"--metrics-listen {self.metrics_listen}: the metrics endpoint has no "
+                    "authentication (it names rules, policy versions and load), so it "
+                    "listens on loopback only (127.0.0.1, ::1, localhost); pass "
+                    "--metrics-allow-remote to serve it on other addresses")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise SettingsError("--tls-cert and --tls-key go together: give both or neither")
         if self.tls_cert:
@@ -226,6 +242,8 @@ class Settings:
             ("--max-approval-waiters", self.max_approval_waiters),
             ("--max-approval-waiters-per-connection", self.max_approval_waiters_per_connection),
             ("--max-streams", self.max_streams),
+            ("--max-batch-items", self.max_batch_items),
+            ("--max-explain-bytes", self.max_explain_bytes),
         ):
             if value < 1:
                 raise SettingsError(f"{flag} must be at least 1, got {value}")
@@ -243,6 +261,8 @@ class Settings:
             if not self.jwt_issuer or not self.jwt_audience:
                 raise SettingsError("--jwt-jwks needs --jwt-issuer and --jwt-audience: a token "
                                     "is accepted only from your issuer, for this server")
+            if self.jwt_refresh_seconds <= 0:
+                raise SettingsError("--jwt-refresh-seconds must be positive")
         elif self.jwt_issuer or self.jwt_audience:
             raise SettingsError("--jwt-issuer and --jwt-audience go with --jwt-jwks")
         if _is_loopback(host):
@@ -324,7 +344,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--audit-maxlen", type=int, default=DEFAULT_AUDIT_MAXLEN)
     p.add_argument("--workers", type=int, default=1, help="processes on one port (SO_REUSEPORT)")
     p.add_argument(
-        "--metrics-listen", default="", help="Prometheus HOST:PORT (worker i uses PORT+i)"
+        "--metrics-listen", default="", help="Prometheus HOST:PORT (worker i uses PORT+i); "
+        "loopback only unless --metrics-allow-remote"
+    )
+    p.add_argument(
+        "--metrics-allow-remote", action="store_true",
+        help="serve --metrics-listen on a non-loopback address (it has no authentication)",
     )
     p.add_argument("--tls-cert", default="", help="server certificate (PEM)")
     p.add_argument("--tls-key", default="", help="server private key (PEM)")
@@ -337,6 +362,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--jwt-jwks", default="", help="JWT keys: a JWKS file or https URL")
     p.add_argument("--jwt-issuer", default="", help="the `iss` a JWT must carry")
     p.add_argument("--jwt-audience", default="", help="the `aud` a JWT must carry")
+    p.add_argument(
+        "--jwt-refresh-seconds", type=float, default=DEFAULT_JWT_REFRESH_SECONDS,
+        help="how often the JWKS is fetched again (sooner when a token names an unknown key)",
+    )
     p.add_argument(
         "--http-listen", default="",
         help="serve the reviewer inbox (web pages and /api/v1/) on HOST:PORT (docs/inbox.md)",
@@ -403,6 +432,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-streams", type=int, default=DEFAULT_MAX_STREAMS,
         help="open EvaluateStream, WatchPolicy and IngestDecisions streams in this process; "
              "past it RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--max-batch-items", type=int, default=DEFAULT_MAX_BATCH_ITEMS,
+        help="EvaluateBatch: items per batch; past it INVALID_ARGUMENT (a batch's bytes are "
+             f"bounded by the {MAX_MESSAGE_BYTES >> 20} MiB message limit)",
+    )
+    p.add_argument(
+        "--max-explain-bytes", type=int, default=DEFAULT_MAX_EXPLAIN_BYTES,
+        help="explain: the matched rule ids one answer lists, in bytes (in a batch, for all "
+             "items together); matched_rule_count still counts them all",
     )
     p.add_argument(
         "--local-evaluation", choices=("on", "off"), default="on",

@@ -1,31 +1,21 @@
 """Evaluate on the wire: request bytes -> engine.Request, answer fields -> response bytes.
 
-Evaluate is served on raw bytes (see server/routes.py) so that its hot path can
-skip upb's Python objects: `server/_wire.c` decodes the common, clean request
-straight into an engine.Request and encodes the answer, in a few hundred
-instructions instead of ~30,000 of interpreted Python. The functions here are
-the reference twins (upb and engine.Request, the same code EvaluateBatch uses);
-the C decoder hands anything it does not fully understand to them, so they also
-word every error. Tests hold the two to the same answers, byte for byte.
-
-With PROCTOR_PURE_PYTHON=1 in the environment, or when the extension was not
-built (no compiler at install time), the twins serve alone.
+Evaluate and EvaluateStream are served on raw bytes (see server/routes.py) so
+that a malformed item can be answered in its slot; protobuf's own parser (upb)
+reads every request, the same one EvaluateBatch and every other method use, so
+the same bytes decide the same everywhere. (A hand-written C decoder once sat
+here; it bought too little to keep two parsers: docs/performance.md, "Native code".)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from google.protobuf.message import DecodeError
 
 from proctor import engine
 from proctor.v1 import decisions_pb2
 
-from .twins import twin
-
-_wire = twin("proctor.server._wire")
-ACCELERATED = _wire is not None
 MAX_APPROVAL_ID_CHARS = 128
 
 DECISION_TO_PROTO = {
@@ -35,8 +25,7 @@ DECISION_TO_PROTO = {
 }
 
 __all__ = [
-    "ACCELERATED", "DECISION_TO_PROTO", "DecodeError", "decode_evaluate", "decode_evaluate_py",
-    "encode_response", "encode_response_py", "to_engine_request",
+    "DECISION_TO_PROTO", "DecodeError", "decode_evaluate", "encode_response", "to_engine_request",
 ]
 
 
@@ -62,8 +51,8 @@ def to_engine_request(msg: decisions_pb2.EvaluateRequest) -> engine.Request:
     )
 
 
-def decode_evaluate_py(data: bytes) -> tuple[engine.Request, str, bool]:
-    """(request, approval_id, explain) of EvaluateRequest bytes, through upb.
+def decode_evaluate(data: bytes) -> tuple[engine.Request, str, bool]:
+    """(request, approval_id, explain) of EvaluateRequest bytes.
 
     Raises DecodeError on bytes that are not an EvaluateRequest and
     engine.RequestError on a value past its limit.
@@ -72,29 +61,18 @@ def decode_evaluate_py(data: bytes) -> tuple[engine.Request, str, bool]:
     return to_engine_request(msg), msg.approval_id, msg.explain
 
 
-def encode_response_py(
+def encode_response(
     decision: int, rule_id: str, reason: str, policy_version: str, decision_id: str,
     approval_id: str, matched_rule_ids: Sequence[str], derived_tags: Sequence[str],
+    matched_rule_count: int = 0,
 ) -> bytes:
-    """EvaluateResponse bytes, through upb."""
+    """EvaluateResponse bytes."""
     msg = decisions_pb2.EvaluateResponse(
         decision=decision, rule_id=rule_id, reason=reason, policy_version=policy_version,
-        decision_id=decision_id, approval_id=approval_id,
+        decision_id=decision_id, approval_id=approval_id, matched_rule_count=matched_rule_count,
     )
     if matched_rule_ids:
         msg.matched_rule_ids.extend(matched_rule_ids)
     if derived_tags:
         msg.derived_tags.extend(derived_tags)
     return msg.SerializeToString()
-
-
-decode_evaluate: Any
-encode_response: Any
-if _wire is not None:
-    # The C decoder builds engine.Request itself and hands what it declines to the twin.
-    _wire.bind(engine.Request, decode_evaluate_py)
-    decode_evaluate = _wire.decode_evaluate
-    encode_response = _wire.encode_response
-else:
-    decode_evaluate = decode_evaluate_py
-    encode_response = encode_response_py

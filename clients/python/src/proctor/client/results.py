@@ -61,6 +61,9 @@ class DecisionResult:
     # True when the client made this deny itself because Proctor could not answer.
     fail_closed: bool = False
     ok: bool = field(default=True, init=False)
+    # With explain: how many rules matched (matched_rule_ids lists as many as the server's
+    # --max-explain-bytes allows).
+    matched_rule_count: int = 0
 
     @property
     def allowed(self) -> bool:
@@ -77,6 +80,7 @@ class DecisionResult:
             approval_id=msg.approval_id,
             matched_rule_ids=tuple(msg.matched_rule_ids),
             derived_tags=tuple(msg.derived_tags),
+            matched_rule_count=msg.matched_rule_count,
         )
 
     @classmethod

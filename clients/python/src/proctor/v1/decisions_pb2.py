@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproctor/v1/decisions.proto\x12\nproctor.v1\"\x8e\x02\n\x0f\x45valuateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x17\n\x0f\x64\x65legation_path\x18\x04 \x03(\t\x12\r\n\x05topic\x18\x05 \x01(\t\x12\x11\n\trisk_tags\x18\x06 \x03(\t\x12\x37\n\x06labels\x18\x07 \x03(\x0b\x32\'.proctor.v1.EvaluateRequest.LabelsEntry\x12\x13\n\x0b\x61pproval_id\x18\x08 \x01(\t\x12\x0f\n\x07\x65xplain\x18\t \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcd\x01\n\x10\x45valuateResponse\x12&\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x14.proctor.v1.Decision\x12\x0f\n\x07rule_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x06 \x01(\t\x12\x18\n\x10matched_rule_ids\x18\x07 \x03(\t\x12\x14\n\x0c\x64\x65rived_tags\x18\x08 \x03(\t\"E\n\x14\x45valuateBatchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.proctor.v1.EvaluateRequest\"+\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"x\n\x11\x45valuateBatchItem\x12\x30\n\x08response\x18\x01 \x01(\x0b\x32\x1c.proctor.v1.EvaluateResponseH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.proctor.v1.ItemStatusH\x00\x42\x08\n\x06result\"G\n\x15\x45valuateBatchResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.proctor.v1.EvaluateBatchItem*j\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02\x12\x1d\n\x19\x44\x45\x43ISION_REQUIRE_APPROVAL\x10\x03\x32\xfa\x01\n\tDecisions\x12\x45\n\x08\x45valuate\x12\x1b.proctor.v1.EvaluateRequest\x1a\x1c.proctor.v1.EvaluateResponse\x12T\n\rEvaluateBatch\x12 .proctor.v1.EvaluateBatchRequest\x1a!.proctor.v1.EvaluateBatchResponse\x12P\n\x0e\x45valuateStream\x12\x1b.proctor.v1.EvaluateRequest\x1a\x1d.proctor.v1.EvaluateBatchItem(\x01\x30\x01\x42Y\n\x12\x64\x65v.proctor.api.v1B\x0e\x44\x65\x63isionsProtoP\x01Z$proctor.dev/api/proctor/v1;proctorv1\xaa\x02\nProctor.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproctor/v1/decisions.proto\x12\nproctor.v1\"\x8e\x02\n\x0f\x45valuateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x17\n\x0f\x64\x65legation_path\x18\x04 \x03(\t\x12\r\n\x05topic\x18\x05 \x01(\t\x12\x11\n\trisk_tags\x18\x06 \x03(\t\x12\x37\n\x06labels\x18\x07 \x03(\x0b\x32\'.proctor.v1.EvaluateRequest.LabelsEntry\x12\x13\n\x0b\x61pproval_id\x18\x08 \x01(\t\x12\x0f\n\x07\x65xplain\x18\t \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe9\x01\n\x10\x45valuateResponse\x12&\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x14.proctor.v1.Decision\x12\x0f\n\x07rule_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x06 \x01(\t\x12\x18\n\x10matched_rule_ids\x18\x07 \x03(\t\x12\x14\n\x0c\x64\x65rived_tags\x18\x08 \x03(\t\x12\x1a\n\x12matched_rule_count\x18\t \x01(\r\"E\n\x14\x45valuateBatchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.proctor.v1.EvaluateRequest\"+\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"x\n\x11\x45valuateBatchItem\x12\x30\n\x08response\x18\x01 \x01(\x0b\x32\x1c.proctor.v1.EvaluateResponseH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.proctor.v1.ItemStatusH\x00\x42\x08\n\x06result\"G\n\x15\x45valuateBatchResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.proctor.v1.EvaluateBatchItem*j\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02\x12\x1d\n\x19\x44\x45\x43ISION_REQUIRE_APPROVAL\x10\x03\x32\xfa\x01\n\tDecisions\x12\x45\n\x08\x45valuate\x12\x1b.proctor.v1.EvaluateRequest\x1a\x1c.proctor.v1.EvaluateResponse\x12T\n\rEvaluateBatch\x12 .proctor.v1.EvaluateBatchRequest\x1a!.proctor.v1.EvaluateBatchResponse\x12P\n\x0e\x45valuateStream\x12\x1b.proctor.v1.EvaluateRequest\x1a\x1d.proctor.v1.EvaluateBatchItem(\x01\x30\x01\x42Y\n\x12\x64\x65v.proctor.api.v1B\x0e\x44\x65\x63isionsProtoP\x01Z$proctor.dev/api/proctor/v1;proctorv1\xaa\x02\nProctor.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,22 +34,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\022dev.proctor.api.v1B\016DecisionsProtoP\001Z$proctor.dev/api/proctor/v1;proctorv1\252\002\nProctor.V1'
   _globals['_EVALUATEREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_EVALUATEREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_DECISION']._serialized_start=834
-  _globals['_DECISION']._serialized_end=940
+  _globals['_DECISION']._serialized_start=862
+  _globals['_DECISION']._serialized_end=968
   _globals['_EVALUATEREQUEST']._serialized_start=43
   _globals['_EVALUATEREQUEST']._serialized_end=313
   _globals['_EVALUATEREQUEST_LABELSENTRY']._serialized_start=268
   _globals['_EVALUATEREQUEST_LABELSENTRY']._serialized_end=313
   _globals['_EVALUATERESPONSE']._serialized_start=316
-  _globals['_EVALUATERESPONSE']._serialized_end=521
-  _globals['_EVALUATEBATCHREQUEST']._serialized_start=523
-  _globals['_EVALUATEBATCHREQUEST']._serialized_end=592
-  _globals['_ITEMSTATUS']._serialized_start=594
-  _globals['_ITEMSTATUS']._serialized_end=637
-  _globals['_EVALUATEBATCHITEM']._serialized_start=639
-  _globals['_EVALUATEBATCHITEM']._serialized_end=759
-  _globals['_EVALUATEBATCHRESPONSE']._serialized_start=761
-  _globals['_EVALUATEBATCHRESPONSE']._serialized_end=832
-  _globals['_DECISIONS']._serialized_start=943
-  _globals['_DECISIONS']._serialized_end=1193
+  _globals['_EVALUATERESPONSE']._serialized_end=549
+  _globals['_EVALUATEBATCHREQUEST']._serialized_start=551
+  _globals['_EVALUATEBATCHREQUEST']._serialized_end=620
+  _globals['_ITEMSTATUS']._serialized_start=622
+  _globals['_ITEMSTATUS']._serialized_end=665
+  _globals['_EVALUATEBATCHITEM']._serialized_start=667
+  _globals['_EVALUATEBATCHITEM']._serialized_end=787
+  _globals['_EVALUATEBATCHRESPONSE']._serialized_start=789
+  _globals['_EVALUATEBATCHRESPONSE']._serialized_end=860
+  _globals['_DECISIONS']._serialized_start=971
+  _globals['_DECISIONS']._serialized_end=1221
 # @@protoc_insertion_point(module_scope)

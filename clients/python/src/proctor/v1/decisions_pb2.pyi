@@ -48,7 +48,7 @@ class EvaluateRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., run_id: _Optional[str] = ..., tenant: _Optional[str] = ..., delegation_path: _Optional[_Iterable[str]] = ..., topic: _Optional[str] = ..., risk_tags: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., approval_id: _Optional[str] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
-    __slots__ = ("decision", "rule_id", "reason", "policy_version", "decision_id", "approval_id", "matched_rule_ids", "derived_tags")
+    __slots__ = ("decision", "rule_id", "reason", "policy_version", "decision_id", "approval_id", "matched_rule_ids", "derived_tags", "matched_rule_count")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     RULE_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class EvaluateResponse(_message.Message):
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     MATCHED_RULE_IDS_FIELD_NUMBER: _ClassVar[int]
     DERIVED_TAGS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_RULE_COUNT_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     rule_id: str
     reason: str
@@ -65,7 +66,8 @@ class EvaluateResponse(_message.Message):
     approval_id: str
     matched_rule_ids: _containers.RepeatedScalarFieldContainer[str]
     derived_tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., rule_id: _Optional[str] = ..., reason: _Optional[str] = ..., policy_version: _Optional[str] = ..., decision_id: _Optional[str] = ..., approval_id: _Optional[str] = ..., matched_rule_ids: _Optional[_Iterable[str]] = ..., derived_tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    matched_rule_count: int
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., rule_id: _Optional[str] = ..., reason: _Optional[str] = ..., policy_version: _Optional[str] = ..., decision_id: _Optional[str] = ..., approval_id: _Optional[str] = ..., matched_rule_ids: _Optional[_Iterable[str]] = ..., derived_tags: _Optional[_Iterable[str]] = ..., matched_rule_count: _Optional[int] = ...) -> None: ...
 
 class EvaluateBatchRequest(_message.Message):
     __slots__ = ("requests",)
