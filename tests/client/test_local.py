@@ -71,7 +71,8 @@ VERBS = ["delegate", "read", "send", "export", "publish", "download"]
 OBJECTS = ["internal", "customer-data", "pii", "email", "bulk", "all", "report"]
 TAGS = ["pii", "customer-data", "external", "bulk-data", "exfiltration-risk", "PII ", "other"]
 AGENTS = ["planner", "reader-1", "research-lead", "etl-7", "mailer"]
-FIELDS = ("decision", "rule_id", "reason", "policy_version", "derived_tags", "matched_rule_ids")
+FIELDS = ("decision", "rule_id", "reason", "policy_version", "derived_tags", "matched_rule_ids",
+          "matched_rule_count")
 
 
 def corpus(n: int, seed: int) -> list[dict]:

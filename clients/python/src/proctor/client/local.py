@@ -140,7 +140,8 @@ class LocalEvaluator:
             return None  # the spool is at its bound: no local decision without its evidence
         self.local_decisions += 1
         return DecisionResult(d.decision, d.rule_id, d.reason, d.policy_version, decision_id,
-                              "", d.matched_rule_ids, d.derived_tags)
+                              "", d.matched_rule_ids, d.derived_tags,
+                              matched_rule_count=len(d.matched_rule_ids))
 
     # -- state ----------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ def _fold_steps(d: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any
     """The approval as its steps leave it: approved and denied steps carry reviewer and
     reason, so folding them in order ends with the resolution's."""
     a: dict[str, Any] = {"status": "none", "reviewer": "", "reason": "", "approvers": [],
-                         "expires_at": "", "used_by": ""}
+                         "expires_at": "", "used_by": "", "resolved_by": {}}
     if d.get("outcome") == "require_approval":
         a["status"] = "pending" if d.get("approval_id") else "not created"
     for s in steps:
@@ -29,6 +29,8 @@ def _fold_steps(d: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any
         a["approvers"] = list(s.get("approvers") or a["approvers"])
         a["expires_at"] = str(s.get("expires_at") or a["expires_at"])
         a["used_by"] = str(s.get("used_by") or a["used_by"])
+        if s.get("op") in ("approved", "denied") and isinstance(s.get("caller"), dict):
+            a["resolved_by"] = s["caller"]  # the reviewer as a principal
     if (a["status"] in ("pending", "approved") and a["expires_at"]
             and a["expires_at"] < format_time(time.time())):
         a["status"] = "expired"  # no server recorded the expiry (none was running): it passed
@@ -48,8 +50,11 @@ def envelope(d: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
         "approval": {
             "status": a["status"], "reviewer": a["reviewer"], "reason": a["reason"],
             "approval_id": d.get("approval_id", ""), "approvers": a["approvers"],
-            "expires_at": a["expires_at"], "used_by": a["used_by"], "steps": steps,
+            "expires_at": a["expires_at"], "used_by": a["used_by"],
+            "resolved_by": a["resolved_by"], "steps": steps,
         },
+        # who asked (DESIGN section 12): the principal and how it authenticated
+        "caller": d.get("caller") or {},
         "acting_agent": path[-1] if path else "",
         "depth": max(0, len(path) - 1),
         "rule_id": d.get("rule_id", ""),
@@ -72,32 +77,51 @@ def envelope(d: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def render_envelope(env: dict[str, Any]) -> str:
-    """The envelope as aligned `label value` rows, in the envelope's order."""
+    """The envelope as aligned `key value` rows: the seed's keys first, as in the JSON."""
     a = env["approval"]
     rows = [
-        ("run id", env["run_id"] or "-"),
-        ("delegation", " -> ".join(env["delegation_path"]) + f"  (depth {env['depth']})"),
-        ("acting agent", env["acting_agent"] or "-"),
+        ("run_id", env["run_id"] or "-"),
+        ("delegation_path", " -> ".join(env["delegation_path"]) + f"  (depth {env['depth']})"),
         ("action", env["action"]),
         ("decision", env["decision"]),
+        ("policy_version", env["policy_version"]),
+        ("approval", _approval_line(a)),
         ("rule", f"{env['rule_id'] or '-'}: {env['reason']}"),
-        ("policy version", env["policy_version"]),
-        ("approval status", a["status"]),
-        ("reviewer", a["reviewer"] or "-"),
-        ("review reason", a["reason"] or "-"),
-        ("approval", a["approval_id"] or "-"),
-        ("approvers", ", ".join(a.get("approvers") or []) or "-"),
-        ("used by", a.get("used_by") or "-"),
+        ("asked_by", _principal(env.get("caller"))),
+        ("resolved_by", _principal(a.get("resolved_by"))),
+        ("acting_agent", env["acting_agent"] or "-"),
         ("tenant", env["tenant"] or "-"),
-        ("risk tags", ", ".join(env["risk_tags"]) or "-"),
-        ("derived tags", ", ".join(env["derived_tags"]) or "-"),
+        ("risk_tags", ", ".join(env["risk_tags"]) or "-"),
+        ("derived_tags", ", ".join(env["derived_tags"]) or "-"),
         ("labels", ", ".join(f"{k}={v}" for k, v in sorted(env["labels"].items())) or "-"),
-        ("decision id", env["decision_id"]),
-        ("request id", env["request_id"] or "-"),
+        ("approvers", ", ".join(a.get("approvers") or []) or "-"),
+        ("expires_at", a.get("expires_at") or "-"),
+        ("used_by", a.get("used_by") or "-"),
+        ("decision_id", env["decision_id"]),
+        ("request_id", env["request_id"] or "-"),
         ("time", env["time"]),
-        ("latency", f"{env['latency_us']} us"),
-        ("recorded by", f"{env['writer']} seq {env['seq']} (event {env['event_id']})"),
+        ("latency_us", env["latency_us"]),
+        ("recorded_by", f"{env['writer']} seq {env['seq']} (event {env['event_id']})"),
         ("hash", env["hash"]),
-        ("prev hash", env["prev_hash"] or "(first of its chain)"),
+        ("prev_hash", env["prev_hash"] or "(first of its chain)"),
     ]
     return "\n".join(f"{k:16} {v}" for k, v in rows)
+
+
+def _principal(caller: Any) -> str:
+    """`ID (METHOD)` of an audit `caller` field; "-" when there is none."""
+    if not isinstance(caller, dict) or not caller.get("id"):
+        return "-"
+    return f"{caller['id']} ({caller.get('method', '?')})"
+
+
+def _approval_line(a: dict[str, Any]) -> str:
+    """`ID STATUS by REVIEWER: REASON`, or the status alone when no approval was created."""
+    if not a["approval_id"]:
+        return str(a["status"])
+    text = f"{a['approval_id']} {a['status']}"
+    if a["reviewer"]:
+        text += f" by {a['reviewer']}"
+    if a["reason"]:
+        text += f": {a['reason']}"
+    return text
