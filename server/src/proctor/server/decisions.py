@@ -22,7 +22,7 @@ from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 
 from .approvals.gate import ApprovalGate
 from .audit.pipeline import offer_of
-from .auth import Denied, authorize, caller
+from .auth import Denied, audit_caller, authorize, caller
 from .ids import new_generator
 from .seams import DecisionMetrics, ServingPolicy
 from .settings import DEFAULT_MAX_BATCH_ITEMS, DEFAULT_MAX_EXPLAIN_BYTES, DEFAULT_MAX_STREAMS
@@ -279,6 +279,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             "decision_id": decision_id,
             "approval_id": approval_id,
             "latency_us": (time.perf_counter_ns() - started) // 1000,
+            "caller": audit_caller(),
         }
         if extra:
             event.update(extra)

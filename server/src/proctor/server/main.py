@@ -51,6 +51,7 @@ from .audit.metrics import register as register_audit_metrics
 from .audit.stream import AuditService
 from .auth import Authenticator, Guard, PrincipalsError, PrincipalsHolder
 from .auth import guard as auth_guard
+from .auth.jwt_keys import JwksError, JwtVerifier
 from .budgets import build_budget_store
 from .budgets.service import BudgetsService
 from .decisions import EVALUATE_METHOD, EVALUATE_STREAM_METHOD, DecisionsService
@@ -201,6 +202,7 @@ async def serve(
     metrics.policy_loaded(holder.current.policy_version, holder.current.rule_count)
     webhook_secret = _webhook_secret(settings)
     principals = _load_principals(settings)
+    jwt_keys = _load_jwks(settings)
 
     audit = build_audit(settings)
     start_audit = getattr(audit, "start", None)
@@ -232,7 +234,7 @@ async def serve(
     )
     if redis is not None:
         await _start_redis(redis, audit)
-    authenticator = Authenticator(principals, mtls=bool(settings.client_ca))
+    authenticator = Authenticator(principals, mtls=bool(settings.client_ca), jwt=jwt_keys)
     # Every call but health and reflection is authenticated here, and its role checked.
     server.add_generic_rpc_handlers((Guard(routes, authenticator),))
     auth_guard.register(metrics.registry)
@@ -292,8 +294,9 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     watch = loop.create_task(holder.watch(settings.reload_poll_seconds))
     if principals is not None:
-        watcher = loop.create_task(principals.watch(settings.reload_poll_seconds))
-        background.add(watcher)
+        background.add(loop.create_task(principals.watch(settings.reload_poll_seconds)))
+    if jwt_keys is not None:  # keys fetched again off the request path
+        background.add(loop.create_task(jwt_keys.run()))
 
     host = settings.listen_host
     logs.event(
@@ -365,6 +368,18 @@ def _load_principals(settings: Settings) -> PrincipalsHolder | None:
         return PrincipalsHolder.load(settings.principals)
     except PrincipalsError as e:
         raise StartupError(f"cannot load the principals: {e}") from e
+
+
+def _load_jwks(settings: Settings) -> JwtVerifier | None:
+    if not settings.jwt_jwks:
+        return None
+    verifier = JwtVerifier(settings.jwt_jwks, settings.jwt_issuer, settings.jwt_audience,
+                           refresh_seconds=settings.jwt_refresh_seconds)
+    try:
+        verifier.load()
+    except JwksError as e:
+        raise StartupError(f"cannot load --jwt-jwks: {e}") from e
+    return verifier
 
 
 def _callers(settings: Settings, authenticator: Authenticator) -> str:

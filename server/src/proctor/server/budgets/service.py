@@ -82,7 +82,8 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         code = next(c for t, c in _CODES if isinstance(e, t))
         if isinstance(e, StoreUnavailable):
             self.watch.mark(False)
-        fields = {**fields, "op": op, "outcome": "error", "code": code.name, "error": e.message}
+        fields = {**fields, "op": op, "caller": auth.audit_caller(), "outcome": "error",
+                  "code": code.name, "error": e.message}
         with contextlib.suppress(Exception):
             await self._audit.record("budget", fields)
         await context.abort(code, e.message)
@@ -124,6 +125,7 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         event = {
             "reservation_id": rid, "tenant": tenant, "agent_id": agent_id, "run_id": run_id,
             "unit": unit, "amount": amount, "ttl_seconds": ttl, "op": "reserve",
+            "caller": auth.audit_caller(),
             "outcome": "granted" if r.granted else "refused", "granted": r.granted,
             "refused_by": r.refused_by,
             "policy_version": getattr(policy, "policy_version", ""),
@@ -161,7 +163,8 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
             await self._fail(context, "commit", fields, e)
         self.watch.mark(True)
         await self._audit.record("budget", {
-            **fields, "op": "commit", "outcome": "over" if r.over else "committed", "over": r.over,
+            **fields, "op": "commit", "caller": auth.audit_caller(),
+            "outcome": "over" if r.over else "committed", "over": r.over,
         })
         resp = budgets_pb2.CommitBudgetResponse(reservation_id=r.reservation_id, over=r.over)
         add_statuses(resp.budgets, r.budgets)
@@ -176,7 +179,8 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         except BudgetError as e:
             await self._fail(context, "release", fields, e)
         self.watch.mark(True)
-        await self._audit.record("budget", {**fields, "op": "release", "outcome": "released"})
+        await self._audit.record("budget", {**fields, "op": "release", "outcome": "released",
+                                            "caller": auth.audit_caller()})
         resp = budgets_pb2.ReleaseBudgetResponse(reservation_id=r.reservation_id)
         add_statuses(resp.budgets, r.budgets)
         return resp
@@ -202,7 +206,8 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         except BudgetError as e:
             await self._fail(context, "get", fields, e)
         self.watch.mark(True)
-        await self._audit.record("budget", {**fields, "op": "get", "outcome": "ok"})
+        await self._audit.record("budget", {**fields, "op": "get", "outcome": "ok",
+                                            "caller": auth.audit_caller()})
         resp = budgets_pb2.GetBudgetResponse()
         add_statuses(resp.budgets, statuses)
         return resp
