@@ -44,9 +44,7 @@ from .admin import AdminService
 from .approvals import build_approval_store
 from .approvals.metrics import register as register_approval_metrics
 from .approvals.service import ApprovalsService
-from .audit import build_audit as build_audit_pipeline
-from .audit import event as audit_event
-from .audit import ingest
+from .audit import build_audit, ingest
 from .audit.metrics import register as register_audit_metrics
 from .audit.stream import AuditService
 from .auth import Authenticator, Guard, PrincipalsError, PrincipalsHolder
@@ -67,6 +65,9 @@ from .settings import MAX_MESSAGE_BYTES, Settings, split_host_port
 from .streams import OpenStreams
 
 log = logging.getLogger("proctor.server")
+
+# After the grace period, how long SIGTERM waits for the audit to store what is queued.
+AUDIT_CLOSE_SECONDS = 10.0
 
 SERVICE_NAMES = (
     decisions_pb2.DESCRIPTOR.services_by_name["Decisions"].full_name,
@@ -163,12 +164,6 @@ def build_approval_service(settings: Settings, audit: Any, health: HealthState,
         max_waiters_per_connection=settings.max_approval_waiters_per_connection)
 
 
-def build_audit(settings: Settings) -> Any:
-    """The audit pipeline the request path records into."""
-    # One writer (one hash chain) per process: hostname:pid:start-ms.
-    return build_audit_pipeline(settings)
-
-
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:
     if settings.tls:
         key = Path(settings.tls_key).read_bytes()
@@ -204,13 +199,20 @@ async def serve(
     principals = _load_principals(settings)
     jwt_keys = _load_jwks(settings)
 
-    audit = build_audit(settings)
-    start_audit = getattr(audit, "start", None)
-    if start_audit is not None:
-        await start_audit()
+    health = HealthState()
+    redis = None
+    if settings.redis_url:  # one Redis layer for budgets, approvals and the audit (docs/redis.md)
+        redis = RedisLayer.from_url(settings.redis_url, durability=Durability(
+            settings.redis_allow_rdb, settings.redis_allow_volatile))
+
+    def audit_health(serving: bool) -> None:
+        # A sink that cannot write: Decisions NOT_SERVING until it writes again.
+        health.set_service(health_names.DECISIONS, serving)
+
+    audit = build_audit(settings, redis=redis, on_health=audit_health)
+    audit.start()
     holder.audit = audit
     holder.metrics = metrics
-    health = HealthState()
 
     on_reload: Callable[[], None] | None = None
     if supervisor_pid is not None:
@@ -223,10 +225,6 @@ async def serve(
 
     server = grpc.aio.server(options=grpc_options(settings))
     routes = MethodTable()
-    redis = None
-    if settings.redis_url:  # one connection for budgets and approvals (docs/redis.md)
-        redis = RedisLayer.from_url(settings.redis_url, durability=Durability(
-            settings.redis_allow_rdb, settings.redis_allow_volatile))
     approval_service = build_approval_service(settings, audit, health, redis)
     register_services(
         routes, settings=settings, holder=holder, audit=audit, metrics=metrics,
@@ -307,9 +305,9 @@ async def serve(
         callers=_callers(settings, authenticator),
         inbox=inbox.url if inbox is not None else None,
         approval_webhooks=len(settings.approval_webhook) or None,
-        # False where the audit's C twins were not built (no compiler at install): same
-        # answers, slower.
-        accelerated=audit_event.SEAL_ACCELERATED,
+        # The C extensions in use: none since issue 21 (docs/performance.md, "Native
+        # code"); the field stays so a log reader need not guess.
+        extensions="none",
     )
     # What start-up built lives as long as the process (the compiled policy above all:
     # millions of objects at 100,000 rules). Frozen, no garbage collection walks it again,
@@ -332,7 +330,8 @@ async def serve(
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watch
-    await audit.close()
+    # Bounded whatever the disk does: what cannot be stored by then is logged as lost.
+    await audit.close(AUDIT_CLOSE_SECONDS)
     if redis is not None:
         await redis.close()
     logs.event(log, logging.INFO, "stopped")

@@ -5,19 +5,18 @@
 (from --token-file, else $PROCTOR_TOKEN) as `authorization: Bearer` on every
 call and speaks TLS when any TLS file is given. `call_metadata(args)` is the
 same metadata for code that passes it per call (asyncio load generators).
+
+Declaring the flags imports nothing heavy: grpc is imported when a channel is
+opened, so commands that never call a server (`proctor eval`) stay light.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-import grpc
-
-from ._base import Metadata, bearer_metadata, tls_credentials
-
-__all__ = ["add_arguments", "call_metadata", "open_channel"]
+__all__ = ["add_arguments", "call_metadata", "open_aio_channel", "open_channel"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,19 +29,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", default=None, help="client private key for mTLS (PEM)")
 
 
-def call_metadata(args: argparse.Namespace) -> Metadata:
+def call_metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     """The `authorization` metadata of the parsed arguments (() without a token)."""
+    from ._base import bearer_metadata
+
     return bearer_metadata(None, getattr(args, "token_file", None))
 
 
-def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+def channel_credentials(args: argparse.Namespace) -> Any:
+    """grpc.ChannelCredentials of the TLS files, None without any."""
+    from ._base import tls_credentials
+
     return tls_credentials(getattr(args, "tls_ca", None), getattr(args, "tls_cert", None),
                            getattr(args, "tls_key", None))
 
 
 def open_channel(target: str, args: argparse.Namespace,
-                 options: Iterable[tuple[str, Any]] = ()) -> grpc.Channel:
-    """A channel to `target` carrying the arguments' token and TLS files."""
+                 options: Iterable[tuple[str, Any]] = ()) -> Any:
+    """A grpc.Channel to `target` carrying the arguments' token and TLS files."""
+    import grpc
+
     creds = channel_credentials(args)
     opts = list(options)
     channel = (grpc.secure_channel(target, creds, options=opts) if creds is not None
@@ -50,12 +56,14 @@ def open_channel(target: str, args: argparse.Namespace,
     metadata = call_metadata(args)
     if not metadata:
         return channel
-    return grpc.intercept_channel(channel, _WithMetadata(metadata))
+    return grpc.intercept_channel(channel, _with_metadata(metadata))
 
 
 def open_aio_channel(target: str, args: argparse.Namespace,
-                     options: Iterable[tuple[str, Any]] = ()) -> grpc.aio.Channel:
-    """An asyncio channel with the arguments' TLS files (pass call_metadata() per call)."""
+                     options: Iterable[tuple[str, Any]] = ()) -> Any:
+    """A grpc.aio.Channel with the arguments' TLS files (pass call_metadata() per call)."""
+    import grpc
+
     creds = channel_credentials(args)
     opts = list(options)
     if creds is not None:
@@ -63,38 +71,32 @@ def open_aio_channel(target: str, args: argparse.Namespace,
     return grpc.aio.insecure_channel(target, options=opts)
 
 
-class _Details(grpc.ClientCallDetails):
-    def __init__(self, base: Any, metadata: Metadata) -> None:
-        self.method = base.method
-        self.timeout = base.timeout
-        self.metadata = (*(base.metadata or ()), *metadata)
-        self.credentials = base.credentials
-        self.wait_for_ready = getattr(base, "wait_for_ready", None)
-        self.compression = getattr(base, "compression", None)
+def _with_metadata(metadata: tuple[tuple[str, str], ...]) -> Any:
+    """A client interceptor adding fixed metadata (the bearer token) to every call."""
+    import grpc
 
+    class Details(grpc.ClientCallDetails):
+        def __init__(self, base: Any) -> None:
+            self.method = base.method
+            self.timeout = base.timeout
+            self.metadata = (*(base.metadata or ()), *metadata)
+            self.credentials = base.credentials
+            self.wait_for_ready = getattr(base, "wait_for_ready", None)
+            self.compression = getattr(base, "compression", None)
 
-class _WithMetadata(grpc.UnaryUnaryClientInterceptor,
-                    grpc.UnaryStreamClientInterceptor,
-                    grpc.StreamUnaryClientInterceptor,
-                    grpc.StreamStreamClientInterceptor):
-    """Adds fixed metadata (the bearer token) to every call."""
+    class WithMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                       grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            return continuation(Details(details), request)
 
-    def __init__(self, metadata: Metadata) -> None:
-        self._metadata = metadata
+        def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+            return continuation(Details(details), request)
 
-    def _go(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        return continuation(_Details(details, self._metadata), request)
+        def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+            return continuation(Details(details), requests)
 
-    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return self._go(continuation, details, request)
+        def intercept_stream_stream(self, continuation: Any, details: Any,
+                                    requests: Any) -> Any:
+            return continuation(Details(details), requests)
 
-    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return self._go(continuation, details, request)
-
-    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return self._go(continuation, details, requests)
-
-    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return self._go(continuation, details, requests)
-
-
+    return WithMetadata()

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
 from .. import auth
-from ..audit.pipeline import offer_of
+from ..audit.log import offer_of
 from ..health import StoreWatch
 from ..routes import MethodTable
 from ..seams import ServingPolicy

@@ -19,9 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .principal import ROLES
-from .principals import PrincipalsError, parse_principals
-from .tokens import hash_token, new_token
+# auth.principal.ROLES; spelled out so that building the parser imports nothing heavy
+ROLES = ("agent", "reviewer", "auditor", "admin")
 
 
 def register(sub: Any) -> None:
@@ -48,6 +47,8 @@ def register(sub: Any) -> None:
 
 
 def _hash(args: argparse.Namespace) -> int:
+    from .auth.tokens import hash_token
+
     token = sys.stdin.readline().strip()
     if not token:
         print("proctor principals hash: give the token on stdin", file=sys.stderr)
@@ -57,6 +58,9 @@ def _hash(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
+    from .auth.principals import PrincipalsError, parse_principals
+    from .auth.tokens import hash_token, new_token
+
     path = Path(args.file)
     old = path.read_text(encoding="utf-8") if path.exists() else "principals:\n"
     if not old.strip():
