@@ -42,7 +42,9 @@ _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 # Trailing metadata naming the process that answered (several workers share a port).
 WORKER_METADATA_KEY = "proctor-worker"
 # What an answer carries: the arguments of wire.encode_response, in its order.
-Answer = tuple[int, str, str, str, str, str, tuple[str, ...], tuple[str, ...], int]
+Answer = tuple[
+    decisions_pb2.Decision, str, str, str, str, str, tuple[str, ...], tuple[str, ...], int
+]
 Decided = tuple[Answer, dict[str, Any]]  # the answer and its audit event
 
 
