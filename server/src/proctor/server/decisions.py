@@ -282,8 +282,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             decision_id, approval_id, listed, decision.derived_tags, len(matched),
         )
         # Tuples and the request's own label dict go in as they are: the audit only
-        # reads them (and writes tuples as JSON arrays). These keys are the audit's
-        # DECISION_FIELDS (written by its template); approval steps add more.
+        # reads them (and writes tuples as JSON arrays). Approval steps add more keys.
         event = {
             "request_id": req.request_id,
             "run_id": req.run_id,
