@@ -204,16 +204,14 @@ def test_wait_returns_on_resolution_or_timeout(env: Env) -> None:
         timed_out = await store.wait(aid, 0.3)
         assert timed_out.status == PENDING
 
-        async def approve_soon() -> None:
-            await asyncio.sleep(0.3)
-            await store.resolve(aid, True, "alice", "fine")
-
-        task = asyncio.create_task(approve_soon())
+        waiter = asyncio.create_task(store.wait(aid, 10))
+        done, _ = await asyncio.wait({waiter}, timeout=0.3)
+        assert not done  # open while the approval is pending
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        a = await store.wait(aid, 10)
-        await task
-        assert a.status == APPROVED and loop.time() - t0 < 5
+        await store.resolve(aid, True, "alice", "fine")
+        a = await waiter
+        assert a.status == APPROVED and loop.time() - t0 < 5  # on the resolution, not at 10 s
         with pytest.raises(ApprovalNotFound):
             await store.wait("apv_unknown", 1)
 

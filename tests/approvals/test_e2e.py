@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from proctor.client import AsyncProctorClient, DecisionResult, ProctorClient, Pr
 from proctor.v1 import approvals_pb2, approvals_pb2_grpc
 from tests.support.proctor import ProctorProcess, run_proctor, start_proctor
 from tests.support.redis import RedisProcess
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_POLICY = ROOT / "examples" / "safety.yaml"
@@ -75,16 +75,13 @@ def cli(server: ProctorProcess, *args: str) -> Any:
 def audit_show(server: ProctorProcess, decision_id: str, until: str) -> str:
     """`proctor audit show` once the audit holds `until` (the writer flushes in the
     background)."""
-    deadline = time.monotonic() + 10
-    out = ""
-    while time.monotonic() < deadline:
+    def shown() -> str:
         r = run_proctor("audit", "show", decision_id, "--audit-dir",
                         str(server.workdir / "audit"), cwd=server.workdir)
         out = r.stdout + r.stderr
-        if r.returncode == 0 and until in out:
-            return out
-        time.sleep(0.2)
-    raise AssertionError(f"audit show never showed {until!r}:\n{out}")
+        return out if r.returncode == 0 and until in out else ""
+
+    return wait_until(shown, f"audit show to show {until!r}", 10, interval=0.2)
 
 
 def stub(server: ProctorProcess) -> tuple[grpc.Channel, Any]:
@@ -191,18 +188,14 @@ def test_idempotent_retry_by_request_id(client: ProctorClient) -> None:
 def test_client_waits_for_the_reviewer(seed: ProctorProcess, client: ProctorClient) -> None:
     def resolve_soon(approve: bool) -> threading.Thread:
         def run() -> None:
-            deadline = time.monotonic() + 10
             ch, s = stub(seed)
             with ch:
-                while time.monotonic() < deadline:
-                    pending = s.ListApprovals(approvals_pb2.ListApprovalsRequest(
-                        status=approvals_pb2.APPROVAL_STATUS_PENDING, tenant="acme-wait"))
-                    if pending.approvals:
-                        s.ResolveApproval(approvals_pb2.ResolveApprovalRequest(
-                            approval_id=pending.approvals[0].approval_id, approve=approve,
-                            reviewer="carol", reason="" if approve else PII_REASON))
-                        return
-                    time.sleep(0.1)
+                pending = wait_until(lambda: s.ListApprovals(approvals_pb2.ListApprovalsRequest(
+                    status=approvals_pb2.APPROVAL_STATUS_PENDING, tenant="acme-wait")).approvals,
+                    "a pending approval", 10, interval=0.1)
+                s.ResolveApproval(approvals_pb2.ResolveApprovalRequest(
+                    approval_id=pending[0].approval_id, approve=approve,
+                    reviewer="carol", reason="" if approve else PII_REASON))
 
         t = threading.Thread(target=run)
         t.start()
@@ -244,8 +237,8 @@ def test_batch_items_get_approvals_and_the_async_client_waits(
     async def main() -> None:
         async with AsyncProctorClient(seed.address, timeout=5.0) as c:
             waiter = asyncio.create_task(c.wait_for_approval(first.approval_id, timeout=20))
-            await asyncio.sleep(0.3)
-            assert not waiter.done()
+            done, _ = await asyncio.wait({waiter}, timeout=0.3)
+            assert not done  # still waiting while the approval is pending
             r = await asyncio.to_thread(cli, seed, "approve", first.approval_id,
                                         "--reviewer", "erin")
             assert r.returncode == 0, r.stderr
@@ -304,11 +297,8 @@ def test_expired_approvals_count_as_denied(tmp_path: Path) -> None:
             # Through the API, not the CLI: a CLI start can outlast the 1 s TTL on a busy host.
             assert c.resolve_approval(used_late.approval_id, True, reviewer="r").status == (
                 "approved")
-            deadline = time.monotonic() + 30
-            while any(c.get_approval(d.approval_id).status != "expired"
-                      for d in (late, used_late)):
-                assert time.monotonic() < deadline, "the approvals never expired"
-                time.sleep(0.05)
+            wait_until(lambda: all(c.get_approval(d.approval_id).status == "expired"
+                                   for d in (late, used_late)), "the approvals to expire")
             r = cli(server, "approve", late.approval_id, "--reviewer", "r")
             assert r.returncode == 1 and "expired" in r.stderr
             for d, run in ((late, "run-70"), (used_late, "run-71")):
@@ -348,20 +338,16 @@ def test_two_servers_on_one_redis_share_approvals(
             assert (down.decision, down.approval_id) == ("require_approval", "")
             assert down.reason.startswith("External actions from any agent need approval "
                                           "(approval store unavailable:")
-            deadline = time.monotonic() + 5
-            while a.health("proctor.v1.Approvals") != health_pb2.HealthCheckResponse.NOT_SERVING:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            wait_until(lambda: a.health("proctor.v1.Approvals") == (
+                health_pb2.HealthCheckResponse.NOT_SERVING), "Approvals NOT_SERVING", 10)
             with pytest.raises(ProctorError) as err:
                 cb.get_approval(d.approval_id, timeout=3)
             assert err.value.code == grpc.StatusCode.UNAVAILABLE
 
             # Redis is back (empty, no scripts loaded): approvals work again within a probe.
             redis_proc.start()
-            deadline = time.monotonic() + 5
-            while a.health("proctor.v1.Approvals") != health_pb2.HealthCheckResponse.SERVING:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            wait_until(lambda: a.health("proctor.v1.Approvals") == (
+                health_pb2.HealthCheckResponse.SERVING), "Approvals SERVING again", 10)
             back = send_emails(ca, run_id="run-82")
             assert back.decision == "require_approval" and back.approval_id.startswith("apv_")
             assert cb.get_approval(back.approval_id).status == "pending"

@@ -5,7 +5,6 @@ connection and in total, and a thousand waits whose deadlines pass together."""
 from __future__ import annotations
 
 import asyncio
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proctor.client import ProctorClient
 from proctor.v1 import approvals_pb2, approvals_pb2_grpc
 from tests.support.proctor import ProctorProcess, start_proctor
+from tests.support.wait import wait_until_async
 
 POLICY = """\
 version: v1
@@ -129,11 +129,7 @@ def test_open_waits_are_limited_per_connection_and_in_total(policy: Path,
 
 
 async def _until(check: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.05)
+    await wait_until_async(check, "the waiter count", timeout, interval=0.05)
 
 
 @pytest.mark.parametrize("store", ["embedded", "redis"])

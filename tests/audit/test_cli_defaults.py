@@ -27,7 +27,7 @@ def test_serve_and_the_audit_commands_share_one_default() -> None:
     assert audit_cli.DEFAULT_AUDIT_DIR == DEFAULT_AUDIT_DIR
 
 
-def _evaluate(address: str) -> list[str]:
+def _evaluate(address: str) -> list[decisions_pb2.EvaluateResponse]:
     with grpc.insecure_channel(address) as ch:
         stub = decisions_pb2_grpc.DecisionsStub(ch)
         ids = []
@@ -38,7 +38,7 @@ def _evaluate(address: str) -> list[str]:
         ]):
             ids.append(stub.Evaluate(decisions_pb2.EvaluateRequest(
                 request_id=f"r-{i}", run_id=run, tenant="acme", topic=topic, risk_tags=tags,
-                delegation_path=["planner", "worker"]), timeout=10).decision_id)
+                delegation_path=["planner", "worker"]), timeout=10))
         return ids
 
 
@@ -46,10 +46,15 @@ def test_the_audit_commands_work_with_no_flags_after_a_served_run(tmp_path: Path
     # Where serve writes when given no --audit-dir (relative to its working directory).
     srv = start_proctor(SEED, tmp_path, "--audit-dir", DEFAULT_AUDIT_DIR)
     try:
-        ids = _evaluate(srv.address)
+        answers = _evaluate(srv.address)
+        approval = answers[0].approval_id
+        done = run_proctor("approvals", "deny", approval, "--reviewer", "dana", "--reason",
+                           "no ticket for this", "--server", srv.address, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
     finally:
         assert srv.stop() == 0, srv.log()
     assert (tmp_path / "proctor-audit").is_dir()
+    ids = [a.decision_id for a in answers]
 
     done = run_proctor("audit", "verify", cwd=tmp_path)
     assert done.returncode == 0 and "OK: " in done.stdout, done.stdout + done.stderr
@@ -60,15 +65,19 @@ def test_the_audit_commands_work_with_no_flags_after_a_served_run(tmp_path: Path
     assert list(env)[: len(SEED_KEYS)] == SEED_KEYS
     assert list(env["approval"])[:3] == ["status", "reviewer", "reason"]
     assert env["run_id"] == "run-a" and env["action"] == "job.1.send.email"
-    assert env["decision"] == "require_approval" and env["approval"]["status"] == "pending"
+    assert env["decision"] == "require_approval"
+    assert {k: env["approval"][k] for k in ("status", "reviewer", "reason")} == {
+        "status": "denied", "reviewer": "dana", "reason": "no ticket for this"}
     assert env["delegation_path"] == ["planner", "worker"] and env["policy_version"]
     assert env["rule_id"] == "approve-external-action" and env["acting_agent"] == "worker"
 
-    done = run_proctor("audit", "show", ids[1], cwd=tmp_path)
+    done = run_proctor("audit", "show", ids[0], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    rows = [line.split(None, 1)[0] for line in done.stdout.splitlines()]
-    assert rows[:5] == ["run", "delegation", "acting", "action", "decision"], done.stdout
-    assert "deny-bulk-export" in done.stdout
+    rows = [line.split(None, 1) for line in done.stdout.splitlines()]
+    assert [r[0] for r in rows[:7]] == [*SEED_KEYS, "rule"], done.stdout
+    assert rows[5][1] == f"{approval} denied by dana: no ticket for this", done.stdout
+    done = run_proctor("audit", "show", ids[1], cwd=tmp_path)
+    assert done.returncode == 0 and "deny-bulk-export" in done.stdout, done.stderr
 
     done = run_proctor("audit", "tail", "--run-id", "run-a", "--json", "--kind", "decision",
                        cwd=tmp_path)

@@ -8,7 +8,6 @@ UNAUTHENTICATED (no or bad credential).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from proctor.v1 import (
     probe_pb2,
 )
 from tests.support.proctor import ProctorProcess, start_proctor
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_POLICY = ROOT / "examples" / "safety.yaml"
@@ -268,14 +268,15 @@ def test_empty_tenant_is_the_principals_only_one(channel: grpc.Channel) -> None:
         "/proctor.v1.Audit/StreamDecisions",
         request_serializer=audit_pb2.StreamDecisionsRequest.SerializeToString,
         response_deserializer=audit_pb2.AuditEvent.FromString)
-    for _ in range(100):
+    def with_fill_1() -> list[audit_pb2.AuditEvent]:
         events = list(stream(audit_pb2.StreamDecisionsRequest(), timeout=10,
                              metadata=[("authorization", f"Bearer {TOKENS['auditor']}")]))
-        found = [e for e in events if e.request_id == "fill-1"]
-        if found:
-            break
-        time.sleep(0.05)  # the audit is written behind the answer
-    assert found and found[0].tenant == "acme"
+        return events if any(e.request_id == "fill-1" for e in events) else []
+
+    # the audit is written behind the answer
+    events = wait_until(with_fill_1, "the audit event of fill-1", 10, interval=0.05)
+    found = [e for e in events if e.request_id == "fill-1"]
+    assert found[0].tenant == "acme"
     assert all(e.tenant == "acme" for e in events)
 
 

@@ -20,6 +20,7 @@ from proctor.server.budgets.store import StoreUnavailable
 from proctor.server.redis import Durability
 from proctor.server.routes import MethodTable
 from proctor.v1 import budgets_pb2, budgets_pb2_grpc
+from tests.support.wait import wait_until, wait_until_async
 
 from .conftest import budget
 from .test_service import POLICY, Holder, RecordingAudit, RecordingHealth
@@ -41,15 +42,13 @@ async def _timed_unavailable(coro: Any) -> float:
 
 async def _ping_until_up(store: RedisBudgetStore) -> None:
     """The health probe, again until it passes (a connection the restart cut fails once)."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            await store.ping()
-            return
-        except StoreUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
+
+    async def up() -> bool:
+        await store.ping()
+        return True
+
+    await wait_until_async(up, "the store's ping to pass", 10, interval=0.05,
+                           ignore=(StoreUnavailable,))
 
 
 def _lost() -> float:
@@ -125,7 +124,7 @@ def test_frozen_redis_times_out_and_a_lost_answer_never_counts_twice(redis_proc:
                 assert await _timed_unavailable(_reserve(store, "lost", 7)) < LIMIT
             finally:
                 os.kill(redis_proc.proc.pid, signal.SIGCONT)
-            await asyncio.sleep(0.2)
+            await _ping_until_up(store)
             retry = await _reserve(store, "lost", 7)  # the client retries with the same id
             assert retry.granted
             again = await _reserve(store, "lost", 7)
@@ -167,9 +166,8 @@ def test_servicer_fails_closed_and_health_follows_redis(redis_proc: Any) -> None
                 assert time.monotonic() - t0 < LIMIT
                 assert health.changes[-1] == ("proctor.v1.Budgets", False)
                 redis_proc.start()
-                deadline = time.monotonic() + 5
-                while health.changes[-1][1] is False and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
+                await wait_until_async(lambda: health.changes[-1][1] is not False,
+                                       "Budgets health back", 10)
                 assert health.changes[-1] == ("proctor.v1.Budgets", True)  # no traffic needed
                 assert (await stub.ReserveBudget(req)).granted
         finally:
@@ -200,12 +198,8 @@ def test_proctor_serve_fails_closed_and_recovers_when_redis_returns(tmp_path: An
     serving = health_pb2.HealthCheckResponse.SERVING
 
     def wait_health(want: int) -> None:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if server.health("proctor.v1.Budgets") == want:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"Budgets health never became {want}")
+        wait_until(lambda: server.health("proctor.v1.Budgets") == want,
+                   f"Budgets health {want}", 10)
 
     try:
         with grpc.insecure_channel(server.address) as ch:

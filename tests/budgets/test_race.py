@@ -13,8 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from grpc_health.v1 import health_pb2
 
 from tests.support.proctor import start_proctor
+from tests.support.wait import wait_until
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = """\
@@ -128,9 +132,17 @@ def test_redis_killed_mid_race_never_over_grants(tmp_path: Path) -> None:
     try:
         start_at = time.time() + 1.5
         procs = _start_race("grpc", [s.address for s in servers], "crash", start_at)
-        time.sleep(max(0.0, start_at - time.time()) + 0.5)
+        watcher = redis.Redis(port=redis_proc.port, decode_responses=True)
+        try:
+            wait_until(lambda: any(int(watcher.hget(k, "reserved") or 0) > 0
+                                   for k in watcher.scan_iter(match="proctor:{default}:c:*")),
+                       "the race to begin")
+        finally:
+            watcher.close()
         redis_proc.kill()
-        time.sleep(1.0)
+        # down until both servers have seen it (their health follows the store)
+        wait_until(lambda: all(s.health("proctor.v1.Budgets") == NOT_SERVING for s in servers),
+                   "both servers to see Redis gone")
         redis_proc.start()
         granted, retries = _finish(procs)
         assert retries > 0  # the kill landed mid-race

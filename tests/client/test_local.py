@@ -26,6 +26,7 @@ from proctor.server.audit.verify import verify_dir
 from proctor.v1 import admin_pb2, admin_pb2_grpc
 from tests.client.conftest import SEED_POLICY
 from tests.support.proctor import ProctorProcess, start_proctor
+from tests.support.wait import wait_until
 
 # deny_overrides with derived tags, agent and chain globs, labels, tenants and a depth cap.
 RICH = """\
@@ -91,10 +92,7 @@ def corpus(n: int, seed: int) -> list[dict]:
 
 
 def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
+    wait_until(condition, "the condition", timeout, interval=0.01)
 
 
 def _local_events(audit: Path) -> list[dict]:

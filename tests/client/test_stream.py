@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -22,6 +22,7 @@ from proctor.server.audit.file_sink import list_segments
 from proctor.server.audit.verify import verify_dir
 from proctor.v1 import decisions_pb2
 from tests.support.proctor import ProctorProcess, start_proctor
+from tests.support.wait import wait_until
 
 SENDERS = 32
 PER_SENDER = 40
@@ -165,13 +166,8 @@ def _restart_under_load(server: ProctorProcess, senders: list[threading.Thread],
     _wait(lambda: len(answered) >= before + 100)
 
 
-def _wait(condition: object, timeout: float = 20.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
+def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    wait_until(condition, "the stream's answers", timeout, interval=0.01)
 
 
 def test_sync_client_recovers_when_the_server_restarts_mid_stream(tmp_path: Path) -> None:

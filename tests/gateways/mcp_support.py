@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.support.ports import free_port
 from tests.support.proctor import ProctorProcess, proctor_command, run_proctor
+from tests.support.wait import wait_until
 
 HERE = Path(__file__).resolve().parent
 UPSTREAM_SCRIPT = HERE / "upstream.py"
@@ -78,18 +78,15 @@ def _serving(cmd: list[str], port: int, log_path: Path) -> Iterator[None]:
     with log_path.open("ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         try:
-            deadline = time.monotonic() + 60
-            while True:
+            def answers() -> bool:
                 if proc.poll() is not None:
                     raise RuntimeError(f"{cmd[:3]} exited {proc.returncode}: "
                                        f"{log_path.read_text()}")
-                try:
-                    httpx2.get(f"http://127.0.0.1:{port}/", timeout=1)
-                    break
-                except httpx2.TransportError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{cmd[:3]} not serving HTTP") from None
-                    time.sleep(0.1)
+                httpx2.get(f"http://127.0.0.1:{port}/", timeout=1)
+                return True
+
+            wait_until(answers, f"{cmd[:3]} to serve HTTP", 60, interval=0.1,
+                       ignore=(httpx2.TransportError,))
             yield
         finally:
             proc.terminate()
@@ -135,14 +132,7 @@ def audit_events(proctor: ProctorProcess, **match: Any) -> list[dict[str, Any]]:
 
 
 def wait_for(condition: Any, what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    return wait_until(condition, what, timeout, interval=0.05)
 
 
 def pending_approval(proctor: ProctorProcess, agent: str) -> str:

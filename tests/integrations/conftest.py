@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from proctor.client import ApprovalState, ProctorClient
 from tests.support.ports import free_port
 from tests.support.proctor import ProctorProcess, run_proctor, start_proctor
+from tests.support.wait import wait_until
 
 POLICY = Path(__file__).with_name("policy.yaml")
 
@@ -104,13 +104,7 @@ def reviewer(server: ProctorProcess, verb: str, approval_id: str, reason: str = 
 
 def wait_for(check: Callable[[], object], what: str, timeout: float = 30.0) -> object:
     """Poll `check` until it returns something truthy (a deadline, not a fixed sleep)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(check, what, timeout)
 
 
 def approvals_of(client: ProctorClient, run_id: str) -> list[ApprovalState]:

@@ -97,16 +97,18 @@ def test_asyncio_tasks_each_carry_their_own_path(server: ProctorProcess) -> None
                 assert paths == [("root", f"sub-{i}") for i in range(8)]
                 assert delegation_path() == ("root",)
                 # a task created inside a block keeps the block's path after it closes
+                closed = asyncio.Event()
                 with delegation("child"):
-                    later = asyncio.create_task(_path_later())
+                    later = asyncio.create_task(_path_later(closed))
+                closed.set()
                 assert await later == ("root", "child")
                 assert await asyncio.to_thread(delegation_path) == ("root",)
 
     asyncio.run(main())
 
 
-async def _path_later() -> tuple[str, ...]:
-    await asyncio.sleep(0.01)
+async def _path_later(closed: asyncio.Event) -> tuple[str, ...]:
+    await closed.wait()  # read only once the block that created this task has closed
     return delegation_path()
 
 

@@ -22,6 +22,7 @@ from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 from tests.support.ports import free_port
 from tests.support.proctor import start_proctor
 from tests.support.redis import RedisProcess
+from tests.support.wait import wait_until_async
 
 POLICY = """\
 version: v1
@@ -136,13 +137,12 @@ def test_a_restart_without_persistence_is_refused_until_one_with_it(tmp_path: Pa
     server = RedisProcess(port=port, workdir=workdir, extra=("--appendfsync", "always")).start()
 
     async def until(check: Any) -> None:
-        for _ in range(200):
+        async def probed() -> bool:  # the ping runs the durability check
             with contextlib.suppress(StoreUnavailable):
                 await store.ping()
-            if check():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("the check never came")
+            return bool(check())
+
+        await wait_until_async(probed, "the durability check", 10, interval=0.05)
 
     store = RedisBudgetStore.from_url(server.url, "restart")
 

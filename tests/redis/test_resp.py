@@ -103,7 +103,7 @@ def test_a_command_is_bounded_and_the_connection_recovers(redis_proc: Any) -> No
                 t0 = time.monotonic()
                 results = await asyncio.gather(c.ping(), c.execute("INCR", "k"),
                                                return_exceptions=True)
-                assert time.monotonic() - t0 < 0.8
+                assert time.monotonic() - t0 < 3.0  # the 0.3 s timeout, not the SIGCONT
                 assert all(isinstance(r, rx.TimeoutError) for r in results)
             finally:
                 os.kill(redis_proc.proc.pid, signal.SIGCONT)
@@ -113,8 +113,8 @@ def test_a_command_is_bounded_and_the_connection_recovers(redis_proc: Any) -> No
                 await c.ping()
             t0 = time.monotonic()
             with pytest.raises(rx.ConnectionError):
-                await c.ping()  # nothing listens: refused at once
-            assert time.monotonic() - t0 < 0.8
+                await c.ping()  # nothing listens: refused, not retried until a deadline
+            assert time.monotonic() - t0 < 3.0
             redis_proc.start()
             assert await c.ping()
         finally:
@@ -127,13 +127,13 @@ def test_a_caller_that_gives_up_leaves_the_others_their_replies(redis_proc: Any)
     async def main() -> None:
         c = Client(redis_proc.url)
         try:
+            assert await c.ping()  # connected: each call below is written as it is made
             slow = asyncio.ensure_future(c.eval(
                 "local t = redis.call('TIME') local e = t[1] * 1e6 + t[2] + 200000 "
                 "while true do t = redis.call('TIME') "
                 "if t[1] * 1e6 + t[2] > e then break end end return 'slow'"))
             after = asyncio.ensure_future(c.execute("ECHO", "after"))
-            await asyncio.sleep(0.05)
-            slow.cancel()
+            slow.cancel()  # gives up while its reply is still to come
             assert await after == "after"
             assert await c.execute("ECHO", "next") == "next"
         finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import grpc
@@ -12,6 +11,7 @@ import pytest
 
 from proctor.client import ProctorClient, ProctorError
 from tests.support.proctor import ProctorProcess, start_proctor
+from tests.support.wait import wait_until
 
 from .conftest import SEED_POLICY
 
@@ -39,16 +39,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _wait_tls(server: ProctorProcess, creds: grpc.ChannelCredentials) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         assert server.proc is not None and server.proc.poll() is None, server.log()
-        try:
-            with ProctorClient(server.address, credentials=creds, timeout=1) as c:
-                c.evaluate("job.1.delegate.internal", delegation_path=["a"])
-                return
-        except ProctorError:
-            time.sleep(0.1)
-    raise TimeoutError(server.log())
+        with ProctorClient(server.address, credentials=creds, timeout=1) as c:
+            c.evaluate("job.1.delegate.internal", delegation_path=["a"])
+        return True
+
+    wait_until(answers, "an Evaluate over TLS", ignore=(ProctorError,))
 
 
 def test_mtls_serves_clients_with_a_certificate_only(pki: Path, tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .ports import free_port
+from .wait import wait_until
 
 _BIN = Path(sys.executable).parent / "proctor"
 
@@ -92,20 +92,18 @@ class ProctorProcess:
             return stub.Check(req, timeout=timeout).status
 
     def wait_serving(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def serving() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"proctor exited with {self.proc.returncode} before serving:\n{self.log()}"
                 )
-            try:
-                if self.health() == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"proctor not SERVING after {timeout}s:\n{self.log()}")
+            return self.health() == health_pb2.HealthCheckResponse.SERVING
+
+        try:
+            wait_until(serving, "SERVING", timeout, ignore=(grpc.RpcError,))
+        except AssertionError as e:
+            raise TimeoutError(f"proctor not SERVING after {timeout}s:\n{self.log()}") from e
 
     def send_signal(self, sig: int) -> None:
         os.kill(self.pid, sig)

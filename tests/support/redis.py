@@ -13,11 +13,11 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .ports import free_port, wait_port
+from .wait import wait_until
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -53,15 +53,13 @@ class RedisProcess:
         return self
 
     def _wait_ping(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def pong() -> bool:
             out = subprocess.run(
                 [REDIS_CLI, "-p", str(self.port), "ping"], capture_output=True, text=True
             )
-            if out.stdout.strip() == "PONG":
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"redis on {self.port} did not answer PING")
+            return out.stdout.strip() == "PONG"
+
+        wait_until(pong, f"redis on {self.port} to answer PING", timeout)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None:
@@ -147,12 +145,9 @@ def start_cluster(workdir: Path, masters: int = 3) -> RedisCluster:
             [REDIS_CLI, "--cluster", "create", *addrs, "--cluster-replicas", "0", "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if _converged(cluster):
-                return cluster
-            time.sleep(0.1)
-        raise TimeoutError("redis cluster did not reach cluster_state:ok")
+        wait_until(lambda: _converged(cluster), "redis cluster to reach cluster_state:ok", 30,
+                   interval=0.1)
+        return cluster
     except BaseException:
         cluster.stop()
         raise

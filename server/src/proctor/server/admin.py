@@ -62,7 +62,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         swapped.set()
 
     async def GetPolicy(
-        self, request: admin_pb2.GetPolicyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: admin_pb2.GetPolicyRequest,
+        context: grpc.aio.ServicerContext[admin_pb2.GetPolicyRequest,
+                                          admin_pb2.GetPolicyResponse],
     ) -> admin_pb2.GetPolicyResponse:
         context.set_trailing_metadata(self._worker)
         holder = self.holder
@@ -81,7 +84,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         )
 
     async def ReloadPolicy(
-        self, request: admin_pb2.ReloadPolicyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: admin_pb2.ReloadPolicyRequest,
+        context: grpc.aio.ServicerContext[admin_pb2.ReloadPolicyRequest,
+                                          admin_pb2.ReloadPolicyResponse],
     ) -> admin_pb2.ReloadPolicyResponse:
         context.set_trailing_metadata(self._worker)
         result = await self.holder.reload("rpc")
@@ -97,7 +103,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         )
 
     async def WatchPolicy(
-        self, request: admin_pb2.WatchPolicyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: admin_pb2.WatchPolicyRequest,
+        context: grpc.aio.ServicerContext[admin_pb2.WatchPolicyRequest,
+                                          admin_pb2.PolicySnapshot],
     ) -> AsyncIterator[admin_pb2.PolicySnapshot]:
         """The serving policy now, again after every swap that changes it, heartbeats between.
 
@@ -135,7 +144,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             streams.release()
 
     async def _snapshot(
-        self, policy: Any, context: grpc.aio.ServicerContext
+        self,
+        policy: Any,
+        context: grpc.aio.ServicerContext[admin_pb2.WatchPolicyRequest,
+                                          admin_pb2.PolicySnapshot],
     ) -> admin_pb2.PolicySnapshot:
         size = text_bytes(policy.text)
         if size > MAX_TEXT_BYTES:

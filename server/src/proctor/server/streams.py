@@ -31,7 +31,7 @@ class OpenStreams:
         self.draining = False
         self._waiting: set[asyncio.Task[Any]] = set()
 
-    async def admit(self, context: grpc.aio.ServicerContext, method: str) -> None:
+    async def admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         """Count one more open stream; RESOURCE_EXHAUSTED past the limit, UNAVAILABLE
         while draining. Pair with `release()` in a finally."""
         if self.draining:

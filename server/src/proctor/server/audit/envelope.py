@@ -72,32 +72,42 @@ def envelope(d: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def render_envelope(env: dict[str, Any]) -> str:
-    """The envelope as aligned `label value` rows, in the envelope's order."""
+    """The envelope as aligned `key value` rows: the seed's keys first, as in the JSON."""
     a = env["approval"]
     rows = [
-        ("run id", env["run_id"] or "-"),
-        ("delegation", " -> ".join(env["delegation_path"]) + f"  (depth {env['depth']})"),
-        ("acting agent", env["acting_agent"] or "-"),
+        ("run_id", env["run_id"] or "-"),
+        ("delegation_path", " -> ".join(env["delegation_path"]) + f"  (depth {env['depth']})"),
         ("action", env["action"]),
         ("decision", env["decision"]),
+        ("policy_version", env["policy_version"]),
+        ("approval", _approval_line(a)),
         ("rule", f"{env['rule_id'] or '-'}: {env['reason']}"),
-        ("policy version", env["policy_version"]),
-        ("approval status", a["status"]),
-        ("reviewer", a["reviewer"] or "-"),
-        ("review reason", a["reason"] or "-"),
-        ("approval", a["approval_id"] or "-"),
-        ("approvers", ", ".join(a.get("approvers") or []) or "-"),
-        ("used by", a.get("used_by") or "-"),
+        ("acting_agent", env["acting_agent"] or "-"),
         ("tenant", env["tenant"] or "-"),
-        ("risk tags", ", ".join(env["risk_tags"]) or "-"),
-        ("derived tags", ", ".join(env["derived_tags"]) or "-"),
+        ("risk_tags", ", ".join(env["risk_tags"]) or "-"),
+        ("derived_tags", ", ".join(env["derived_tags"]) or "-"),
         ("labels", ", ".join(f"{k}={v}" for k, v in sorted(env["labels"].items())) or "-"),
-        ("decision id", env["decision_id"]),
-        ("request id", env["request_id"] or "-"),
+        ("approvers", ", ".join(a.get("approvers") or []) or "-"),
+        ("expires_at", a.get("expires_at") or "-"),
+        ("used_by", a.get("used_by") or "-"),
+        ("decision_id", env["decision_id"]),
+        ("request_id", env["request_id"] or "-"),
         ("time", env["time"]),
-        ("latency", f"{env['latency_us']} us"),
-        ("recorded by", f"{env['writer']} seq {env['seq']} (event {env['event_id']})"),
+        ("latency_us", env["latency_us"]),
+        ("recorded_by", f"{env['writer']} seq {env['seq']} (event {env['event_id']})"),
         ("hash", env["hash"]),
-        ("prev hash", env["prev_hash"] or "(first of its chain)"),
+        ("prev_hash", env["prev_hash"] or "(first of its chain)"),
     ]
     return "\n".join(f"{k:16} {v}" for k, v in rows)
+
+
+def _approval_line(a: dict[str, Any]) -> str:
+    """`ID STATUS by REVIEWER: REASON`, or the status alone when no approval was created."""
+    if not a["approval_id"]:
+        return str(a["status"])
+    text = f"{a['approval_id']} {a['status']}"
+    if a["reviewer"]:
+        text += f" by {a['reviewer']}"
+    if a["reason"]:
+        text += f": {a['reason']}"
+    return text

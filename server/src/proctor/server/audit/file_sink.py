@@ -13,7 +13,6 @@ the last seq and hash stored, so verify can tell a cut tail or deleted segments.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .event import safe_name
-from .head import write_head
+from .head import HeadWriter, write_head
 from .sink import Sealed
 
 if TYPE_CHECKING:
@@ -101,6 +100,7 @@ class FileSink:
         self._cut: int | None = None  # an offloaded write failed: truncate here first
         self._key = hmac_key  # signs the head checkpoints
         self._headed = False  # a head was written for this sink's writer
+        self._heads = HeadWriter(self.root, hmac_key, fsync)
         self.segments_opened = 0
         self.fsyncs = 0
 
@@ -141,7 +141,7 @@ class FileSink:
         self._last_seq = batch[-1].seq
         if self._fsync:
             self.fsyncs += 1
-        await asyncio.get_running_loop().run_in_executor(None, self._checkpoint, batch[-1])
+        self._checkpoint(batch[-1])
         return True
 
     def write(self, batch: list[Sealed]) -> None:
@@ -190,12 +190,13 @@ class FileSink:
         self._headed = True
 
     def _checkpoint(self, last: Sealed) -> None:
-        """Replace the head checkpoint with the last stored event (after its fdatasync).
-        The stored line ends with its hash (and hmac): `"hash":"<64 hex>"...}`."""
+        """Have the head checkpoint replaced with the last stored event (after its
+        fdatasync; HeadWriter's thread writes it). The stored line ends with its hash
+        (and hmac): `"hash":"<64 hex>"...}`."""
         at = last.line.rfind(b'"hash":"') + 8
         digest = last.line[at : at + 64].decode("ascii")
         segment = self.path.name if self.path is not None else ""
-        write_head(self.root, last.writer, last.seq, digest, segment, self._key, self._fsync)
+        self._heads.update(last.writer, last.seq, digest, segment)
 
     def _append(self, data: bytes) -> None:
         fd = self._fd
@@ -249,3 +250,4 @@ class FileSink:
             with contextlib.suppress(OSError):
                 os.fsync(self._fd)
         self._close_fd()
+        self._heads.close()
