@@ -61,10 +61,10 @@ def _serve_null_audit(argv: list[str]) -> int:
     """The launcher for mode "off" with --off-process: `proctor serve` with NullAudit as
     the audit factory."""
     import proctor.server.main
-    from proctor.server.audit.pipeline import NullAudit
+    from proctor.server.audit.log import NullAudit
     from proctor.server.cli import main
 
-    proctor.server.main.build_audit = lambda settings: NullAudit()  # type: ignore[assignment]
+    proctor.server.main.build_audit = lambda settings, **kw: NullAudit()  # type: ignore[assignment]
     return main(["serve", *argv])
 
 
@@ -75,6 +75,10 @@ class SwitchedAudit:
     def __init__(self, real: Any) -> None:
         self.real = real
         self.on = True
+
+    @property
+    def refusal(self) -> str:
+        return str(self.real.refusal) if self.on else ""
 
     def offer(self, kind: str, fields: dict[str, Any]) -> bool:
         return bool(self.real.offer(kind, fields)) if self.on else True
@@ -96,8 +100,8 @@ def _serve_switched(argv: list[str]) -> int:
     real_build = proctor.server.main.build_audit
     switches: list[SwitchedAudit] = []
 
-    def build(settings: Any) -> SwitchedAudit:
-        switches.append(SwitchedAudit(real_build(settings)))
+    def build(settings: Any, **kw: Any) -> SwitchedAudit:
+        switches.append(SwitchedAudit(real_build(settings, **kw)))
         return switches[-1]
 
     def flip(signum: int, frame: Any) -> None:
@@ -243,15 +247,15 @@ def _summary(lat: list[int], seconds: float) -> dict[str, float]:
 
 async def _sink_throughput(kind: str, n: int, work: Path, redis_url: str) -> dict[str, float]:
     from proctor.server.audit.file_sink import FileSink
-    from proctor.server.audit.pipeline import AuditPipeline
     from proctor.server.audit.redis_sink import RedisSink
+    from proctor.server.audit.writer import AuditWriter
 
     sink: Any
     if kind == "file":
         sink = FileSink(work / "tp-file")
     else:
         sink = RedisSink(redis_url, f"bench:tp:{time.time_ns()}", work / "tp-spool")
-    p = AuditPipeline(sink, writer=f"bench-{kind}", queue_size=8192)
+    p = AuditWriter(sink, writer=f"bench-{kind}", queue_size=8192)
     fields = {"request_id": "r", "run_id": "bench", "tenant": "acme",
               "delegation_path": ["planner", "worker"], "topic": "job.1.send.email",
               "risk_tags": ["external"], "derived_tags": [], "labels": {},
@@ -273,24 +277,25 @@ async def _sink_throughput(kind: str, n: int, work: Path, redis_url: str) -> dic
 
 async def _record_cost(n: int) -> dict[str, float]:
     """The request-path cost of record() alone (async, block, queue never full)."""
-    from proctor.server.audit.pipeline import AuditPipeline
-    from proctor.server.audit.sink import Sealed
+    from proctor.server.audit.sink import Sealed, SinkCaps
+    from proctor.server.audit.writer import AuditWriter
 
     class Discard:
         name = "discard"
+        caps = SinkCaps()
 
-        def resume(self, writer: str) -> None:
+        async def resume(self, writer: str) -> None:
             return None
 
-        def write(self, batch: list[Sealed]) -> None:
+        async def write(self, batch: list[Sealed]) -> None:
             return None
 
-        def close(self) -> None:
+        async def close(self) -> None:
             return None
 
-    p = AuditPipeline(Discard(), writer="cost", queue_size=n + 10)
+    p = AuditWriter(Discard(), writer="cost", queue_size=n + 10)
     fields = {"topic": "job.1.send.email", "outcome": "allow"}
-    await p.start()
+    p.start()
     t0 = time.perf_counter_ns()
     for _ in range(n):
         await p.record("decision", fields)

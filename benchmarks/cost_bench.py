@@ -48,11 +48,12 @@ _EVENTS = {"Ir": "I   refs", "I1mr": "I1  misses", "D1mr": "D1  misses"}
 # with the audit swapped for NullAudit (argv[2] "off") to split the audit's share out.
 _LAUNCH = (
     "import sys\n"
-    "import proctor.server.audit.pipeline as p\n"
+    "import proctor.server.audit.writer as w\n"
+    "import proctor.server.audit.log as log\n"
     "import proctor.server.main\n"
-    "p.DEFAULT_LINGER = float(sys.argv[1])\n"
+    "w.DEFAULT_LINGER = float(sys.argv[1])\n"
     "if sys.argv[2] == 'off':\n"
-    "    proctor.server.main.build_audit = lambda settings: p.NullAudit()\n"
+    "    proctor.server.main.build_audit = lambda settings, **kw: log.NullAudit()\n"
     "from proctor.server.cli import main\n"
     "sys.exit(main(['serve', *sys.argv[3:]]))\n"
 )

@@ -64,11 +64,11 @@ def worker(redis_url: str) -> None:
     sink = RedisSink(redis_url, f"{writer}:audit", tempfile.mkdtemp(prefix="lua-bench-spool-"))
     appended = [0]
 
-    def append(n: int) -> None:
+    async def append(n: int) -> None:
         """n events, in batches of APPEND_BATCH, shaped like Evaluate's decision events."""
         for first in range(appended[0] + 1, appended[0] + n + 1, APPEND_BATCH):
             seqs = range(first, min(first + APPEND_BATCH, appended[0] + n + 1))
-            sink.write([Sealed(writer, seq, _event_line(writer, seq)) for seq in seqs])
+            await sink.write([Sealed(writer, seq, _event_line(writer, seq)) for seq in seqs])
         appended[0] += n
 
     async def main() -> None:
@@ -87,7 +87,7 @@ def worker(redis_url: str) -> None:
             await reserve(rid)
             await store.commit(rid, 1)
             await store.get(budgets, "acme", "agent", "run")
-        append(APPEND_BATCH * 20)
+        await append(APPEND_BATCH * 20)
         loop = asyncio.get_running_loop()
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             op, n = line.split()
@@ -109,7 +109,7 @@ def worker(redis_url: str) -> None:
                 elif op == "release":
                     await store.release(spare.pop())
                 elif op == "append":
-                    append(int(n))
+                    await append(int(n))
                     break
                 else:
                     await store.get(budgets, "acme", "agent", "run")

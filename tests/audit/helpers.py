@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from proctor.server.audit.sink import Sealed
+from proctor.server.audit.sink import Sealed, SinkCaps
 
 T = TypeVar("T")
 
@@ -39,29 +38,33 @@ def decision(i: int, **extra: Any) -> dict[str, Any]:
 
 
 class MemorySink:
-    """Keeps sealed lines; can be stalled (write blocks) or made to fail."""
+    """Keeps sealed lines; can be stalled (write waits on `gate`) or made to fail."""
 
     name = "memory"
+    caps = SinkCaps(durable=True, resumable=False)
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []
         self.batches = 0
-        self.gate = threading.Event()
+        self.gate = asyncio.Event()
         self.gate.set()
-        self.entered = threading.Event()
+        self.entered = asyncio.Event()
         self.fail_next = 0
+        self.failing: Exception | None = None  # fail every write while set
 
-    def resume(self, writer: str) -> tuple[int, str] | None:
+    async def resume(self, writer: str) -> tuple[int, str] | None:
         return None
 
-    def write(self, batch: list[Sealed]) -> None:
+    async def write(self, batch: list[Sealed]) -> None:
         self.entered.set()
-        self.gate.wait()
+        await self.gate.wait()
+        if self.failing is not None:
+            raise self.failing
         if self.fail_next:
             self.fail_next -= 1
             raise OSError("injected sink failure")
         self.lines.extend(s.line for s in batch)
         self.batches += 1
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.gate.set()

@@ -10,12 +10,12 @@ import asyncio
 import sys
 
 from proctor.server.audit.file_sink import FileSink
-from proctor.server.audit.pipeline import AuditPipeline
+from proctor.server.audit.writer import AuditWriter
 from tests.audit.helpers import decision
 
 
 async def main(root: str) -> None:
-    audit = AuditPipeline(FileSink(root, segment_bytes=64 * 1024), writer="sync-writer",
+    audit = AuditWriter(FileSink(root, segment_bytes=64 * 1024), writer="sync-writer",
                           durability="sync")
     counter = iter(range(10**9))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,11 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fill(url: str, tmp: Path, writer: str, n: int) -> None:
-    sink = RedisSink(url, STREAM, tmp / f"spool-{writer}")
-    batch = _sealed(writer, n)
-    for i in range(0, n, 500):
-        sink.write(batch[i : i + 500])
-    sink.close()
+    async def go() -> None:
+        sink = RedisSink(url, STREAM, tmp / f"spool-{writer}")
+        batch = _sealed(writer, n)
+        for i in range(0, n, 500):
+            await sink.write(batch[i : i + 500])
+        await sink.close()
+
+    asyncio.run(go())
 
 
 def _consume(url: str, out: Path, consumer: str, *extra: str) -> subprocess.Popen[str]:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from proctor.server.audit import event, pipeline
 from proctor.server.audit.file_sink import FileSink, list_segments
-from proctor.server.audit.pipeline import SEAL_CHUNK, AuditClosed, AuditPipeline
+from proctor.server.audit.log import AuditClosed
 from proctor.server.audit.reader import DirReader
+from proctor.server.audit.sink import SinkCaps
 from proctor.server.audit.verify import verify_dir
+from proctor.server.audit.writer import AuditWriter
 from proctor.server.cli import main as cli_main
 from tests.audit.helpers import MemorySink, decision, run
 
@@ -32,11 +33,11 @@ def _lines(root: Path) -> list[dict]:
     return out
 
 
-def _write(root: Path, n: int, writer: str = "w1", **kw) -> AuditPipeline:
-    async def go() -> AuditPipeline:
+def _write(root: Path, n: int, writer: str = "w1", **kw) -> AuditWriter:
+    async def go() -> AuditWriter:
         sink = FileSink(root, segment_bytes=kw.pop("segment_bytes", 8192),
                         hmac_key=kw.get("hmac_key"))
-        p = AuditPipeline(sink, writer=writer, **kw)
+        p = AuditWriter(sink, writer=writer, **kw)
         for i in range(n):
             await p.record("decision", decision(i))
         await p.close()
@@ -66,7 +67,7 @@ def test_chain_rotation_and_verify(tmp_path: Path) -> None:
 def test_group_commit_one_fsync_per_batch_and_sync_waits_for_it(tmp_path: Path) -> None:
     async def go() -> tuple[FileSink, list[bool]]:
         sink = FileSink(tmp_path)
-        p = AuditPipeline(sink, writer="g", durability="sync")
+        p = AuditWriter(sink, writer="g", durability="sync")
         seen: list[bool] = []
 
         async def one(i: int) -> None:
@@ -141,78 +142,47 @@ def test_torn_tail_is_reported_and_a_resumed_writer_starts_a_new_segment(tmp_pat
     assert rep.ok and rep.events == 25, rep.render()
 
 
-def test_events_are_sealed_by_the_call_or_between_calls_never_when_the_batch_is_written(
-) -> None:
-    # A decision offered while the loop is idle (nothing else pending) and nothing waits
-    # before it is sealed by offer() itself (in C, where built). Under load (a callback
-    # pending) decisions gather and the offer that makes INLINE_BATCH seals them all in
-    # one go. Anything else (another kind, the Python template) waits for the sealing
-    # step of the next loop turn, a chunk a turn, and the decisions behind it wait with
-    # it. The writer only writes what is sealed, after its linger.
-    inline = event.seal_decisions is not None
-    batch = pipeline.INLINE_BATCH
-
-    async def go() -> tuple[AuditPipeline, MemorySink, int]:
-        loop = asyncio.get_running_loop()
+def test_events_keep_the_order_they_were_recorded_in_whatever_their_kind() -> None:
+    # offer() and record(), decisions and other kinds, interleaved: one chain, in the
+    # order of the calls; nothing is written while the writer lingers, a flush writes it.
+    async def go() -> tuple[MemorySink, list[str]]:
         sink = MemorySink()
-        p = AuditPipeline(sink, writer="e", linger=0.5)
-        await p.start()
-        await asyncio.sleep(0.05)  # the writer has resumed the chain head
-        for i in range(3):
-            assert p.offer("decision", decision(i))
-            assert len(p._sealed) == (i + 1 if inline else i)  # noqa: SLF001
-            await asyncio.sleep(0.01)  # idle again (the first offer woke the writer)
-        assert [s.seq for s in p._sealed] == [1, 2, 3]  # noqa: SLF001
-        if inline:
-            # Busy: the first batch - 1 wait, the batch-th seals them all, in order.
-            for i in range(3, 3 + batch):
-                loop.call_soon(lambda: None)
-                assert p.offer("decision", decision(i))
-                assert len(p._sealed) == (3 + batch if i == 2 + batch else 3)  # noqa: SLF001
-            await asyncio.sleep(0)
-        budget_at = len(p._sealed)  # noqa: SLF001
-        # A budget event waits for the step; the decisions behind it wait with it (order),
-        # until a busy offer makes a batch of what waits (the budget event included).
-        await p.record("budget", {"op": "reserve"})
-        sealed, waiting = budget_at, 1
-        last = budget_at + 1 + 2 * SEAL_CHUNK
-        for i in range(budget_at + 1, last):
-            loop.call_soon(lambda: None)
-            assert p.offer("decision", decision(i))
-            waiting += 1
-            if inline and waiting >= batch:
-                sealed, waiting = sealed + waiting, 0
-            assert len(p._sealed) == sealed  # noqa: SLF001
-        sealed_per_turn = []
-        for _ in range(4):
-            await asyncio.sleep(0)
-            sealed_per_turn.append(len(p._sealed))  # noqa: SLF001
-        steps = [min(sealed + SEAL_CHUNK * (k + 1), last) for k in range(4)]
-        assert sealed_per_turn == steps
-        assert p.offer("decision", decision(last))  # idle, nothing waits: sealed at once
-        assert len(p._sealed) == (last + 1 if inline else last)  # noqa: SLF001
+        p = AuditWriter(sink, writer="e", linger=30.0)
+        p.start()
+        expected: list[str] = []
+        for i in range(300):
+            if i % 7 == 3:
+                await p.record("budget", {"op": "reserve", "n": i})
+                expected.append(f"budget-{i}")
+            elif not p.offer("decision", decision(i)):
+                await p.record("decision", decision(i))
+                expected.append(f"d-{i}")
+            else:
+                expected.append(f"d-{i}")
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
         assert sink.lines == []  # still lingering: nothing written yet
         await p.flush()
-        assert len(sink.lines) == last + 1
+        assert len(sink.lines) == 300
         await p.close()
-        return p, sink, budget_at
+        return sink, expected
 
-    p, sink, budget_at = run(go)
+    sink, expected = run(go)
     evs = [json.loads(x) for x in sink.lines]
-    assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
-    assert [e["kind"] for e in evs].count("budget") == 1 and evs[budget_at]["kind"] == "budget"
-    decisions = [e["decision_id"] for e in evs if e["kind"] == "decision"]
-    assert decisions == [decision(i)["decision_id"] for i in range(len(evs)) if i != budget_at]
+    assert [e["seq"] for e in evs] == list(range(1, 301))
+    got = [e["decision_id"] if e["kind"] == "decision" else f"budget-{e['n']}" for e in evs]
+    assert got == expected
     from proctor.server.audit.verify import verify
 
     assert verify(((f"mem:{i}", ln, False) for i, ln in enumerate(sink.lines, 1))).ok
 
 
 def test_shed_under_a_stalled_sink_records_the_gap_and_count() -> None:
-    async def go() -> tuple[AuditPipeline, MemorySink]:
+    async def go() -> tuple[AuditWriter, MemorySink]:
         sink = MemorySink()
         sink.gate.clear()
-        p = AuditPipeline(sink, writer="s", queue_size=10, full_policy="shed", max_batch=4,
+        p = AuditWriter(sink, writer="s", queue_size=10, full_policy="shed", max_batch=4,
                           linger=0.01)
         await p.record("decision", decision(0))
         await asyncio.sleep(0.05)  # writer picked up event 0 and is stuck in the sink
@@ -228,23 +198,24 @@ def test_shed_under_a_stalled_sink_records_the_gap_and_count() -> None:
     evs = [json.loads(x) for x in sink.lines]
     gaps = [e for e in evs if e["kind"] == "gap"]
     decided = [e for e in evs if e["kind"] == "decision"]
-    assert p.stats["shed"] == 90
-    assert len(gaps) == 1 and gaps[0]["count"] == 90
-    assert len(decided) == 11
+    shed = p.stats["shed"]
+    assert len(gaps) == 1 and gaps[0]["count"] == shed
+    # what the queue held (10, the stuck batch included) was kept; the rest is the gap
+    assert len(decided) == 10 and len(decided) + shed == 101
     assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
     # the gap sits where the hole is: after the 11 kept events, chained like any other
     assert evs[-1]["kind"] == "gap"
     from proctor.server.audit.verify import verify
 
     rep = verify(((f"mem:{i}", ln, False) for i, ln in enumerate(sink.lines, 1)))
-    assert rep.ok and rep.gap_events == 1 and rep.shed == 90
+    assert rep.ok and rep.gap_events == 1 and rep.shed == shed
 
 
 def test_block_waits_for_room_and_loses_nothing() -> None:
     async def go() -> MemorySink:
         sink = MemorySink()
         sink.gate.clear()
-        p = AuditPipeline(sink, writer="b", queue_size=5, max_batch=2)
+        p = AuditWriter(sink, writer="b", queue_size=5, max_batch=2)
         task = asyncio.ensure_future(asyncio.gather(*(p.record("decision", decision(i))
                                                       for i in range(40))))
         await asyncio.sleep(0.1)
@@ -261,10 +232,10 @@ def test_block_waits_for_room_and_loses_nothing() -> None:
 
 
 def test_failed_writes_are_retried_without_duplicates() -> None:
-    async def go() -> AuditPipeline:
+    async def go() -> AuditWriter:
         sink = MemorySink()
         sink.fail_next = 3
-        p = AuditPipeline(sink, writer="r")
+        p = AuditWriter(sink, writer="r")
         for i in range(10):
             await p.record("decision", decision(i))
         await p.close()
@@ -312,8 +283,8 @@ def _lines_lenient(root: Path) -> list[dict]:
 
 def test_dir_reader_merges_writers_and_resumes_from_a_cursor(tmp_path: Path) -> None:
     async def go() -> None:
-        a = AuditPipeline(FileSink(tmp_path, segment_bytes=4096), writer="host:1:a")
-        b = AuditPipeline(FileSink(tmp_path, segment_bytes=4096), writer="host:2:b")
+        a = AuditWriter(FileSink(tmp_path, segment_bytes=4096), writer="host:1:a")
+        b = AuditWriter(FileSink(tmp_path, segment_bytes=4096), writer="host:2:b")
         for i in range(100):
             await a.record("decision", decision(i))
             await b.record("decision", decision(1000 + i))
@@ -351,12 +322,14 @@ def test_a_resumed_head_that_needs_escaping_still_chains_valid_json() -> None:
     checked first (a damaged or foreign segment may hold anything)."""
 
     class Resuming(MemorySink):
-        def resume(self, writer: str) -> tuple[int, str] | None:
+        caps = SinkCaps(durable=True, resumable=True)
+
+        async def resume(self, writer: str) -> tuple[int, str] | None:
             return 7, 'not "hex"\\'
 
     async def go() -> Resuming:
         sink = Resuming()
-        p = AuditPipeline(sink, writer="w")
+        p = AuditWriter(sink, writer="w")
         for i in range(3):
             await p.record("decision", decision(i))
         await p.close()
@@ -373,9 +346,8 @@ def test_a_lingering_writer_writes_at_once_when_a_batch_waits_or_the_queue_is_fu
     callers wait for room), a flush or a close end it at once."""
     async def go() -> tuple[float, float, float, MemorySink]:
         sink = MemorySink()
-        p = AuditPipeline(sink, writer="l", linger=30.0, queue_size=64, max_batch=16)
-        await p.start()
-        await asyncio.sleep(0.05)
+        p = AuditWriter(sink, writer="l", linger=30.0, queue_size=64, max_batch=16)
+        p.start()
         t0 = time.perf_counter()
         for i in range(500):  # far past the queue: record() waits for room each time
             await p.record("decision", decision(i))

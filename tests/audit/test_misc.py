@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
@@ -17,8 +16,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from proctor.server.audit import build_audit, metrics
 from proctor.server.audit.event import seal
 from proctor.server.audit.file_sink import FileSink
-from proctor.server.audit.pipeline import AuditPipeline, NullAudit
 from proctor.server.audit.verify import verify
+from proctor.server.audit.writer import AuditWriter
 from tests.audit.helpers import decision, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +71,7 @@ def test_metrics_are_exported_on_the_servers_registry(tmp_path: Path) -> None:
     metrics.register(reg)  # idempotent
 
     async def go() -> None:
-        p = AuditPipeline(FileSink(tmp_path), writer="m")
+        p = AuditWriter(FileSink(tmp_path), writer="m")
         for i in range(5):
             await p.record("decision", decision(i))
         await p.close()
@@ -81,23 +80,6 @@ def test_metrics_are_exported_on_the_servers_registry(tmp_path: Path) -> None:
     text = generate_latest(reg).decode()
     assert 'proctor_audit_events_written_total{sink="file"}' in text
     assert "proctor_audit_shed_total" in text and "proctor_audit_queue_depth" in text
-
-
-def test_record_threadsafe_from_another_thread(tmp_path: Path) -> None:
-    async def go() -> FileSink:
-        sink = FileSink(tmp_path)
-        p = AuditPipeline(sink, writer="t")
-        await p.start()
-        t = threading.Thread(target=lambda: [p.record_threadsafe(
-            "policy_reload", {"outcome": "ok"}).result(5) for _ in range(3)])
-        t.start()
-        while t.is_alive():
-            await asyncio.sleep(0.01)
-        await p.close()
-        return sink
-
-    sink = run(go)
-    assert sink.path is not None and sink.path.read_bytes().count(b"\n") == 3
 
 
 def test_build_audit_from_settings(tmp_path: Path) -> None:
@@ -110,9 +92,10 @@ def test_build_audit_from_settings(tmp_path: Path) -> None:
         audit_hmac_key_file = ""
 
     p = build_audit(S(), "host:1:2")
-    assert isinstance(p, AuditPipeline) and p.writer == "host:1:2"
+    assert isinstance(p, AuditWriter) and p.writer == "host:1:2"
     S.audit = "off"
-    assert isinstance(build_audit(S()), NullAudit)
+    with pytest.raises(ValueError, match="use file or redis"):
+        build_audit(S())
 
 
 def test_tail_follow_prints_new_events(tmp_path: Path) -> None:
@@ -123,7 +106,7 @@ def test_tail_follow_prints_new_events(tmp_path: Path) -> None:
         time.sleep(0.3)
 
         async def go() -> None:
-            p = AuditPipeline(FileSink(tmp_path), writer="f")
+            p = AuditWriter(FileSink(tmp_path), writer="f")
             for i in range(3):
                 await p.record("decision", decision(i))
             await p.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from proctor import engine
 from proctor.server.audit.file_sink import FileSink
-from proctor.server.audit.pipeline import AuditPipeline
+from proctor.server.audit.writer import AuditWriter
 from proctor.server.cli import main as cli_main
 from tests.audit.helpers import run
 
@@ -28,7 +28,7 @@ def _record_traffic(root: Path) -> None:
     policy = engine.load_policy(SEED)
 
     async def go() -> None:
-        p = AuditPipeline(FileSink(root), writer="w:replay")
+        p = AuditWriter(FileSink(root), writer="w:replay")
         n = 0
         for topic, tags, count in TRAFFIC:
             for _ in range(count):

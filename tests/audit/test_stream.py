@@ -9,9 +9,9 @@ import grpc
 import pytest
 
 from proctor.server.audit.file_sink import FileSink
-from proctor.server.audit.pipeline import AuditPipeline
 from proctor.server.audit.redis_sink import RedisSink
 from proctor.server.audit.stream import AuditService
+from proctor.server.audit.writer import AuditWriter
 from proctor.v1 import audit_pb2, audit_pb2_grpc
 from tests.audit.helpers import decision, run
 
@@ -24,7 +24,7 @@ async def _serve(service: AuditService) -> tuple[grpc.aio.Server, str]:
     return server, f"127.0.0.1:{port}"
 
 
-async def _record(p: AuditPipeline, lo: int, hi: int, **extra) -> None:
+async def _record(p: AuditWriter, lo: int, hi: int, **extra) -> None:
     for i in range(lo, hi):
         await p.record("decision", decision(i, outcome="deny" if i % 3 == 0 else "allow", **extra))
     await p.flush()
@@ -32,7 +32,7 @@ async def _record(p: AuditPipeline, lo: int, hi: int, **extra) -> None:
 
 def test_backlog_filters_follow_and_resume(tmp_path: Path) -> None:
     async def go() -> None:
-        p = AuditPipeline(FileSink(tmp_path, segment_bytes=4096), writer="w:1")
+        p = AuditWriter(FileSink(tmp_path, segment_bytes=4096), writer="w:1")
         await _record(p, 0, 30)
         server, addr = await _serve(AuditService(audit_dir=str(tmp_path), poll_interval=0.02))
         try:
@@ -88,7 +88,7 @@ def test_backlog_filters_follow_and_resume(tmp_path: Path) -> None:
 def test_stream_cursor_over_redis(redis_proc, tmp_path: Path) -> None:
     async def go() -> None:
         sink = RedisSink(redis_proc.url, "proctor:audit", tmp_path / "spool")
-        p = AuditPipeline(sink, writer="w:r")
+        p = AuditWriter(sink, writer="w:r")
         await _record(p, 0, 10)
         svc = AuditService(redis_url=redis_proc.url, stream="proctor:audit", poll_interval=0.02)
         server, addr = await _serve(svc)

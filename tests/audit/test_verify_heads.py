@@ -15,7 +15,7 @@ import pytest
 
 from proctor.server.audit.file_sink import FileSink, list_segments
 from proctor.server.audit.head import head_bytes, head_path
-from proctor.server.audit.pipeline import AuditPipeline
+from proctor.server.audit.writer import AuditWriter
 from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 from tests.audit.helpers import decision, run
 from tests.support.proctor import run_proctor, start_proctor
@@ -159,7 +159,7 @@ def test_a_head_rewritten_to_match_a_cut_tail(audit: tuple[Path, bool]) -> None:
 def _write_segments(root: Path, n: int, key: bytes | None) -> None:
     """A real writer (pipeline and file sink) with small segments."""
     async def go() -> None:
-        p = AuditPipeline(FileSink(root, segment_bytes=4096, hmac_key=key), writer="w:1",
+        p = AuditWriter(FileSink(root, segment_bytes=4096, hmac_key=key), writer="w:1",
                           hmac_key=key)
         for i in range(n):
             await p.record("decision", decision(i))

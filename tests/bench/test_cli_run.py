@@ -61,6 +61,22 @@ def test_short_closed_loop_run_with_floor_then_a_comparison(tmp_path: Path) -> N
     assert f"compared with {out}" in r.stdout
 
 
+def test_the_stream_target_with_its_bidi_echo_floor(tmp_path: Path) -> None:
+    out = tmp_path / "stream.json"
+    r = _bench("--spawn", "--policy", str(SEED), "--target", "stream", "--concurrency", "8",
+               "--duration", "1", "--warmup", "0.2", "--procs", "1", "--floor",
+               "--out", str(out), "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr + r.stdout
+    doc = json.loads(out.read_text())
+    assert results.validate(doc) == []
+    assert doc["settings"]["target"] == "stream"
+    _sane(doc["figures"])
+    _sane(doc["floor"]["figures"])
+    assert set(doc["figures"]["by_op"]) == {"stream"}
+    pre = doc["workload"]["preflight"]
+    assert pre["errors"] == {} and pre["engine_mismatches"] == 0 and pre["ok"] > 0
+
+
 def test_short_open_loop_mix_adds_a_budget_for_reserve(tmp_path: Path) -> None:
     out = tmp_path / "open.json"
     r = _bench("--spawn", "--policy", str(SEED), "--target", "mix", "--rate", "150",

@@ -24,7 +24,7 @@ def test_example_runs_the_chain_and_prints_the_envelope(script: str, tmp_path: P
                           text=True, timeout=240, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
-    assert "delegation       A -> B -> C  (depth 2)" in out
+    assert "delegation_path  A -> B -> C  (depth 2)" in out
     assert "action           job.42.send.email" in out
-    assert "approval status  denied" in out and "reviewer         dana" in out
+    assert "denied by dana" in out
     assert "jane: jane@example.com" in out  # B's approved read ran

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from proctor.server.audit.pipeline import NullAudit
+from proctor.server.audit.log import NullAudit
 from proctor.server.health import HealthState
 from proctor.server.main import register_services
 from proctor.server.metrics import Metrics

@@ -9,6 +9,7 @@ import { channelSecurity, checkTokenTransport, resolveToken, type TlsOptions } f
 import { ProctorError, errorFor, statusName } from "./errors";
 import { RetryPolicy, type RetryEvent, type RetryOptions } from "./retry";
 import { CHANNEL_DEFAULTS, Rpc } from "./rpc";
+import { DecisionStream } from "./stream";
 import type {
   Approval,
   BudgetReport,
@@ -56,6 +57,11 @@ export interface ProctorClientOptions<M extends Int64Mode = "number"> {
   onRetry?: (event: RetryEvent) => void;
   /** Send the token over plaintext to a non-loopback target (a sidecar encrypts the hop). */
   allowInsecureToken?: boolean;
+  /**
+   * evaluate() goes over one Decisions.EvaluateStream shared by every caller (see
+   * evaluateStream()) instead of a unary call each. Default false.
+   */
+  stream?: boolean;
 }
 
 type ItemResult = Decision | ProctorError;
@@ -79,6 +85,8 @@ export class ProctorClient<M extends Int64Mode = "number"> {
   readonly failClosed: boolean;
   readonly int64: M;
   private readonly rpc: Rpc;
+  private readonly streams = new Set<DecisionStream>();
+  private shared: DecisionStream | undefined;
 
   constructor(target: string, options: ProctorClientOptions<M> = {}) {
     if (typeof target !== "string" || target === "") {
@@ -111,17 +119,39 @@ export class ProctorClient<M extends Int64Mode = "number"> {
       deadlineMs,
       onRetry: options.onRetry,
     });
+    if (options.stream) this.shared = this.evaluateStream();
   }
 
-  /** Close the channel; later calls fail (or, fail-closed, deny). */
+  /** Close the channel and its streams; later calls fail (or, fail-closed, deny). */
   close(): void {
+    for (const stream of this.streams) stream.close();
+    this.streams.clear();
     this.rpc.close();
+  }
+
+  /**
+   * A Decisions.EvaluateStream for many decisions: `await stream.evaluate(req)` from any
+   * number of concurrent callers; each message on the open stream costs less than a unary
+   * call. Answers match callers in order; deadlines, retries (a broken stream is reopened)
+   * and fail-closed are the client's. `stream.close()` when done (close() closes it too).
+   *
+   * ```ts
+   * const stream = proctor.evaluateStream();
+   * const d = await stream.evaluate({ topic: "job.7.delegate.internal", delegationPath: ["a"] });
+   * stream.close();
+   * ```
+   */
+  evaluateStream(): DecisionStream {
+    const stream = new DecisionStream(this.rpc, this.failClosed);
+    this.streams.add(stream);
+    return stream;
   }
 
   // -- Decisions ------------------------------------------------------------------------
 
   /** Decide one action. See ProctorClientOptions for deadlines, retries and fail-closed. */
   async evaluate(req: EvaluateRequest, options: CallOptions = {}): Promise<Decision> {
+    if (this.shared !== undefined) return this.shared.evaluate(req, options);
     const message = evaluateMessage(req);
     const requestId = message.requestId as string;
     try {

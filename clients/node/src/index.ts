@@ -17,6 +17,7 @@
  */
 export { ProctorClient, DEFAULT_DEADLINE_MS, type ProctorClientOptions } from "./client";
 export { DEFAULT_WAIT_MS } from "./approvals";
+export { DecisionStream } from "./stream";
 export { DEFAULT_TTL_SECONDS, FAIL_CLOSED_BUDGET } from "./budgets";
 export { FAIL_CLOSED_RULE_ID } from "./convert";
 export type { TlsOptions } from "./credentials";

@@ -89,12 +89,27 @@ export class Rpc {
     request: unknown,
     options: CallOptions = {},
   ): Promise<any> {
+    return this.retrying(method, options, (end) =>
+      this.once(service, method, request, end, options.signal),
+    );
+  }
+
+  /**
+   * The retry loop of `call`, around any attempt: `once(end)` gets the overall deadline
+   * (performance.now() ms; Infinity for none) and rejects with a grpc-js error or a
+   * ProctorError; UNAVAILABLE is retried per the policy while the deadline allows.
+   */
+  async retrying<T>(
+    method: string,
+    options: CallOptions,
+    once: (end: number) => Promise<T>,
+  ): Promise<T> {
     const deadlineMs = this.deadlineFor(options);
     const end = deadlineMs === null ? Infinity : performance.now() + Math.max(0, deadlineMs);
     const { retry, onRetry } = this.settings;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.once(service, method, request, end, options.signal);
+        return await once(end);
       } catch (raw) {
         if (options.signal?.aborted) throw abortReason(options.signal);
         const error = fromGrpcError(raw, method);
@@ -107,6 +122,16 @@ export class Rpc {
         await sleep(delayMs, options.signal);
       }
     }
+  }
+
+  /** Open a bidirectional stream of `service.method` with the client's metadata. */
+  duplex(service: ServiceName, method: string): any {
+    if (this.closed) throw new ProctorError("CANCELLED", "the client is closed", method);
+    return (this.client(service) as any)[method](this.metadata());
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   private client(service: ServiceName): Client {

@@ -29,7 +29,8 @@ def register(subparsers: Any) -> None:
         epilog=EXAMPLES,
     )
     p.add_argument("--target", choices=TARGETS, default="evaluate",
-                   help="Evaluate, EvaluateBatch, ReserveBudget, or a mix (8:1:1)")
+                   help="Evaluate, EvaluateStream (one open stream per load channel), "
+                   "EvaluateBatch, ReserveBudget, or a mix (8:1:1)")
     load = p.add_mutually_exclusive_group()
     load.add_argument("--concurrency", type=int, default=None, metavar="N",
                       help="closed loop: N calls in flight in all (default 16)")

@@ -1,7 +1,8 @@
 """The floor: a bare grpc.aio echo service that Proctor's figures are divided by.
 
-Any unary method under `bench.Echo` (`/bench.Echo/Echo`, `/bench.Echo/Evaluate`,
-...) takes raw bytes (no protobuf parsing, no work) and answers a preset reply
+Any method under `bench.Echo` (`/bench.Echo/Echo`, `/bench.Echo/Evaluate`,
+...; a name ending in Stream is a bidirectional stream answering each message)
+takes raw bytes (no protobuf parsing, no work) and answers a preset reply
 of a configured size: the size of the real response to that call, so the wire
 cost matches Proctor's and the difference is the server's work. Same grpc.aio
 server and options as `proctor serve`.
@@ -32,6 +33,7 @@ METHOD = f"/{SERVICE}/Echo"
 MAX_MESSAGE_BYTES = 1 << 20
 FLOOR_METHODS = {
     "evaluate": f"/{SERVICE}/Evaluate",
+    "stream": f"/{SERVICE}/EvaluateStream",
     "batch": f"/{SERVICE}/EvaluateBatch",
     "reserve": f"/{SERVICE}/ReserveBudget",
 }
@@ -63,13 +65,23 @@ class EchoHandler(grpc.GenericRpcHandler):
 
         return grpc.unary_unary_rpc_method_handler(echo)
 
+    def _stream_handler(self, reply: bytes) -> Any:
+        async def echo(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            async for _ in requests:
+                yield reply
+
+        return grpc.stream_stream_rpc_method_handler(echo)
+
     def service(self, handler_call_details: Any) -> Any:
         method: str = handler_call_details.method
         service, _, name = method.lstrip("/").partition("/")
         if service != SERVICE:
             return None
         if method not in self.handlers:
-            self.handlers[method] = self._handler(self.replies.get(name, self.default))
+            reply = self.replies.get(name, self.default)
+            # A bidirectional stream answers each message with one reply, in order.
+            self.handlers[method] = (self._stream_handler(reply) if name.endswith("Stream")
+                                     else self._handler(reply))
         return self.handlers[method]
 
 

@@ -42,6 +42,7 @@ import grpc
 from . import histo
 from .progress import Progress
 from .spawn import process_tree_cpu
+from .streamcall import ITEM_ERROR_TAG, RawStream, StreamFailure
 from .workload import Plan, reservation_prefix
 
 MAX_MESSAGE_BYTES = 1 << 20
@@ -204,7 +205,13 @@ class _Caller:
 
     def __init__(self, spec: LoadSpec, channels: list[grpc.aio.Channel]) -> None:
         self.plan = spec.plan
-        self.calls = [[ch.unary_unary(op.method) for ch in channels] for op in spec.plan.ops]
+        # A streaming op holds one open stream per channel; its calls are messages on it.
+        self.calls = [
+            [RawStream(ch.stream_stream(op.method), spec.warmup + spec.duration + spec.timeout
+                       + 60) if op.streaming else ch.unary_unary(op.method)
+             for ch in channels]
+            for op in spec.plan.ops
+        ]
         self.n = 0
         self.op_n = [0] * len(spec.plan.ops)
         self.token = f"{spec.run_token or secrets.token_hex(4)}-{spec.index}-"
@@ -226,10 +233,14 @@ class _Caller:
 
     async def send(self, call: Any, payload: bytes) -> str:
         try:
-            await call(payload, timeout=self.timeout)
+            reply = await call(payload, timeout=self.timeout)
+            if type(call) is RawStream and reply[:1] == ITEM_ERROR_TAG:
+                return "ITEM_ERROR"
             return ""
         except grpc.aio.AioRpcError as e:
             return str(e.code().name)
+        except StreamFailure as e:
+            return e.code
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 (counted, never hidden)

@@ -106,7 +106,7 @@ SCHEMA: dict[str, Any] = {
             "type": "object",
             "required": ["target", "mode", "procs", "duration", "warmup", "server"],
             "properties": {
-                "target": {"enum": ["evaluate", "batch", "reserve", "mix"]},
+                "target": {"enum": ["evaluate", "stream", "batch", "reserve", "mix"]},
                 "mode": {"enum": ["closed", "open"]},
                 "concurrency": {"type": ["integer", "null"], "minimum": 1},
                 "rate": {"type": ["number", "null"], "minimum": 0},

@@ -223,6 +223,11 @@ def preflight(address: str, plan: Any, timeout: float = 10.0, sample: int = 200)
         except grpc.FutureTimeoutError:
             raise BenchError(f"nothing answers on {address}") from None
         for op in plan.ops:
+            if op.streaming:
+                _preflight_stream(ch, op, sample, timeout, sizes, errors, decisions, in_order)
+                calls += min(sample, len(op.payloads))
+                ok += len(sizes.get(op.name, ()))
+                continue
             call = ch.unary_unary(op.method)
             for n, payload in enumerate(op.payloads[:sample]):
                 if op.fresh_reservation_id:
@@ -245,6 +250,25 @@ def preflight(address: str, plan: Any, timeout: float = 10.0, sample: int = 200)
         "decisions": dict(sorted(decisions.items())), "in_order": in_order,
         "response_bytes": {k: round(sum(v) / len(v)) for k, v in sizes.items()},
     }
+
+
+def _preflight_stream(ch: grpc.Channel, op: Any, sample: int, timeout: float,
+                      sizes: dict[str, list[int]], errors: Counter[str],
+                      decisions: Counter[str], in_order: list[str]) -> None:
+    """A streaming op's sample sent on one stream: each answer is an EvaluateBatchItem."""
+    stream = ch.stream_stream(op.method)
+    try:
+        for reply in stream(iter(op.payloads[:sample]), timeout=timeout):
+            item = decisions_pb2.EvaluateBatchItem.FromString(reply)
+            if item.HasField("error"):
+                errors[f"{op.name}:item {item.error.code}"] += 1
+                continue
+            sizes.setdefault(op.name, []).append(len(reply))
+            name = _DECISIONS.get(item.response.decision, str(item.response.decision))
+            decisions[name] += 1
+            in_order.append(name)
+    except grpc.RpcError as e:
+        errors[f"{op.name}:{e.code().name}"] += 1
 
 
 def engine_mismatches(policy: Any, requests: list[dict[str, Any]],

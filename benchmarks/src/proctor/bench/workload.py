@@ -27,7 +27,8 @@ from proctor.v1 import budgets_pb2, decisions_pb2
 EVALUATE = "/proctor.v1.Decisions/Evaluate"
 BATCH = "/proctor.v1.Decisions/EvaluateBatch"
 RESERVE = "/proctor.v1.Budgets/ReserveBudget"
-TARGETS = ("evaluate", "batch", "reserve", "mix")
+STREAM = "/proctor.v1.Decisions/EvaluateStream"
+TARGETS = ("evaluate", "stream", "batch", "reserve", "mix")
 MIX_WEIGHTS = {"evaluate": 8, "batch": 1, "reserve": 1}
 BENCH_UNIT = "bench-calls"
 _REQUEST_FIELDS = {f.name for f in decisions_pb2.EvaluateRequest.DESCRIPTOR.fields}
@@ -48,9 +49,13 @@ class Op:
     payloads: list[bytes]
     fresh_reservation_id: bool = False  # splice a unique reservation_id (field 1) per call
     weight: int = 1
+    # A bidirectional stream (EvaluateStream): each load channel holds one open stream and
+    # every call is one message on it, answered in order.
+    streaming: bool = False
 
     def with_method(self, method: str) -> Op:
-        return Op(self.name, method, self.payloads, self.fresh_reservation_id, self.weight)
+        return Op(self.name, method, self.payloads, self.fresh_reservation_id, self.weight,
+                  self.streaming)
 
 
 @dataclass
@@ -268,6 +273,8 @@ def build_plan(
     ops: list[Op] = []
     if target in ("evaluate", "mix"):
         ops.append(evaluate)
+    if target == "stream":
+        ops.append(Op("stream", STREAM, evaluate.payloads, streaming=True))
     if target in ("batch", "mix"):
         ops.append(batch)
     if target in ("reserve", "mix"):

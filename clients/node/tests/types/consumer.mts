@@ -27,6 +27,11 @@ export async function agent(): Promise<void> {
     const ok: boolean = final.decision === "allow";
     void ok;
   }
+  const stream = proctor.evaluateStream();
+  const streamed: Decision = await stream.evaluate({ topic: "job.1.x", delegationPath: ["a"] });
+  stream.close();
+  void streamed;
+  new ProctorClient("127.0.0.1:50051", { stream: true }).close();
   // @ts-expect-error decisions are "allow" | "deny" | "require_approval", not the proto's enum names
   if (d.decision === "DECISION_ALLOW") return;
   // @ts-expect-error a request needs its topic

@@ -12,7 +12,7 @@ compile time and shared.
 
 from __future__ import annotations
 
-from proctor.engine.compiler import Automaton, Packed
+from proctor.engine.compiler import Automaton, Globs, Packed
 from proctor.engine.layout import pack_in_place, relocate
 from proctor.engine.model import (
     DEFAULT_RULE_ID,
@@ -26,6 +26,17 @@ from proctor.engine.model import (
     Rule,
 )
 from proctor.engine.request import Request
+from proctor.engine.rules import (
+    BASE,
+    DECISION,
+    DERIVED,
+    DERIVED_DECISION,
+    FIRST_RULE,
+    ORDER,
+    PLAIN,
+    RULES,
+    TAGMASK,
+)
 
 
 class CompiledPolicy:
@@ -93,39 +104,23 @@ class CompiledPolicy:
 
     def evaluate(self, request: Request, explain: bool = False) -> Decision:
         """Decide request; with explain, matched_rule_ids lists every matching rule."""
-        state = self._start
         segs = request.topic.split(".")
         more: tuple[Packed, ...] = ()
         if self._complete:
             # Every state has every transition: one lookup per segment.
+            state = self._start
             for seg in segs:
                 state = state.trans.get(seg) or state.other  # type: ignore[assignment]
             node = state.node
             derived = state.derived
             globs = state.globs
         else:
-            for i, seg in enumerate(segs):
-                nxt = state.trans.get(seg)
-                if nxt is None and (seg in state.lits or (nxt := state.other) is None):
-                    ends, derived, globs = self._auto.finish(state.nodes, segs[i:])
-                    node = ends[0] if len(ends) == 1 else None
-                    if len(ends) > 1:
-                        more = ends
-                    break
-                state = nxt
-            else:
-                node = state.node
-                derived = state.derived
-                globs = state.globs
-        if globs:
-            # Open '**' nodes: match their suffix tries against the topic's tail.
+            node, more, derived, globs = self._walk(segs)
+        if globs:  # open '**' nodes: match their suffix tries against the topic's tail
             last = len(segs) - 1
             for trans, other, before in globs:
                 i = last
-                while i >= before:
-                    sfx = trans.get(segs[i]) or other
-                    if sfx is None:
-                        break
+                while i >= before and (sfx := trans.get(segs[i]) or other) is not None:
                     if sfx.node is not None:
                         if node is None and not more:
                             node = sfx.node
@@ -148,127 +143,141 @@ class CompiledPolicy:
         if self._max_depth is not None and len(request.delegation_path) - 1 > self._max_depth:
             return self._too_deep(len(request.delegation_path) - 1, extra)
         if more or explain:
-            return self._merged(
-                request, more if node is None else (node, *more), derived, extra, explain
-            )
-        if node is None:
-            if not extra:
-                return self._default
-            return self._derived_decisions.get((-1, extra)) or self._remember(-1, extra)
+            ends = more if node is None else (node, *more)
+            if explain:
+                return self._explained(request, ends, derived, extra)
+            return self._best_of(request, ends, derived, extra)
 
-        # node is Packed: (base, tagmask, plain, order, rules, derived, cond_0, decision_0,
-        # derived_decision_0, cond_1, ...); see engine.rules.
-        mask = node[0]
-        tagmask = node[1]
-        if tagmask:
-            for tag in tags:
-                bits = tagmask.get(tag)
-                if bits:
-                    mask |= bits
-            for tag in extra:
-                bits = tagmask.get(tag)
-                if bits:
-                    mask |= bits
-        if mask:
-            plain = node[2]
-            for _rank, group in node[3]:
-                cand = mask & group
-                while cand:
-                    low = cand & -cand
-                    at = 3 * low.bit_length() + 3  # local rule i's Condition: 6 + 3i
-                    if low & plain or node[at].holds(request, derived):
-                        if not extra:
-                            return node[at + 1]  # type: ignore[no-any-return]
-                        if extra == node[5]:
-                            return node[at + 2]  # type: ignore[no-any-return]
-                        index = node[4][(at - 6) // 3]
-                        return self._derived_decisions.get((index, extra)) or self._remember(
-                            index, extra
-                        )
-                    cand ^= low
+        if node is not None:  # one Packed node (engine.rules): its first holding candidate wins
+            mask = node[BASE]
+            tagmask = node[TAGMASK]
+            if tagmask:
+                for tag in tags:
+                    bits = tagmask.get(tag)
+                    if bits:
+                        mask |= bits
+                for tag in extra:
+                    bits = tagmask.get(tag)
+                    if bits:
+                        mask |= bits
+            if mask:
+                plain = node[PLAIN]
+                for _rank, group in node[ORDER]:
+                    cand = mask & group
+                    while cand:
+                        low = cand & -cand
+                        cond_at = FIRST_RULE + 3 * (low.bit_length() - 1)
+                        if low & plain or node[cond_at].holds(request, derived):
+                            if not extra:
+                                return node[cond_at + DECISION]  # type: ignore[no-any-return]
+                            return self._with_extra(node, cond_at, extra)
+                        cand ^= low
         if not extra:
             return self._default
         return self._derived_decisions.get((-1, extra)) or self._remember(-1, extra)
 
-    def _merged(
+    def _walk(
+        self, segs: list[str]
+    ) -> tuple[Packed | None, tuple[Packed, ...], frozenset[str], Globs]:
+        """The walk of an automaton not built out in full: (node, more nodes, derived, globs)."""
+        state = self._start
+        for i, seg in enumerate(segs):
+            nxt = state.trans.get(seg)
+            if nxt is None and (seg in state.lits or (nxt := state.other) is None):
+                ends, derived, globs = self._auto.finish(state.nodes, segs[i:])
+                if len(ends) == 1:
+                    return ends[0], (), derived, globs
+                return None, ends, derived, globs
+            state = nxt
+        return state.node, (), state.derived, state.globs
+
+    def _with_extra(self, node: Packed, cond_at: int, extra: tuple[str, ...]) -> Decision:
+        """The Decision of the rule whose Condition is node[cond_at], carrying derived tags."""
+        if extra == node[DERIVED]:
+            return node[cond_at + DERIVED_DECISION]  # type: ignore[no-any-return]
+        index = node[RULES][(cond_at - FIRST_RULE) // 3]
+        return self._derived_decisions.get((index, extra)) or self._remember(index, extra)
+
+    def _best_of(
         self,
         request: Request,
         ends: tuple[Packed, ...],
         derived: frozenset[str],
         extra: tuple[str, ...],
-        explain: bool,
     ) -> Decision:
-        """The winner over several NodeRules (or, with explain, every match in file order)."""
+        """The winner over several Packed nodes: each node's best candidate, strongest
+        first; the best of those wins. Its Decision comes from its node, and rule indexes
+        (cold objects at scale) are read only to break a tie between nodes."""
         tags = request.risk_tags
-        if not explain:
-            # Each node's best candidate, strongest first; the best of those wins.
-            # The winner's Decision comes from its node, and rule indexes (cold
-            # objects at scale) are read only to break a tie between nodes.
-            best_rank = -1
-            best = -1  # the winner's rule index, once read
-            best_node: Packed = ()
-            best_local = 0
-            for node in ends:
-                mask = node[0]
-                tagmask = node[1]
-                if tagmask:
-                    for tag in tags:
-                        mask |= tagmask.get(tag, 0)
-                    for tag in extra:
-                        mask |= tagmask.get(tag, 0)
-                if not mask:
-                    continue
-                plain = node[2]
-                for rank, group in node[3]:
-                    if rank < best_rank:
-                        break
-                    cand = mask & group
-                    found = False
-                    while cand:
-                        low = cand & -cand
-                        local = low.bit_length() - 1
-                        if low & plain or node[6 + 3 * local].holds(request, derived):
-                            if rank > best_rank:
-                                best_rank, best_node, best_local, best = rank, node, local, -1
-                            else:
-                                if best < 0:
-                                    best = best_node[4][best_local]
-                                index = node[4][local]
-                                if index < best:
-                                    best_node, best_local, best = node, local, index
-                            found = True
-                            break
-                        cand ^= low
-                    if found:
-                        break
-            if not best_node:
-                if not extra:
-                    return self._default
-                return self._derived_decisions.get((-1, extra)) or self._remember(-1, extra)
-            at = 6 + 3 * best_local
-            if not extra:
-                return best_node[at + 1]  # type: ignore[no-any-return]
-            if extra == best_node[5]:
-                return best_node[at + 2]  # type: ignore[no-any-return]
-            if best < 0:
-                best = best_node[4][best_local]
-            return self._derived_decisions.get((best, extra)) or self._remember(best, extra)
-
-        matched: list[int] = []
+        best_rank = -1
+        best = -1  # the winner's rule index, once read
+        best_node: Packed = ()
+        best_local = 0
         for node in ends:
-            mask = node[0]
-            tagmask = node[1]
+            mask = node[BASE]
+            tagmask = node[TAGMASK]
             if tagmask:
                 for tag in tags:
                     mask |= tagmask.get(tag, 0)
                 for tag in extra:
                     mask |= tagmask.get(tag, 0)
-            plain = node[2]
-            rules = node[4]
+            if not mask:
+                continue
+            plain = node[PLAIN]
+            for rank, group in node[ORDER]:
+                if rank < best_rank:
+                    break
+                cand = mask & group
+                while cand:
+                    low = cand & -cand
+                    local = low.bit_length() - 1
+                    if low & plain or node[FIRST_RULE + 3 * local].holds(request, derived):
+                        if rank > best_rank:
+                            best_rank, best_node, best_local, best = rank, node, local, -1
+                        else:
+                            if best < 0:
+                                best = best_node[RULES][best_local]
+                            index = node[RULES][local]
+                            if index < best:
+                                best_node, best_local, best = node, local, index
+                        break
+                    cand ^= low
+                else:
+                    continue  # no candidate of this rank holds: try the next rank
+                break
+        if not best_node:
+            if not extra:
+                return self._default
+            return self._derived_decisions.get((-1, extra)) or self._remember(-1, extra)
+        cond_at = FIRST_RULE + 3 * best_local
+        if not extra:
+            return best_node[cond_at + DECISION]  # type: ignore[no-any-return]
+        return self._with_extra(best_node, cond_at, extra)
+
+    def _explained(
+        self,
+        request: Request,
+        ends: tuple[Packed, ...],
+        derived: frozenset[str],
+        extra: tuple[str, ...],
+    ) -> Decision:
+        """The winner with every matching rule in file order (matched_rule_ids)."""
+        tags = request.risk_tags
+        matched: list[int] = []
+        for node in ends:
+            mask = node[BASE]
+            tagmask = node[TAGMASK]
+            if tagmask:
+                for tag in tags:
+                    mask |= tagmask.get(tag, 0)
+                for tag in extra:
+                    mask |= tagmask.get(tag, 0)
+            plain = node[PLAIN]
+            rules = node[RULES]
             while mask:
                 low = mask & -mask
                 local = low.bit_length() - 1
-                if low & plain or node[6 + 3 * local].holds(request, derived):
+                if low & plain or node[FIRST_RULE + 3 * local].holds(request, derived):
                     matched.append(rules[local])
                 mask ^= low
         winner = None
@@ -323,3 +332,4 @@ class CompiledPolicy:
             policy_version=self.policy_version,
             derived_tags=derived,
         )
+

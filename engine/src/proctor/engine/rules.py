@@ -171,5 +171,9 @@ class NodeRules:
 # common answer for a request that the state's derive_tags add tags to, made
 # at compile time instead of looked up in a memo whose lines are all cold.
 Packed = tuple[Any, ...]
+# Where evaluation finds each part of a Packed node (engine.evaluate reads them).
+BASE, TAGMASK, PLAIN, ORDER, RULES, DERIVED = range(6)
+FIRST_RULE = 6  # local rule 0's Condition; rule i's three slots start at FIRST_RULE + 3i
+COND, DECISION, DERIVED_DECISION = range(3)  # within one rule's slots
 # Never mutated: the tag masks of every node without tag conditions.
 _NO_TAGS: dict[str, int] = {}

@@ -15,6 +15,7 @@ _COMMAND_MODULES = (
     "proctor.server.policy_cli",  # check, test, eval
     "proctor.server.audit.cli",  # audit tail|consume|verify|show, replay
     "proctor.server.approvals.cli",  # approvals list|approve|deny
+    "proctor.server.principals_cli",  # principals hash|add
     "proctor.server.gateways.mcp.cli",  # mcp-gateway (imports the MCP SDK only when run)
 )
 # The load harness is its own distribution (benchmarks/, proctor-bench), not part of serving.

@@ -21,8 +21,8 @@ from proctor import engine
 from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 
 from .approvals.gate import ApprovalGate
-from .audit.pipeline import offer_of
-from .auth import Denied, authorize, caller
+from .audit.log import AuditUnavailable, offer_of
+from .auth import Denied, audit_caller, authorize, caller
 from .ids import new_generator
 from .seams import DecisionMetrics, ServingPolicy
 from .settings import DEFAULT_MAX_BATCH_ITEMS, DEFAULT_MAX_EXPLAIN_BYTES, DEFAULT_MAX_STREAMS
@@ -38,6 +38,7 @@ EVALUATE_STREAM_METHOD = "/proctor.v1.Decisions/EvaluateStream"
 
 _INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 _PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED.value[0]
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 # Trailing metadata naming the process that answered (several workers share a port).
 WORKER_METADATA_KEY = "proctor-worker"
 # What an answer carries: the arguments of wire.encode_response, in its order.
@@ -63,7 +64,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         # approved id for the very same action turns it into allow once. None: no approvals.
         self.approvals = approvals
         self.audit = audit
-        # Enqueue without a coroutine when that is all recording takes (see AuditPipeline.offer).
+        # Enqueue without a coroutine when that is all recording takes (AuditLog.offer).
         self._offer = offer_of(audit)
         self.metrics = metrics
         # With --audit-durability sync a record waits for the disk: a batch then records
@@ -95,12 +96,17 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         denied = _authorize(req)
         if denied is not None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, denied)
+        if self.audit.refusal:  # the audit cannot store it: fail closed, unanswered
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self.audit.refusal)
         decided = self._decide(req, approval_id, explain, started)
         if type(decided) is not tuple:
             decided = await decided
         answer, event = decided
         if not self._offer("decision", event):
-            await self.audit.record("decision", event)
+            try:
+                await self.audit.record("decision", event)
+            except AuditUnavailable as e:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
         self.metrics.observe_evaluate((time.perf_counter_ns() - started) / 1e9)
         return encode_response(*answer)
 
@@ -140,12 +146,19 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                 if denied is not None:
                     yield _error_item(denied, _PERMISSION_DENIED)
                     continue
+                if self.audit.refusal:
+                    yield _error_item(self.audit.refusal, _UNAVAILABLE)
+                    continue
                 decided = self._decide(req, approval_id, explain, started)
                 if type(decided) is not tuple:
                     decided = await decided
                 answer, event = decided
                 if not self._offer("decision", event):
-                    await self.audit.record("decision", event)
+                    try:
+                        await self.audit.record("decision", event)
+                    except AuditUnavailable as e:
+                        yield _error_item(str(e), _UNAVAILABLE)
+                        continue
                 self.metrics.observe_evaluate((time.perf_counter_ns() - started) / 1e9)
                 yield _response_item(encode_response(*answer))
         finally:
@@ -170,6 +183,8 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                 f"requests: at most {self.max_batch_items} items per batch "
                 f"(--max-batch-items), got {len(items)}",
             )
+        if self.audit.refusal:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self.audit.refusal)
         out = decisions_pb2.EvaluateBatchResponse()
         events: list[dict[str, Any]] = []
         explain_left = self.max_explain_bytes
@@ -203,12 +218,15 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                 answer = (*answer[:6], listed, *answer[7:])
             slot.response.MergeFromString(encode_response(*answer))
             events.append(event)
-        if self.sync_audit:
-            # Enqueued in item order (each record enqueues before it first waits).
-            await asyncio.gather(*[self.audit.record("decision", event) for event in events])
-        else:
-            for event in events:
-                await self.audit.record("decision", event)
+        try:
+            if self.sync_audit:
+                # Enqueued in item order (each record enqueues before it first waits).
+                await asyncio.gather(*[self.audit.record("decision", e) for e in events])
+            else:
+                for event in events:
+                    await self.audit.record("decision", event)
+        except AuditUnavailable as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
         self.metrics.observe_batch((time.perf_counter_ns() - started) / 1e9, len(items))
         return out
 
@@ -217,7 +235,10 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
     ) -> tuple[Answer, dict[str, Any]]:
         """Decide and record one validated request exactly as Evaluate does, for the other
         front doors (gateways/ext_authz.py: Envoy's Check). `source` names the door in the
-        audit event ("envoy"); the answer is Evaluate's (see `Answer`)."""
+        audit event ("envoy"); the answer is Evaluate's (see `Answer`). AuditUnavailable
+        when the audit cannot store it (fail closed)."""
+        if self.audit.refusal:
+            raise AuditUnavailable(self.audit.refusal)
         answer, event = await _settled(self._decide(req, approval_id, False,
                                                     time.perf_counter_ns()))
         if source:
@@ -282,6 +303,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             "decision_id": decision_id,
             "approval_id": approval_id,
             "latency_us": (time.perf_counter_ns() - started) // 1000,
+            "caller": audit_caller(),
         }
         if extra:
             event.update(extra)

@@ -44,13 +44,12 @@ from .admin import AdminService
 from .approvals import build_approval_store
 from .approvals.metrics import register as register_approval_metrics
 from .approvals.service import ApprovalsService
-from .audit import build_audit as build_audit_pipeline
-from .audit import event as audit_event
-from .audit import ingest
+from .audit import build_audit, ingest
 from .audit.metrics import register as register_audit_metrics
 from .audit.stream import AuditService
 from .auth import Authenticator, Guard, PrincipalsError, PrincipalsHolder
 from .auth import guard as auth_guard
+from .auth.jwt_keys import JwksError, JwtVerifier
 from .budgets import build_budget_store
 from .budgets.service import BudgetsService
 from .decisions import EVALUATE_METHOD, EVALUATE_STREAM_METHOD, DecisionsService
@@ -66,6 +65,9 @@ from .settings import MAX_MESSAGE_BYTES, Settings, split_host_port
 from .streams import OpenStreams
 
 log = logging.getLogger("proctor.server")
+
+# After the grace period, how long SIGTERM waits for the audit to store what is queued.
+AUDIT_CLOSE_SECONDS = 10.0
 
 SERVICE_NAMES = (
     decisions_pb2.DESCRIPTOR.services_by_name["Decisions"].full_name,
@@ -162,12 +164,6 @@ def build_approval_service(settings: Settings, audit: Any, health: HealthState,
         max_waiters_per_connection=settings.max_approval_waiters_per_connection)
 
 
-def build_audit(settings: Settings) -> Any:
-    """The audit pipeline the request path records into."""
-    # One writer (one hash chain) per process: hostname:pid:start-ms.
-    return build_audit_pipeline(settings)
-
-
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:
     if settings.tls:
         key = Path(settings.tls_key).read_bytes()
@@ -201,14 +197,22 @@ async def serve(
     metrics.policy_loaded(holder.current.policy_version, holder.current.rule_count)
     webhook_secret = _webhook_secret(settings)
     principals = _load_principals(settings)
+    jwt_keys = _load_jwks(settings)
 
-    audit = build_audit(settings)
-    start_audit = getattr(audit, "start", None)
-    if start_audit is not None:
-        await start_audit()
+    health = HealthState()
+    redis = None
+    if settings.redis_url:  # one Redis layer for budgets, approvals and the audit (docs/redis.md)
+        redis = RedisLayer.from_url(settings.redis_url, durability=Durability(
+            settings.redis_allow_rdb, settings.redis_allow_volatile))
+
+    def audit_health(serving: bool) -> None:
+        # A sink that cannot write: Decisions NOT_SERVING until it writes again.
+        health.set_service(health_names.DECISIONS, serving)
+
+    audit = build_audit(settings, redis=redis, on_health=audit_health)
+    audit.start()
     holder.audit = audit
     holder.metrics = metrics
-    health = HealthState()
 
     on_reload: Callable[[], None] | None = None
     if supervisor_pid is not None:
@@ -221,10 +225,6 @@ async def serve(
 
     server = grpc.aio.server(options=grpc_options(settings))
     routes = MethodTable()
-    redis = None
-    if settings.redis_url:  # one connection for budgets and approvals (docs/redis.md)
-        redis = RedisLayer.from_url(settings.redis_url, durability=Durability(
-            settings.redis_allow_rdb, settings.redis_allow_volatile))
     approval_service = build_approval_service(settings, audit, health, redis)
     register_services(
         routes, settings=settings, holder=holder, audit=audit, metrics=metrics,
@@ -232,7 +232,7 @@ async def serve(
     )
     if redis is not None:
         await _start_redis(redis, audit)
-    authenticator = Authenticator(principals, mtls=bool(settings.client_ca))
+    authenticator = Authenticator(principals, mtls=bool(settings.client_ca), jwt=jwt_keys)
     # Every call but health and reflection is authenticated here, and its role checked.
     server.add_generic_rpc_handlers((Guard(routes, authenticator),))
     auth_guard.register(metrics.registry)
@@ -292,8 +292,9 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     watch = loop.create_task(holder.watch(settings.reload_poll_seconds))
     if principals is not None:
-        watcher = loop.create_task(principals.watch(settings.reload_poll_seconds))
-        background.add(watcher)
+        background.add(loop.create_task(principals.watch(settings.reload_poll_seconds)))
+    if jwt_keys is not None:  # keys fetched again off the request path
+        background.add(loop.create_task(jwt_keys.run()))
 
     host = settings.listen_host
     logs.event(
@@ -304,9 +305,9 @@ async def serve(
         callers=_callers(settings, authenticator),
         inbox=inbox.url if inbox is not None else None,
         approval_webhooks=len(settings.approval_webhook) or None,
-        # False where the audit's C twins were not built (no compiler at install): same
-        # answers, slower.
-        accelerated=audit_event.SEAL_ACCELERATED,
+        # The C extensions in use: none since issue 21 (docs/performance.md, "Native
+        # code"); the field stays so a log reader need not guess.
+        extensions="none",
     )
     # What start-up built lives as long as the process (the compiled policy above all:
     # millions of objects at 100,000 rules). Frozen, no garbage collection walks it again,
@@ -329,7 +330,8 @@ async def serve(
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watch
-    await audit.close()
+    # Bounded whatever the disk does: what cannot be stored by then is logged as lost.
+    await audit.close(AUDIT_CLOSE_SECONDS)
     if redis is not None:
         await redis.close()
     logs.event(log, logging.INFO, "stopped")
@@ -365,6 +367,18 @@ def _load_principals(settings: Settings) -> PrincipalsHolder | None:
         return PrincipalsHolder.load(settings.principals)
     except PrincipalsError as e:
         raise StartupError(f"cannot load the principals: {e}") from e
+
+
+def _load_jwks(settings: Settings) -> JwtVerifier | None:
+    if not settings.jwt_jwks:
+        return None
+    verifier = JwtVerifier(settings.jwt_jwks, settings.jwt_issuer, settings.jwt_audience,
+                           refresh_seconds=settings.jwt_refresh_seconds)
+    try:
+        verifier.load()
+    except JwksError as e:
+        raise StartupError(f"cannot load --jwt-jwks: {e}") from e
+    return verifier
 
 
 def _callers(settings: Settings, authenticator: Authenticator) -> str:

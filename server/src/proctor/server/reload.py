@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from proctor import engine
 
-from . import logs
+from . import auth, logs
 from .seams import ReloadMetrics
 
 log = logging.getLogger("proctor.reload")
@@ -335,6 +335,8 @@ class PolicyHolder:
                     "trigger": trigger,
                     "source": self.path,
                     "reason": err,
+                    # Admin.ReloadPolicy names its caller; a file change or SIGHUP, nobody
+                    "caller": auth.audit_caller() if trigger == "rpc" else auth.SYSTEM_CALLER,
                 },
             )
         except Exception:

@@ -21,6 +21,7 @@ DEFAULT_AUDIT_QUEUE_SIZE = 65536
 DEFAULT_AUDIT_MAXLEN = 1_000_000
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_RELOAD_POLL_SECONDS = 1.0
+DEFAULT_JWT_REFRESH_SECONDS = 300.0
 DEFAULT_MAX_POLICY_BYTES = 64 * 1024 * 1024  # engine.DEFAULT_MAX_BYTES
 # Envoy ext_authz (gateways/ext_authz.py): the topic of an HTTP request.
 DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE = "http.{method}.{path_segments}"
@@ -66,6 +67,7 @@ class Settings:
     jwt_jwks: str = ""
     jwt_issuer: str = ""
     jwt_audience: str = ""
+    jwt_refresh_seconds: float = DEFAULT_JWT_REFRESH_SECONDS
     log_level: str = "info"
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     reload_poll_seconds: float = DEFAULT_RELOAD_POLL_SECONDS
@@ -259,6 +261,8 @@ class Settings:
             if not self.jwt_issuer or not self.jwt_audience:
                 raise SettingsError("--jwt-jwks needs --jwt-issuer and --jwt-audience: a token "
                                     "is accepted only from your issuer, for this server")
+            if self.jwt_refresh_seconds <= 0:
+                raise SettingsError("--jwt-refresh-seconds must be positive")
         elif self.jwt_issuer or self.jwt_audience:
             raise SettingsError("--jwt-issuer and --jwt-audience go with --jwt-jwks")
         if _is_loopback(host):
@@ -358,6 +362,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--jwt-jwks", default="", help="JWT keys: a JWKS file or https URL")
     p.add_argument("--jwt-issuer", default="", help="the `iss` a JWT must carry")
     p.add_argument("--jwt-audience", default="", help="the `aud` a JWT must carry")
+    p.add_argument(
+        "--jwt-refresh-seconds", type=float, default=DEFAULT_JWT_REFRESH_SECONDS,
+        help="how often the JWKS is fetched again (sooner when a token names an unknown key)",
+    )
     p.add_argument(
         "--http-listen", default="",
         help="serve the reviewer inbox (web pages and /api/v1/) on HOST:PORT (docs/inbox.md)",

@@ -9,6 +9,7 @@ budgets and approvals add their methods the same way, with their own stubs.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -23,6 +24,8 @@ from .results import EvaluationRequest
 from .retry import RetryPolicy
 
 MAX_MESSAGE_BYTES = 1 << 20
+# The bearer token when neither token= nor token_file= is given.
+TOKEN_ENV = "PROCTOR_TOKEN"
 DEFAULT_TIMEOUT = 2.0
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
@@ -30,6 +33,43 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 30_000),
 )
+
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def bearer_metadata(token: str | None = None,
+                    token_file: str | os.PathLike[str] | None = None) -> Metadata:
+    """`authorization: Bearer` metadata from `token`, else the first line of `token_file`,
+    else $PROCTOR_TOKEN; () when there is none (a server in development mode)."""
+    if token is None and token_file is not None:
+        with open(token_file, encoding="utf-8") as f:
+            token = f.readline().strip()
+        if not token:
+            raise ValueError(f"token file {os.fspath(token_file)} is empty")
+    if token is None:
+        token = os.environ.get(TOKEN_ENV, "").strip() or None
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def tls_credentials(tls_ca: str | os.PathLike[str] | None = None,
+                    tls_cert: str | os.PathLike[str] | None = None,
+                    tls_key: str | os.PathLike[str] | None = None,
+                    ) -> grpc.ChannelCredentials | None:
+    """TLS channel credentials from PEM files (a CA to trust, and for mTLS a client
+    certificate and key); None when no file is given."""
+    if not (tls_ca or tls_cert or tls_key):
+        return None
+    if bool(tls_cert) != bool(tls_key):
+        raise ValueError("tls_cert and tls_key go together: give both or neither")
+
+    def read(path: str | os.PathLike[str] | None) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(read(tls_ca), read(tls_key), read(tls_cert))
 
 
 class ClientOptions:
@@ -45,13 +85,17 @@ class ClientOptions:
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         options: Iterable[tuple[str, Any]] = (),
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.fail_closed = fail_closed
         self.credentials = credentials
-        self.metadata = tuple(metadata)
+        has_auth = any(k.lower() == "authorization" for k, _ in metadata)
+        self.metadata = (*(() if has_auth else bearer_metadata(token, token_file)),
+                         *metadata)
         self.channel_options = (*CHANNEL_OPTIONS, *options)
 
 

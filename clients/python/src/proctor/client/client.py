@@ -20,6 +20,7 @@ from ._base import (
     classify,
     describe,
     may_fail_closed,
+    tls_credentials,
 )
 from .approvals import ApprovalsMixin, waits
 from .budgets import BudgetsMixin
@@ -72,10 +73,19 @@ class ProctorClient(BudgetsMixin, ApprovalsMixin):
         max_staleness: float = 30.0,
         spool_dir: str | os.PathLike[str] | None = None,
         max_spool_bytes: int = 64 << 20,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
     ) -> None:
+        # Credentials (DESIGN section 12): a bearer token (token=, token_file= or
+        # $PROCTOR_TOKEN) and TLS files (a CA to trust; a certificate and key for mTLS).
+        credentials = credentials or tls_credentials(tls_ca, tls_cert, tls_key)
         self.options = ClientOptions(
             target, timeout=timeout, retry=retry, fail_closed=fail_closed,
             credentials=credentials, metadata=metadata, options=options,
+            token=token, token_file=token_file,
         )
         opts = list(self.options.channel_options)
         if channel is not None:
@@ -184,6 +194,8 @@ class ProctorClient(BudgetsMixin, ApprovalsMixin):
             response: decisions_pb2.EvaluateResponse = self._call(
                 self._evaluate, "Evaluate", request, timeout
             )
+            if self._local is not None:
+                self._local.vouch(request.tenant, request.delegation_path)
         except ProctorError as error:
             if may_fail_closed(error, self.options.fail_closed):
                 return DecisionResult.fail_closed_deny(

@@ -24,6 +24,8 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+from .. import client_flags
+
 DEFAULT_SERVER = "127.0.0.1:50051"
 STATUSES = ("pending", "approved", "denied", "expired", "consumed", "all")
 
@@ -52,8 +54,9 @@ def register(subparsers: Any) -> None:
         r = sub.add_parser(name, help=f"{name} a pending approval")
         _common(r)
         r.add_argument("approval_id")
-        r.add_argument("--reviewer", default=os.environ.get("USER", ""),
-                       help="who resolves it (default: $USER)")
+        r.add_argument("--reviewer", default=None,
+                       help="who resolves it, on a server in development mode (default: "
+                            "$USER); with a credential the server records its principal")
         r.add_argument("--reason", default="", required=not approve,
                        help="why (required to deny)")
         r.set_defaults(func=_resolve, approve=approve)
@@ -62,6 +65,7 @@ def register(subparsers: Any) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of a Proctor server")
     p.add_argument("--timeout", type=float, default=10.0, help="call deadline in seconds")
+    client_flags.add_arguments(p)  # --token-file ($PROCTOR_TOKEN), --tls-ca/-cert/-key
 
 
 # -- the calls --------------------------------------------------------------------------------
@@ -77,7 +81,7 @@ def _call(args: argparse.Namespace, method: str, request: Any) -> Any:
     """Run one RPC; on error print it and return the exit code as an int."""
     import grpc
 
-    with grpc.insecure_channel(args.server) as ch:
+    with client_flags.open_channel(args.server, args) as ch:
         try:
             return getattr(_stub(ch), method)(request, timeout=args.timeout)
         except grpc.RpcError as e:
@@ -121,12 +125,16 @@ def _show(args: argparse.Namespace) -> int:
 def _resolve(args: argparse.Namespace) -> int:
     from proctor.v1 import approvals_pb2
 
-    if not args.reviewer.strip():
-        print(f"proctor approvals {args.approvals_command}: give --reviewer (no $USER)",
-              file=sys.stderr)
-        return 2
+    reviewer = args.reviewer
+    if reviewer is None:  # a credential names the reviewer; without one, $USER does
+        credentialed = client_flags.has_credential(args)
+        reviewer = "" if credentialed else os.environ.get("USER", "")
+        if not reviewer and not credentialed:
+            print(f"proctor approvals {args.approvals_command}: give --reviewer (no $USER)",
+                  file=sys.stderr)
+            return 2
     req = approvals_pb2.ResolveApprovalRequest(
-        approval_id=args.approval_id, approve=args.approve, reviewer=args.reviewer,
+        approval_id=args.approval_id, approve=args.approve, reviewer=reviewer,
         reason=args.reason)
     resp = _call(args, "ResolveApproval", req)
     if isinstance(resp, int):

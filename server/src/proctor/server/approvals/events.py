@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import auth
 from ..audit.event import format_time
 from .store import Approval
 
@@ -48,6 +49,8 @@ def approval_event(op: str, a: Approval, **extra: Any) -> dict[str, Any]:
         "action_hash": d.action_hash,
         "expires_at": iso(a.expires_at),
     }
+    # who asked for this step: the reviewer, the requesting agent; nobody for an expiry
+    fields["caller"] = auth.SYSTEM_CALLER if op == "expired" else auth.audit_caller()
     if op in ("approved", "denied"):
         fields["reviewer"] = a.reviewer
         fields["reason"] = a.resolution_reason

@@ -33,6 +33,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import auth
 from . import metrics
 from .binding import action_hash
 from .events import approval_event
@@ -132,6 +133,7 @@ class ApprovalGate:
                 approvers=tuple(decision.approvers), policy_version=decision.policy_version,
                 decision_id=decision_id, action_hash=digest,
                 ttl_seconds=int(decision.approval_ttl_seconds),
+                requested_by=auth.requester(),
             )
             made = await self._store.create(draft)
         except StoreUnavailable as e:

@@ -168,8 +168,15 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
         return items
 
     async def resolve(self, approval_id: str, approve: bool, reviewer: str,
-                      reason: str) -> Approval:
-        """Approve or deny; audited and published on the feed. ApprovalError otherwise."""
+                      reason: str, principal: auth.Principal | None = None) -> Approval:
+        """Approve or deny; audited and published on the feed. ApprovalError otherwise.
+
+        With `principal` (the caller), it is the reviewer recorded, and it must be allowed
+        to resolve this approval (auth.check_reviewer): auth.Denied otherwise.
+        """
+        if principal is not None and not principal.unrestricted:
+            auth.check_reviewer(principal, await self.get(approval_id))
+            reviewer = principal.id
         a = await self._checked(self._store.resolve(approval_id, approve, reviewer, reason))
         op = "approved" if approve else "denied"
         await self._audit.record("approval", approval_event(op, a))
@@ -291,18 +298,17 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
         self, request: approvals_pb2.ResolveApprovalRequest, context: Any
     ) -> approvals_pb2.Approval:
         # The reviewer recorded is the caller; the request's `reviewer` field counts only in
-        # the development mode (no identities there).
-        reviewer = request.reviewer
-        pending = await self._visible(context, request.approval_id)
-        if pending is not None:
-            principal = auth.caller()
-            if request.reviewer and request.reviewer != principal.id:
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, (
-                    f"reviewer {request.reviewer!r} is not the caller {principal.id!r}: the "
-                    "reviewer recorded is the authenticated principal (leave the field empty)"))
-            reviewer = principal.id
+        # the development mode (no identities there), and elsewhere must be the caller.
+        principal = auth.caller()
+        if not principal.unrestricted and request.reviewer and request.reviewer != principal.id:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, (
+                f"reviewer {request.reviewer!r} is not the caller {principal.id!r}: the "
+                "reviewer recorded is the authenticated principal (leave the field empty)"))
         try:
-            a = await self.resolve(request.approval_id, request.approve, reviewer, request.reason)
+            a = await self.resolve(request.approval_id, request.approve, request.reviewer,
+                                   request.reason, principal)
         except ApprovalError as e:
             await self._fail(context, e)
+        except auth.Denied as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, e.message)
         return to_proto(a)

@@ -148,6 +148,9 @@ class Draft:
     decision_id: str
     action_hash: str
     ttl_seconds: int
+    # The principal whose request asked for the approval ("" in the development mode):
+    # it may not resolve the approval itself.
+    requested_by: str = ""
 
     def body(self) -> dict[str, Any]:
         """The immutable part of the record, as JSON-ready data."""
@@ -167,6 +170,7 @@ class Draft:
             "decision_id": self.decision_id,
             "action_hash": self.action_hash,
             "ttl_seconds": self.ttl_seconds,
+            "requested_by": self.requested_by,
         }
 
 
@@ -371,4 +375,5 @@ def draft_from_body(body: dict[str, Any]) -> Draft:
         decision_id=str(body.get("decision_id", "")),
         action_hash=str(body.get("action_hash", "")),
         ttl_seconds=int(body.get("ttl_seconds", 3600)),
+        requested_by=str(body.get("requested_by", "")),
     )

@@ -1,17 +1,21 @@
 """Audit: hash-chained event stream, sinks, consumers.
 
-`build_audit(settings, writer_name)` turns the serve settings into the pipeline
-the request path records into (`await audit.record(kind, fields)`).
+`build_audit(settings)` turns the serve settings into the `AuditLog` (log.py) the
+request path records into (`offer()`, else `await record()`): an `AuditWriter`
+(writer.py) in front of the file or Redis sink.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
-from .pipeline import AuditPipeline, NullAudit
+from .log import AuditClosed, AuditLog, AuditUnavailable, NullAudit
+from .writer import AuditWriter
 
-__all__ = ["AuditPipeline", "NullAudit", "build_audit", "audit_settings"]
+__all__ = ["AuditClosed", "AuditLog", "AuditUnavailable", "AuditWriter", "NullAudit",
+           "audit_settings", "build_audit"]
 
 _DEFAULTS: dict[str, Any] = {
     "audit": "file",
@@ -38,19 +42,21 @@ def audit_settings(settings: Any) -> dict[str, Any]:
     return out
 
 
-def build_audit(settings: Any, writer_name: str | None = None) -> AuditPipeline | NullAudit:
-    """The pipeline for `proctor serve`: `--audit file|redis|off`, one writer per process.
+def build_audit(settings: Any, writer_name: str | None = None, *, redis: Any = None,
+                on_health: Callable[[bool], None] | None = None) -> AuditWriter:
+    """The AuditLog of `proctor serve`: `--audit file|redis`, one writer per process.
 
     `writer_name` should be unique per process start (hostname:pid:start-ms is the
     default); reusing a name continues that writer's chain from what the sink holds.
+    `redis`: the process's RedisLayer, which the Redis sink shares (else it opens its
+    own from --redis-url). `on_health(serving)`: told when the sink stops and starts
+    writing again.
     """
     from .event import default_writer_name
     from .verify import read_key
 
     cfg = audit_settings(settings)
     kind = str(cfg["audit"]).lower()
-    if kind in ("off", "none", "null"):
-        return NullAudit()
     writer = writer_name or default_writer_name()
     key = read_key(cfg["audit_hmac_key_file"]) if cfg["audit_hmac_key_file"] else None
     audit_dir = os.fspath(cfg["audit_dir"])
@@ -62,19 +68,20 @@ def build_audit(settings: Any, writer_name: str | None = None) -> AuditPipeline 
     elif kind == "redis":
         from .redis_sink import RedisSink
 
-        if not cfg["redis_url"]:
+        if redis is None and not cfg["redis_url"]:
             raise ValueError("--audit redis needs --redis-url")
         sink = RedisSink(
-            cfg["redis_url"], cfg["audit_stream"], os.path.join(audit_dir, "spool"),
-            maxlen=int(cfg["audit_maxlen"]),
+            redis if redis is not None else cfg["redis_url"], cfg["audit_stream"],
+            os.path.join(audit_dir, "spool"), maxlen=int(cfg["audit_maxlen"]),
         )
     else:
-        raise ValueError(f"unknown audit sink {kind!r}: use file, redis or off")
-    return AuditPipeline(
+        raise ValueError(f"unknown audit sink {kind!r}: use file or redis")
+    return AuditWriter(
         sink,
         writer=writer,
         hmac_key=key,
         queue_size=int(cfg["audit_queue_size"]),
         full_policy=str(cfg["audit_queue_policy"]),
         durability=str(cfg["audit_durability"]),
+        on_health=on_health,
     )

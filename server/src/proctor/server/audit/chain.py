@@ -1,89 +1,69 @@
-"""Sealing: one writer's hash chain, extended by a run of queued events.
+"""One writer's hash chain: seq and prev_hash, extended one event at a time.
 
-The pipeline (pipeline.py) owns the chain head (seq, prev_hash) on the event loop
-and hands runs of queued items here: `seal_items` gives back the stored lines and
-the new head. Each event is serialized once. Decisions, nearly all of the audit,
-go through the C template in runs (`event.seal_decisions`, one call a run);
-anything else, and everything when an HMAC key is set or the extension is not
-built, through `seal_items_py`, the reference.
-
-An item is (kind, fields, time, future): kind FLUSH marks a flush request and
-seals to nothing.
+`Chain.seal` gives each event its envelope (event id, seq, time, kind, writer,
+prev_hash), serializes it once (event.py: the decision template, or the generic
+canonical encoder), adds its hash (and HMAC) and moves the head.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from . import event
-from .event import decision_sized, format_micros, plain, seal, seal_decision
+from ..ids import new_generator
+from .event import GENESIS, decision_sized, format_micros, plain, quote, seal, seal_decision
 from .sink import Sealed
 
-FLUSH = "\x00flush"
-Item = tuple[str, Any, float, Any]
+log = logging.getLogger("proctor.audit")
 
 
-def seal_items(
-    items: list[Item], seq: int, prev: str, writer: str, writer_json: str,
-    key: bytes | None, ids: Any,
-) -> tuple[list[Sealed], int, str]:
-    """Chain and serialize items after (seq, prev): the sealed lines and the new head."""
-    seal_decisions = event.seal_decisions
-    if key is not None or seal_decisions is None:
-        return seal_items_py(items, seq, prev, writer, writer_json, key, ids)
-    # Runs of decision events are sealed in C, one call a run (what the loop below
-    # does, without its per-event bookkeeping); the event a run stops at (another
-    # kind, a flush marker, a decision the template declines) and any other kinds
-    # after it go through the loop.
-    batch: list[Sealed] = []
-    i, n = 0, len(items)
-    while True:
-        taken, seq, prev = seal_decisions(
-            items, i, seq, prev, writer, writer_json, ids, Sealed, batch)
-        i += taken
-        if i >= n:
-            return batch, seq, prev
-        j = i + 1
-        while j < n and items[j][0] != "decision":
-            j += 1
-        sealed, seq, prev = seal_items_py(items[i:j], seq, prev, writer, writer_json, key, ids)
-        batch += sealed
-        i = j
+class Chain:
+    """The head of one writer's chain: the last seq and hash sealed."""
 
+    def __init__(self, writer: str, key: bytes | None = None,
+                 head: tuple[int, str] | None = None) -> None:
+        self.writer = writer
+        self.key = key
+        self.seq, self.prev = head if head is not None else (0, GENESIS)
+        self._writer_json = quote(writer)
+        self._ids = new_generator()
 
-def seal_items_py(
-    items: list[Item], seq: int, prev: str, writer: str, writer_json: str,
-    key: bytes | None, ids: Any,
-) -> tuple[list[Sealed], int, str]:
-    """seal_items() in Python: the reference, and what serves without the extension."""
-    # The template writes prev_hash as it is: true of this writer's digests, checked
-    # because a head resumed from a sink may hold anything.
-    plain_prev = plain(prev)
-    make = tuple.__new__
-    batch: list[Sealed] = []
-    for kind, fields, when, _ in items:
-        if kind == FLUSH:
-            continue
-        seq += 1
+    def seal(self, kind: str, fields: dict[str, Any], when: float) -> Sealed:
+        """The next event of the chain, stored as one line."""
+        seq = self.seq + 1
         micros = round(when * 1_000_000)
-        event_id = ids.new(micros // 1000)
+        event_id = self._ids.new(micros // 1000)
         stamp = format_micros(micros)
-        sealed = None
-        if kind == "decision" and plain_prev and decision_sized(fields):
+        try:
+            line, digest = self._line(kind, fields, event_id, seq, stamp)
+        except (TypeError, ValueError) as e:  # a lone surrogate, a value JSON cannot hold
+            log.error("audit event %s #%d could not be serialized (%s): recorded as an error",
+                      kind, seq, e)
+            line, digest = self._line(kind, _unwritable(fields, e), event_id, seq, stamp)
+        self.seq, self.prev = seq, digest
+        return Sealed(self.writer, seq, line)
+
+    def _line(self, kind: str, fields: dict[str, Any], event_id: str, seq: int,
+              stamp: str) -> tuple[bytes, str]:
+        prev = self.prev
+        if kind == "decision" and decision_sized(fields) and plain(prev):
             # The common event, written by a template (same bytes as the generic path).
-            sealed = seal_decision(fields, event_id, seq, stamp, writer_json, prev, key)
-        if sealed is None:
-            rec = dict(fields)
-            rec.pop("hash", None)
-            rec.pop("hmac", None)
-            rec["event_id"] = event_id
-            rec["seq"] = seq
-            rec["time"] = stamp
-            rec["kind"] = kind
-            rec["writer"] = writer
-            rec["prev_hash"] = prev
-            sealed = seal(rec, key)
-        line, prev = sealed
-        plain_prev = True  # a digest from here on
-        batch.append(make(Sealed, (writer, seq, line)))
-    return batch, seq, prev
+            sealed = seal_decision(fields, event_id, seq, stamp, self._writer_json, prev,
+                                   self.key)
+            if sealed is not None:
+                return sealed
+        rec = {k: v for k, v in fields.items() if k not in ("hash", "hmac")}
+        rec.update(event_id=event_id, seq=seq, time=stamp, kind=kind, writer=self.writer,
+                   prev_hash=prev)
+        return seal(rec, self.key)
+
+
+def _unwritable(fields: dict[str, Any], error: Exception) -> dict[str, Any]:
+    """What is recorded instead of an event that cannot be serialized: its ids (as text
+    that can be written) and the error, so the chain still shows it happened."""
+    out: dict[str, Any] = {"error": f"event could not be serialized: {error}"}
+    for name in ("request_id", "decision_id", "tenant", "outcome"):
+        value = fields.get(name)
+        if isinstance(value, str):
+            out[name] = value.encode("utf-8", "replace").decode("utf-8")
+    return out

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import client_flags
 from ..settings import DEFAULT_AUDIT_DIR, DEFAULT_AUDIT_STREAM
 from .envelope import envelope, render_envelope
 
@@ -35,21 +36,23 @@ def register(subparsers: Any) -> None:
     tail.add_argument("--cursor", default="", help="resume after this cursor")
     tail.add_argument("--print-cursor", action="store_true", help="print the last cursor to stderr")
     tail.add_argument("--run-id", default="", help="only the events of this run")
-    tail.add_argument("--tenant", default="")
-    tail.add_argument("--decision", default="", choices=("", "allow", "deny", "require_approval"))
-    tail.add_argument("--topic-prefix", default="")
-    tail.add_argument("--kind", action="append", default=[], choices=KIND_CHOICES)
+    tail.add_argument("--tenant", default="", help="only this tenant's events")
+    tail.add_argument("--decision", default="", choices=("", "allow", "deny", "require_approval"),
+                      help="only decisions with this outcome")
+    tail.add_argument("--topic-prefix", default="", help="only topics starting with this")
+    tail.add_argument("--kind", action="append", default=[], choices=KIND_CHOICES,
+                      help="only events of this kind (repeat for several)")
     tail.set_defaults(func=_tail)
 
     consume = sub.add_parser("consume", help="read the Redis stream through a consumer group")
-    consume.add_argument("--redis-url", required=True)
-    consume.add_argument("--audit-stream", default=DEFAULT_STREAM)
-    consume.add_argument("--group", required=True)
-    consume.add_argument("--consumer", required=True)
+    consume.add_argument("--redis-url", required=True, help="the Redis holding the stream")
+    consume.add_argument("--audit-stream", default=DEFAULT_STREAM, help="the audit stream")
+    consume.add_argument("--group", required=True, help="consumer group (created if missing)")
+    consume.add_argument("--consumer", required=True, help="this consumer's name in the group")
     consume.add_argument("--out", required=True, help="directory for the consumer's JSONL")
     consume.add_argument("--claim-idle-ms", type=int, default=30_000,
                          help="reclaim entries pending this long for another consumer")
-    consume.add_argument("--batch", type=int, default=500)
+    consume.add_argument("--batch", type=int, default=500, help="entries read per call")
     consume.add_argument("--start-id", default="0", help="where a new group starts (0 or $)")
     consume.add_argument("--max-idle", type=float, default=None,
                          help="exit after this many seconds without new entries")
@@ -57,23 +60,24 @@ def register(subparsers: Any) -> None:
 
     verify = sub.add_parser("verify", help="check every writer's hash chain; exit 1 if broken")
     _source_args(verify)
-    verify.add_argument("--hmac-key-file", default=None)
-    verify.add_argument("--json", action="store_true")
+    verify.add_argument("--hmac-key-file", default=None,
+                        help="also check every event's and head's HMAC with this key")
+    verify.add_argument("--json", action="store_true", help="print a JSON summary")
     verify.set_defaults(func=_verify)
 
     show = sub.add_parser("show", help="print the governance envelope of one decision")
-    show.add_argument("decision_id")
+    show.add_argument("decision_id", help="the decision_id an Evaluate answered")
     _source_args(show)
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--json", action="store_true", help="print the envelope as JSON")
     show.set_defaults(func=_show)
 
     replay = subparsers.add_parser("replay", help="re-decide recorded decisions under a candidate")
     replay.add_argument("--policy", required=True, help="the candidate policy")
     replay.add_argument("--audit-dir", "--audit", dest="audit_dir", default=DEFAULT_AUDIT_DIR,
                         help="the audit directory to replay (--audit is an alias)")
-    replay.add_argument("--redis-url", default=None)
-    replay.add_argument("--audit-stream", default=DEFAULT_STREAM)
-    replay.add_argument("--json", action="store_true")
+    replay.add_argument("--redis-url", default=None, help="read the Redis stream instead")
+    replay.add_argument("--audit-stream", default=DEFAULT_STREAM, help="the Redis audit stream")
+    replay.add_argument("--json", action="store_true", help="print the result as JSON")
     replay.set_defaults(func=_replay)
 
 
@@ -81,9 +85,10 @@ def _source_args(p: argparse.ArgumentParser, server: bool = False) -> None:
     p.add_argument("--audit-dir", default=DEFAULT_AUDIT_DIR,
                    help="a directory of audit segments (what `proctor serve --audit-dir` wrote)")
     p.add_argument("--redis-url", default=None, help="read the Redis stream instead")
-    p.add_argument("--audit-stream", default=DEFAULT_STREAM)
+    p.add_argument("--audit-stream", default=DEFAULT_STREAM, help="the Redis audit stream")
     if server:
         p.add_argument("--server", default=None, help="HOST:PORT: Audit.StreamDecisions")
+        client_flags.add_arguments(p)  # --token-file ($PROCTOR_TOKEN), --tls-ca/-cert/-key
 
 
 def _need_source(args: argparse.Namespace) -> str | None:
@@ -206,7 +211,7 @@ def _tail_server(args: argparse.Namespace) -> int:
         ),
     )
     last = args.cursor
-    with grpc.insecure_channel(args.server) as ch:
+    with client_flags.open_channel(args.server, args) as ch:
         stub = audit_pb2_grpc.AuditStub(ch)
         try:
             for msg in stub.StreamDecisions(req):

@@ -10,11 +10,8 @@ serialized exactly once; anyone re-verifying drops those two keys and
 re-canonicalizes.
 
 Decision events, nearly all of the audit, are written by a template rather than the
-generic encoder: `decision_body()`, the C twin in `_seal.c` when the extension is
-built, else `decision_body_py()` (the reference: tests hold the two, and the generic
-encoder, byte for byte). `SEAL_ACCELERATED` says which one serves. Setting
-PROCTOR_PURE_PYTHON=1 in the environment before this module is imported makes it
-use the Python twin even when the extension is built (to test or measure it).
+generic encoder: `decision_body()` (a test holds it to the generic encoder byte for
+byte).
 """
 
 from __future__ import annotations
@@ -27,13 +24,8 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-
-from ..twins import twin
-
-_seal = twin("proctor.server.audit._seal")
 
 KINDS = ("decision", "budget", "approval", "policy_reload", "gap")
 GENESIS = ""  # prev_hash of a writer's first event
@@ -168,13 +160,12 @@ def plain(value: str) -> bool:
     return _quote(value) == f'"{value}"'
 
 
-def decision_body_py(
+def decision_body(
     f: dict[str, Any], event_id: str, seq: int, stamp: str, writer_json: str, prev: str,
 ) -> bytes | None:
-    """The canonical JSON of a decision event (no hash yet), or None: the reference twin.
+    """The canonical JSON of a decision event (no hash yet), or None.
 
-    `_seal.decision_body` writes the same bytes and declines the same events. The
-    envelope comes ready: `event_id`, `stamp` and `prev` must be plain() (the
+    The envelope comes ready: `event_id`, `stamp` and `prev` must be plain() (the
     pipeline's ULIDs, times and hex digests are) and `writer_json` is quote(writer).
     Of APPROVAL_FIELDS it writes those `f` holds; keys it does not know it ignores (the
     caller checks with decision_sized()).
@@ -236,20 +227,6 @@ def decision_body_py(
     return text.encode("utf-8")
 
 
-_decision_line: Callable[..., tuple[bytes, str] | None] | None = None
-# The pipeline's loop over a run of decision events, in one C call (no HMAC key).
-seal_decisions: Callable[..., tuple[int, int, str]] | None = None
-if _seal is not None:
-    seal_decisions = _seal.seal_decisions
-    decision_body = _seal.decision_body
-    # The body with its hash appended, in one C call: _with_hashes(decision_body())
-    # for key=None, the default. The HMAC stays in Python.
-    _decision_line = _seal.decision_line
-else:
-    decision_body = decision_body_py
-SEAL_ACCELERATED = decision_body is not decision_body_py
-
-
 def seal_decision(
     f: dict[str, Any], event_id: str, seq: int, stamp: str, writer_json: str, prev: str,
     key: bytes | None,
@@ -259,8 +236,6 @@ def seal_decision(
 
     The arguments and the None cases are decision_body()'s.
     """
-    if key is None and _decision_line is not None:
-        return _decision_line(f, event_id, seq, stamp, writer_json, prev)
     body = decision_body(f, event_id, seq, stamp, writer_json, prev)
     return None if body is None else _with_hashes(body, key)
 

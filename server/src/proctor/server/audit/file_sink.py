@@ -9,24 +9,29 @@ and `proctor audit verify` reports the torn tail.
 
 After each group commit the sink replaces the writer's head checkpoint (head.py):
 the last seq and hash stored, so verify can tell a cut tail or deleted segments.
+
+The writer calls the sink on the event loop; every file operation runs in the
+sink's own thread, one at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, TypeVar
 
 from .event import safe_name
 from .head import HeadWriter, write_head
-from .sink import Sealed
+from .sink import Sealed, SinkCaps
 
-if TYPE_CHECKING:
-    from .offload import Offload
+T = TypeVar("T")
 
 log = logging.getLogger("proctor.audit")
 
@@ -93,18 +98,20 @@ class FileSink:
         self.root.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = max(1, segment_bytes)
         self._fsync = fsync
+        self.caps = SinkCaps(durable=fsync, resumable=True)
         self._fd: int | None = None
         self._size = 0
         self.path: Path | None = None
         self._last_seq = 0
-        self._cut: int | None = None  # an offloaded write failed: truncate here first
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="audit-file")
         self._key = hmac_key  # signs the head checkpoints
         self._headed = False  # a head was written for this sink's writer
         self._heads = HeadWriter(self.root, hmac_key, fsync)
         self.segments_opened = 0
         self.fsyncs = 0
 
-    def resume(self, writer: str) -> tuple[int, str] | None:
+    def last_stored(self, writer: str) -> tuple[int, str] | None:
+        """(seq, hash) of the last complete event of `writer` under root, or None."""
         segments = list_segments(self.root).get(safe_name(writer), [])
         for path in reversed(segments):
             line = last_complete_line(path)
@@ -119,35 +126,26 @@ class FileSink:
             return None
         return None
 
-    async def write_offloaded(self, batch: list[Sealed], offload: Offload) -> bool:
-        """The usual batch (new, and it fits the open segment), written and fdatasynced by
-        the offload thread; False: nothing was written, write() takes the batch (a new
-        segment, a retry). Called on the event loop, never while write() runs."""
-        fd = self._fd
-        if fd is None or not batch or batch[0].seq <= self._last_seq or self._cut is not None:
-            return False
-        start = self._size
-        room = self.segment_bytes - start
-        total, written, err = await offload.write(fd, batch, self._fsync, room)
-        if total > room:
-            return False
-        if err:
-            # Whatever part landed is cut off (_cut_back) before write() retries.
-            self._cut = start
-            log.warning("audit file sink: write to %s failed (%s); retrying",
-                        self.path, os.strerror(err))
-            return False
-        self._size = start + total
-        self._last_seq = batch[-1].seq
-        if self._fsync:
-            self.fsyncs += 1
-        self._checkpoint(batch[-1])
-        return True
+    # ---- Sink: each call runs the blocking one below in the sink's own thread ---------
 
-    def write(self, batch: list[Sealed]) -> None:
-        if self._cut is not None and self._fd is not None:
-            self._cut_back(self._cut)
-        self._cut = None
+    async def resume(self, writer: str) -> tuple[int, str] | None:
+        return await self._in_thread(self.last_stored, writer)
+
+    async def write(self, batch: list[Sealed]) -> None:
+        await self._in_thread(self.write_blocking, batch)
+
+    async def close(self) -> None:
+        await self._in_thread(self.close_blocking)
+        self._io.shutdown(wait=False)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    # ---- blocking -----------------------------------------------------------------------
+
+    def write_blocking(self, batch: list[Sealed]) -> None:
+        """Append the batch and fdatasync it, then checkpoint the head; raises OSError
+        having left none of the batch (a retry skips what is already stored)."""
         if not batch:
             return
         last = batch[-1]  # checkpointed even when a retry finds it all stored already
@@ -245,7 +243,7 @@ class FileSink:
             os.close(self._fd)
             self._fd = None
 
-    def close(self) -> None:
+    def close_blocking(self) -> None:
         if self._fd is not None and self._fsync:
             with contextlib.suppress(OSError):
                 os.fsync(self._fd)

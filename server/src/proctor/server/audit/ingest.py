@@ -145,6 +145,7 @@ class DecisionIngest:
             except auth.Denied as e:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                     f"batch {batch.batch_seq} item {i}: {e.message}")
+            event["caller"] = auth.audit_caller()  # the client that shipped it
             events.append(event)
         return batch, events
 

@@ -1,7 +1,8 @@
-"""The seam between the audit writer and where events go."""
+"""The seam between the audit writer and where its events go."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 
@@ -13,31 +14,41 @@ class Sealed(NamedTuple):
     line: bytes
 
 
-class Sink(Protocol):
-    """Where the background writer puts sealed events. Called from one thread at a time.
+@dataclass(frozen=True, slots=True)
+class SinkCaps:
+    """What a sink can do; the writer reads this instead of probing the sink.
 
-    A sink may also have `async write_offloaded(batch, offload) -> bool`, awaited on the
-    event loop: it stores the usual batch through the offload thread (offload.py) and
-    answers True, or answers False having stored nothing, and write() takes the batch.
+    durable: a write() that returns has the events on disk (or in a Redis, or in a spool
+    on disk): `--audit-durability sync` may answer after it. A sink without it refuses
+    sync durability.
+    resumable: resume() can tell the last event stored for a writer name, so a writer
+    that reuses a name continues its chain instead of forking it.
     """
 
+    durable: bool = True
+    resumable: bool = True
+
+
+class Sink(Protocol):
+    """Where the audit writer puts sealed events. The writer calls one method at a time,
+    on the event loop; a sink that blocks (file I/O) does so in a thread of its own."""
+
     name: str
+    caps: SinkCaps
 
-    def resume(self, writer: str) -> tuple[int, str] | None:
-        """The (seq, hash) of the last event this sink holds for `writer`, or None.
+    async def resume(self, writer: str) -> tuple[int, str] | None:
+        """The (seq, hash) of the last event this sink holds for `writer`, or None."""
+        ...
 
-        Lets a writer that reuses a name continue its chain instead of forking it.
+    async def write(self, batch: list[Sealed]) -> None:
+        """Store the batch in order (one fsync or one round of calls for the whole batch).
+
+        Returns once every event is stored; raises on failure (OSError, RedisUnavailable),
+        leaving no partial batch visible or skipping on the retry what already landed, so
+        the writer can hand it the same batch again: each event is stored exactly once.
         """
         ...
 
-    def write(self, batch: list[Sealed]) -> None:
-        """Store the batch in order and durably (one fsync for the whole batch).
-
-        Returns only when every event is on disk (or in Redis); raises on failure,
-        leaving no partial batch visible, so the writer can retry the same lines.
-        """
-        ...
-
-    def close(self) -> None:
+    async def close(self) -> None:
         """Flush and release files and connections."""
         ...

@@ -17,7 +17,15 @@ from __future__ import annotations
 from typing import Any
 
 from .authenticate import Authenticator, AuthFailed
-from .guard import METHOD_ROLES, Guard, caller
+from .guard import (
+    METHOD_ROLES,
+    SYSTEM_CALLER,
+    Guard,
+    acting_as,
+    audit_caller,
+    caller,
+    requester,
+)
 from .principal import (
     ADMIN,
     AGENT,
@@ -29,6 +37,7 @@ from .principal import (
     Principal,
     authorize,
     check_agent,
+    check_reviewer,
     require_role,
     tenant_for,
 )
@@ -59,7 +68,8 @@ def readable_tenants(principal: Principal, flt: Any) -> frozenset[str] | None:
 
 __all__ = [
     "ADMIN", "AGENT", "ANONYMOUS_ADMIN", "AUDITOR", "METHOD_ROLES", "REVIEWER", "ROLES",
-    "AuthFailed", "Authenticator", "Denied", "Guard", "Principal", "PrincipalSet",
-    "PrincipalsError", "PrincipalsHolder", "allows", "authorize", "caller", "check_agent",
-    "load_principals", "readable_tenants", "require_role", "tenant_for",
+    "SYSTEM_CALLER", "AuthFailed", "Authenticator", "Denied", "Guard", "Principal",
+    "PrincipalSet", "PrincipalsError", "PrincipalsHolder", "acting_as", "allows",
+    "audit_caller", "authorize", "caller", "check_agent", "check_reviewer", "load_principals",
+    "readable_tenants", "requester", "require_role", "tenant_for",
 ]

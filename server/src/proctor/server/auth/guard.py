@@ -77,6 +77,28 @@ def caller() -> Principal:
     return _CALLER.get()
 
 
+def acting_as(principal: Principal) -> None:
+    """Make `principal` the caller for the rest of this task (another front door, such as
+    the inbox, that authenticated it itself)."""
+    _CALLER.set(principal)
+
+
+def audit_caller() -> dict[str, str]:
+    """The audit's `caller` field for the call being served: {"id", "method"}."""
+    p = _CALLER.get()
+    return {"id": p.id, "method": p.method}
+
+
+def requester() -> str:
+    """The id recorded as an approval's requester ("" in the development mode)."""
+    p = _CALLER.get()
+    return "" if p.unrestricted else p.id
+
+
+# The caller of what no request asked for: expiries, file-triggered reloads.
+SYSTEM_CALLER = {"id": "proctor", "method": "internal"}
+
+
 def register(registry: CollectorRegistry) -> None:
     if registry is REGISTRY or id(registry) in _registered:
         return

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
+from typing import Any
 
 AGENT = "agent"
 REVIEWER = "reviewer"
@@ -69,7 +70,7 @@ class Principal:
             return self.tenants[0]
         return ""
 
-    def caller(self) -> dict[str, str]:
+    def audit(self) -> dict[str, str]:
         """The audit's `caller` field: who asked and how it proved it."""
         return {"id": self.id, "method": self.method}
 
@@ -120,6 +121,29 @@ def check_agent(principal: Principal, agent: str) -> None:
         raise Denied(
             f"principal {principal.id!r} may not act as agent {name} (its agents: {have})"
         )
+
+
+def check_reviewer(principal: Principal, approval: Any) -> None:
+    """May `principal` resolve `approval` (its tenant, requested_by and approvers)?
+
+    Raises Denied: another tenant's approval; one the principal asked for itself (no
+    self approval); a rule naming `approvers` none of whose groups the principal is in
+    (an admin is exempt from the groups, never from the rule against self approval).
+    """
+    if principal.unrestricted:
+        return
+    tenant = approval.tenant
+    if not principal.has_tenant(tenant):
+        raise Denied(f"principal {principal.id!r} may not resolve approval "
+                     f"{approval.approval_id!r} of tenant {tenant!r}")
+    if approval.requested_by and approval.requested_by == principal.id:
+        raise Denied(f"principal {principal.id!r} asked for approval {approval.approval_id!r} "
+                     "itself: another reviewer must resolve it (no self approval)")
+    approvers = tuple(approval.approvers)
+    if approvers and ADMIN not in principal.roles and not principal.groups & set(approvers):
+        raise Denied(f"approval {approval.approval_id!r} needs a reviewer in "
+                     f"{', '.join(approvers)}; principal {principal.id!r} is in "
+                     f"{', '.join(sorted(principal.groups)) or 'no group'}")
 
 
 def authorize(principal: Principal, tenant: str, delegation_path: tuple[str, ...] | list[str]

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
 from .. import auth
-from ..audit.pipeline import offer_of
+from ..audit.log import offer_of
 from ..health import StoreWatch
 from ..routes import MethodTable
 from ..seams import ServingPolicy
@@ -82,7 +82,8 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         code = next(c for t, c in _CODES if isinstance(e, t))
         if isinstance(e, StoreUnavailable):
             self.watch.mark(False)
-        fields = {**fields, "op": op, "outcome": "error", "code": code.name, "error": e.message}
+        fields = {**fields, "op": op, "caller": auth.audit_caller(), "outcome": "error",
+                  "code": code.name, "error": e.message}
         with contextlib.suppress(Exception):
             await self._audit.record("budget", fields)
         await context.abort(code, e.message)
@@ -124,6 +125,7 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         event = {
             "reservation_id": rid, "tenant": tenant, "agent_id": agent_id, "run_id": run_id,
             "unit": unit, "amount": amount, "ttl_seconds": ttl, "op": "reserve",
+            "caller": auth.audit_caller(),
             "outcome": "granted" if r.granted else "refused", "granted": r.granted,
             "refused_by": r.refused_by,
             "policy_version": getattr(policy, "policy_version", ""),
@@ -155,13 +157,15 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         self, request: budgets_pb2.CommitBudgetRequest, context: Any
     ) -> budgets_pb2.CommitBudgetResponse:
         fields = {"reservation_id": request.reservation_id, "actual": request.actual}
-        try:
-            r = await self._store.commit(request.reservation_id, request.actual)
+        try:  # only the caller's tenants' reservations (another's is NOT_FOUND)
+            r = await self._store.commit(request.reservation_id, request.actual,
+                                         _own_tenants())
         except BudgetError as e:
             await self._fail(context, "commit", fields, e)
         self.watch.mark(True)
         await self._audit.record("budget", {
-            **fields, "op": "commit", "outcome": "over" if r.over else "committed", "over": r.over,
+            **fields, "op": "commit", "caller": auth.audit_caller(),
+            "outcome": "over" if r.over else "committed", "over": r.over,
         })
         resp = budgets_pb2.CommitBudgetResponse(reservation_id=r.reservation_id, over=r.over)
         add_statuses(resp.budgets, r.budgets)
@@ -172,11 +176,12 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
     ) -> budgets_pb2.ReleaseBudgetResponse:
         fields = {"reservation_id": request.reservation_id}
         try:
-            r = await self._store.release(request.reservation_id)
+            r = await self._store.release(request.reservation_id, _own_tenants())
         except BudgetError as e:
             await self._fail(context, "release", fields, e)
         self.watch.mark(True)
-        await self._audit.record("budget", {**fields, "op": "release", "outcome": "released"})
+        await self._audit.record("budget", {**fields, "op": "release", "outcome": "released",
+                                            "caller": auth.audit_caller()})
         resp = budgets_pb2.ReleaseBudgetResponse(reservation_id=r.reservation_id)
         add_statuses(resp.budgets, r.budgets)
         return resp
@@ -202,7 +207,16 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         except BudgetError as e:
             await self._fail(context, "get", fields, e)
         self.watch.mark(True)
-        await self._audit.record("budget", {**fields, "op": "get", "outcome": "ok"})
+        await self._audit.record("budget", {**fields, "op": "get", "outcome": "ok",
+                                            "caller": auth.audit_caller()})
         resp = budgets_pb2.GetBudgetResponse()
         add_statuses(resp.budgets, statuses)
         return resp
+
+
+def _own_tenants() -> tuple[str, ...] | None:
+    """The tenants whose reservations the caller may commit and release (None: any)."""
+    p = auth.caller()
+    if p.unrestricted or "*" in p.tenants:
+        return None
+    return p.tenants

@@ -46,6 +46,7 @@ from google.rpc import code_pb2, status_pb2
 from proctor import engine
 
 from .. import auth
+from ..audit.log import AuditUnavailable
 from .topics import TopicTemplate, segment
 
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
@@ -188,7 +189,10 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             req.tenant = auth.authorize(auth.caller(), req.tenant, req.delegation_path)
         except auth.Denied as e:
             return _denied(code_pb2.PERMISSION_DENIED, 403, {"error": e.message}, {})
-        answer, _ = await self.decisions.decide(req, approval_id, SOURCE)
+        try:
+            answer, _ = await self.decisions.decide(req, approval_id, SOURCE)
+        except AuditUnavailable as e:  # fail closed: the request is not let through
+            return _denied(code_pb2.UNAVAILABLE, 503, {"error": str(e)}, {})
         code, rule_id, reason, policy_version, decision_id, granted_id = answer[:6]
         decision = _DECISION_NAMES.get(code, "deny")
         if decision == "allow":

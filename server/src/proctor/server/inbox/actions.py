@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import auth
 from ..approvals.store import MAX_LIST_LIMIT, PENDING, Approval, ApprovalNotFound, InvalidArgument
 from .access import Reviewer
 from .views import pending_first, resolved
@@ -58,7 +59,13 @@ async def resolve(inbox: Any, who: Reviewer, approval_id: str, approve: bool,
     if requester and requester == who.id:
         raise Forbidden(f"principal {who.id} requested approval {approval_id} and cannot "
                         "resolve it (no self approval)")
-    out: Approval = await inbox.service.resolve(approval_id, approve, who.id, reason.strip())
+    if who.principal is not None:  # the audit's caller is this reviewer
+        auth.acting_as(who.principal)
+    try:
+        out: Approval = await inbox.service.resolve(approval_id, approve, who.id,
+                                                    reason.strip(), who.principal)
+    except auth.Denied as e:
+        raise Forbidden(e.message) from None
     return out
 
 

@@ -1,0 +1,317 @@
+"""The audit writer: a bounded queue and one task that seals, batches and writes.
+
+`record()` (or `offer()`, its form without a coroutine) appends the event to a
+bounded queue. One writer task, on the event loop, takes what is queued (up to
+`max_batch`), seals it onto the writer's hash chain (chain.py: seq, prev_hash,
+hash, HMAC) a few events at a time so the calls in flight are not held up, and
+hands the batch to the sink in one write (one fsync: group commit). Then it
+wakes the `sync` records and flushes of that batch.
+
+With async durability the writer lingers up to `linger` for a batch to gather
+(fewer, larger writes); a full batch, a full queue, a flush or a close end the
+linger at once. Sync durability does not linger.
+
+Full queue (queued plus being written): `block` waits for room; `shed` drops the
+event, counts it, and the next free slot carries a `gap` event with the count.
+
+A sink that cannot write (disk full, I/O error, Redis away without a spool) keeps
+its batch in the writer, which retries it with a growing pause; the queue behind
+it is bounded as always. Meanwhile `refusal` names the error (under `block`), so
+new decisions fail closed, and `on_health(False)` is called (main.py turns
+proctor.v1.Decisions NOT_SERVING); both clear once a write succeeds. close()
+waits at most its timeout for what is queued, then logs what it could not store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from . import metrics
+from .chain import Chain
+from .event import format_time
+from .log import AuditClosed, AuditUnavailable
+from .sink import Sealed, Sink
+
+log = logging.getLogger("proctor.audit")
+
+# Seconds a small batch gathers before it is written (async durability only).
+DEFAULT_LINGER = 0.25
+# Events sealed between two chances for the calls in flight to run (~5 us each).
+_SEAL_CHUNK = 64
+# Pauses between retries of a batch the sink failed to store.
+_RETRY_FIRST, _RETRY_MAX = 0.05, 1.0
+# How long close() waits for the sink to release its files or connections.
+_SINK_CLOSE_TIMEOUT = 5.0
+_FLUSH = "\x00flush"  # a flush request's place in the queue: seals to nothing
+
+Item = tuple[str, Any, float, "asyncio.Future[None] | None"]
+
+
+class AuditWriter:
+    """The `AuditLog` that stores events: bounded queue + one writer in front of a sink.
+
+    The caller hands `fields` over: it must not change the dict after record().
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        writer: str,
+        hmac_key: bytes | None = None,
+        queue_size: int = 65536,
+        full_policy: str = "block",
+        durability: str = "async",
+        max_batch: int = 2048,
+        linger: float | None = None,
+        on_health: Callable[[bool], None] | None = None,
+    ) -> None:
+        if full_policy not in ("block", "shed"):
+            raise ValueError(f"audit queue policy must be block or shed, not {full_policy!r}")
+        if durability not in ("async", "sync"):
+            raise ValueError(f"audit durability must be async or sync, not {durability!r}")
+        if durability == "sync" and not sink.caps.durable:
+            raise ValueError(f"the {sink.name} audit sink cannot serve sync durability")
+        self.sink = sink
+        self.writer = writer
+        self.on_health = on_health
+        self._key = hmac_key
+        self._shed = full_policy == "shed"
+        self._sync = durability == "sync"
+        self._capacity = max(1, queue_size)
+        self._max_batch = max(1, max_batch)
+        self._enough = min(self._max_batch, self._capacity)  # cuts a linger short
+        self._linger = (0.0 if self._sync else DEFAULT_LINGER) if linger is None else linger
+        self._queue: deque[Item] = deque()
+        self._writing: list[Item] = []  # taken by the writer, not stored yet
+        self._work = asyncio.Event()  # something is queued
+        self._now = asyncio.Event()  # end the linger
+        self._urgent = False  # a flush, close or full queue asked: no linger till drained
+        self._room = asyncio.Event()  # the writer stored a batch
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._failure = ""  # the sink's last error while it cannot write
+        self._shed_count = 0
+        self._shed_first = self._shed_last = 0.0
+        self._shed_why = ""
+        self.stats = {"written": 0, "shed": 0, "gaps": 0, "batches": 0, "sink_errors": 0}
+
+    # ---- AuditLog -----------------------------------------------------------------------
+
+    @property
+    def refusal(self) -> str:
+        return "" if self._shed or not self._failure else f"audit: {self._failure}"
+
+    @property
+    def failure(self) -> str:
+        """The sink's error while it cannot write, else ""."""
+        return self._failure
+
+    def offer(self, kind: str, fields: dict[str, Any]) -> bool:
+        if (self._sync or self._task is None or self._shed_count or self._closed
+                or len(self._queue) + len(self._writing) >= self._capacity):
+            return False
+        self._enqueue((kind, fields, time.time(), None))
+        return True
+
+    async def record(self, kind: str, fields: dict[str, Any]) -> None:
+        if self._closed:
+            raise AuditClosed("the audit is closed")
+        if self._task is None:
+            self.start()
+        if self._shed_count:
+            self._enqueue_gap()
+        while len(self._queue) + len(self._writing) >= self._capacity:
+            if self._shed:
+                self._count_shed(time.time())
+                return
+            if self._failure:  # no room, and none coming while the sink cannot write
+                raise AuditUnavailable(self.refusal)
+            self._room.clear()
+            self._hurry()
+            await self._room.wait()
+            if self._closed:
+                raise AuditClosed("the audit closed before the event found room")
+        fut = asyncio.get_running_loop().create_future() if self._sync else None
+        self._enqueue((kind, fields, time.time(), fut))
+        if fut is not None:
+            await fut
+
+    async def flush(self) -> None:
+        if self._task is None:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((_FLUSH, None, 0.0, fut))  # past capacity: never waits for room
+        self._hurry()
+        self._work.set()
+        await fut
+
+    def start(self) -> None:
+        """Start the writer task on the running loop (record() does it when needed)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(),
+                                                                 name="audit-writer")
+
+    async def close(self, timeout: float = 30.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._room.set()  # records waiting for room see the close
+        if self._task is not None:
+            self._hurry()
+            self._work.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                self._abandon(timeout)
+        try:
+            await asyncio.wait_for(self.sink.close(), _SINK_CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.error("audit sink %s did not close within %.0fs", self.sink.name,
+                      _SINK_CLOSE_TIMEOUT)
+        except Exception:
+            log.exception("audit sink %s failed to close", self.sink.name)
+        metrics.QUEUE_DEPTH.set(0)
+
+    # ---- queue --------------------------------------------------------------------------
+
+    def _enqueue(self, item: Item) -> None:
+        queue = self._queue
+        queue.append(item)
+        self._work.set()
+        if len(queue) + len(self._writing) >= self._enough:
+            self._now.set()
+
+    def _hurry(self) -> None:
+        """End the writer's linger now; no more until the queue is drained."""
+        self._urgent = True
+        self._now.set()
+
+    def _count_shed(self, when: float) -> None:
+        if not self._shed_count:
+            self._shed_first = when
+            self._shed_why = self._failure or "queue full"
+        self._shed_count += 1
+        self._shed_last = when
+        self.stats["shed"] += 1
+        metrics.SHED.inc()
+
+    def _enqueue_gap(self) -> None:
+        """Put the shed count into the chain where the events went missing, if there is room."""
+        if len(self._queue) + len(self._writing) >= self._capacity:
+            return
+        n = self._shed_count
+        fields = {"count": n, "outcome": "shed",
+                  "reason": f"{n} audit events shed: {self._shed_why}",
+                  "first_shed": format_time(self._shed_first),
+                  "last_shed": format_time(self._shed_last)}
+        self._shed_count = 0
+        self.stats["gaps"] += 1
+        self._enqueue(("gap", fields, self._shed_last, None))
+
+    # ---- the writer ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        head = None
+        if self.sink.caps.resumable:
+            head = await self._retrying(self.sink.resume, self.writer)
+        chain = Chain(self.writer, self._key, head)
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._shed_count:
+                    self._enqueue_gap()
+                    continue
+                if self._closed:
+                    return
+                self._urgent = False  # whatever hurried the writer is served
+                self._work.clear()
+                await self._work.wait()
+                continue
+            if (self._linger and not self._urgent and not self._closed
+                    and len(self._queue) < self._enough):
+                self._now.clear()
+                timer = loop.call_later(self._linger, self._now.set)
+                await self._now.wait()
+                timer.cancel()
+            queue = self._queue
+            items = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
+            self._writing = items
+            metrics.QUEUE_DEPTH.set(len(queue))
+            batch = await self._seal(chain, items)
+            if batch:
+                await self._retrying(self.sink.write, batch)
+                self.stats["written"] += len(batch)
+                self.stats["batches"] += 1
+                metrics.WRITTEN.labels(self.sink.name).inc(len(batch))
+                metrics.BATCH_EVENTS.set(len(batch))
+            self._writing = []
+            for _, _, _, fut in items:
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            self._room.set()
+
+    async def _seal(self, chain: Chain, items: list[Item]) -> list[Sealed]:
+        """Seal the items in order, letting other work run between chunks."""
+        batch: list[Sealed] = []
+        seal = chain.seal
+        for n, (kind, fields, when, _) in enumerate(items, 1):
+            if kind != _FLUSH:
+                batch.append(seal(kind, fields, when))
+            if n % _SEAL_CHUNK == 0 and n < len(items):
+                await asyncio.sleep(0)
+        return batch
+
+    async def _retrying(self, call: Callable[..., Any], arg: Any) -> Any:
+        """`await call(arg)` until it succeeds, pausing longer after each failure; the
+        failure is reported (refusal, health, log) until then."""
+        pause = _RETRY_FIRST
+        while True:
+            try:
+                result = await call(arg)
+            except Exception as e:  # noqa: BLE001 - any sink error: keep the batch, retry
+                self._failed(e)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _RETRY_MAX)
+                continue
+            if self._failure:
+                self._recovered()
+            return result
+
+    def _failed(self, error: Exception) -> None:
+        self.stats["sink_errors"] += 1
+        metrics.SINK_ERRORS.labels(self.sink.name).inc()
+        text = f"the {self.sink.name} sink cannot write: {error}"
+        if text != self._failure:
+            log.error("audit: %s; keeping %d events and retrying", text,
+                      len(self._queue) + len(self._writing))
+        first = not self._failure
+        self._failure = text
+        self._room.set()  # records waiting for room under block see the refusal
+        if first and self.on_health is not None:
+            self.on_health(False)
+
+    def _recovered(self) -> None:
+        log.warning("audit: the %s sink writes again", self.sink.name)
+        self._failure = ""
+        if self.on_health is not None:
+            self.on_health(True)
+
+    def _abandon(self, timeout: float) -> None:
+        """close() waited long enough: stop the writer, log what is lost."""
+        assert self._task is not None
+        left = [*self._writing, *self._queue]
+        lost = sum(1 for kind, *_ in left if kind != _FLUSH)
+        log.error("audit writer could not store %d events within %.0fs (%s); they are lost",
+                  lost, timeout, self._failure or "the sink is too slow")
+        self._task.cancel()
+        for _, _, _, fut in left:
+            if fut is not None and not fut.done():
+                fut.set_exception(AuditClosed("the audit closed before the event was stored"))
+        self._queue.clear()
+        self._writing = []
