@@ -42,7 +42,9 @@ _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 # Trailing metadata naming the process that answered (several workers share a port).
 WORKER_METADATA_KEY = "proctor-worker"
 # What an answer carries: the arguments of wire.encode_response, in its order.
-Answer = tuple[int, str, str, str, str, str, tuple[str, ...], tuple[str, ...], int]
+Answer = tuple[
+    decisions_pb2.Decision, str, str, str, str, str, tuple[str, ...], tuple[str, ...], int
+]
 Decided = tuple[Answer, dict[str, Any]]  # the answer and its audit event
 
 
@@ -285,8 +287,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             decision_id, approval_id, listed, decision.derived_tags, len(matched),
         )
         # Tuples and the request's own label dict go in as they are: the audit only
-        # reads them (and writes tuples as JSON arrays). These keys are the audit's
-        # DECISION_FIELDS (written by its template); approval steps add more.
+        # reads them (and writes tuples as JSON arrays). Approval steps add more keys.
         event = {
             "request_id": req.request_id,
             "run_id": req.run_id,
