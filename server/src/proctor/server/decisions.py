@@ -77,7 +77,9 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         # worker: Admin calls still name it, and Evaluate saves the trailer's cost (~20 µs).
         self._worker = ((WORKER_METADATA_KEY, str(os.getpid())),) if name_worker else None
 
-    async def Evaluate(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def Evaluate(
+        self, data: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
         """Served on raw bytes (see `raw_evaluate_handler`): server/wire.py decodes and encodes.
 
         The common call (no approval involved, room in the audit queue) never suspends:
@@ -101,7 +103,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         if self.audit.refusal:  # the audit cannot store it: fail closed, unanswered
             await context.abort(grpc.StatusCode.UNAVAILABLE, self.audit.refusal)
         decided = self._decide(req, approval_id, explain, started)
-        if type(decided) is not tuple:
+        if not isinstance(decided, tuple):
             decided = await decided
         answer, event = decided
         if not self._offer("decision", event):
@@ -112,12 +114,12 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         self.metrics.observe_evaluate((time.perf_counter_ns() - started) / 1e9)
         return encode_response(*answer)
 
-    def raw_evaluate_handler(self) -> grpc.RpcMethodHandler:
+    def raw_evaluate_handler(self) -> grpc.RpcMethodHandler[bytes, bytes]:
         """Evaluate's handler without upb (de)serializers: the servicer takes and gives bytes."""
         return grpc.unary_unary_rpc_method_handler(self.Evaluate)
 
     async def EvaluateStream(
-        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> AsyncIterator[bytes]:
         """One answer per request, in request order, on raw bytes like Evaluate.
 
@@ -152,7 +154,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                     yield _error_item(self.audit.refusal, _UNAVAILABLE)
                     continue
                 decided = self._decide(req, approval_id, explain, started)
-                if type(decided) is not tuple:
+                if not isinstance(decided, tuple):
                     decided = await decided
                 answer, event = decided
                 if not self._offer("decision", event):
@@ -166,13 +168,14 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         finally:
             streams.release()
 
-    def raw_stream_handler(self) -> grpc.RpcMethodHandler:
+    def raw_stream_handler(self) -> grpc.RpcMethodHandler[bytes, bytes]:
         """EvaluateStream's handler on bytes: the servicer decodes each item itself, so a
         malformed one is answered in its slot instead of ending the stream."""
         return grpc.stream_stream_rpc_method_handler(self.EvaluateStream)
 
     async def EvaluateBatch(
-        self, request: decisions_pb2.EvaluateBatchRequest, context: grpc.aio.ServicerContext
+        self, request: decisions_pb2.EvaluateBatchRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> decisions_pb2.EvaluateBatchResponse:
         started = time.perf_counter_ns()
         if self._worker is not None:
@@ -211,7 +214,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                 slot.error.message = denied
                 continue
             decided = self._decide(req, item.approval_id, item.explain, item_started)
-            if type(decided) is not tuple:
+            if not isinstance(decided, tuple):
                 decided = await decided
             answer, event = decided
             if answer[6]:
@@ -259,19 +262,20 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         """
         decision = self.holder.current.evaluate(req, explain)
         decision_id = self._ids.new()
-        if self.approvals is not None and (
+        approvals = self.approvals
+        if approvals is not None and (
             approval_id or decision.decision == "require_approval"
         ):
-            return self._gated(req, decision, approval_id, decision_id, started)
+            return self._gated(approvals, req, decision, approval_id, decision_id, started)
         return self._answer(req, decision, decision_id, started, decision.decision,
                             decision.reason, "", None)
 
     async def _gated(
-        self, req: engine.Request, decision: engine.Decision, approval_id: str,
-        decision_id: str, started: int,
+        self, approvals: ApprovalGate, req: engine.Request, decision: engine.Decision,
+        approval_id: str, decision_id: str, started: int,
     ) -> Decided:
         """require_approval creates an approval; a presented approved id may turn it to allow."""
-        gate = await self.approvals.apply(req, decision, approval_id, decision_id)
+        gate = await approvals.apply(req, decision, approval_id, decision_id)
         return self._answer(req, decision, decision_id, started, gate.decision,
                             gate.reason, gate.approval_id, gate.audit)
 
