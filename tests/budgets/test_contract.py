@@ -169,6 +169,23 @@ def test_commit_settles_and_refunds_the_difference(env: Env) -> None:
     env.run(scenario)
 
 
+def test_commit_and_release_only_within_the_callers_tenants(env: Env) -> None:
+    async def scenario(store: BudgetStore) -> None:
+        assert (await reserve(store, TOKENS, "a", 4, tenant="acme")).granted
+        assert (await reserve(store, TOKENS, "b", 4, tenant="acme2")).granted
+        for other in (("globex",), ("acme2",), ("acm",)):
+            with pytest.raises(ReservationNotFound):
+                await store.commit("a", 1, other)
+            with pytest.raises(ReservationNotFound):
+                await store.release("a", other)
+        c = await store.commit("a", 1, ("globex", "acme"))
+        assert c.budgets[0].used == 1
+        r = await store.release("b", ("acme2",))
+        assert r.budgets[0].reserved == 0
+
+    env.run(scenario)
+
+
 def test_commit_above_the_reservation_is_recorded_and_over(env: Env) -> None:
     async def scenario(store: BudgetStore) -> None:
         assert (await reserve(store, TOKENS, "a", 5)).granted

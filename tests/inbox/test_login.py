@@ -32,6 +32,11 @@ principals:
     tenants: [acme]
     groups: [data-governance]
     tokens: ["{hash_token('dana-token')}"]
+  - id: sam
+    roles: [agent, reviewer]
+    tenants: [acme]
+    agents: ["*"]
+    tokens: ["{hash_token('sam-token')}"]
   - id: erin
     roles: [reviewer]
     tenants: [globex]
@@ -74,13 +79,14 @@ def log_in(b: httpx.Client, token: str, next_page: str = "/approvals") -> httpx.
 BOT = [("authorization", "Bearer bot-token")]
 
 
-def ask(server: ProctorProcess, run_id: str) -> Any:
-    """planner-bot's Evaluate (the Python client takes no token yet: raw gRPC)."""
+def ask(server: ProctorProcess, run_id: str, token: str = "bot-token") -> Any:
+    """An agent's Evaluate over raw gRPC, as the principal of `token`."""
     with grpc.insecure_channel(server.address) as ch:
         req = decisions_pb2.EvaluateRequest(
             topic="job.42.send.email", delegation_path=PATH, tenant="acme", run_id=run_id,
             risk_tags=["external", "pii"])
-        return decisions_pb2_grpc.DecisionsStub(ch).Evaluate(req, metadata=BOT, timeout=10)
+        return decisions_pb2_grpc.DecisionsStub(ch).Evaluate(
+            req, metadata=[("authorization", f"Bearer {token}")], timeout=10)
 
 
 def approval_state(server: ProctorProcess, approval_id: str) -> Any:
@@ -162,3 +168,22 @@ def test_the_inbox_off_loopback_needs_principals_and_tls(tmp_path: Path) -> None
     (tmp_path / "p.yaml").write_text(PRINCIPALS)
     r = run_proctor(*base, "--principals", str(tmp_path / "p.yaml"), cwd=tmp_path)
     assert r.returncode == 2 and "need TLS" in r.stderr
+
+
+def test_no_self_approval_in_the_inbox(server: ProctorProcess) -> None:
+    d = ask(server, "run-self", token="sam-token")
+    with browser(server) as b:
+        sam = {"authorization": "Bearer sam-token"}
+        item = b.get(f"/api/v1/approvals/{d.approval_id}", headers=sam).json()
+        assert item["requested_by"] == "sam"
+        r = b.post(f"/api/v1/approvals/{d.approval_id}/resolve", headers=sam,
+                   json={"approve": True, "reason": "mine"})
+        assert r.status_code == 403 and "self approval" in r.json()["error"]["message"]
+        assert log_in(b, "sam-token").status_code == 303
+        page = b.get(f"/approvals/{d.approval_id}")
+        assert "Requested by" in page.text
+        r = b.post(f"/approvals/{d.approval_id}/resolve",
+                   data={"decision": "approve", "reason": "", "csrf": csrf_of(page.text)})
+        assert r.status_code == 403 and "self approval" in r.text
+        assert approval_state(server, d.approval_id).status == \
+            approvals_pb2.APPROVAL_STATUS_PENDING

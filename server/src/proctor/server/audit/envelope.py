@@ -19,7 +19,7 @@ def _fold_steps(d: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any
     """The approval as its steps leave it: approved and denied steps carry reviewer and
     reason, so folding them in order ends with the resolution's."""
     a: dict[str, Any] = {"status": "none", "reviewer": "", "reason": "", "approvers": [],
-                         "expires_at": "", "used_by": ""}
+                         "expires_at": "", "used_by": "", "resolved_by": {}}
     if d.get("outcome") == "require_approval":
         a["status"] = "pending" if d.get("approval_id") else "not created"
     for s in steps:
@@ -29,6 +29,8 @@ def _fold_steps(d: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any
         a["approvers"] = list(s.get("approvers") or a["approvers"])
         a["expires_at"] = str(s.get("expires_at") or a["expires_at"])
         a["used_by"] = str(s.get("used_by") or a["used_by"])
+        if s.get("op") in ("approved", "denied") and isinstance(s.get("caller"), dict):
+            a["resolved_by"] = s["caller"]  # the reviewer as a principal
     if (a["status"] in ("pending", "approved") and a["expires_at"]
             and a["expires_at"] < format_time(time.time())):
         a["status"] = "expired"  # no server recorded the expiry (none was running): it passed
@@ -48,8 +50,11 @@ def envelope(d: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
         "approval": {
             "status": a["status"], "reviewer": a["reviewer"], "reason": a["reason"],
             "approval_id": d.get("approval_id", ""), "approvers": a["approvers"],
-            "expires_at": a["expires_at"], "used_by": a["used_by"], "steps": steps,
+            "expires_at": a["expires_at"], "used_by": a["used_by"],
+            "resolved_by": a["resolved_by"], "steps": steps,
         },
+        # who asked (DESIGN section 12): the principal and how it authenticated
+        "caller": d.get("caller") or {},
         "acting_agent": path[-1] if path else "",
         "depth": max(0, len(path) - 1),
         "rule_id": d.get("rule_id", ""),
@@ -82,6 +87,8 @@ def render_envelope(env: dict[str, Any]) -> str:
         ("policy_version", env["policy_version"]),
         ("approval", _approval_line(a)),
         ("rule", f"{env['rule_id'] or '-'}: {env['reason']}"),
+        ("asked_by", _principal(env.get("caller"))),
+        ("resolved_by", _principal(a.get("resolved_by"))),
         ("acting_agent", env["acting_agent"] or "-"),
         ("tenant", env["tenant"] or "-"),
         ("risk_tags", ", ".join(env["risk_tags"]) or "-"),
@@ -99,6 +106,13 @@ def render_envelope(env: dict[str, Any]) -> str:
         ("prev_hash", env["prev_hash"] or "(first of its chain)"),
     ]
     return "\n".join(f"{k:16} {v}" for k, v in rows)
+
+
+def _principal(caller: Any) -> str:
+    """`ID (METHOD)` of an audit `caller` field; "-" when there is none."""
+    if not isinstance(caller, dict) or not caller.get("id"):
+        return "-"
+    return f"{caller['id']} ({caller.get('method', '?')})"
 
 
 def _approval_line(a: dict[str, Any]) -> str:

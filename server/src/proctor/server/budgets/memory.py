@@ -33,6 +33,7 @@ from .store import (
     plan_reserve,
     request_key,
     status_of,
+    tenant_prefixes,
 )
 from .windows import counter_key, window_bounds
 
@@ -216,13 +217,14 @@ class MemoryBudgetStore:
                 heapq.heappush(self._s.expiries, (r.expires_ms, reservation_id))
             return _reserve_answer(reservation_id, r)
 
-    async def commit(self, reservation_id: str, actual: int) -> CommitResult:
+    async def commit(self, reservation_id: str, actual: int,
+                     tenants: tuple[str, ...] | None = None) -> CommitResult:
         check_commit(reservation_id, actual)
         async with self._lock:
             now = self._now_ms()
             self._reclaim(now)
             r = self._get_reservation(reservation_id, now)
-            if r is None:
+            if r is None or not _owned(r.request, tenants):
                 raise ReservationNotFound(f"no reservation {reservation_id!r}")
             if r.state == "refused":
                 raise FailedPrecondition(f"reservation {reservation_id!r} was refused")
@@ -248,13 +250,14 @@ class MemoryBudgetStore:
             r.commit_answer = tuple(self._status(s, now) for s in r.slots)
             return CommitResult(reservation_id, r.commit_answer)
 
-    async def release(self, reservation_id: str) -> ReleaseResult:
+    async def release(self, reservation_id: str,
+                      tenants: tuple[str, ...] | None = None) -> ReleaseResult:
         check_release(reservation_id)
         async with self._lock:
             now = self._now_ms()
             self._reclaim(now)
             r = self._get_reservation(reservation_id, now)
-            if r is None:
+            if r is None or not _owned(r.request, tenants):
                 raise ReservationNotFound(f"no reservation {reservation_id!r}")
             if r.state == "held":
                 for s in r.slots:
@@ -299,3 +302,8 @@ def _reserve_answer(rid: str, r: _Reservation) -> ReserveResult:
         reservation_id=rid,
         expires_at=r.expires_ms / 1000,
     )
+
+
+def _owned(request: str, tenants: tuple[str, ...] | None) -> bool:
+    """The reservation (its request_key) belongs to one of `tenants` (None: any)."""
+    return tenants is None or request.startswith(tenant_prefixes(tenants))

@@ -49,6 +49,7 @@ from .store import (
     plan_get,
     plan_reserve,
     request_key,
+    tenant_prefixes,
 )
 from .windows import counter_key_parts
 
@@ -144,14 +145,18 @@ class RedisBudgetStore:
                                  int(reply["e"]) / 1000)
         raise ReservationExists(exists_message(reservation_id, reply.get("st", "")))
 
-    async def commit(self, reservation_id: str, actual: int) -> CommitResult:
+    async def commit(self, reservation_id: str, actual: int,
+                     tenants: tuple[str, ...] | None = None) -> CommitResult:
         check_commit(reservation_id, actual)
-        reply = _checked(await self._run(COMMIT, (reservation_id, actual)))
+        owners = tenant_prefixes(tenants) if tenants is not None else ()
+        reply = _checked(await self._run(COMMIT, (reservation_id, actual, *owners)))
         return CommitResult(reservation_id, _statuses(reply["s"]))
 
-    async def release(self, reservation_id: str) -> ReleaseResult:
+    async def release(self, reservation_id: str,
+                      tenants: tuple[str, ...] | None = None) -> ReleaseResult:
         check_release(reservation_id)
-        reply = _checked(await self._run(RELEASE, (reservation_id,)))
+        owners = tenant_prefixes(tenants) if tenants is not None else ()
+        reply = _checked(await self._run(RELEASE, (reservation_id, *owners)))
         return ReleaseResult(reservation_id, _statuses(reply["s"]))
 
     async def get(

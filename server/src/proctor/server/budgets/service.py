@@ -157,8 +157,9 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         self, request: budgets_pb2.CommitBudgetRequest, context: Any
     ) -> budgets_pb2.CommitBudgetResponse:
         fields = {"reservation_id": request.reservation_id, "actual": request.actual}
-        try:
-            r = await self._store.commit(request.reservation_id, request.actual)
+        try:  # only the caller's tenants' reservations (another's is NOT_FOUND)
+            r = await self._store.commit(request.reservation_id, request.actual,
+                                         _own_tenants())
         except BudgetError as e:
             await self._fail(context, "commit", fields, e)
         self.watch.mark(True)
@@ -175,7 +176,7 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
     ) -> budgets_pb2.ReleaseBudgetResponse:
         fields = {"reservation_id": request.reservation_id}
         try:
-            r = await self._store.release(request.reservation_id)
+            r = await self._store.release(request.reservation_id, _own_tenants())
         except BudgetError as e:
             await self._fail(context, "release", fields, e)
         self.watch.mark(True)
@@ -211,3 +212,11 @@ class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
         resp = budgets_pb2.GetBudgetResponse()
         add_statuses(resp.budgets, statuses)
         return resp
+
+
+def _own_tenants() -> tuple[str, ...] | None:
+    """The tenants whose reservations the caller may commit and release (None: any)."""
+    p = auth.caller()
+    if p.unrestricted or "*" in p.tenants:
+        return None
+    return p.tenants

@@ -235,17 +235,21 @@ class BudgetStore(Protocol):
         """
         ...
 
-    async def commit(self, reservation_id: str, actual: int) -> CommitResult:
+    async def commit(self, reservation_id: str, actual: int,
+                     tenants: tuple[str, ...] | None = None) -> CommitResult:
         """Settle a spend reservation at `actual`: the reserved amount is refunded and
         `actual` is counted as used, even above the reservation (the answer is then over).
+        With `tenants`, a reservation of any other tenant is ReservationNotFound.
 
         ReservationNotFound for an unknown id; FailedPrecondition for a lease, a
         refused or released reservation, or a second commit with another actual.
         """
         ...
 
-    async def release(self, reservation_id: str) -> ReleaseResult:
+    async def release(self, reservation_id: str,
+                      tenants: tuple[str, ...] | None = None) -> ReleaseResult:
         """Refund a held reservation or free a lease; a no-op for one no longer held.
+        With `tenants`, a reservation of any other tenant is ReservationNotFound.
 
         ReservationNotFound for an unknown id.
         """
@@ -301,6 +305,12 @@ def request_key(tenant: str, agent_id: str, run_id: str, unit: str) -> str:
     """What a reservation_id is bound to besides its amount, as one string (length-prefixed,
     so different requests never share one)."""
     return "".join(f"{len(v.encode())}:{v}" for v in (tenant, agent_id, run_id, unit))
+
+
+def tenant_prefixes(tenants: tuple[str, ...]) -> tuple[str, ...]:
+    """How each tenant starts a request_key: a reservation's tenant is one of `tenants`
+    when its request_key starts with one of these."""
+    return tuple(f"{len(t.encode())}:{t}" for t in tenants)
 
 
 def exists_message(reservation_id: str, state: str = "") -> str:

@@ -39,6 +39,7 @@ def approval_data(a: Approval, now: float | None = None) -> dict[str, Any]:
         "reviewer": a.reviewer,
         "resolution_reason": a.resolution_reason,
         "consumed_by": a.consumed_by,
+        "requested_by": d.requested_by,
         "url": f"/approvals/{a.approval_id}",
     }
 

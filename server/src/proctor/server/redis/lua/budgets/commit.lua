@@ -4,13 +4,23 @@
 -- Replies one JSON object: {"k": "ok", "s": [status...]} (statuses as lib.lua describes
 -- them; the first commit's answer on a retry with the same actual), or
 -- {"k": "not_found"|"precondition", "m": message}.
+-- ARGV[3..]  the caller's tenants, each as #tenant..":"..tenant (none: any tenant): a
+--          reservation of another tenant answers not_found, as if it did not exist
+local function owned(rec)
+  if #ARGV < 3 then return true end
+  for i = 3, #ARGV do
+    local p = ARGV[i]
+    if string.sub(rec.q, 1, #p) == p then return true end
+  end
+  return false
+end
 local P = KEYS[1]
 local rid, actual = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 reclaim(P, now)
 
 local rec = load_record(P, rid)
-if not rec then return reply({k = 'not_found', m = "no reservation '" .. rid .. "'"}) end
+if not rec or not owned(rec) then return reply({k = 'not_found', m = "no reservation '" .. rid .. "'"}) end
 local function refuse(why)
   return reply({k = 'precondition', m = "reservation '" .. rid .. "' " .. why})
 end
