@@ -106,8 +106,8 @@ principals:
                       "--tls-cert", str(pki.dir / "server.pem"),
                       "--tls-key", str(pki.dir / "server.key"),
                       "--client-ca", str(pki.dir / "ca.pem"), wait=False)
-    _wait_tls(p, pki, "agent")
     try:
+        _wait_tls(p, pki, "agent")
         yield p
     finally:
         assert p.stop() == 0, p.log()
@@ -154,9 +154,9 @@ def jwt_server(pki: Pki, keys: dict[str, SigningKey],
                       "--jwt-refresh-seconds", "3600",
                       "--tls-cert", str(pki.dir / "server.pem"),
                       "--tls-key", str(pki.dir / "server.key"), wait=False)
-    _wait_tls(p, pki)
     p.jwks = d / "jwks.json"  # type: ignore[attr-defined]
     try:
+        _wait_tls(p, pki)
         yield p
     finally:
         assert p.stop() == 0, p.log()
