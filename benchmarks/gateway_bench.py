@@ -15,7 +15,8 @@ Starts `proctor serve` on a free loopback port with a small policy, then:
    stdio hop, one Evaluate.
 
 Prints p50/p90/p99 in microseconds and writes them (with the machine and the
-commit) as JSON to --out, or to a temporary directory.
+commit) as JSON to --out, or to gateway-<time>.json in the results directory outside
+the checkout (benchmarks/baselines/README.md).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
+from proctor.bench.results import save_result
 from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,8 +135,7 @@ def main() -> int:
             }
         finally:
             server.stop()
-    out = args.out or Path(tempfile.mkdtemp(prefix="proctor-bench-")) / "gateway.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = save_result(result, args.out, "gateway")
     print(json.dumps({k: result[k] for k in ("ext_authz", "mcp_tool_call")}, indent=2))
     print(f"written to {out}")
     return 0

@@ -7,13 +7,13 @@ tool_calls for the budgeted mode) on a free loopback port, then runs one tool ca
 time through a bare ToolNode, through ProctorToolNode (one Evaluate), and through
 ProctorToolNode with a budget unit (Evaluate, ReserveBudget, CommitBudget), alternating
 the modes every round. Prints per-call p50/p90 in microseconds and the added cost over
-ToolNode; writes JSON to --out (default: a temporary file, never the checkout).
+ToolNode; writes JSON to --out (default: integration-<time>.json in the results directory,
+never the checkout; benchmarks/baselines/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -26,6 +26,7 @@ from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
+from proctor.bench.results import save_result
 from proctor.client import ProctorClient, delegation
 from proctor.client.integrations.langgraph import ProctorToolNode
 
@@ -103,8 +104,7 @@ def main() -> None:
         result[m] = {"p50_us": round(p50, 1), "p90_us": round(p90, 1),
                      "added_p50_us": round(p50 - base, 1), "calls": len(xs)}
         print(f"{m:16s} p50 {p50:8.1f} us  p90 {p90:8.1f} us  added {p50 - base:8.1f} us")
-    out = args.out or Path(tempfile.mkstemp(prefix="integration-bench-", suffix=".json")[1])
-    out.write_text(json.dumps(result, indent=2))
+    out = save_result(result, args.out, "integration")
     print(f"wrote {out}")
 
 

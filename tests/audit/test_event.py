@@ -10,18 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proctor.server.audit.event import (
-    DECISION_FIELDS,
     canonical,
     format_micros,
     format_time,
     parse_time,
-    plain,
-    quote,
     record_hash,
     record_hmac,
     safe_name,
     seal,
-    seal_decision,
 )
 from proctor.server.ids import UlidGenerator, timestamp_ms
 
@@ -102,73 +98,8 @@ def test_time_text_matches_datetime(micros: int) -> None:
     assert format_time(micros / 1_000_000) == format_micros(round(micros / 1_000_000 * 1e6))
 
 
-def test_plain_means_nothing_to_escape() -> None:
-    assert plain("01JDXYZ") and plain("ab" * 32) and plain("")
-    assert not plain('a"b') and not plain("a\\b") and not plain("\n") and plain("é")
-
-
 def test_safe_name() -> None:
     assert safe_name("host-1:42:1700") == "host-1_42_1700"
-
-
-_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
-_names = st.lists(_text, max_size=4)
-# The envelope values the pipeline hands the template: ULIDs, times, hex digests.
-_plain = st.text(st.sampled_from("0123456789abcdefABCDEFXYZ:.-TZ"), max_size=64)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    strings=st.fixed_dictionaries({
-        k: _text for k in ("request_id", "run_id", "tenant", "topic", "outcome", "rule_id",
-                           "reason", "policy_version", "decision_id", "approval_id")
-    }),
-    path=_names.map(tuple), derived=_names.map(tuple), tags=_names,
-    labels=st.dictionaries(_text, _text, max_size=4),
-    latency=st.integers(min_value=0, max_value=10**9),
-    seq=st.integers(min_value=1, max_value=10**12),
-    writer=_text, prev=_plain, stamp=_plain, event_id=_plain,
-    key=st.one_of(st.none(), st.binary(min_size=1, max_size=16)),
-)
-def test_decision_template_writes_the_generic_bytes(
-    strings: dict[str, str], path: tuple[str, ...], derived: tuple[str, ...], tags: list[str],
-    labels: dict[str, str], latency: int, seq: int, writer: str, prev: str, stamp: str,
-    event_id: str, key: bytes | None,
-) -> None:
-    fields = {**strings, "delegation_path": path, "derived_tags": derived, "risk_tags": tags,
-              "labels": labels, "latency_us": latency}
-    assert fields.keys() == DECISION_FIELDS
-    fast = seal_decision(fields, event_id, seq, stamp, quote(writer), prev, key)
-    rec = {**fields, "event_id": event_id, "seq": seq, "time": stamp, "kind": "decision",
-           "writer": writer, "prev_hash": prev}
-    assert fast == seal(rec, key)
-
-
-def test_decision_template_gives_the_same_bytes_from_its_cache() -> None:
-    fields = {"request_id": "r", "run_id": "", "tenant": "acme", "topic": "job.1.x",
-              "outcome": "deny", "rule_id": "no-\"x\"", "reason": "bad\n", "policy_version": "v",
-              "decision_id": "d", "approval_id": "", "delegation_path": ["a", "b\\"],
-              "derived_tags": ("t",), "risk_tags": ("x", "y"), "labels": {"k": "v", "a": "é"},
-              "latency_us": 3}
-    rec = {**fields, "event_id": "E", "seq": 1, "time": "T", "kind": "decision",
-           "writer": "w\"", "prev_hash": ""}
-    first = seal_decision(fields, "E", 1, "T", quote("w\""), "", None)
-    again = seal_decision(dict(fields), "E", 1, "T", quote("w\""), "", None)
-    assert first == again == seal(rec, None)
-    missing = {k: v for k, v in fields.items() if k != "topic"}
-    assert seal_decision({**missing, "extra": "x"}, "E", 1, "T", '"w"', "", None) is None
-
-
-def test_decision_template_declines_values_it_does_not_write() -> None:
-    base = {"request_id": "r", "run_id": "", "tenant": "acme", "topic": "job.1.x",
-            "outcome": "allow", "rule_id": "a", "reason": "ok", "policy_version": "v",
-            "decision_id": "d", "approval_id": "", "delegation_path": ("a",),
-            "derived_tags": (), "risk_tags": (), "labels": {}, "latency_us": 3}
-    assert seal_decision(base, "e", 1, "t", '"w"', "", None) is not None
-    for field, odd in [("latency_us", True), ("latency_us", 1.5), ("labels", None),
-                       ("delegation_path", "a"), ("risk_tags", ("x", 1)), ("reason", None),
-                       ("labels", {"k": 1})]:
-        assert seal_decision({**base, field: odd}, "e", 1, "t", '"w"', "", None) is None, field
 
 
 def test_time_text_of_alternating_and_many_seconds() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -142,15 +141,17 @@ def test_every_audit_event_names_its_caller(channel: grpc.Channel) -> None:
         "/proctor.v1.Audit/StreamDecisions",
         request_serializer=audit_pb2.StreamDecisionsRequest.SerializeToString,
         response_deserializer=audit_pb2.AuditEvent.FromString)
-    deadline = time.monotonic() + 20
-    while True:
+
+    def with_the_approval() -> list[dict[str, Any]]:
         records = [json.loads(e.record_json) for e in stream(
             audit_pb2.StreamDecisionsRequest(), metadata=_md("aud"), timeout=10)]
         mine = [r for r in records if r.get("approval_id") == aid]
         ops = {(r["kind"], r.get("op", r.get("outcome"))) for r in mine}
-        if ("approval", "approved") in ops or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # the audit is written behind the answers
+        return records if ("approval", "approved") in ops else []
+
+    # the audit is written behind the answers
+    records = wait_until(with_the_approval, "the approval's audit events", 20, interval=0.05)
+    mine = [r for r in records if r.get("approval_id") == aid]
     by_step = {(r["kind"], r.get("op", "")): r["caller"] for r in mine}
     assert by_step[("decision", "")] == {"id": "bot", "method": "token"}
     assert by_step[("approval", "created")] == {"id": "bot", "method": "token"}

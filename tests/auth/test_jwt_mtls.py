@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from proctor.server.auth.tokens import hash_token
 from proctor.v1 import admin_pb2, decisions_pb2
 from tests.support.proctor import ProctorProcess, start_proctor
+from tests.support.wait import wait_until
 
 from .pki import Pki, SigningKey, write_jwks
 
@@ -67,16 +68,17 @@ def _tls_channel(server: ProctorProcess, pki: Pki, client: str | None = None) ->
 
 
 def _wait_tls(server: ProctorProcess, pki: Pki, client: str | None = None) -> None:
-    deadline = time.monotonic() + 60
-    while True:
+    def answers() -> bool:
         assert server.proc is not None and server.proc.poll() is None, server.log()
         with _tls_channel(server, pki, client) as ch:
-            try:
-                health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                return
-            except grpc.RpcError:
-                assert time.monotonic() < deadline, server.log()
-        time.sleep(0.1)
+            health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        return True
+
+    try:
+        wait_until(answers, "a health check over TLS", 60, interval=0.1,
+                   ignore=(grpc.RpcError,))
+    except AssertionError as e:
+        raise AssertionError(server.log()) from e
 
 
 # -- mTLS ------------------------------------------------------------------------------
@@ -104,8 +106,8 @@ principals:
                       "--tls-cert", str(pki.dir / "server.pem"),
                       "--tls-key", str(pki.dir / "server.key"),
                       "--client-ca", str(pki.dir / "ca.pem"), wait=False)
-    _wait_tls(p, pki, "agent")
     try:
+        _wait_tls(p, pki, "agent")
         yield p
     finally:
         assert p.stop() == 0, p.log()
@@ -152,9 +154,9 @@ def jwt_server(pki: Pki, keys: dict[str, SigningKey],
                       "--jwt-refresh-seconds", "3600",
                       "--tls-cert", str(pki.dir / "server.pem"),
                       "--tls-key", str(pki.dir / "server.key"), wait=False)
-    _wait_tls(p, pki)
     p.jwks = d / "jwks.json"  # type: ignore[attr-defined]
     try:
+        _wait_tls(p, pki)
         yield p
     finally:
         assert p.stop() == 0, p.log()
@@ -233,11 +235,9 @@ def test_a_jwks_rotated_while_serving(jwt_server: ProctorProcess, pki: Pki,
                                       keys: dict[str, SigningKey]) -> None:
     token = keys["next"].sign(_claims())
     write_jwks(jwt_server.jwks, keys["next"], keys["ec"])  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 30
     with _tls_channel(jwt_server, pki) as ch:
         # an unknown key id asks for an early refresh (at most every few seconds)
-        while _evaluate(ch, _bearer(token))[0] != grpc.StatusCode.OK:
-            assert time.monotonic() < deadline, jwt_server.log()
-            time.sleep(0.2)
+        wait_until(lambda: _evaluate(ch, _bearer(token))[0] == grpc.StatusCode.OK,
+                   "the rotated key to be accepted", 30, interval=0.2)
         code, _ = _evaluate(ch, _bearer(keys["rsa"].sign(_claims())))
         assert code == grpc.StatusCode.UNAUTHENTICATED  # the retired key no longer works

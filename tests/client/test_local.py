@@ -107,6 +107,14 @@ def _local_events(audit: Path) -> list[dict]:
     return out
 
 
+def _warm(c: ProctorClient, *pairs: tuple[str, str]) -> None:
+    """One call per (tenant, acting agent) goes to the server first, which authorizes the
+    caller for them; the client decides theirs locally after that."""
+    for tenant, agent in pairs:
+        d = c.evaluate("job.0.delegate.internal", delegation_path=[agent], tenant=tenant)
+        assert not d.decision_id.startswith("local-") and not d.fail_closed
+
+
 def _serve(tmp_path: Path, text: str, *args: str) -> ProctorProcess:
     policy = tmp_path / "policy.yaml"
     policy.write_text(text)
@@ -145,7 +153,11 @@ def test_local_answers_equal_the_servers_on_a_corpus(tmp_path: Path, text: str) 
         assert isinstance(want, DecisionResult)
         assert [getattr(have, f) for f in FIELDS] == [getattr(want, f) for f in FIELDS], request
     remote_only = sum(1 for w in expected if w.ok and w.decision == "require_approval")
-    assert decided_here == len(requests) - remote_only
+    # The first call of each tenant and acting agent is the server's (it authorizes them).
+    pairs = {(r["tenant"], r["delegation_path"][-1]) for r in requests}
+    assert len(requests) - remote_only - len(pairs) <= decided_here
+    assert decided_here <= len(requests) - remote_only
+    assert sum(1 for d in got if d.decision_id.startswith("local-")) == decided_here
     assert len(_local_events(tmp_path / "server" / "audit")) == decided_here
 
 
@@ -154,6 +166,7 @@ def test_local_decisions_reach_the_audit_once_as_local_and_verify(tmp_path: Path
     try:
         with ProctorClient(server.address, local=True, spool_dir=tmp_path / "spool") as c:
             assert c.wait_for_local_policy(10)
+            _warm(c, ("acme", "worker"), ("", "etl"))
             ids = [c.evaluate("job.7.delegate.internal", delegation_path=["planner", "worker"],
                               run_id="run-1", tenant="acme", labels={"k": "v"}).decision_id
                    for _ in range(300)]
@@ -208,6 +221,7 @@ def test_the_spool_replays_after_the_server_restarts_mid_run(tmp_path: Path) -> 
     try:
         with ProctorClient(server.address, local=True, spool_dir=tmp_path / "spool") as c:
             assert c.wait_for_local_policy(10)
+            _warm(c, ("", "p"))
             for _ in range(100):
                 ids.append(c.evaluate("job.1.delegate.internal", delegation_path=["p"])
                            .decision_id)
@@ -226,7 +240,10 @@ def test_the_spool_replays_after_the_server_restarts_mid_run(tmp_path: Path) -> 
     finally:
         assert server.stop() == 0, server.log()
     events = _local_events(tmp_path / "server" / "audit")
-    assert sorted(e["decision_id"] for e in events) == sorted(ids)
+    # Once the restarted server answers the watch, the next call of ("", "p") is its again.
+    local_ids = [i for i in ids if i.startswith("local-")]
+    assert len(local_ids) >= 299
+    assert sorted(e["decision_id"] for e in events) == sorted(local_ids)
     assert verify_dir(tmp_path / "server" / "audit").ok
 
 
@@ -262,11 +279,16 @@ def test_a_killed_clients_decisions_are_shipped_by_the_next_client(tmp_path: Pat
         with ProctorClient(server.address, local=True, spool_dir=spool) as c:
             assert c.wait_for_local_policy(10)
             ids.append(c.evaluate("job.2.delegate.internal", delegation_path=["p"]).decision_id)
-            _wait(lambda: len(_local_events(tmp_path / "server" / "audit")) >= len(ids))
+            local = c.local
+            assert local is not None
+            # Acknowledged: the server has stored them (read the audit once it stopped).
+            _wait(lambda: not local.shipper.orphans and not local.spool.pending)
     finally:
         assert server.stop() == 0, server.log()
     events = _local_events(tmp_path / "server" / "audit")
-    assert sorted(e["decision_id"] for e in events) == sorted(ids)
+    local_ids = [i for i in ids if i.startswith("local-")]
+    assert len(local_ids) >= 499  # each client's first call of a tenant and agent is remote
+    assert sorted(e["decision_id"] for e in events) == sorted(local_ids)
     assert verify_dir(tmp_path / "server" / "audit").ok
     assert [p for p in (spool).rglob("*") if p.is_file() and p.stat().st_size] == []
 
@@ -277,6 +299,7 @@ def test_a_full_spool_stops_local_decisions_and_fails_closed(tmp_path: Path) -> 
         with ProctorClient(server.address, local=True, spool_dir=tmp_path / "spool",
                            max_spool_bytes=20_000, fail_closed=True, timeout=0.5) as c:
             assert c.wait_for_local_policy(10)
+            _warm(c, ("", "p"))
             server.stop()
             answers = [c.evaluate("job.1.delegate.internal", delegation_path=["p"])
                        for _ in range(400)]
@@ -299,6 +322,7 @@ def test_local_decisions_stop_after_max_staleness(tmp_path: Path) -> None:
         with ProctorClient(server.address, local=True, spool_dir=tmp_path / "spool",
                            max_staleness=1.5, fail_closed=True, timeout=0.3) as c:
             assert c.wait_for_local_policy(10)
+            _warm(c, ("", "p"))
             server.stop()
             stopped = time.monotonic()
             assert not c.evaluate("job.1.delegate.internal", delegation_path=["p"]).fail_closed
@@ -345,8 +369,10 @@ def test_the_async_client_decides_locally_and_ships(tmp_path: Path) -> None:
         async with AsyncProctorClient(server.address, local=True,
                                       spool_dir=tmp_path / "spool") as c:
             assert await c.wait_for_local_policy(10)
+            first = await c.evaluate("job.3.delegate.internal", delegation_path=["p", "a"])
+            assert not first.decision_id.startswith("local-")  # the server's, authorizing "a"
             answers = await asyncio.gather(*(
-                c.evaluate("job.3.delegate.internal", delegation_path=["p", f"a{i}"])
+                c.evaluate("job.3.delegate.internal", delegation_path=["p", "a"])
                 for i in range(200)))
             review = await c.evaluate("job.3.read.pii", delegation_path=["p"],
                                       risk_tags=["pii"])
@@ -361,3 +387,46 @@ def test_the_async_client_decides_locally_and_ships(tmp_path: Path) -> None:
     events = _local_events(tmp_path / "server" / "audit")
     assert sorted(e["decision_id"] for e in events) == sorted(ids)
 
+
+
+PRINCIPALS = """
+principals:
+  - id: planner-bot
+    roles: [agent]
+    tenants: [acme]
+    agents: ["planner", "research-*"]
+    tokens: ["{token}"]
+"""
+
+
+def test_a_tenant_or_agent_the_caller_may_not_act_as_is_never_decided_locally(
+    tmp_path: Path,
+) -> None:
+    from proctor.client import ProctorError
+    from proctor.server.auth.tokens import hash_token
+
+    principals = tmp_path / "principals.yaml"
+    principals.write_text(PRINCIPALS.format(token=hash_token("tok-agent")))
+    server = _serve(tmp_path, SEED_POLICY.read_text(), "--principals", str(principals))
+    try:
+        with ProctorClient(server.address, local=True, spool_dir=tmp_path / "spool",
+                           metadata=[("authorization", "Bearer tok-agent")]) as c:
+            assert c.wait_for_local_policy(10)
+            own = [c.evaluate("job.1.delegate.internal", delegation_path=["root", "planner"],
+                              tenant="acme") for _ in range(20)]
+            assert all(d.allowed for d in own)
+            assert sum(d.decision_id.startswith("local-") for d in own) == 19
+            for tenant, path in (("globex", ["planner"]), ("acme", ["planner", "intruder"])):
+                for _ in range(3):
+                    with pytest.raises(ProctorError) as e:
+                        c.evaluate("job.1.delegate.internal", delegation_path=path,
+                                   tenant=tenant)
+                    assert e.value.code == grpc.StatusCode.PERMISSION_DENIED
+            local = c.local
+            assert local is not None
+            _wait(lambda: not local.spool.pending)
+    finally:
+        assert server.stop() == 0, server.log()
+    events = _local_events(tmp_path / "server" / "audit")
+    assert len(events) == 19 and {e["tenant"] for e in events} == {"acme"}
+    assert verify_dir(tmp_path / "server" / "audit").ok

@@ -49,6 +49,9 @@ def register(subparsers: Any) -> None:
     where.add_argument("--spawn", action="store_true",
                        help="start `proctor serve --policy P` on a free port, stop it after")
     where.add_argument("--server", default="", metavar="HOST:PORT", help="a running server")
+    where.add_argument("--token-file", default=None, metavar="FILE",
+                       help="--server: file holding the bearer token (default: "
+                       "$PROCTOR_TOKEN, if set); sent on every call")
     where.add_argument("--policy", default="", metavar="P",
                        help="policy to serve (--spawn) and to generate the request mix from")
     where.add_argument("--serve-arg", action="append", default=[], metavar="FLAG",

@@ -39,6 +39,8 @@ from typing import Any
 
 import grpc
 
+from proctor.client._base import bearer_metadata
+
 from . import histo
 from .progress import Progress
 from .spawn import process_tree_cpu
@@ -253,7 +255,29 @@ def _channels(spec: LoadSpec) -> list[grpc.aio.Channel]:
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES * 64),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
-    return [grpc.aio.insecure_channel(spec.address, options=opts) for _ in range(spec.channels)]
+    metadata = bearer_metadata()  # $PROCTOR_TOKEN (--token-file sets it): on every call
+    interceptors = [_Bearer(metadata)] if metadata else None
+    return [grpc.aio.insecure_channel(spec.address, options=opts, interceptors=interceptors)
+            for _ in range(spec.channels)]
+
+
+class _Bearer(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    """Adds the `authorization` metadata to every call of a load channel."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+
+    def _details(self, d: Any) -> Any:
+        md = grpc.aio.Metadata(*(d.metadata or ()), *self.metadata)
+        return d._replace(metadata=md)
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any,
+                                    request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any,
+                                      request_iterator: Any) -> Any:
+        return await continuation(self._details(details), request_iterator)
 
 
 async def _closed(spec: LoadSpec, rec: _Recorder, caller: _Caller) -> None:

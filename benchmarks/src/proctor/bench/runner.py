@@ -11,6 +11,7 @@ the summary and the comparison with the previous result.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections import Counter
@@ -20,6 +21,8 @@ from typing import Any
 
 import grpc
 
+from proctor.client import credentials
+from proctor.client._base import TOKEN_ENV, bearer_metadata
 from proctor.v1 import decisions_pb2
 
 from . import histo, plot, results
@@ -44,6 +47,9 @@ _DECISIONS = {v.number: v.name.removeprefix("DECISION_").lower()
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if getattr(args, "token_file", None):
+            # The load processes read it from the environment (bearer_metadata).
+            os.environ[TOKEN_ENV] = bearer_metadata(None, args.token_file)[0][1][7:]
         return _run(args)
     except (BenchError, WorkloadError, RuntimeError, TimeoutError, OSError) as e:
         print(f"proctor bench: error: {e}", file=sys.stderr)
@@ -217,9 +223,12 @@ def preflight(address: str, plan: Any, timeout: float = 10.0, sample: int = 200)
     decisions: Counter[str] = Counter()
     in_order: list[str] = []
     calls = ok = 0
-    with grpc.insecure_channel(address) as ch:
+    metadata = bearer_metadata()
+    with grpc.insecure_channel(address) as raw:
+        ch = grpc.intercept_channel(raw, credentials.with_metadata(metadata)) if metadata \
+            else raw
         try:
-            grpc.channel_ready_future(ch).result(timeout=timeout)
+            grpc.channel_ready_future(raw).result(timeout=timeout)
         except grpc.FutureTimeoutError:
             raise BenchError(f"nothing answers on {address}") from None
         for op in plan.ops:

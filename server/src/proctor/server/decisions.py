@@ -30,9 +30,9 @@ from .streams import OpenStreams
 from .wire import DECISION_TO_PROTO, DecodeError, decode_evaluate, encode_response
 from .wire import to_engine_request as to_engine_request
 
-# A batch gives the event loop back after this many items, so that a full batch holds
-# other callers up for a slice of its work, not all of it.
-BATCH_SLICE = 32
+# A batch gives the event loop back after each slice of this much work (nanoseconds), so
+# that a full batch holds other callers up for a slice of its work, not all of it.
+BATCH_SLICE_NS = 200_000
 EVALUATE_METHOD = "/proctor.v1.Decisions/Evaluate"
 EVALUATE_STREAM_METHOD = "/proctor.v1.Decisions/EvaluateStream"
 
@@ -42,7 +42,9 @@ _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 # Trailing metadata naming the process that answered (several workers share a port).
 WORKER_METADATA_KEY = "proctor-worker"
 # What an answer carries: the arguments of wire.encode_response, in its order.
-Answer = tuple[int, str, str, str, str, str, tuple[str, ...], tuple[str, ...], int]
+Answer = tuple[
+    decisions_pb2.Decision, str, str, str, str, str, tuple[str, ...], tuple[str, ...], int
+]
 Decided = tuple[Answer, dict[str, Any]]  # the answer and its audit event
 
 
@@ -188,11 +190,14 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         out = decisions_pb2.EvaluateBatchResponse()
         events: list[dict[str, Any]] = []
         explain_left = self.max_explain_bytes
-        for i, item in enumerate(items):
-            if i and i % BATCH_SLICE == 0:
-                await asyncio.sleep(0)  # let other callers in between slices
-            slot = out.results.add()
+        slice_end = started + BATCH_SLICE_NS
+        for item in items:
             item_started = time.perf_counter_ns()
+            if item_started > slice_end:
+                await asyncio.sleep(0)  # let other callers in between slices
+                item_started = time.perf_counter_ns()
+                slice_end = item_started + BATCH_SLICE_NS
+            slot = out.results.add()
             try:
                 req = to_engine_request(item)
             except engine.RequestError as e:
@@ -282,8 +287,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
             decision_id, approval_id, listed, decision.derived_tags, len(matched),
         )
         # Tuples and the request's own label dict go in as they are: the audit only
-        # reads them (and writes tuples as JSON arrays). These keys are the audit's
-        # DECISION_FIELDS (written by its template); approval steps add more.
+        # reads them (and writes tuples as JSON arrays). Approval steps add more keys.
         event = {
             "request_id": req.request_id,
             "run_id": req.run_id,

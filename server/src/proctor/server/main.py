@@ -17,7 +17,7 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -148,7 +148,9 @@ def register_services(
     register_audit_metrics(metrics.registry)
     register_redis_metrics(metrics.registry)
     register_approval_metrics(metrics.registry)
-    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    # grpc's stubs type the server as a whole grpc.Server; the generated function calls only
+    # add_generic_rpc_handlers and add_registered_method_handlers, which MethodTable has.
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, cast(grpc.Server, server))
     health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     names = (*SERVICE_NAMES, *gateway_names, health_service, *server_reflection.SERVICE_NAMES)
     server_reflection.enable(server, names)

@@ -62,9 +62,9 @@ def decode_evaluate(data: bytes) -> tuple[engine.Request, str, bool]:
 
 
 def encode_response(
-    decision: int, rule_id: str, reason: str, policy_version: str, decision_id: str,
-    approval_id: str, matched_rule_ids: Sequence[str], derived_tags: Sequence[str],
-    matched_rule_count: int = 0,
+    decision: decisions_pb2.Decision, rule_id: str, reason: str, policy_version: str,
+    decision_id: str, approval_id: str, matched_rule_ids: Sequence[str],
+    derived_tags: Sequence[str], matched_rule_count: int = 0,
 ) -> bytes:
     """EvaluateResponse bytes."""
     msg = decisions_pb2.EvaluateResponse(

@@ -204,6 +204,8 @@ class AsyncProctorClient(AsyncBudgetsMixin, AsyncApprovalsMixin):
             response: decisions_pb2.EvaluateResponse = await self._call(
                 self._evaluate, "Evaluate", request, timeout
             )
+            if self._local is not None:
+                self._local.vouch(request.tenant, request.delegation_path)
         except ProctorError as error:
             if may_fail_closed(error, self.options.fail_closed):
                 return DecisionResult.fail_closed_deny(

@@ -56,7 +56,7 @@ def open_channel(target: str, args: argparse.Namespace,
     metadata = call_metadata(args)
     if not metadata:
         return channel
-    return grpc.intercept_channel(channel, _with_metadata(metadata))
+    return grpc.intercept_channel(channel, with_metadata(metadata))
 
 
 def open_aio_channel(target: str, args: argparse.Namespace,
@@ -71,7 +71,7 @@ def open_aio_channel(target: str, args: argparse.Namespace,
     return grpc.aio.insecure_channel(target, options=opts)
 
 
-def _with_metadata(metadata: tuple[tuple[str, str], ...]) -> Any:
+def with_metadata(metadata: tuple[tuple[str, str], ...]) -> Any:
     """A client interceptor adding fixed metadata (the bearer token) to every call."""
     import grpc
 

@@ -8,7 +8,8 @@
 - `decide()` runs on the caller's path: validate the request as the server does,
   evaluate, write the decision through to the spool (proctor.client.spool) and
   answer. It returns None, and the client asks the server instead, for anything
-  the server must decide: require_approval, a presented approval_id, no policy
+  the server must decide: require_approval, a presented approval_id, the first
+  call for each tenant and acting agent (the server authorizes the caller), no policy
   yet, a policy older than `max_staleness` seconds without word from the server,
   or a spool at its bound;
 - a shipper thread (proctor.client.shipper) sends every spooled decision to
@@ -75,6 +76,9 @@ class LocalEvaluator:
         self.policy: engine.CompiledPolicy | None = None
         self.policy_text = ""
         self.heard = _NEVER  # time.monotonic() of the last word from WatchPolicy
+        # (tenant, acting agent) pairs the server has answered for this client: only those
+        # are decided here (see `vouch`).
+        self._vouched: set[tuple[str, str]] = set()
         self.refused = ""  # why the server refused WatchPolicy (local evaluation off)
         self.local_decisions = 0
         self._changed = threading.Condition()
@@ -126,6 +130,8 @@ class LocalEvaluator:
         except engine.RequestError as e:
             raise InvalidRequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e),
                                       "Evaluate") from None
+        if (req.tenant, req.delegation_path[-1]) not in self._vouched:
+            return None  # the server first: it checks this caller may act as them
         d = policy.evaluate(req, explain)
         code = _CODES.get(d.decision)
         if code is None:
@@ -142,6 +148,17 @@ class LocalEvaluator:
         return DecisionResult(d.decision, d.rule_id, d.reason, d.policy_version, decision_id,
                               "", d.matched_rule_ids, d.derived_tags,
                               matched_rule_count=len(d.matched_rule_ids))
+
+    def vouch(self, tenant: str, delegation_path: Sequence[str]) -> None:
+        """The server answered a call of this tenant and acting agent (the client calls this
+        after every remote answer): it authorized this caller to act as them, so later
+        decisions for them may be made here. A server with callers (DESIGN section 12)
+        refuses a tenant or agent the caller may not act as with PERMISSION_DENIED, and
+        so would refuse to record a local decision for it; the first call of each pair
+        therefore goes to the server. The pairs are forgotten when a new WatchPolicy
+        stream opens (a restarted server may know its callers differently)."""
+        if delegation_path:
+            self._vouched.add((tenant, delegation_path[-1]))
 
     # -- state ----------------------------------------------------------------------
 
@@ -187,7 +204,11 @@ class LocalEvaluator:
                 call = stub.WatchPolicy(admin_pb2.WatchPolicyRequest(heartbeat_seconds=beat),
                                         metadata=self._metadata)
                 self._watch_call = call
+                first = True
                 for snapshot in call:
+                    if first:
+                        self._vouched = set()
+                        first = False
                     attempt = 0
                     self._take(snapshot)
             except grpc.RpcError as e:

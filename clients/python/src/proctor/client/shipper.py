@@ -1,8 +1,9 @@
 """The shipper: local decisions from the spool to Audit.IngestDecisions, in order, acknowledged.
 
 One daemon thread per local client. It reads the spools (first those a dead client
-left, then its own) in batches, sends each batch on one IngestDecisions stream and
-waits for its ack before it forgets the batch (Spool.ack) and sends the next. When the
+left, then its own) in batches and sends them on one IngestDecisions stream, up to
+WINDOW batches ahead of the acks; a batch is forgotten (Spool.ack) only once the
+server acknowledged it. When the
 stream breaks (server restart, network), it reconnects with backoff and sends again
 from the first unacknowledged record; the server records a replayed decision_id once.
 Nothing here is on the caller's path.
@@ -10,6 +11,7 @@ Nothing here is on the caller's path.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import random
@@ -24,7 +26,12 @@ from proctor.v1 import audit_pb2, audit_pb2_grpc, decisions_pb2
 from .spool import Spool
 
 log = logging.getLogger("proctor.client.local")
-BATCH = 500
+# Decisions per IngestBatch (the server takes up to 1,000), and their spooled bytes: a batch
+# stays well inside the 1 MiB message limit whatever the requests carry.
+BATCH = 1000
+BATCH_BYTES = 512 << 10
+# Batches sent and not yet acknowledged.
+WINDOW = 4
 POLL_SECONDS = 0.005
 
 
@@ -107,26 +114,35 @@ class Shipper:
             for spool in (*self.orphans, self.own):
                 spool.rewind()
             seq = 0
+            # (seq, spool, position after the batch, count) of the batches sent, oldest first:
+            # up to WINDOW wait for their acks while the next ones are read and sent.
+            in_flight: collections.deque[tuple[int, Spool, tuple[int, int], int]] = (
+                collections.deque())
             while not self._stopped.is_set():
-                spool = self.orphans[0] if self.orphans else self.own
-                records, position = spool.read(BATCH)
-                if not records:
-                    if spool is not self.own:
-                        self.orphans.pop(0).close(remove=True)
+                if len(in_flight) < WINDOW:
+                    spool = self.orphans[0] if self.orphans else self.own
+                    records, position = spool.read(BATCH, BATCH_BYTES)
+                    if records:
+                        seq += 1
+                        requests.put(audit_pb2.IngestBatch(
+                            batch_seq=seq, decisions=[to_local_decision(r) for r in records]))
+                        in_flight.append((seq, spool, position, len(records)))
                         continue
-                    if self._draining.is_set():
-                        return True
-                    self.wake.wait(POLL_SECONDS)
-                    self.wake.clear()
-                    continue
-                seq += 1
-                requests.put(audit_pb2.IngestBatch(
-                    batch_seq=seq, decisions=[to_local_decision(r) for r in records]))
+                    if not in_flight:
+                        if spool is not self.own:
+                            self.orphans.pop(0).close(remove=True)
+                            continue
+                        if self._draining.is_set():
+                            return True
+                        self.wake.wait(POLL_SECONDS)
+                        self.wake.clear()
+                        continue
                 ack = next(call)
-                if ack.batch_seq != seq:
-                    raise grpc.RpcError(f"ack for batch {ack.batch_seq}, expected {seq}")
+                sent, spool, position, count = in_flight.popleft()
+                if ack.batch_seq != sent:
+                    raise grpc.RpcError(f"ack for batch {ack.batch_seq}, expected {sent}")
                 spool.ack(position)
-                self.shipped += len(records)
+                self.shipped += count
                 self.last_error = ""
             return True
         finally:

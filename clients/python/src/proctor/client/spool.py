@@ -130,9 +130,12 @@ class Spool:
 
     # -- the shipper's side ---------------------------------------------------------
 
-    def read(self, max_items: int) -> tuple[list[tuple[Any, ...]], tuple[int, int]]:
-        """Up to `max_items` records after the last one read, and the position after them."""
+    def read(self, max_items: int, max_bytes: int = 1 << 20,
+             ) -> tuple[list[tuple[Any, ...]], tuple[int, int]]:
+        """Up to `max_items` records (and about `max_bytes`, at least one record) after the
+        last one read, and the position after them."""
         records: list[tuple[Any, ...]] = []
+        taken = 0
         seg, off = self.sent
         with self._lock:
             current, written = self._segment, self._written
@@ -149,12 +152,16 @@ class Spool:
             pos = 0
             while len(records) < max_items and pos + 4 <= len(data):
                 (n,) = _LEN.unpack_from(data, pos)
-                if pos + 4 + n > len(data):
+                if pos + 4 + n > len(data) or (records and taken + n > max_bytes):
                     break
                 records.append(marshal.loads(data[pos + 4:pos + 4 + n]))
                 pos += 4 + n
+                taken += 4 + n
+            if records and taken + 4 > max_bytes:
+                off += pos
+                break
             if pos == 0:
-                if seg == current:
+                if seg == current or records:
                     break
                 off = end  # a record cut short by a crash ends a finished segment
                 continue

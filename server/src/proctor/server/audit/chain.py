@@ -1,8 +1,8 @@
 """One writer's hash chain: seq and prev_hash, extended one event at a time.
 
 `Chain.seal` gives each event its envelope (event id, seq, time, kind, writer,
-prev_hash), serializes it once (event.py: the decision template, or the generic
-canonical encoder), adds its hash (and HMAC) and moves the head.
+prev_hash), serializes it once (event.py's canonical encoder), adds its hash (and
+HMAC) and moves the head.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from ..ids import new_generator
-from .event import GENESIS, decision_sized, format_micros, plain, quote, seal, seal_decision
+from .event import GENESIS, format_micros, seal
 from .sink import Sealed
 
 log = logging.getLogger("proctor.audit")
@@ -25,7 +25,6 @@ class Chain:
         self.writer = writer
         self.key = key
         self.seq, self.prev = head if head is not None else (0, GENESIS)
-        self._writer_json = quote(writer)
         self._ids = new_generator()
 
     def seal(self, kind: str, fields: dict[str, Any], when: float) -> Sealed:
@@ -45,16 +44,9 @@ class Chain:
 
     def _line(self, kind: str, fields: dict[str, Any], event_id: str, seq: int,
               stamp: str) -> tuple[bytes, str]:
-        prev = self.prev
-        if kind == "decision" and decision_sized(fields) and plain(prev):
-            # The common event, written by a template (same bytes as the generic path).
-            sealed = seal_decision(fields, event_id, seq, stamp, self._writer_json, prev,
-                                   self.key)
-            if sealed is not None:
-                return sealed
         rec = {k: v for k, v in fields.items() if k not in ("hash", "hmac")}
         rec.update(event_id=event_id, seq=seq, time=stamp, kind=kind, writer=self.writer,
-                   prev_hash=prev)
+                   prev_hash=self.prev)
         return seal(rec, self.key)
 
 
