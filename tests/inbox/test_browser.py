@@ -131,9 +131,13 @@ class Waiter(threading.Thread):
 
 
 def until(driver: Any, check: Callable[[Any], Any], timeout: float = 30.0) -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(check)
+    # A form post navigates: an element found just before the new page loads goes stale.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=ignored).until(check)
 
 
 def css(driver: Any, selector: str) -> Any:

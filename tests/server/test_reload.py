@@ -166,7 +166,8 @@ def test_broken_file_keeps_the_old_policy_and_is_shown(watched: ProctorProcess) 
 
     write_atomically(watched.policy, versioned("v4"))
     r = reload_policy(watched.address)
-    assert (r.policy_version, r.changed) == ("v4", True)
+    # The file watch (0.2 s) may have swapped v4 in first: then this reload changes nothing.
+    assert r.policy_version == "v4"
     assert get_policy(watched.address).last_reload_error == ""
     # Reloading the same file again changes nothing.
     assert reload_policy(watched.address).changed is False

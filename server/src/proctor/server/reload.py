@@ -278,6 +278,8 @@ class PolicyHolder:
                        trigger=trigger, policy_version=old.policy_version)
             return ReloadResult(True, False, old.policy_version)
         if round_.cancel.is_set():  # abandoned after the compile finished
+            logs.event(log, logging.INFO, "policy reload abandoned", trigger=trigger,
+                       policy_version=old.policy_version)
             return ReloadResult(False, False, old.policy_version, ABANDONED)
         return await self._swap(trigger, old, loaded)
 
