@@ -27,11 +27,11 @@ import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from .event import format_time, parse_time, safe_name
 from .file_sink import SEGMENT_RE, list_segments
-from .redis_sink import EVENT_FIELD, connect
+from .redis_sink import EVENT_FIELD, StreamRows, connect
 
 GRACE_S = 60.0
 _READ_LINES = 512
@@ -247,7 +247,9 @@ class StreamReader:
         self.skipped_lines = 0
 
     def poll(self, limit: int = 1000) -> list[Item]:
-        rows = self._r.xrange(self.stream, min="(" + self._last, max="+", count=limit)
+        # connect() keeps replies as bytes (no decode_responses); redis-py types them loosely.
+        rows = cast(
+            StreamRows, self._r.xrange(self.stream, min="(" + self._last, max="+", count=limit))
         out: list[Item] = []
         for sid, fields in rows:
             sid_s = sid.decode()
@@ -260,7 +262,8 @@ class StreamReader:
             except ValueError:
                 self.skipped_lines += 1
                 continue
-            out.append(Item(ev, line, f"{self.stream}@{sid_s}", _key(ev), sid_s))
+            # A missing line left ev None, skipped above: line is the event's bytes here.
+            out.append(Item(ev, cast(bytes, line), f"{self.stream}@{sid_s}", _key(ev), sid_s))
         return out
 
     def ack(self, item: Item) -> None:

@@ -57,6 +57,10 @@ def heads_key(stream: str) -> str:
     return "{" + stream + "}:heads"
 
 
+# XRANGE's reply on a bytes connection: (entry id, {field: value}) per entry.
+StreamRows = list[tuple[bytes, dict[bytes, bytes]]]
+
+
 def connect(url: str, timeout: float = 2.0) -> redis.Redis:
     """A blocking client for the command-line tools that fails fast (no hidden retries)."""
     from redis.backoff import NoBackoff

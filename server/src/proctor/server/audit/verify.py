@@ -23,12 +23,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .event import GENESIS, canonical, parse_line, safe_name, strip_hashes
 from .file_sink import SEGMENT_RE
 from .head import HEAD_SUFFIX, Head, read_heads
-from .redis_sink import EVENT_FIELD, connect
+from .redis_sink import EVENT_FIELD, StreamRows, connect
 
 _MAX_ERRORS_SHOWN = 50
 
@@ -81,7 +81,8 @@ def stream_lines(url: str, stream: str, chunk: int = 5000) -> Iterator[tuple[str
     try:
         last = "-"
         while True:
-            rows = r.xrange(stream, min=last, max="+", count=chunk)
+            # connect() keeps replies as bytes (no decode_responses); redis-py types them loosely.
+            rows = cast(StreamRows, r.xrange(stream, min=last, max="+", count=chunk))
             for sid, fields in rows:
                 line = fields.get(EVENT_FIELD.encode(), b"")
                 yield f"{stream}@{sid.decode()}", line + b"\n", False
