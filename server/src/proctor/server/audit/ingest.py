@@ -88,12 +88,12 @@ class DecisionIngest:
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._remembered = remembered
 
-    def handler(self) -> grpc.RpcMethodHandler:
+    def handler(self) -> grpc.RpcMethodHandler[bytes, bytes]:
         """On raw bytes: a batch that does not decode is answered INVALID_ARGUMENT here."""
         return grpc.stream_stream_rpc_method_handler(self.IngestDecisions)
 
     async def IngestDecisions(  # noqa: N802 - gRPC method name
-        self, batches: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        self, batches: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> AsyncIterator[bytes]:
         streams = self.streams
         await streams.admit(context, "IngestDecisions")
@@ -118,7 +118,7 @@ class DecisionIngest:
             streams.release()
 
     async def _parse(
-        self, data: bytes, context: grpc.aio.ServicerContext
+        self, data: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> tuple[audit_pb2.IngestBatch, list[dict[str, Any]]]:
         try:
             batch = audit_pb2.IngestBatch.FromString(data)

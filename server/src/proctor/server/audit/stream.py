@@ -126,7 +126,8 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         return cls(audit_dir=str(cfg["audit_dir"]))
 
     async def StreamDecisions(  # noqa: N802 - gRPC method name
-        self, request: audit_pb2.StreamDecisionsRequest, context: grpc.aio.ServicerContext
+        self, request: audit_pb2.StreamDecisionsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[audit_pb2.AuditEvent]:
         try:
             reader = open_reader(self.audit_dir, self.redis_url, self.stream, request.cursor)
