@@ -18,7 +18,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -26,6 +26,10 @@ from .event import safe_name
 from .redis_sink import EVENT_FIELD, connect
 
 log = logging.getLogger("proctor.audit.consume")
+
+
+# XREADGROUP's reply on a bytes connection: [stream, [(entry id, fields or None if deleted)]].
+_Reply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None
 
 
 class Consumer:
@@ -119,11 +123,13 @@ class Consumer:
         return len(out)
 
     def _own_pending(self) -> int:
-        n, last = 0, "0-0"
+        n = 0
+        last: str | bytes = "0-0"
         while True:
-            resp = self._r.xreadgroup(
+            # Bytes replies (see `_Reply`); redis-py types them loosely.
+            resp = cast(_Reply, self._r.xreadgroup(
                 self.group, self.consumer, {self.stream: last}, count=self.batch
-            )
+            ))
             entries = resp[0][1] if resp else []
             if not entries:
                 return n
@@ -168,10 +174,10 @@ class Consumer:
                 if now >= next_claim:
                     got += self._claim()
                     next_claim = now + max(0.5, self.claim_idle_ms / 2000)
-                resp = self._r.xreadgroup(
+                resp = cast(_Reply, self._r.xreadgroup(
                     self.group, self.consumer, {self.stream: ">"}, count=self.batch,
                     block=self.block_ms,
-                )
+                ))
                 for _, entries in resp or []:
                     got += len(entries)
                     self.handle(entries)
