@@ -19,7 +19,8 @@ from proctor.server.audit.event import (
     safe_name,
     seal,
 )
-from proctor.server.ids import UlidGenerator, timestamp_ms
+from proctor.server.ids import UlidGenerator
+from tests.support.ulid import timestamp_ms
 
 
 def test_canonical_is_sorted_compact_utf8() -> None:

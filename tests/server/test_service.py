@@ -18,7 +18,6 @@ from proctor.client import (
     ProctorClient,
     ProctorError,
 )
-from proctor.server.ids import timestamp_ms
 from proctor.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -28,6 +27,7 @@ from proctor.v1 import (
     decisions_pb2_grpc,
 )
 from tests.support.proctor import ProctorProcess
+from tests.support.ulid import timestamp_ms
 
 AGENTS = ["orchestrator", "research-agent", "etl-7"]
 

@@ -21,7 +21,7 @@ from proctor import engine
 from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 
 from .approvals.gate import ApprovalGate
-from .audit.log import AuditUnavailable, offer_of
+from .audit.log import AuditLog, AuditUnavailable, offer_of
 from .auth import Denied, audit_caller, authorize, caller
 from .ids import new_generator
 from .seams import DecisionMetrics, ServingPolicy
@@ -51,7 +51,7 @@ Decided = tuple[Answer, dict[str, Any]]  # the answer and its audit event
 class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
     """Evaluate and EvaluateBatch on the holder's serving policy."""
 
-    def __init__(self, holder: ServingPolicy, audit: Any, metrics: DecisionMetrics,
+    def __init__(self, holder: ServingPolicy, audit: AuditLog, metrics: DecisionMetrics,
                  sync_audit: bool = False, approvals: ApprovalGate | None = None,
                  name_worker: bool = False,
                  streams: OpenStreams | None = None,

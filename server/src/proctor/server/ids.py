@@ -89,10 +89,3 @@ def encode(value: int) -> str:
     """A 128-bit integer as 26 Crockford base32 characters (most significant first)."""
     return _encode_pairs(value, 13)
 
-
-def timestamp_ms(ulid: str) -> int:
-    """The millisecond timestamp a ULID carries."""
-    value = 0
-    for ch in ulid[:10]:
-        value = value * 32 + _ALPHABET.index(ch)
-    return value

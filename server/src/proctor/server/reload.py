@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from proctor import engine
 
 from . import auth, logs
+from .audit.log import AuditLog
 from .seams import ReloadMetrics
 
 log = logging.getLogger("proctor.reload")
@@ -174,7 +175,7 @@ class PolicyHolder:
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
         # Optional hooks, set by the wiring: the audit pipeline and the metrics.
-        self.audit: Any = None
+        self.audit: AuditLog | None = None
         self.metrics: ReloadMetrics | None = None
 
     @classmethod

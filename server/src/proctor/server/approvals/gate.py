@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import auth
+from ..audit.log import AuditLog
 from . import metrics
 from .binding import action_hash
 from .events import approval_event
@@ -78,7 +79,8 @@ class GateResult:
 class ApprovalGate:
     """Creates approvals for require_approval decisions and consumes presented grants."""
 
-    def __init__(self, store: ApprovalStore, audit: Any, feed: ApprovalFeed | None = None) -> None:
+    def __init__(self, store: ApprovalStore, audit: AuditLog,
+                 feed: ApprovalFeed | None = None) -> None:
         self._store = store
         self._audit = audit
         # Told of every approval created here (the inbox's live pages, the webhooks).

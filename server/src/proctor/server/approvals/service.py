@@ -36,6 +36,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from proctor.v1 import approvals_pb2, approvals_pb2_grpc
 
 from .. import auth
+from ..audit.log import AuditLog
 from ..health import StoreWatch
 from . import metrics
 from .events import approval_event
@@ -118,7 +119,7 @@ def to_proto(a: Approval) -> approvals_pb2.Approval:
 class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
     """Approvals over gRPC, on any ApprovalStore; owns the store's health watch."""
 
-    def __init__(self, store: ApprovalStore, audit: Any, health: Any = None,
+    def __init__(self, store: ApprovalStore, audit: AuditLog, health: Any = None,
                  gate: ApprovalGate | None = None, *, max_waiters: int = DEFAULT_MAX_WAITERS,
                  max_waiters_per_connection: int = DEFAULT_MAX_WAITERS_PER_CONNECTION) -> None:
         self._store = store

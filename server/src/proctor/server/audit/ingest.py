@@ -32,6 +32,7 @@ from .. import auth
 from ..streams import OpenStreams
 from ..wire import to_engine_request
 from .event import format_time
+from .log import AuditLog
 
 METHOD = "/proctor.v1.Audit/IngestDecisions"
 REMEMBERED = 200_000
@@ -82,7 +83,7 @@ def local_event(d: audit_pb2.LocalDecision) -> dict[str, Any]:
 class DecisionIngest:
     """IngestDecisions over the process's audit (anything with `record` and `flush`)."""
 
-    def __init__(self, audit: Any, streams: OpenStreams, remembered: int = REMEMBERED) -> None:
+    def __init__(self, audit: AuditLog, streams: OpenStreams, remembered: int = REMEMBERED) -> None:
         self.audit = audit
         self.streams = streams
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()

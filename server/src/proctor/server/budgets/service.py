@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from proctor.v1 import budgets_pb2, budgets_pb2_grpc
 
 from .. import auth
-from ..audit.log import offer_of
+from ..audit.log import AuditLog, offer_of
 from ..health import StoreWatch
 from ..routes import MethodTable
 from ..seams import ServingPolicy
@@ -55,7 +55,7 @@ RESERVE_METHOD = "/proctor.v1.Budgets/ReserveBudget"
 class BudgetsService(budgets_pb2_grpc.BudgetsServicer):
     """Budgets over gRPC, on any BudgetStore."""
 
-    def __init__(self, store: BudgetStore, holder: ServingPolicy, audit: Any,
+    def __init__(self, store: BudgetStore, holder: ServingPolicy, audit: AuditLog,
                  health: Any = None) -> None:
         self._store = store
         self._holder = holder
