@@ -10,6 +10,7 @@ budgets and approvals add their methods the same way, with their own stubs.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -50,6 +51,43 @@ def bearer_metadata(token: str | None = None,
     if token is None:
         token = os.environ.get(TOKEN_ENV, "").strip() or None
     return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def target_host(target: str) -> str | None:
+    """The host of a gRPC target ("host:port", "dns:///host:port", "[::1]:50051");
+    None for a Unix socket ("unix:...")."""
+    if re.match(r"unix(-abstract)?:", target):
+        return None
+    rest = re.sub(r"^(dns|ipv4|ipv6):(//[^/]*/)?", "", target).split(",")[0]
+    bracketed = re.match(r"\[([^\]]+)\]", rest)
+    if bracketed:
+        return bracketed.group(1)
+    if rest.count(":") > 1:
+        return rest  # a bare IPv6 address
+    return rest.split(":")[0]
+
+
+def is_local_target(target: str) -> bool:
+    """Is the target on this machine (loopback or a Unix socket)?"""
+    host = target_host(target)
+    if host is None:
+        return True
+    h = host.lower()
+    return h in ("localhost", "::1") or re.fullmatch(r"127(\.\d{1,3}){3}", h) is not None
+
+
+def check_token_transport(target: str, metadata: Metadata, secure: bool,
+                          allow_insecure_token: bool = False) -> None:
+    """Refuse a bearer token that would cross the network in plaintext: a token to a
+    host other than loopback (or a Unix socket) needs TLS, unless allow_insecure_token
+    says a sidecar or mesh encrypts that hop (the Node client's rule)."""
+    has_token = any(k.lower() == "authorization" for k, _ in metadata)
+    if not has_token or secure or allow_insecure_token or is_local_target(target):
+        return
+    raise ValueError(
+        f"a bearer token to {target_host(target)} over plaintext would be readable on the "
+        "network: give TLS files (tls_ca=, and tls_cert=/tls_key= for mTLS) or credentials=, "
+        "or allow_insecure_token=True when a sidecar or mesh encrypts the hop")
 
 
 def tls_credentials(tls_ca: str | os.PathLike[str] | None = None,

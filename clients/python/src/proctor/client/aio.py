@@ -17,6 +17,7 @@ from ._base import (
     Deadline,
     build_batch,
     build_request,
+    check_token_transport,
     classify,
     describe,
     may_fail_closed,
@@ -77,6 +78,7 @@ class AsyncProctorClient(AsyncBudgetsMixin, AsyncApprovalsMixin):
         tls_ca: str | os.PathLike[str] | None = None,
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
+        allow_insecure_token: bool = False,
     ) -> None:
         # Credentials (DESIGN section 12): a bearer token (token=, token_file= or
         # $PROCTOR_TOKEN) and TLS files (a CA to trust; a certificate and key for mTLS).
@@ -86,6 +88,9 @@ class AsyncProctorClient(AsyncBudgetsMixin, AsyncApprovalsMixin):
             credentials=credentials, metadata=metadata, options=options,
             token=token, token_file=token_file,
         )
+        if channel is None:
+            check_token_transport(target, self.options.metadata, credentials is not None,
+                                  allow_insecure_token)
         opts = list(self.options.channel_options)
         if channel is not None:
             self._channel: grpc.aio.Channel = channel

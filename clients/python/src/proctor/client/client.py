@@ -17,6 +17,7 @@ from ._base import (
     Deadline,
     build_batch,
     build_request,
+    check_token_transport,
     classify,
     describe,
     may_fail_closed,
@@ -78,6 +79,7 @@ class ProctorClient(BudgetsMixin, ApprovalsMixin):
         tls_ca: str | os.PathLike[str] | None = None,
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
+        allow_insecure_token: bool = False,
     ) -> None:
         # Credentials (DESIGN section 12): a bearer token (token=, token_file= or
         # $PROCTOR_TOKEN) and TLS files (a CA to trust; a certificate and key for mTLS).
@@ -87,6 +89,9 @@ class ProctorClient(BudgetsMixin, ApprovalsMixin):
             credentials=credentials, metadata=metadata, options=options,
             token=token, token_file=token_file,
         )
+        if channel is None:
+            check_token_transport(target, self.options.metadata, credentials is not None,
+                                  allow_insecure_token)
         opts = list(self.options.channel_options)
         if channel is not None:
             self._channel: grpc.Channel = channel
