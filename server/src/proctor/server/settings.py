@@ -30,6 +30,8 @@ DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT = 1000
 DEFAULT_MAX_APPROVAL_WAITERS = 10_000
 DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION = 2000
 DEFAULT_MAX_STREAMS = 10_000
+DEFAULT_MAX_STREAMS_PER_PRINCIPAL = 1000
+DEFAULT_MAX_APPROVAL_WAITERS_PER_PRINCIPAL = 1000
 # EvaluateBatch: items per batch (its bytes are bounded by MAX_MESSAGE_BYTES), and the rule
 # ids an explain answer lists (a batch's items share it).
 DEFAULT_MAX_BATCH_ITEMS = 1000
@@ -79,8 +81,10 @@ class Settings:
     max_pending_approvals_per_tenant: int = DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT
     max_approval_waiters: int = DEFAULT_MAX_APPROVAL_WAITERS
     max_approval_waiters_per_connection: int = DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION
+    max_approval_waiters_per_principal: int = DEFAULT_MAX_APPROVAL_WAITERS_PER_PRINCIPAL
     # Streams (DESIGN section 11): open ones per process; WatchPolicy on or off.
     max_streams: int = DEFAULT_MAX_STREAMS
+    max_streams_per_principal: int = DEFAULT_MAX_STREAMS_PER_PRINCIPAL
     local_evaluation: str = "on"
     # Decisions (docs/limits.md)
     max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
@@ -241,7 +245,9 @@ class Settings:
             ("--max-pending-approvals-per-tenant", self.max_pending_approvals_per_tenant),
             ("--max-approval-waiters", self.max_approval_waiters),
             ("--max-approval-waiters-per-connection", self.max_approval_waiters_per_connection),
+            ("--max-approval-waiters-per-principal", self.max_approval_waiters_per_principal),
             ("--max-streams", self.max_streams),
+            ("--max-streams-per-principal", self.max_streams_per_principal),
             ("--max-batch-items", self.max_batch_items),
             ("--max-explain-bytes", self.max_explain_bytes),
         ):
@@ -429,9 +435,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="open WaitApproval calls on one client connection; past it RESOURCE_EXHAUSTED",
     )
     p.add_argument(
+        "--max-approval-waiters-per-principal", type=int,
+        default=DEFAULT_MAX_APPROVAL_WAITERS_PER_PRINCIPAL,
+        help="open WaitApproval calls of one principal; past it RESOURCE_EXHAUSTED, "
+             "other principals unaffected",
+    )
+    p.add_argument(
         "--max-streams", type=int, default=DEFAULT_MAX_STREAMS,
-        help="open EvaluateStream, WatchPolicy and IngestDecisions streams in this process; "
+        help="open EvaluateStream, WatchPolicy, IngestDecisions and StreamDecisions streams "
+             "in this process; "
              "past it RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--max-streams-per-principal", type=int, default=DEFAULT_MAX_STREAMS_PER_PRINCIPAL,
+        help="open EvaluateStream, WatchPolicy, IngestDecisions and StreamDecisions streams "
+             "of one principal; past it RESOURCE_EXHAUSTED, other principals unaffected",
     )
     p.add_argument(
         "--max-batch-items", type=int, default=DEFAULT_MAX_BATCH_ITEMS,
