@@ -30,6 +30,7 @@ from .floor import FLOOR_METHODS, EchoProcess
 from .loop import BenchError, LoadResult, cpu_count, run_load
 from .spawn import SpawnedServer, free_port
 from .workload import (
+    Plan,
     WorkloadError,
     augmented_policy_text,
     budget_units,
@@ -80,40 +81,70 @@ def _check_args(args: argparse.Namespace) -> None:
         raise BenchError(plot.INSTALL_HINT)
 
 
+def _prepare_workload(args: argparse.Namespace, tmp: Path,
+                      ) -> tuple[Any, str | None, bool, list[Any], str, Plan]:
+    """Load the policy, pick budget units, read or generate the requests, build the plan.
+
+    Returns (policy, policy path to serve, whether a bench budget was added, requests,
+    where they came from, plan)."""
+    policy = None
+    policy_path = args.policy
+    augmented = False
+    if args.policy:
+        from proctor.engine import PolicyError, load_policy
+
+        try:
+            policy = load_policy(args.policy)
+        except PolicyError as e:
+            raise BenchError(f"--policy: {e}") from None
+    units = [args.unit] if args.unit else (budget_units(policy) if policy else [])
+    if args.target in ("reserve", "mix") and not units:
+        if args.spawn:
+            policy_path = str(tmp / "policy-with-bench-budget.yaml")
+            Path(policy_path).write_text(augmented_policy_text(Path(args.policy).read_text()))
+            units, augmented = ["bench-calls"], True
+        elif args.target == "reserve":
+            raise WorkloadError(
+                "--target reserve needs budgets: the policy has none (give --unit NAME of a "
+                "budget the server has, or --spawn, which adds a bench budget)")
+    if args.workload:
+        requests = read_jsonl(args.workload)
+        source = str(args.workload)
+    else:
+        assert policy is not None
+        requests = generate_requests(policy, args.requests, seed=args.seed)
+        source = f"generated from {args.policy} ({args.requests} requests, seed {args.seed})"
+    plan = build_plan(args.target, requests, units=units, batch_size=args.batch_size,
+                      reserve_ttl=args.reserve_ttl)
+    return policy, policy_path, augmented, requests, source, plan
+
+
+def _settings(args: argparse.Namespace, mode: str, address: str, augmented: bool,
+              plan: Plan) -> dict[str, Any]:
+    """The run's settings as recorded in the result (and keyed for comparison)."""
+    return {
+        "target": args.target, "mode": mode,
+        "concurrency": args.concurrency if mode == "closed" else None,
+        "rate": args.rate if mode == "open" else None,
+        "max_inflight": args.max_inflight if mode == "open" else None,
+        "procs": max(1, min(args.procs, args.concurrency)) if mode == "closed" else args.procs,
+        "duration": args.duration, "warmup": args.warmup,
+        "server": "spawn" if args.spawn else address,
+        "serve_args": list(args.serve_arg) if args.spawn else [],
+        "policy": args.policy, "policy_sha": results.file_sha(args.policy),
+        "policy_augmented_with_bench_budget": augmented,
+        "workload": args.workload, "workload_sha": results.file_sha(args.workload),
+        "batch_size": plan.description["batch_size"],
+        "intervals": args.intervals, "timeout": args.timeout,
+    }
+
+
 def _run(args: argparse.Namespace) -> int:
     _check_args(args)
     mode = "closed" if args.rate is None else "open"
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="proctor-bench-")))
-        policy = None
-        policy_path = args.policy
-        augmented = False
-        if args.policy:
-            from proctor.engine import PolicyError, load_policy
-
-            try:
-                policy = load_policy(args.policy)
-            except PolicyError as e:
-                raise BenchError(f"--policy: {e}") from None
-        units = [args.unit] if args.unit else (budget_units(policy) if policy else [])
-        if args.target in ("reserve", "mix") and not units:
-            if args.spawn:
-                policy_path = str(tmp / "policy-with-bench-budget.yaml")
-                Path(policy_path).write_text(augmented_policy_text(Path(args.policy).read_text()))
-                units, augmented = ["bench-calls"], True
-            elif args.target == "reserve":
-                raise WorkloadError(
-                    "--target reserve needs budgets: the policy has none (give --unit NAME of a "
-                    "budget the server has, or --spawn, which adds a bench budget)")
-        if args.workload:
-            requests = read_jsonl(args.workload)
-            source = str(args.workload)
-        else:
-            assert policy is not None
-            requests = generate_requests(policy, args.requests, seed=args.seed)
-            source = f"generated from {args.policy} ({args.requests} requests, seed {args.seed})"
-        plan = build_plan(args.target, requests, units=units, batch_size=args.batch_size,
-                          reserve_ttl=args.reserve_ttl)
+        policy, policy_path, augmented, requests, source, plan = _prepare_workload(args, tmp)
 
         if args.spawn:
             server = SpawnedServer(policy_path, list(args.serve_arg), workdir=tmp / "serve")
@@ -130,21 +161,7 @@ def _run(args: argparse.Namespace) -> int:
             raise BenchError(f"preflight: no call to {address} succeeded: {pre['errors']}")
         pre["engine_mismatches"] = engine_mismatches(policy, requests, pre["in_order"])
 
-        settings: dict[str, Any] = {
-            "target": args.target, "mode": mode,
-            "concurrency": args.concurrency if mode == "closed" else None,
-            "rate": args.rate if mode == "open" else None,
-            "max_inflight": args.max_inflight if mode == "open" else None,
-            "procs": max(1, min(args.procs, args.concurrency)) if mode == "closed" else args.procs,
-            "duration": args.duration, "warmup": args.warmup,
-            "server": "spawn" if args.spawn else address,
-            "serve_args": list(args.serve_arg) if args.spawn else [],
-            "policy": args.policy, "policy_sha": results.file_sha(args.policy),
-            "policy_augmented_with_bench_budget": augmented,
-            "workload": args.workload, "workload_sha": results.file_sha(args.workload),
-            "batch_size": plan.description["batch_size"],
-            "intervals": args.intervals, "timeout": args.timeout,
-        }
+        settings = _settings(args, mode, address, augmented, plan)
         load_kw = dict(mode=mode, warmup=args.warmup, duration=args.duration,
                        concurrency=args.concurrency or 0, rate=args.rate or 0.0,
                        procs=args.procs, max_inflight=args.max_inflight,

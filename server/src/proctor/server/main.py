@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -184,6 +185,28 @@ def _bind(server: grpc.aio.Server, settings: Settings) -> int:
     return port
 
 
+@dataclass
+class _Process:
+    """What one server process builds at start-up and tears down on SIGTERM."""
+
+    settings: Settings
+    metrics: Metrics
+    holder: PolicyHolder
+    principals: PrincipalsHolder | None
+    jwt_keys: JwtVerifier | None
+    webhook_secret: bytes
+    health: HealthState
+    redis: RedisLayer | None
+    audit: Any
+    server: grpc.aio.Server
+    approval_service: ApprovalsService
+    authenticator: Authenticator
+    port: int = 0
+    webhooks: Any = None
+    inbox: Any = None
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
 async def serve(
     settings: Settings,
     *,
@@ -191,7 +214,15 @@ async def serve(
     supervisor_pid: int | None = None,
 ) -> int:
     """Run one server process until SIGTERM/SIGINT; return its exit code."""
-    loop = asyncio.get_running_loop()
+    proc = await _build(settings, supervisor_pid)
+    await _start_listeners(proc, worker)
+    watch = await _run_until_signal(proc)
+    await _drain(proc, watch)
+    return 0
+
+
+async def _build(settings: Settings, supervisor_pid: int | None) -> _Process:
+    """Policy, credentials, Redis, audit and every servicer, behind the auth guard; StartupError."""
     metrics = Metrics()
     try:
         holder = PolicyHolder.load(
@@ -218,21 +249,13 @@ async def serve(
     holder.audit = audit
     holder.metrics = metrics
 
-    on_reload: Callable[[], None] | None = None
-    if supervisor_pid is not None:
-        pid = supervisor_pid
-
-        def on_reload() -> None:
-            # The supervisor forwards SIGHUP to every worker: the reload reaches them all.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGHUP)
-
     server = grpc.aio.server(options=grpc_options(settings))
     routes = MethodTable()
     approval_service = build_approval_service(settings, audit, health, redis)
     register_services(
         routes, settings=settings, holder=holder, audit=audit, metrics=metrics,
-        health=health, on_reload=on_reload, redis=redis, approval_service=approval_service,
+        health=health, on_reload=_reload_forwarder(supervisor_pid), redis=redis,
+        approval_service=approval_service,
     )
     if redis is not None:
         await _start_redis(redis, audit)
@@ -240,8 +263,33 @@ async def serve(
     # Every call but health and reflection is authenticated here, and its role checked.
     server.add_generic_rpc_handlers((Guard(routes, authenticator),))
     auth_guard.register(metrics.registry)
+    return _Process(
+        settings=settings, metrics=metrics, holder=holder, principals=principals,
+        jwt_keys=jwt_keys, webhook_secret=webhook_secret, health=health, redis=redis,
+        audit=audit, server=server, approval_service=approval_service,
+        authenticator=authenticator,
+    )
+
+
+def _reload_forwarder(supervisor_pid: int | None) -> Callable[[], None] | None:
+    """Admin's Reload in a worker: SIGHUP to the supervisor (None in a single process)."""
+    if supervisor_pid is None:
+        return None
+    pid = supervisor_pid
+
+    def on_reload() -> None:
+        # The supervisor forwards SIGHUP to every worker: the reload reaches them all.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGHUP)
+
+    return on_reload
+
+
+async def _start_listeners(proc: _Process, worker: int | None) -> None:
+    """Bind and start gRPC, then metrics, webhooks and the inbox; StartupError."""
+    settings, server, audit, health = proc.settings, proc.server, proc.audit, proc.health
     try:
-        port = _bind(server, settings)
+        proc.port = _bind(server, settings)
     except (RuntimeError, OSError) as e:
         await audit.close()
         raise StartupError(f"cannot listen on {settings.listen}: {e}") from e
@@ -258,28 +306,34 @@ async def serve(
         mhost, mport = split_host_port(settings.metrics_listen, "--metrics-listen")
         mport = mport + (worker or 0) if mport else 0
         try:
-            metrics.serve(mhost, mport)
+            proc.metrics.serve(mhost, mport)
         except OSError as e:
             await server.stop(0)
             await audit.close()
             raise StartupError(f"cannot serve metrics on {mhost}:{mport}: {e}") from e
 
-    webhooks = None
     if settings.approval_webhook:
-        webhooks = _start_webhooks(settings, approval_service, webhook_secret)
-    inbox = None
+        proc.webhooks = _start_webhooks(settings, proc.approval_service, proc.webhook_secret)
     if settings.http_listen:
         from .inbox import start_inbox
 
         try:
-            inbox = await start_inbox(settings, approval_service, holder, authenticator)
+            proc.inbox = await start_inbox(
+                settings, proc.approval_service, proc.holder, proc.authenticator)
         except OSError as e:
             await server.stop(0)
             await audit.close()
             raise StartupError(f"cannot serve the inbox on {settings.http_listen}: {e}") from e
 
+
+async def _run_until_signal(proc: _Process) -> asyncio.Task[None]:
+    """Signal handlers and watches, the "serving" line, then wait for SIGTERM/SIGINT.
+
+    Returns the policy-file watch, cancelled by `_drain`.
+    """
+    loop = asyncio.get_running_loop()
+    settings, holder, principals = proc.settings, proc.holder, proc.principals
     stop = asyncio.Event()
-    background: set[asyncio.Task[Any]] = set()
 
     def on_term() -> None:
         stop.set()
@@ -288,26 +342,25 @@ async def serve(
         holder.request("sighup")  # joins the next reload; any number of SIGHUPs cost one
         if principals is not None:
             task = loop.create_task(principals.reload("sighup"))
-            background.add(task)
-            task.add_done_callback(background.discard)
+            proc.background.add(task)
+            task.add_done_callback(proc.background.discard)
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
     loop.add_signal_handler(signal.SIGINT, on_term)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     watch = loop.create_task(holder.watch(settings.reload_poll_seconds))
     if principals is not None:
-        background.add(loop.create_task(principals.watch(settings.reload_poll_seconds)))
-    if jwt_keys is not None:  # keys fetched again off the request path
-        background.add(loop.create_task(jwt_keys.run()))
+        proc.background.add(loop.create_task(principals.watch(settings.reload_poll_seconds)))
+    if proc.jwt_keys is not None:  # keys fetched again off the request path
+        proc.background.add(loop.create_task(proc.jwt_keys.run()))
 
-    host = settings.listen_host
     logs.event(
         log, logging.INFO, "serving",
-        listen=f"{host}:{port}", policy=settings.policy,
+        listen=f"{settings.listen_host}:{proc.port}", policy=settings.policy,
         policy_version=holder.current.policy_version, rules=holder.current.rule_count,
         metrics=settings.metrics_listen or None, tls=settings.tls,
-        callers=_callers(settings, authenticator),
-        inbox=inbox.url if inbox is not None else None,
+        callers=_callers(settings, proc.authenticator),
+        inbox=proc.inbox.url if proc.inbox is not None else None,
         approval_webhooks=len(settings.approval_webhook) or None,
         # The C extensions in use: none since issue 21 (docs/performance.md, "Native
         # code"); the field stays so a log reader need not guess.
@@ -319,27 +372,32 @@ async def serve(
     gc.collect()
     gc.freeze()
     await stop.wait()
+    return watch
 
+
+async def _drain(proc: _Process, watch: asyncio.Task[None]) -> None:
+    """SIGTERM: health NOT_SERVING, no new calls, in-flight ones get the grace period,
+    then the audit is closed (bounded) and Redis let go."""
+    settings = proc.settings
     logs.event(log, logging.INFO, "draining", grace_seconds=settings.grace_seconds)
-    metrics.draining.set(1)
-    holder.close()  # never waits on a compile: a running one is abandoned
-    await health.drain()
+    proc.metrics.draining.set(1)
+    proc.holder.close()  # never waits on a compile: a running one is abandoned
+    await proc.health.drain()
     watch.cancel()
-    if inbox is not None:
-        await inbox.stop()
-    await server.stop(settings.grace_seconds)
-    if webhooks is not None:
-        await webhooks.close()
-    for task in list(background):
+    if proc.inbox is not None:
+        await proc.inbox.stop()
+    await proc.server.stop(settings.grace_seconds)
+    if proc.webhooks is not None:
+        await proc.webhooks.close()
+    for task in list(proc.background):
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watch
     # Bounded whatever the disk does: what cannot be stored by then is logged as lost.
-    await audit.close(AUDIT_CLOSE_SECONDS)
-    if redis is not None:
-        await redis.close()
+    await proc.audit.close(AUDIT_CLOSE_SECONDS)
+    if proc.redis is not None:
+        await proc.redis.close()
     logs.event(log, logging.INFO, "stopped")
-    return 0
 
 
 def _webhook_secret(settings: Settings) -> bytes:

@@ -135,6 +135,19 @@ class Settings:
     def validate(self) -> Settings:
         """Raise SettingsError naming the flag when anything is wrong; return self."""
         _require_file(self.policy, "--policy")
+        host, _ = self._validate_workers()
+        self._validate_audit()
+        self._validate_redis_url()
+        self._validate_metrics()
+        self._validate_tls()
+        self._validate_callers(host)
+        self._validate_inbox()
+        self._validate_webhooks()
+        self._validate_limits()
+        return self
+
+    def _validate_workers(self) -> tuple[str, int]:
+        """--listen and --workers; return --listen's host and port."""
         host, port = split_host_port(self.listen, "--listen")
         if self.workers < 1:
             raise SettingsError(f"--workers must be at least 1, got {self.workers}")
@@ -147,6 +160,10 @@ class Settings:
             )
         if self.workers > 1 and port == 0:
             raise SettingsError("--workers above 1 needs a fixed --listen port (not 0)")
+        return host, port
+
+    def _validate_audit(self) -> None:
+        """The --audit-* flags."""
         if self.audit not in ("file", "redis"):
             raise SettingsError(f"--audit must be file or redis, got {self.audit!r}")
         if self.audit == "redis" and not self.redis_url:
@@ -169,6 +186,9 @@ class Settings:
             raise SettingsError("--audit-stream must not be empty")
         if self.audit_hmac_key_file:
             _require_file(self.audit_hmac_key_file, "--audit-hmac-key-file")
+
+    def _validate_redis_url(self) -> None:
+        """--redis-url parses (the connection is tried at start-up)."""
         if self.redis_url:
             from .redis.url import parse_redis_url
 
@@ -176,6 +196,9 @@ class Settings:
                 parse_redis_url(self.redis_url)
             except ValueError as e:
                 raise SettingsError(f"--redis-url: {e}") from None
+
+    def _validate_metrics(self) -> None:
+        """--metrics-listen: a fixed port with workers, loopback unless allowed."""
         if self.metrics_listen:
             mhost, mport = split_host_port(self.metrics_listen, "--metrics-listen")
             if self.workers > 1 and mport == 0:
@@ -186,6 +209,9 @@ class Settings:
                     "authentication (it names rules, policy versions and load), so it "
                     "listens on loopback only (127.0.0.1, ::1, localhost); pass "
                     "--metrics-allow-remote to serve it on other addresses")
+
+    def _validate_tls(self) -> None:
+        """--tls-cert, --tls-key and --client-ca."""
         if bool(self.tls_cert) != bool(self.tls_key):
             raise SettingsError("--tls-cert and --tls-key go together: give both or neither")
         if self.tls_cert:
@@ -195,7 +221,9 @@ class Settings:
             if not self.tls_cert:
                 raise SettingsError("--client-ca (mTLS) needs --tls-cert and --tls-key")
             _require_file(self.client_ca, "--client-ca")
-        self._validate_callers(host)
+
+    def _validate_inbox(self) -> None:
+        """--http-listen: loopback unless callers log in over TLS."""
         if self.http_listen:
             http_host, http_port = split_host_port(self.http_listen, "--http-listen")
             if self.workers > 1 and http_port == 0:
@@ -212,6 +240,9 @@ class Settings:
                     f"--http-listen {self.http_listen}: reviewers' tokens and session cookies "
                     "off loopback need TLS: give --tls-cert and --tls-key"
                 )
+
+    def _validate_webhooks(self) -> None:
+        """--approval-webhook, its secret, and --inbox-url."""
         for url in self.approval_webhook:
             _check_url(url, "--approval-webhook")
         if self.inbox_url:
@@ -225,6 +256,9 @@ class Settings:
                     "--approval-webhook needs --approval-webhook-secret-file FILE (or the "
                     "environment's PROCTOR_APPROVAL_WEBHOOK_SECRET): every delivery is signed"
                 )
+
+    def _validate_limits(self) -> None:
+        """Log level, timings, sizes and the other bounds."""
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if self.grace_seconds < 0:
@@ -253,7 +287,6 @@ class Settings:
         ):
             if value < 1:
                 raise SettingsError(f"{flag} must be at least 1, got {value}")
-        return self
 
 
     def _validate_callers(self, host: str) -> None:
