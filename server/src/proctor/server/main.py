@@ -116,7 +116,7 @@ def register_services(
         approval_service = build_approval_service(settings, audit, health, redis)
     approval_service.watch.start()
     # Long-lived streams, bounded by --max-streams, end when the process drains.
-    streams = OpenStreams(settings.max_streams)
+    streams = OpenStreams(settings.max_streams, settings.max_streams_per_principal)
     health.on_drain(streams.drain)
     decisions = DecisionsService(
         holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
@@ -143,7 +143,8 @@ def register_services(
     # ReserveBudget takes and gives bytes: server/budgets/answer.py encodes (in C when built).
     budget_service.add_to(server)
     approvals_pb2_grpc.add_ApprovalsServicer_to_server(approval_service, server)
-    audit_pb2_grpc.add_AuditServicer_to_server(AuditService.from_settings(settings), server)
+    audit_service = AuditService.from_settings(settings, streams)
+    audit_pb2_grpc.add_AuditServicer_to_server(audit_service, server)
     # IngestDecisions: clients' local decisions, recorded into this process's chain.
     server.replace(ingest.METHOD, ingest.DecisionIngest(audit, streams).handler())
     register_audit_metrics(metrics.registry)
@@ -164,7 +165,8 @@ def build_approval_service(settings: Settings, audit: Any, health: HealthState,
     return ApprovalsService(
         build_approval_store(settings, redis), audit, health,
         max_waiters=settings.max_approval_waiters,
-        max_waiters_per_connection=settings.max_approval_waiters_per_connection)
+        max_waiters_per_connection=settings.max_approval_waiters_per_connection,
+        max_waiters_per_principal=settings.max_approval_waiters_per_principal)
 
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:

@@ -30,6 +30,8 @@ DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT = 1000
 DEFAULT_MAX_APPROVAL_WAITERS = 10_000
 DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION = 2000
 DEFAULT_MAX_STREAMS = 10_000
+DEFAULT_MAX_STREAMS_PER_PRINCIPAL = 1000
+DEFAULT_MAX_APPROVAL_WAITERS_PER_PRINCIPAL = 1000
 # EvaluateBatch: items per batch (its bytes are bounded by MAX_MESSAGE_BYTES), and the rule
 # ids an explain answer lists (a batch's items share it).
 DEFAULT_MAX_BATCH_ITEMS = 1000
@@ -79,8 +81,10 @@ class Settings:
     max_pending_approvals_per_tenant: int = DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT
     max_approval_waiters: int = DEFAULT_MAX_APPROVAL_WAITERS
     max_approval_waiters_per_connection: int = DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION
+    max_approval_waiters_per_principal: int = DEFAULT_MAX_APPROVAL_WAITERS_PER_PRINCIPAL
     # Streams (DESIGN section 11): open ones per process; WatchPolicy on or off.
     max_streams: int = DEFAULT_MAX_STREAMS
+    max_streams_per_principal: int = DEFAULT_MAX_STREAMS_PER_PRINCIPAL
     local_evaluation: str = "on"
     # Decisions (docs/limits.md)
     max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
@@ -131,6 +135,19 @@ class Settings:
     def validate(self) -> Settings:
         """Raise SettingsError naming the flag when anything is wrong; return self."""
         _require_file(self.policy, "--policy")
+        host, _ = self._validate_workers()
+        self._validate_audit()
+        self._validate_redis_url()
+        self._validate_metrics()
+        self._validate_tls()
+        self._validate_callers(host)
+        self._validate_inbox()
+        self._validate_webhooks()
+        self._validate_limits()
+        return self
+
+    def _validate_workers(self) -> tuple[str, int]:
+        """--listen and --workers; return --listen's host and port."""
         host, port = split_host_port(self.listen, "--listen")
         if self.workers < 1:
             raise SettingsError(f"--workers must be at least 1, got {self.workers}")
@@ -143,6 +160,10 @@ class Settings:
             )
         if self.workers > 1 and port == 0:
             raise SettingsError("--workers above 1 needs a fixed --listen port (not 0)")
+        return host, port
+
+    def _validate_audit(self) -> None:
+        """The --audit-* flags."""
         if self.audit not in ("file", "redis"):
             raise SettingsError(f"--audit must be file or redis, got {self.audit!r}")
         if self.audit == "redis" and not self.redis_url:
@@ -165,6 +186,9 @@ class Settings:
             raise SettingsError("--audit-stream must not be empty")
         if self.audit_hmac_key_file:
             _require_file(self.audit_hmac_key_file, "--audit-hmac-key-file")
+
+    def _validate_redis_url(self) -> None:
+        """--redis-url parses (the connection is tried at start-up)."""
         if self.redis_url:
             from .redis.url import parse_redis_url
 
@@ -172,6 +196,9 @@ class Settings:
                 parse_redis_url(self.redis_url)
             except ValueError as e:
                 raise SettingsError(f"--redis-url: {e}") from None
+
+    def _validate_metrics(self) -> None:
+        """--metrics-listen: a fixed port with workers, loopback unless allowed."""
         if self.metrics_listen:
             mhost, mport = split_host_port(self.metrics_listen, "--metrics-listen")
             if self.workers > 1 and mport == 0:
@@ -182,6 +209,9 @@ class Settings:
                     "authentication (it names rules, policy versions and load), so it "
                     "listens on loopback only (127.0.0.1, ::1, localhost); pass "
                     "--metrics-allow-remote to serve it on other addresses")
+
+    def _validate_tls(self) -> None:
+        """--tls-cert, --tls-key and --client-ca."""
         if bool(self.tls_cert) != bool(self.tls_key):
             raise SettingsError("--tls-cert and --tls-key go together: give both or neither")
         if self.tls_cert:
@@ -191,7 +221,9 @@ class Settings:
             if not self.tls_cert:
                 raise SettingsError("--client-ca (mTLS) needs --tls-cert and --tls-key")
             _require_file(self.client_ca, "--client-ca")
-        self._validate_callers(host)
+
+    def _validate_inbox(self) -> None:
+        """--http-listen: loopback unless callers log in over TLS."""
         if self.http_listen:
             http_host, http_port = split_host_port(self.http_listen, "--http-listen")
             if self.workers > 1 and http_port == 0:
@@ -208,6 +240,9 @@ class Settings:
                     f"--http-listen {self.http_listen}: reviewers' tokens and session cookies "
                     "off loopback need TLS: give --tls-cert and --tls-key"
                 )
+
+    def _validate_webhooks(self) -> None:
+        """--approval-webhook, its secret, and --inbox-url."""
         for url in self.approval_webhook:
             _check_url(url, "--approval-webhook")
         if self.inbox_url:
@@ -221,6 +256,9 @@ class Settings:
                     "--approval-webhook needs --approval-webhook-secret-file FILE (or the "
                     "environment's PROCTOR_APPROVAL_WEBHOOK_SECRET): every delivery is signed"
                 )
+
+    def _validate_limits(self) -> None:
+        """Log level, timings, sizes and the other bounds."""
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if self.grace_seconds < 0:
@@ -241,13 +279,14 @@ class Settings:
             ("--max-pending-approvals-per-tenant", self.max_pending_approvals_per_tenant),
             ("--max-approval-waiters", self.max_approval_waiters),
             ("--max-approval-waiters-per-connection", self.max_approval_waiters_per_connection),
+            ("--max-approval-waiters-per-principal", self.max_approval_waiters_per_principal),
             ("--max-streams", self.max_streams),
+            ("--max-streams-per-principal", self.max_streams_per_principal),
             ("--max-batch-items", self.max_batch_items),
             ("--max-explain-bytes", self.max_explain_bytes),
         ):
             if value < 1:
                 raise SettingsError(f"{flag} must be at least 1, got {value}")
-        return self
 
 
     def _validate_callers(self, host: str) -> None:
@@ -429,9 +468,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="open WaitApproval calls on one client connection; past it RESOURCE_EXHAUSTED",
     )
     p.add_argument(
+        "--max-approval-waiters-per-principal", type=int,
+        default=DEFAULT_MAX_APPROVAL_WAITERS_PER_PRINCIPAL,
+        help="open WaitApproval calls of one principal; past it RESOURCE_EXHAUSTED, "
+             "other principals unaffected",
+    )
+    p.add_argument(
         "--max-streams", type=int, default=DEFAULT_MAX_STREAMS,
-        help="open EvaluateStream, WatchPolicy and IngestDecisions streams in this process; "
+        help="open EvaluateStream, WatchPolicy, IngestDecisions and StreamDecisions streams "
+             "in this process; "
              "past it RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--max-streams-per-principal", type=int, default=DEFAULT_MAX_STREAMS_PER_PRINCIPAL,
+        help="open EvaluateStream, WatchPolicy, IngestDecisions and StreamDecisions streams "
+             "of one principal; past it RESOURCE_EXHAUSTED, other principals unaffected",
     )
     p.add_argument(
         "--max-batch-items", type=int, default=DEFAULT_MAX_BATCH_ITEMS,

@@ -1,4 +1,5 @@
-"""Long-lived streams of one process (EvaluateStream, WatchPolicy, IngestDecisions).
+"""Long-lived streams of one process (EvaluateStream, WatchPolicy, IngestDecisions;
+StreamDecisions is counted, not drained).
 
 A stream outlives any grace period, so a draining process ends its streams itself:
 `OpenStreams.drain()` wakes every stream that is waiting for its client's next
@@ -6,17 +7,22 @@ message (or for a policy change) and makes each one return, status OK, before it
 reads again. A stream in the middle of an item finishes it (answer written,
 event recorded) first. Clients reconnect, to this replica's successor or another.
 
-`admit()` bounds how many streams one process keeps open (--max-streams).
+`admit()` bounds how many streams one process keeps open (--max-streams), and how
+many of them one principal holds (--max-streams-per-principal), so one caller cannot
+take them all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import grpc
+
+from .auth import caller
 
 T = TypeVar("T")
 _END: Any = object()
@@ -25,9 +31,11 @@ _END: Any = object()
 class OpenStreams:
     """The streams a process has open, and the drain that ends them."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_principal: int | None = None) -> None:
         self.limit = limit
+        self.per_principal = limit if per_principal is None else per_principal
         self.open = 0
+        self.by_principal: Counter[str] = Counter()
         self.draining = False
         self._waiting: set[asyncio.Task[Any]] = set()
 
@@ -40,10 +48,21 @@ class OpenStreams:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"{method}: at most {self.limit} open streams per process (--max-streams)")
+        who = caller().id
+        if self.by_principal[who] >= self.per_principal:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{method}: principal {who!r} has {self.per_principal} streams open already "
+                "(--max-streams-per-principal)")
         self.open += 1
+        self.by_principal[who] += 1
 
     def release(self) -> None:
         self.open -= 1
+        who = caller().id
+        self.by_principal[who] -= 1
+        if self.by_principal[who] <= 0:
+            del self.by_principal[who]
 
     async def wait(self, awaitable: Awaitable[T]) -> T | None:
         """Await `awaitable`; None once the process drains (now or while waiting)."""

@@ -19,8 +19,9 @@ expires. A wait that ends answers the approval as last seen, without another
 store call, so many waits ending together cost little; a caller whose deadline
 passes first gets a clean DEADLINE_EXCEEDED, and its waiter is gone with the
 call. Open waits are limited per client connection (`max_waiters_per_connection`,
---max-approval-waiters-per-connection) and in total (`max_waiters`,
---max-approval-waiters): past either, RESOURCE_EXHAUSTED naming the limit.
+--max-approval-waiters-per-connection), per principal (`max_waiters_per_principal`,
+--max-approval-waiters-per-principal) and in total (`max_waiters`,
+--max-approval-waiters): past any, RESOURCE_EXHAUSTED naming the limit.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ MAX_WAIT_SECONDS = 86400
 DEADLINE_MARGIN_SECONDS = 0.1
 DEFAULT_MAX_WAITERS = 10_000
 DEFAULT_MAX_WAITERS_PER_CONNECTION = 2000
+DEFAULT_MAX_WAITERS_PER_PRINCIPAL = 1000
 log = logging.getLogger("proctor.approvals")
 T = TypeVar("T")
 
@@ -121,13 +123,16 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
 
     def __init__(self, store: ApprovalStore, audit: AuditLog, health: Any = None,
                  gate: ApprovalGate | None = None, *, max_waiters: int = DEFAULT_MAX_WAITERS,
-                 max_waiters_per_connection: int = DEFAULT_MAX_WAITERS_PER_CONNECTION) -> None:
+                 max_waiters_per_connection: int = DEFAULT_MAX_WAITERS_PER_CONNECTION,
+                 max_waiters_per_principal: int = DEFAULT_MAX_WAITERS_PER_PRINCIPAL) -> None:
         self._store = store
         self._audit = audit
         self._health = health
         self.max_waiters = max_waiters
         self.max_waiters_per_connection = max_waiters_per_connection
         self._waiting: Counter[str] = Counter()  # open WaitApproval calls per peer
+        self.max_waiters_per_principal = max_waiters_per_principal
+        self._waiting_of: Counter[str] = Counter()  # open WaitApproval calls per principal
         self.waiting = 0  # in total
         self.gate = gate or ApprovalGate(store, audit)
         self.feed = self.gate.feed  # created (gate), approved, denied, expired (here)
@@ -249,11 +254,19 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
                 f"{self.max_waiters_per_connection} WaitApproval calls are open on this "
                 "connection already (--max-approval-waiters-per-connection): try again "
                 "later, or poll GetApproval"))
+        who = auth.caller().id
+        if self._waiting_of[who] >= self.max_waiters_per_principal:
+            metrics.WAITERS_REFUSED.labels("principal").inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                f"principal {who!r} has {self.max_waiters_per_principal} WaitApproval calls "
+                "open already (--max-approval-waiters-per-principal): try again later, or "
+                "poll GetApproval"))
         wait = float(min(request.timeout_seconds, MAX_WAIT_SECONDS) or MAX_WAIT_SECONDS)
         remaining = context.time_remaining()
         if remaining is not None:
             wait = min(wait, max(0.0, remaining - DEADLINE_MARGIN_SECONDS))
         self._waiting[peer] += 1
+        self._waiting_of[who] += 1
         self.waiting += 1
         metrics.WAITERS.inc()
         try:
@@ -266,6 +279,9 @@ class ApprovalsService(approvals_pb2_grpc.ApprovalsServicer):
             self._waiting[peer] -= 1
             if self._waiting[peer] <= 0:
                 del self._waiting[peer]
+            self._waiting_of[who] -= 1
+            if self._waiting_of[who] <= 0:
+                del self._waiting_of[who]
         self.watch.mark(True)
         return to_proto(a)
 

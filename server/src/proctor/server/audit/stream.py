@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from proctor.v1 import audit_pb2, audit_pb2_grpc
 
 from .. import auth
+from ..streams import OpenStreams
 from .event import canonical, parse_time, strip_hashes
 from .reader import CursorError, DirReader, Item, StreamReader, open_reader
 
@@ -112,20 +113,37 @@ class AuditService(audit_pb2_grpc.AuditServicer):
     def __init__(
         self, audit_dir: str | None = None, redis_url: str | None = None,
         stream: str | None = None, poll_interval: float = 0.1,
+        streams: OpenStreams | None = None,
     ) -> None:
         self.audit_dir, self.redis_url, self.stream = audit_dir, redis_url, stream
         self.poll_interval = poll_interval
+        self.streams = streams  # counts StreamDecisions per principal when given
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AuditService:
+    def from_settings(cls, settings: Any, streams: OpenStreams | None = None) -> AuditService:
         from . import audit_settings
 
         cfg = audit_settings(settings)
         if cfg["audit"] == "redis":
-            return cls(redis_url=cfg["redis_url"], stream=cfg["audit_stream"])
-        return cls(audit_dir=str(cfg["audit_dir"]))
+            return cls(redis_url=cfg["redis_url"], stream=cfg["audit_stream"], streams=streams)
+        return cls(audit_dir=str(cfg["audit_dir"]), streams=streams)
 
     async def StreamDecisions(  # noqa: N802 - gRPC method name
+        self, request: audit_pb2.StreamDecisionsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[audit_pb2.AuditEvent]:
+        if self.streams is None:
+            async for event in self._stream(request, context):
+                yield event
+            return
+        await self.streams.admit(context, "StreamDecisions")
+        try:
+            async for event in self._stream(request, context):
+                yield event
+        finally:
+            self.streams.release()
+
+    async def _stream(
         self, request: audit_pb2.StreamDecisionsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[audit_pb2.AuditEvent]:
