@@ -28,7 +28,7 @@ from ..settings import DEFAULT_MAX_AUDIT_STREAMS_PER_PRINCIPAL
 from ..streams import CallerStreams, OpenStreams
 from .event import canonical, parse_time, strip_hashes
 from .reader import CursorError, DirReader, Item, StreamReader, open_reader
-from .tail import READ_BATCH, AuditTail, Entry, SendTurn
+from .tail import READ_BATCH, RING_EVENTS, AuditTail, Entry, SendTurn
 
 log = logging.getLogger("proctor.audit")
 
@@ -121,13 +121,16 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         stream: str | None = None, poll_interval: float = 0.1,
         streams: OpenStreams | None = None,
         max_streams_per_principal: int = DEFAULT_MAX_AUDIT_STREAMS_PER_PRINCIPAL,
+        ring_events: int = RING_EVENTS,
     ) -> None:
         self.audit_dir, self.redis_url, self.stream = audit_dir, redis_url, stream
         self.poll_interval = poll_interval
         self.streams = streams  # counts StreamDecisions per principal when given
         self.callers = CallerStreams(
             "StreamDecisions", max_streams_per_principal, "--max-audit-streams-per-principal")
-        self.tail = AuditTail(lambda ev: to_proto(ev, ""), poll_interval)
+        # ring_events: how far (in events) a follower may lag the shared tail before it
+        # reads on its own again.
+        self.tail = AuditTail(lambda ev: to_proto(ev, ""), poll_interval, ring_events)
         self.turn = SendTurn()
 
     @classmethod
