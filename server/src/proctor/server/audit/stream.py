@@ -1,9 +1,13 @@
 """Audit.StreamDecisions: the whole audit (every writer's segments, or the stream) over gRPC.
 
-Replays from the request's cursor, then, with `follow`, tails new events by
-polling (files: new lines and new segments or writers; Redis: XRANGE after the
-last id). Every event carries the cursor to resume after it. Reads run in a
-worker thread so the event loop never waits on disk or Redis.
+Replays from the request's cursor on the stream's own reader, then, with
+`follow`, tails new events through the process's one shared tail (tail.py: files:
+new lines and new segments or writers; Redis: XRANGE after the last id), which
+reads and parses each event once for every stream. Every event carries the
+cursor to resume after it. Reads run in a worker thread so the event loop never
+waits on disk or Redis, a few dozen events at a time; every send and backlog read
+takes the process's one StreamDecisions turn, so audit streams, which may lag,
+never hold decisions up by more than about one message.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from proctor.v1 import audit_pb2, audit_pb2_grpc
 
 from .. import auth
-from ..streams import OpenStreams
+from ..settings import DEFAULT_MAX_AUDIT_STREAMS_PER_PRINCIPAL
+from ..streams import CallerStreams, OpenStreams
 from .event import canonical, parse_time, strip_hashes
 from .reader import CursorError, DirReader, Item, StreamReader, open_reader
+from .tail import READ_BATCH, AuditTail, Entry, SendTurn
 
 log = logging.getLogger("proctor.audit")
 
@@ -114,34 +120,46 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         self, audit_dir: str | None = None, redis_url: str | None = None,
         stream: str | None = None, poll_interval: float = 0.1,
         streams: OpenStreams | None = None,
+        max_streams_per_principal: int = DEFAULT_MAX_AUDIT_STREAMS_PER_PRINCIPAL,
     ) -> None:
         self.audit_dir, self.redis_url, self.stream = audit_dir, redis_url, stream
         self.poll_interval = poll_interval
         self.streams = streams  # counts StreamDecisions per principal when given
+        self.callers = CallerStreams(
+            "StreamDecisions", max_streams_per_principal, "--max-audit-streams-per-principal")
+        self.tail = AuditTail(lambda ev: to_proto(ev, ""), poll_interval)
+        self.turn = SendTurn()
 
     @classmethod
     def from_settings(cls, settings: Any, streams: OpenStreams | None = None) -> AuditService:
         from . import audit_settings
 
         cfg = audit_settings(settings)
+        limit = settings.max_audit_streams_per_principal
         if cfg["audit"] == "redis":
-            return cls(redis_url=cfg["redis_url"], stream=cfg["audit_stream"], streams=streams)
-        return cls(audit_dir=str(cfg["audit_dir"]), streams=streams)
+            return cls(redis_url=cfg["redis_url"], stream=cfg["audit_stream"], streams=streams,
+                       max_streams_per_principal=limit)
+        return cls(audit_dir=str(cfg["audit_dir"]), streams=streams,
+                   max_streams_per_principal=limit)
 
     async def StreamDecisions(  # noqa: N802 - gRPC method name
         self, request: audit_pb2.StreamDecisionsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[audit_pb2.AuditEvent]:
-        if self.streams is None:
-            async for event in self._stream(request, context):
-                yield event
-            return
-        await self.streams.admit(context, "StreamDecisions")
+        key = await self.callers.admit(context)
         try:
-            async for event in self._stream(request, context):
-                yield event
+            if self.streams is None:
+                async for event in self._stream(request, context):
+                    yield event
+                return
+            await self.streams.admit(context, "StreamDecisions")
+            try:
+                async for event in self._stream(request, context):
+                    yield event
+            finally:
+                self.streams.release()
         finally:
-            self.streams.release()
+            self.callers.release(key)
 
     async def _stream(
         self, request: audit_pb2.StreamDecisionsRequest,
@@ -157,27 +175,61 @@ class AuditService(audit_pb2_grpc.AuditServicer):
             tenants = auth.readable_tenants(auth.caller(), flt)
         except auth.Denied as e:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, e.message)
+        skipped = 0
         try:
-            async for item in follow(reader, request.follow, self.poll_interval):
+            async for got in self._follow(reader, request.follow):
+                item = got.item if isinstance(got, Entry) else got
                 reader.ack(item)
-                if flt.match(item.event) and (
-                        tenants is None or item.event.get("tenant") in tenants):
-                    yield to_proto(item.event, reader.cursor())
+                if not (flt.match(item.event) and (
+                        tenants is None or item.event.get("tenant") in tenants)):
+                    skipped += 1
+                    if skipped % 256 == 0:  # a long filtered stretch gives the loop back
+                        await asyncio.sleep(0)
+                    continue
+                if isinstance(got, Entry):  # built once by the tail: copy, add the cursor
+                    msg = audit_pb2.AuditEvent()
+                    msg.CopyFrom(got.message)
+                    msg.cursor = reader.cursor()
+                else:
+                    msg = to_proto(item.event, reader.cursor())
+                async with self.turn():
+                    yield msg
         except redis.RedisError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"audit stream unreachable: {exc}")
         finally:
-            if isinstance(reader, StreamReader):
-                reader.close()
+            reader.close()
+
+    async def _follow(
+        self, reader: DirReader | StreamReader, keep_going: bool,
+    ) -> AsyncIterator[Item | Entry]:
+        """The backlog on the stream's own reader; then, following, the shared tail, and
+        the own reader again whenever the stream falls behind the tail's ring."""
+        while True:
+            async for item in follow(reader, False, self.poll_interval, READ_BATCH, self.turn):
+                yield item
+            if not keep_going:
+                return
+            try:
+                async for got in self.tail.follow(reader):
+                    yield got
+            except redis.RedisError as exc:
+                log.warning("audit stream: redis unavailable (%s); retrying", exc)
+                await asyncio.sleep(max(self.poll_interval, 0.5))
 
 
 async def follow(
     reader: DirReader | StreamReader, keep_going: bool, poll_interval: float = 0.1,
-    batch: int = 500,
+    batch: int = 500, turn: SendTurn | None = None,
 ) -> AsyncIterator[Item]:
-    """Items from the reader; with keep_going, wait for more instead of ending."""
+    """Items from the reader; with keep_going, wait for more instead of ending. With a
+    turn, each read takes it."""
     while True:
         try:
-            items = await asyncio.to_thread(reader.poll, batch)
+            if turn is None:
+                items = await asyncio.to_thread(reader.poll, batch)
+            else:
+                async with turn():
+                    items = await asyncio.to_thread(reader.poll, batch)
         except redis.RedisError as exc:
             if not keep_going:
                 raise
@@ -186,7 +238,7 @@ async def follow(
             continue
         for item in items:
             yield item
-        if not items:
+        if len(items) < batch:
             if not keep_going:
                 return
             await asyncio.sleep(poll_interval)
