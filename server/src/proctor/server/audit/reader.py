@@ -133,6 +133,7 @@ class DirReader:
         self._delivered: dict[str, list[Any]] = {k: list(v) for k, v in self._w0.items()}
         self._high = self._t0
         self._acked_pos: dict[str, tuple[str, str, int, int]] = {}
+        self._trail = ("", "")  # (high, the cursor's floor for it)
         self.skipped_lines = 0
 
     # ---- discovery ----------------------------------------------------------------------
@@ -272,11 +273,12 @@ class DirReader:
     def cursor(self) -> str:
         floor = self._t0
         if self._high:
-            try:
-                trail = format_time(parse_time(self._high) - GRACE_S)
-            except ValueError:
-                trail = ""
-            floor = max(floor, trail)
+            if self._trail[0] != self._high:  # parsing a time is slow: once per new high
+                try:
+                    self._trail = (self._high, format_time(parse_time(self._high) - GRACE_S))
+                except ValueError:
+                    self._trail = (self._high, "")
+            floor = max(floor, self._trail[1])
         w = {k: v for k, v in self._delivered.items() if str(v[1]) >= floor}
         return "f1." + _b64({"t": floor, "w": w})
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -28,7 +29,7 @@ from ..settings import DEFAULT_MAX_AUDIT_STREAMS_PER_PRINCIPAL
 from ..streams import CallerStreams, OpenStreams
 from .event import canonical, parse_time, strip_hashes
 from .reader import CursorError, DirReader, Item, StreamReader, open_reader
-from .tail import READ_BATCH, AuditTail, Entry, SendTurn
+from .tail import READ_BATCH, RING_EVENTS, AuditTail, Entry, SendTurn
 
 log = logging.getLogger("proctor.audit")
 
@@ -72,14 +73,22 @@ def _strs(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def to_proto(ev: dict[str, Any], cursor: str) -> audit_pb2.AuditEvent:
+def _timestamp(text: str) -> Timestamp:
     ts = Timestamp()
     try:
-        t = parse_time(str(ev.get("time", "")))
+        # The stored form is fixed (RFC 3339 UTC, "Z"): fromisoformat parses it in C,
+        # many times faster than parse_time's strptime, which is the fallback.
+        t = (datetime.fromisoformat(text).timestamp() if text.endswith("Z")
+             else parse_time(text))
         ts.seconds = int(t)
         ts.nanos = int(round((t - int(t)) * 1e6)) * 1000
     except ValueError:
         pass
+    return ts
+
+
+def to_proto(ev: dict[str, Any], cursor: str) -> audit_pb2.AuditEvent:
+    ts = _timestamp(str(ev.get("time", "")))
     labels = ev.get("labels") if isinstance(ev.get("labels"), dict) else {}
     seq = ev.get("seq")
     latency = ev.get("latency_us")
@@ -121,13 +130,16 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         stream: str | None = None, poll_interval: float = 0.1,
         streams: OpenStreams | None = None,
         max_streams_per_principal: int = DEFAULT_MAX_AUDIT_STREAMS_PER_PRINCIPAL,
+        ring_events: int = RING_EVENTS,
     ) -> None:
         self.audit_dir, self.redis_url, self.stream = audit_dir, redis_url, stream
         self.poll_interval = poll_interval
         self.streams = streams  # counts StreamDecisions per principal when given
         self.callers = CallerStreams(
             "StreamDecisions", max_streams_per_principal, "--max-audit-streams-per-principal")
-        self.tail = AuditTail(lambda ev: to_proto(ev, ""), poll_interval)
+        # ring_events: how far (in events) a follower may lag the shared tail before it
+        # reads on its own again.
+        self.tail = AuditTail(lambda ev: to_proto(ev, ""), poll_interval, ring_events)
         self.turn = SendTurn()
 
     @classmethod
@@ -175,23 +187,27 @@ class AuditService(audit_pb2_grpc.AuditServicer):
             tenants = auth.readable_tenants(auth.caller(), flt)
         except auth.Denied as e:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, e.message)
+        def wanted(ev: dict[str, Any]) -> bool:
+            return flt.match(ev) and (tenants is None or ev.get("tenant") in tenants)
+
         skipped = 0
         try:
-            async for got in self._follow(reader, request.follow):
+            async for got in self._follow(reader, request.follow, wanted):
                 item = got.item if isinstance(got, Entry) else got
                 reader.ack(item)
-                if not (flt.match(item.event) and (
-                        tenants is None or item.event.get("tenant") in tenants)):
+                if not wanted(item.event):
                     skipped += 1
                     if skipped % 256 == 0:  # a long filtered stretch gives the loop back
                         await asyncio.sleep(0)
                     continue
-                if isinstance(got, Entry):  # built once by the tail: copy, add the cursor
+                if isinstance(got, Entry) and got.shared:  # the tail's: copy, add the cursor
                     msg = audit_pb2.AuditEvent()
                     msg.CopyFrom(got.message)
-                    msg.cursor = reader.cursor()
+                elif isinstance(got, Entry):
+                    msg = got.message
                 else:
-                    msg = to_proto(item.event, reader.cursor())
+                    msg = to_proto(item.event, "")
+                msg.cursor = reader.cursor()
                 async with self.turn():
                     yield msg
         except redis.RedisError as exc:
@@ -201,35 +217,44 @@ class AuditService(audit_pb2_grpc.AuditServicer):
 
     async def _follow(
         self, reader: DirReader | StreamReader, keep_going: bool,
+        wanted: Callable[[dict[str, Any]], bool],
     ) -> AsyncIterator[Item | Entry]:
         """The backlog on the stream's own reader; then, following, the shared tail, and
         the own reader again whenever the stream falls behind the tail's ring."""
         while True:
-            async for item in follow(reader, False, self.poll_interval, READ_BATCH, self.turn):
-                yield item
-            if not keep_going:
-                return
             try:
-                async for got in self.tail.follow(reader):
-                    yield got
+                async with self.turn():  # a backlog read is a turn, like a send
+                    got = await asyncio.to_thread(_read, reader, wanted)
+                for one in got:
+                    yield one
+                if len(got) >= READ_BATCH:
+                    continue
+                if not keep_going:
+                    return
+                async for entry in self.tail.follow(reader):
+                    yield entry
             except redis.RedisError as exc:
+                if not keep_going:
+                    raise
                 log.warning("audit stream: redis unavailable (%s); retrying", exc)
                 await asyncio.sleep(max(self.poll_interval, 0.5))
 
 
+def _read(reader: DirReader | StreamReader,
+          wanted: Callable[[dict[str, Any]], bool]) -> list[Item | Entry]:
+    """In a worker thread: the reader's next items, each wanted one with its message."""
+    return [Entry(i, to_proto(i.event, ""), shared=False) if wanted(i.event) else i
+            for i in reader.poll(READ_BATCH)]
+
+
 async def follow(
     reader: DirReader | StreamReader, keep_going: bool, poll_interval: float = 0.1,
-    batch: int = 500, turn: SendTurn | None = None,
+    batch: int = 500,
 ) -> AsyncIterator[Item]:
-    """Items from the reader; with keep_going, wait for more instead of ending. With a
-    turn, each read takes it."""
+    """Items from the reader; with keep_going, wait for more instead of ending."""
     while True:
         try:
-            if turn is None:
-                items = await asyncio.to_thread(reader.poll, batch)
-            else:
-                async with turn():
-                    items = await asyncio.to_thread(reader.poll, batch)
+            items = await asyncio.to_thread(reader.poll, batch)
         except redis.RedisError as exc:
             if not keep_going:
                 raise
@@ -238,7 +263,7 @@ async def follow(
             continue
         for item in items:
             yield item
-        if len(items) < batch:
+        if not items:
             if not keep_going:
                 return
             await asyncio.sleep(poll_interval)

@@ -52,6 +52,7 @@ class Reader(Protocol):
 class Entry(NamedTuple):
     item: Item
     message: Any  # the event's message without a cursor (each stream sets its own)
+    shared: bool = True  # the tail's, for every stream: copy it before setting the cursor
 
 
 class Behind:
