@@ -36,7 +36,7 @@ from typing import Any
 import grpc
 
 from proctor.bench import results
-from proctor.bench.floor import EchoProcess
+from proctor.bench.floor import EchoProcess, stream_item_bytes
 from proctor.bench.spawn import SpawnedServer, free_port
 from proctor.bench.streamcall import RawStream
 from proctor.client import ProctorClient
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         reply = round(sum(sizes) / len(sizes))
         echo_address = f"127.0.0.1:{free_port()}"
         with EchoProcess(echo_address, reply,
-                         {"Evaluate": reply, "EvaluateStream": reply + 2}):
+                         {"Evaluate": reply, "EvaluateStream": stream_item_bytes(reply)}):
             wire_figures = asyncio.run(wire(server.address, echo_address, payloads, rounds,
                                             per_round, seconds, args.flight))
         sdk_figures = sdk(server.address, n_remote, n_local, work / "spool")

@@ -31,6 +31,7 @@ DEFAULT_MAX_APPROVAL_WAITERS = 10_000
 DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION = 2000
 DEFAULT_MAX_STREAMS = 10_000
 DEFAULT_MAX_STREAMS_PER_PRINCIPAL = 1000
+DEFAULT_MAX_AUDIT_STREAMS_PER_PRINCIPAL = 16
 DEFAULT_MAX_APPROVAL_WAITERS_PER_PRINCIPAL = 1000
 # EvaluateBatch: items per batch (its bytes are bounded by MAX_MESSAGE_BYTES), and the rule
 # ids an explain answer lists (a batch's items share it).
@@ -89,6 +90,7 @@ class Settings:
     # Streams (DESIGN section 11): open ones per process; WatchPolicy on or off.
     max_streams: int = DEFAULT_MAX_STREAMS
     max_streams_per_principal: int = DEFAULT_MAX_STREAMS_PER_PRINCIPAL
+    max_audit_streams_per_principal: int = DEFAULT_MAX_AUDIT_STREAMS_PER_PRINCIPAL
     local_evaluation: str = "on"
     # Decisions (docs/limits.md)
     max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
@@ -289,6 +291,7 @@ class Settings:
             ("--max-approval-waiters-per-principal", self.max_approval_waiters_per_principal),
             ("--max-streams", self.max_streams),
             ("--max-streams-per-principal", self.max_streams_per_principal),
+            ("--max-audit-streams-per-principal", self.max_audit_streams_per_principal),
             ("--max-batch-items", self.max_batch_items),
             ("--max-explain-bytes", self.max_explain_bytes),
             ("--fair-share-queue", self.fair_share_queue),
@@ -497,6 +500,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-streams-per-principal", type=int, default=DEFAULT_MAX_STREAMS_PER_PRINCIPAL,
         help="open EvaluateStream, WatchPolicy, IngestDecisions and StreamDecisions streams "
              "of one principal; past it RESOURCE_EXHAUSTED, other principals unaffected",
+    )
+    p.add_argument(
+        "--max-audit-streams-per-principal", type=int,
+        default=DEFAULT_MAX_AUDIT_STREAMS_PER_PRINCIPAL,
+        help="open StreamDecisions streams of one principal (in development mode, of one "
+             "connection); past it RESOURCE_EXHAUSTED",
     )
     p.add_argument(
         "--max-batch-items", type=int, default=DEFAULT_MAX_BATCH_ITEMS,
