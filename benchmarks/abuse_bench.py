@@ -3,7 +3,9 @@
 Starts one `proctor serve` (seed policy, embedded stores, file audit) and, for
 each abuse, a process that runs it when told to:
 
-- streams: 200 open Audit.StreamDecisions streams following every event;
+- streams: 200 Audit.StreamDecisions streams following every event from the start, on
+  one connection (past --max-audit-streams-per-principal they are refused: the report
+  counts those, `streams_refused`);
 - batches: full EvaluateBatch calls (--batch-items, default 1000), 2 in flight;
 - approvals: an approval flood, require_approval calls with fresh request ids from
   one tenant, 32 in flight (past --max-pending-approvals-per-tenant they get no
@@ -68,19 +70,24 @@ def _approval_request(i: int) -> bytes:
 
 
 async def _streams(channel: grpc.aio.Channel, active: Event, stop: Event,
-                   count: Synchronized[int], n: int) -> None:
+                   count: Synchronized[int], refused: Synchronized[int], n: int) -> None:
     request = audit_pb2.StreamDecisionsRequest(follow=True).SerializeToString()
     stream = channel.unary_stream(STREAM)
 
     async def drain(call: Any) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
-            async for _ in call:
-                count.value += 1
+        with contextlib.suppress(asyncio.CancelledError):
+            try:
+                async for _ in call:
+                    count.value += 1
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    refused.value += 1
 
     while not stop.is_set():
         if not active.is_set():
             await asyncio.sleep(0.01)
             continue
+        refused.value = 0
         calls = [stream(request) for _ in range(n)]
         tasks = [asyncio.ensure_future(drain(c)) for c in calls]
         while active.is_set() and not stop.is_set():
@@ -110,11 +117,11 @@ async def _loop(channel: grpc.aio.Channel, active: Event, stop: Event, count: Sy
 
 
 def abuse(kind: str, address: str, active: Event, stop: Event, count: Synchronized[int],
-          batch_items: int) -> None:
+          refused: Synchronized[int], batch_items: int) -> None:
     async def main() -> None:
         async with grpc.aio.insecure_channel(address) as channel:
             if kind == "streams":
-                await _streams(channel, active, stop, count, 200)
+                await _streams(channel, active, stop, count, refused, 200)
             elif kind == "batches":
                 batch = decisions_pb2.EvaluateBatchRequest(requests=[
                     decisions_pb2.EvaluateRequest.FromString(QUIET)] * batch_items
@@ -155,8 +162,8 @@ def _figures(values: list[float]) -> dict[str, float]:
 def measure(kind: str, address: str, args: argparse.Namespace) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     active, stop = ctx.Event(), ctx.Event()
-    count = ctx.Value("q", 0)
-    proc = ctx.Process(target=abuse, args=(kind, address, active, stop, count,
+    count, refused = ctx.Value("q", 0), ctx.Value("q", -1)
+    proc = ctx.Process(target=abuse, args=(kind, address, active, stop, count, refused,
                                            args.batch_items))
     proc.start()
     lat: dict[str, list[float]] = {"quiet": [], "abused": []}
@@ -188,6 +195,8 @@ def measure(kind: str, address: str, args: argparse.Namespace) -> dict[str, Any]
     }
     unit = {"streams": "events_streamed", "batches": "batches"}.get(kind, "calls")
     out["abuse"] = {unit + "_per_s": round(count.value / max(abuse_s, 1e-9), 1)}
+    if kind == "streams":  # in the last abused round
+        out["abuse"]["streams_refused"] = refused.value
     return out
 
 

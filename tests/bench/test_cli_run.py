@@ -42,6 +42,11 @@ def test_short_closed_loop_run_with_floor_then_a_comparison(tmp_path: Path) -> N
     _sane(doc["figures"])
     _sane(doc["floor"]["figures"])
     assert doc["floor"]["ratios"]["p50"] > 0
+    # Beside the unary echo, the same requests on a bidirectional stream echo (issue 22).
+    bidi = doc["floor"]["bidi_echo"]
+    _sane(bidi["figures"])
+    assert set(bidi["figures"]["by_op"]) == {"stream"} and bidi["ratios"]["p50"] > 0
+    assert "bidi" in r.stdout
     assert doc["settings"]["target"] == "evaluate" and doc["settings"]["mode"] == "closed"
     assert doc["machine"]["cpus"] >= 1 and doc["machine"]["python"]
     assert "commit" in doc

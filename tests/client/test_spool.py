@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,42 @@ def test_a_closed_spool_with_records_left_is_adopted_and_read_from_the_ack(
     assert adopt_orphans(tmp_path, "k") == []  # one adopter at a time
     orphan.close(remove=True)
     assert adopt_orphans(tmp_path, "k") == []
+
+
+def test_a_record_larger_than_a_read_s_byte_budget_still_comes_back(tmp_path: Path) -> None:
+    s = open_spool(tmp_path, "k")
+    assert s.append(("small",)) and s.append(("z" * 5000,)) and s.append(("after",))
+    got = []
+    while True:
+        records, position = s.read(10, 100)
+        if not records:
+            break
+        got += [r[0] for r in records]
+        s.ack(position)
+    assert got == ["small", "z" * 5000, "after"] and not s.pending
+    s.close(remove=True)
+
+
+def test_a_killed_owner_s_records_are_all_adopted(tmp_path: Path) -> None:
+    # The records are stored into a shared map, not written: SIGKILL must not lose them.
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from proctor.client.spool import open_spool\n"
+        "s = open_spool(Path(sys.argv[1]), 'k')\n"
+        "for i in range(2000):\n"
+        "    assert s.append((i, 'x' * 100))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=False)
+    assert proc.returncode == -signal.SIGKILL
+    [orphan] = adopt_orphans(tmp_path, "k")
+    got = []
+    while True:
+        records, position = orphan.read(500)
+        if not records:
+            break
+        got += [r[0] for r in records]
+        orphan.ack(position)
+    assert got == list(range(2000))
+    orphan.close(remove=True)

@@ -69,7 +69,8 @@ def register(subparsers: Any) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--floor", action="store_true",
                    help="also run against a bare grpcio echo service with the same message "
-                   "sizes and report Proctor's figures as ratios to it")
+                   "sizes and report Proctor's figures as ratios to it; a run that sends "
+                   "Evaluate also runs its requests on a bidirectional stream echo")
     o.add_argument("--sweep", action="store_true",
                    help="open-loop runs at fractions of the first run's throughput; PNGs of "
                    "latency against throughput and of the latency distribution (matplotlib)")

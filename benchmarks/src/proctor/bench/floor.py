@@ -39,6 +39,16 @@ FLOOR_METHODS = {
 }
 
 
+def stream_item_bytes(response_bytes: int) -> int:
+    """The size of the EvaluateBatchItem that EvaluateStream answers where Evaluate answers
+    `response_bytes`: the response as field 1, so a tag, its length (a varint), itself."""
+    n, length = response_bytes, 1
+    while n >= 0x80:
+        n >>= 7
+        length += 1
+    return 1 + length + response_bytes
+
+
 class EchoHandler(grpc.GenericRpcHandler):
     """Answers every /bench.Echo/NAME with the reply configured for NAME (or the default)."""
 

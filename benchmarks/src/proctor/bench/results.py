@@ -122,6 +122,11 @@ SCHEMA: dict[str, Any] = {
         "floor": {"type": "object", "required": ["figures", "ratios"], "properties": {
             "figures": _FIGURES,
             "ratios": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+            "bidi_echo": {"type": "object", "required": ["figures", "ratios"], "properties": {
+                "figures": _FIGURES,
+                "ratios": {"type": "object",
+                           "additionalProperties": {"type": ["number", "null"]}},
+            }},
         }},
         "sweep": {"type": "object"},
         "comparison": {"type": ["object", "null"]},

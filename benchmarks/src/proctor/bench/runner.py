@@ -26,7 +26,7 @@ from proctor.client._base import TOKEN_ENV, bearer_metadata
 from proctor.v1 import decisions_pb2
 
 from . import histo, plot, results
-from .floor import FLOOR_METHODS, EchoProcess
+from .floor import FLOOR_METHODS, EchoProcess, stream_item_bytes
 from .loop import BenchError, LoadResult, cpu_count, run_load
 from .spawn import SpawnedServer, free_port
 from .workload import (
@@ -39,6 +39,7 @@ from .workload import (
     generate_requests,
     local_decisions,
     read_jsonl,
+    stream_plan,
 )
 
 GENERATOR_BUSY = 0.85
@@ -187,12 +188,17 @@ def _run(args: argparse.Namespace) -> int:
         }
         if args.note:
             doc["note"] = args.note
-        floor_result: LoadResult | None = None
         if args.floor:
-            floor_result = run_floor(plan, pre["response_bytes"], load_kw)
+            floor_result, bidi_result = run_floor(plan, pre["response_bytes"], load_kw)
             ff = floor_result.figures()
             doc["floor"] = {"figures": ff, "ratios": ratios(doc["figures"], ff),
                             "echo": "proctor.bench.floor (grpc.aio, raw bytes, same message sizes)"}
+            if bidi_result is not None:
+                bf = bidi_result.figures()
+                doc["floor"]["bidi_echo"] = {
+                    "figures": bf, "ratios": ratios(doc["figures"], bf),
+                    "echo": "proctor.bench.floor, the Evaluate requests as messages on one "
+                            "bidirectional stream per load channel (EvaluateStream's sizes)"}
 
         when = results.now()
         results_dir = Path(args.results_dir) if args.results_dir else results.results_dir()
@@ -314,13 +320,23 @@ def engine_mismatches(policy: Any, requests: list[dict[str, Any]],
     return bad
 
 
-def run_floor(plan: Any, response_bytes: dict[str, int], load_kw: dict[str, Any]) -> LoadResult:
-    """The same load against the echo service answering replies of the real sizes."""
+def run_floor(plan: Any, response_bytes: dict[str, int], load_kw: dict[str, Any],
+              ) -> tuple[LoadResult, LoadResult | None]:
+    """The same load against the echo service answering replies of the real sizes; and,
+    when the plan sends Evaluate, the same load again with those requests as messages on a
+    bidirectional stream echo (EvaluateStream's reply sizes): the floor a stream can reach."""
     replies = {FLOOR_METHODS[name].rsplit("/", 1)[1]: size for name, size in response_bytes.items()}
+    bidi = stream_plan(plan)
+    if bidi is not None and "evaluate" in response_bytes:
+        replies.setdefault("EvaluateStream", stream_item_bytes(response_bytes["evaluate"]))
     address = f"127.0.0.1:{free_port()}"
     with EchoProcess(address, response_bytes.get("evaluate", 160), replies) as echo:
-        return run_load(address, plan.with_methods(FLOOR_METHODS), label="floor  ",
-                        server_pid=echo.proc.pid, **load_kw)
+        unary = run_load(address, plan.with_methods(FLOOR_METHODS), label="floor  ",
+                         server_pid=echo.proc.pid, **load_kw)
+        stream = None if bidi is None else run_load(
+            address, bidi.with_methods(FLOOR_METHODS), label="bidi   ",
+            server_pid=echo.proc.pid, **load_kw)
+    return unary, stream
 
 
 def ratios(proctor: dict[str, Any], floor: dict[str, Any]) -> dict[str, float | None]:
@@ -413,6 +429,8 @@ def summary(doc: dict[str, Any]) -> str:
     rows = [("proctor", doc["figures"])]
     if "floor" in doc:
         rows.append(("floor", doc["floor"]["figures"]))
+        if "bidi_echo" in doc["floor"]:
+            rows.append(("bidi", doc["floor"]["bidi_echo"]["figures"]))
     for name, f in rows:
         lat = f["latency_us"]
         lines.append(f"{name:<8}{f['calls']:>10,}{f['errors']:>8,}{f['throughput_per_s']:>11,.0f}"
@@ -424,9 +442,14 @@ def summary(doc: dict[str, Any]) -> str:
         def fmt(v: float | None) -> str:
             return f"{v:.2f}x" if v is not None else "-"
 
-        lines.append(f"{'ratio':<8}{'':>10}{'':>8}{fmt(r['throughput']):>11}{fmt(r['p50']):>10}"
-                     f"{fmt(r['p90']):>10}{fmt(r['p99']):>10}{fmt(r['p99_9']):>10}"
-                     f"{fmt(r['max']):>10}")
+        ratio_rows = [("ratio", r)]
+        if "bidi_echo" in doc["floor"]:
+            ratio_rows.append(("/bidi", doc["floor"]["bidi_echo"]["ratios"]))
+        for name, r in ratio_rows:
+            lines.append(f"{name:<8}{'':>10}{'':>8}{fmt(r['throughput']):>11}"
+                         f"{fmt(r['p50']):>10}{fmt(r['p90']):>10}{fmt(r['p99']):>10}"
+                         f"{fmt(r['p99_9']):>10}{fmt(r['max']):>10}")
+        r = doc["floor"]["ratios"]
         if r.get("server_cpu_per_call"):
             lines.append(f"server CPU per call: {r['server_cpu_per_call']:.2f}x the floor's")
     f = doc["figures"]

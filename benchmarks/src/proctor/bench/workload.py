@@ -80,6 +80,16 @@ class Plan:
         return Plan(ops, list(self.schedule), dict(self.request_bytes), self.description)
 
 
+def stream_plan(plan: Plan) -> Plan | None:
+    """The plan's Evaluate requests as messages on EvaluateStream (None when it sends no
+    Evaluate): the same requests, on a bidirectional stream per load channel."""
+    evaluate = next((op for op in plan.ops if op.name == "evaluate"), None)
+    if evaluate is None:
+        return None
+    return Plan([Op("stream", STREAM, evaluate.payloads, streaming=True)],
+                description=plan.description)
+
+
 def reservation_prefix(reservation_id: str) -> bytes:
     """Field 1 (reservation_id) of ReserveBudgetRequest, encoded; protobuf takes any order."""
     raw = reservation_id.encode()

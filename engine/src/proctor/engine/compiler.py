@@ -2,16 +2,8 @@
 small, local rule bitsets.
 
 1. Every topic pattern (of rules and of derive_tags) goes into one segment
-   trie: literal children in a dict, a ``*`` child, and a ``**`` child that
-   loops on itself (patterns are first made canonical, so no two ``**`` are
-   adjacent). A pattern whose one inner ``**`` is followed only by literals
-   and ``*`` (``**.delete``, ``job.*.**.export``, the common case) stops at its
-   ``**`` node: what follows goes, reversed, into that node's suffix trie, which
-   is matched against the topic's last segments once the walk is done. So an
-   open ``**`` never carries children along the walk, and the automaton below
-   stays about the size of the trie instead of multiplying by every segment
-   that may follow a ``**``. Patterns with two inner ``**`` stay whole in the
-   trie (the ``**`` node then has children, and the walk handles them).
+   trie, with the part after a lone inner ``**`` split off into that node's
+   suffix trie (engine.trie says how and why).
 
 2. Walking the trie for a topic is a set of trie nodes per segment. The sets
    are precomputed as a deterministic automaton (``DState``): a state knows
@@ -48,7 +40,6 @@ small, local rule bitsets.
 
 from __future__ import annotations
 
-import sys
 from collections import deque
 from collections.abc import Container, Iterable
 from typing import Any
@@ -56,94 +47,33 @@ from typing import Any
 from proctor.engine.limits import checkpoint
 from proctor.engine.model import Policy
 from proctor.engine.rules import Condition, NodeRules, Packed, glob_matcher
-from proctor.engine.topics import GLOBSTAR, STAR, canonical, parse_pattern
+from proctor.engine.states import NO_LITERALS, AnyOf, DState, Glob, Globs, SuffixState
+from proctor.engine.trie import PatternTrie
 
-__all__ = ["Automaton", "Condition", "DState", "NodeRules", "Packed", "SuffixState", "glob_matcher"]
+# The state types are re-exported: layout, evaluate and tests import them from here.
+__all__ = [
+    "Automaton",
+    "Condition",
+    "DState",
+    "Glob",
+    "Globs",
+    "NodeRules",
+    "Packed",
+    "SuffixState",
+    "glob_matcher",
+]
 
 # Transitions built at compile time: EAGER_FACTOR per trie node, at least EAGER_MIN.
 EAGER_MIN = 20_000
 EAGER_FACTOR = 4
 
 
-_NO_LITERALS: frozenset[str] = frozenset()
-
-
-class _AnyOf:
-    """Membership in any of several trie nodes' literal dicts (for large fan-outs)."""
-
-    __slots__ = ("maps",)
-
-    def __init__(self, maps: tuple[dict[str, int], ...]) -> None:
-        self.maps = maps
-
-    def __contains__(self, seg: object) -> bool:
-        return any(seg in m for m in self.maps)
-
-
-class SuffixState:
-    """A state of one '**' node's determinised suffix trie, walked from the topic's end."""
-
-    # The walk's fields first: read on every step, they share the object's first cache line.
-    __slots__ = ("trans", "other", "node", "derived", "nodes")
-
-    def __init__(self, nodes: tuple[int, ...], node: Any, derived: frozenset[str]) -> None:
-        self.nodes = nodes
-        self.trans: dict[str, SuffixState] = {}
-        self.other: SuffixState | None = None
-        self.node = node
-        self.derived = derived
-
-
-# The open '**' nodes of a state: per node its suffix trie root's transitions
-# (the root itself is never a terminal, so no object for it), the root's
-# successor on any other segment, and the number of segments before the '**'.
-Glob = tuple[dict[str, SuffixState], SuffixState | None, int]
-Globs = tuple[Glob, ...]
-
-
-class DState:
-    """A set of trie nodes reached by a topic prefix (one state of the automaton).
-
-    node holds the rules whose patterns end in its nodes (one NodeRules for
-    them all while building, its Packed form once laid out, or None), derived
-    the tags of the derive_tags entries whose patterns end in its nodes.
-    """
-
-    # The walk's fields first: read on every step, they share the object's first cache line.
-    __slots__ = ("trans", "other", "node", "derived", "globs", "lits", "nodes")
-
-    def __init__(
-        self,
-        nodes: tuple[int, ...],
-        lits: Container[str],
-        node: Any,
-        derived: frozenset[str],
-        globs: Globs,
-    ) -> None:
-        self.nodes = nodes
-        self.trans: dict[str, DState] = {}
-        self.lits = lits
-        self.other: DState | None = None
-        self.node = node
-        self.derived = derived
-        self.globs = globs
-
-
-class Automaton:
+class Automaton(PatternTrie):
     """The trie of every topic pattern, its suffix tries and its determinised walk."""
 
     def __init__(self, policy: Policy, split_suffixes: bool = True, build: bool = True) -> None:
+        super().__init__(split_suffixes)
         self.policy = policy
-        self.split_suffixes = split_suffixes
-        self.lit: list[dict[str, int]] = [{}]
-        self.star: list[int] = [-1]
-        self.glob: list[int] = [-1]
-        self.is_glob: list[bool] = [False]
-        # Suffix tries: the part of a pattern after its only inner '**', reversed.
-        self.sfx_lit: list[dict[str, int]] = []
-        self.sfx_star: list[int] = []
-        self.glob_sfx: dict[int, int] = {}  # '**' trie node -> its suffix trie root
-        self.glob_prefix: dict[int, int] = {}  # '**' trie node -> segments before it
         # Terminals: trie nodes (>= 0) and suffix trie nodes (-1 - id).
         self.term_rules: dict[int, list[int]] = {}
         self.term_derive: dict[int, list[int]] = {}
@@ -213,7 +143,7 @@ class Automaton:
 
     def _share(self, value: frozenset[str]) -> frozenset[str]:
         if not value:
-            return _NO_LITERALS
+            return NO_LITERALS
         found: frozenset[str] = self.shared.setdefault(("derived", value), value)
         return found
 
@@ -241,71 +171,7 @@ class Automaton:
             out.append(cond)
         return out
 
-    # -- the trie ---------------------------------------------------------------------------
-
-    def _new_node(self, is_glob: bool) -> int:
-        self.lit.append({})
-        self.star.append(-1)
-        self.glob.append(-1)
-        self.is_glob.append(is_glob)
-        return len(self.lit) - 1
-
-    def _insert(self, pattern: str) -> int:
-        """Add pattern; return its terminal: a trie node, or -1 - a suffix trie node.
-
-        A pattern whose only inner '**' is followed by literals and '*' (such as
-        ``job.*.**.export`` or ``**.delete``) goes into the trie up to the '**'
-        and into that node's suffix trie, reversed, after it: the topic's tail
-        is matched against the suffix once, at the end of the walk. So the
-        '**' node has no children in the trie and an open '**' does not
-        multiply the automaton's states by the segments that may follow it.
-        """
-        segs = canonical(parse_pattern(pattern))
-        suffix: tuple[str, ...] = ()
-        if self.split_suffixes and GLOBSTAR in segs:
-            k = segs.index(GLOBSTAR)
-            rest = segs[k + 1 :]
-            if rest and GLOBSTAR not in rest:
-                segs, suffix = segs[: k + 1], rest
-        # Interned: the automaton's keys are then one object per distinct segment.
-        segs = tuple(map(sys.intern, segs))
-        node = 0
-        for seg in segs:
-            if seg == STAR:
-                child = self.star[node]
-                if child < 0:
-                    child = self.star[node] = self._new_node(False)
-            elif seg == GLOBSTAR:
-                child = self.glob[node]
-                if child < 0:
-                    child = self.glob[node] = self._new_node(True)
-            else:
-                child = self.lit[node].get(seg, -1)
-                if child < 0:
-                    child = self.lit[node][seg] = self._new_node(False)
-            node = child
-        if not suffix:
-            return node
-        s = self.glob_sfx.get(node)
-        if s is None:
-            s = self.glob_sfx[node] = self._new_suffix_node()
-            self.glob_prefix[node] = len(segs) - 1
-        for seg in reversed(suffix):
-            if seg == STAR:
-                child = self.sfx_star[s]
-                if child < 0:
-                    child = self.sfx_star[s] = self._new_suffix_node()
-            else:
-                child = self.sfx_lit[s].get(seg, -1)
-                if child < 0:
-                    child = self.sfx_lit[s][seg] = self._new_suffix_node()
-            s = child
-        return -1 - s
-
-    def _new_suffix_node(self) -> int:
-        self.sfx_lit.append({})
-        self.sfx_star.append(-1)
-        return len(self.sfx_lit) - 1
+    # -- suffix automata ---------------------------------------------------------------------
 
     def _build_suffix_automata(self) -> None:
         """Determinise each suffix trie (no loops, so every state has one depth)."""
@@ -365,44 +231,7 @@ class Automaton:
             )
         return merged
 
-    def _closure(self, node: int) -> list[int]:
-        """node and the '**' nodes reachable from it by consuming no segment."""
-        out = [node]
-        while self.glob[node] >= 0:
-            node = self.glob[node]
-            out.append(node)
-        return out
-
     # -- the walk ---------------------------------------------------------------------------
-
-    def _build_steps(self) -> None:
-        """Per trie node: its successors on each literal segment, and on any other segment."""
-        empty: dict[str, tuple[int, ...]] = {}
-        self.step_lit: list[dict[str, tuple[int, ...]]] = []
-        self.step_other: list[tuple[int, ...]] = []
-        for n in range(len(self.lit)):
-            other: list[int] = []
-            if self.star[n] >= 0:
-                other.extend(self._closure(self.star[n]))
-            if self.is_glob[n]:
-                other.append(n)
-            self.step_other.append(tuple(other))
-            if self.lit[n]:
-                self.step_lit.append(
-                    {seg: (*self._closure(c), *other) for seg, c in self.lit[n].items()}
-                )
-            else:
-                self.step_lit.append(empty)
-
-    def step(self, nodes: Iterable[int], seg: str) -> tuple[int, ...]:
-        """The trie nodes reached from nodes by one segment (sorted, no duplicates)."""
-        step_lit = self.step_lit
-        step_other = self.step_other
-        out: set[int] = set()
-        for n in nodes:
-            nxt = step_lit[n].get(seg)
-            out.update(step_other[n] if nxt is None else nxt)
-        return tuple(sorted(out))
 
     def finish(
         self, nodes: tuple[int, ...], segs: list[str]
@@ -420,11 +249,11 @@ class Automaton:
                 nxt = step_lit[n].get(seg)
                 out.update(step_other[n] if nxt is None else nxt)
             if not out:
-                return (), _NO_LITERALS, ()
+                return (), NO_LITERALS, ()
             active = out
         node_rules = self.node_rules
         ends = tuple(node_rules[n].packed for n in active if n in node_rules)
-        derived: frozenset[str] = _NO_LITERALS
+        derived: frozenset[str] = NO_LITERALS
         if self.node_derived:
             tags = [self.node_derived[n] for n in active if n in self.node_derived]
             if tags:
@@ -435,7 +264,7 @@ class Automaton:
 
     def _state(self, nodes: tuple[int, ...]) -> DState:
         """A DState for nodes (not kept: the kept ones come from _intern)."""
-        derived: frozenset[str] = _NO_LITERALS
+        derived: frozenset[str] = NO_LITERALS
         if self.node_derived:
             tags = [self.node_derived[n] for n in nodes if n in self.node_derived]
             if tags:
@@ -461,12 +290,12 @@ class Automaton:
         """The literal segments any of nodes can take, without copying large key sets."""
         maps = [self.lit[n] for n in nodes if self.lit[n]]
         if not maps:
-            return _NO_LITERALS
+            return NO_LITERALS
         if len(maps) == 1:
             return maps[0]  # the trie node's own dict: a shared view, never copied
         if sum(map(len, maps)) <= 16:
             return frozenset().union(*maps)
-        return _AnyOf(tuple(maps))
+        return AnyOf(tuple(maps))
 
     def _build_eagerly(self) -> None:
         """Breadth first from the root, until every state is built or the budget is spent."""

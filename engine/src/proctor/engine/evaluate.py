@@ -12,7 +12,7 @@ compile time and shared.
 
 from __future__ import annotations
 
-from proctor.engine.compiler import Automaton, Globs, Packed
+from proctor.engine.compiler import Automaton
 from proctor.engine.layout import pack_in_place, relocate
 from proctor.engine.model import (
     DEFAULT_RULE_ID,
@@ -36,7 +36,9 @@ from proctor.engine.rules import (
     PLAIN,
     RULES,
     TAGMASK,
+    Packed,
 )
+from proctor.engine.states import Globs
 
 
 class CompiledPolicy:

@@ -22,18 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from proctor.engine.compiler import (
-    _NO_LITERALS,
-    Automaton,
-    DState,
-    Glob,
-    Globs,
-    NodeRules,
-    Packed,
-    SuffixState,
-)
+from proctor.engine.compiler import Automaton
 from proctor.engine.limits import checkpoint
 from proctor.engine.model import Decision
+from proctor.engine.rules import NodeRules, Packed
+from proctor.engine.states import NO_LITERALS, DState, Glob, Globs, SuffixState
 
 
 class _Copier:
@@ -53,7 +46,7 @@ class _Copier:
         self.triples: dict[tuple[int, int], Glob] = {}
         self.keep: list[object] = []  # the originals, so that ids stay unique while copying
 
-    def node(self, old: NodeRules | None, derived: frozenset[str] = _NO_LITERALS) -> Packed | None:
+    def node(self, old: NodeRules | None, derived: frozenset[str] = NO_LITERALS) -> Packed | None:
         """old packed; with the Decisions carrying derived when a state adds those tags."""
         if old is None:
             return None
@@ -172,7 +165,7 @@ def _copy(
             checkpoint()
         new = DState(
             (),
-            _NO_LITERALS,
+            NO_LITERALS,
             copier.node(old.node, old.derived),
             old.derived,
             copier.glob_tuple(old.globs),

@@ -119,31 +119,29 @@ class _Open:
         self.key: YNode | None = None  # a mapping's key waiting for its value
 
 
-def _compose(loader: Any, length: int, max_expanded: int | None) -> YNode | None:
-    get_event = loader.get_event
-    anchors: dict[str, YNode] = {}
-    # Expanded size (characters) of each complete anchored node; an anchor that is
-    # still open (its own alias inside it) has none: a recursive alias.
-    sizes: dict[str, int] = {}
-    stack: list[_Open] = []
-    root: YNode | None = None
-    docs = 0
-    expanded = length
-    limit = sys.maxsize if max_expanded is None else max_expanded
-    count = 0
-    ScalarEvent = events.ScalarEvent
-    MappingStartEvent = events.MappingStartEvent
-    SequenceStartEvent = events.SequenceStartEvent
-    SequenceEndEvent = events.SequenceEndEvent
-    MappingEndEvent = events.MappingEndEvent
-    AliasEvent = events.AliasEvent
-    DocumentStartEvent = events.DocumentStartEvent
-    StreamEndEvent = events.StreamEndEvent
+class _Composer:
+    """The document being composed: its open collections, its anchors, and how far
+    its aliases expand it. Takes every event but scalars (those stay inline in
+    _compose's loop: they are most of a policy's events)."""
 
-    def attach(node: YNode) -> None:
-        nonlocal root
+    __slots__ = ("anchors", "sizes", "stack", "root", "docs", "expanded", "limit")
+
+    def __init__(self, length: int, max_expanded: int | None) -> None:
+        self.anchors: dict[str, YNode] = {}
+        # Expanded size (characters) of each complete anchored node; an anchor that is
+        # still open (its own alias inside it) has none: a recursive alias.
+        self.sizes: dict[str, int] = {}
+        self.stack: list[_Open] = []
+        self.root: YNode | None = None
+        self.docs = 0
+        self.expanded = length
+        self.limit = sys.maxsize if max_expanded is None else max_expanded
+
+    def attach(self, node: YNode) -> None:
+        """Put node where the document is: the root, a list item, a key or a value."""
+        stack = self.stack
         if not stack:
-            root = node
+            self.root = node
             return
         top = stack[-1]
         parent = top.node
@@ -154,6 +152,71 @@ def _compose(loader: Any, length: int, max_expanded: int | None) -> YNode | None
         else:
             parent.value.append((top.key, node))
             top.key = None
+
+    def start(self, ev: Any, kind: int) -> None:
+        """A mapping or sequence opens."""
+        node = YNode(kind, [], ev.start_mark.line + 1)
+        if ev.anchor is not None:
+            self.anchors[ev.anchor] = node
+            self.sizes.pop(ev.anchor, None)
+        self.attach(node)
+        self.stack.append(_Open(node, ev.anchor, ev.start_mark.index))
+
+    def end(self, ev: Any) -> None:
+        """A mapping or sequence closes: its anchor's expanded size is now known."""
+        stack = self.stack
+        done = stack.pop()
+        if done.anchor is not None:
+            self.sizes[done.anchor] = ev.end_mark.index - done.start + done.extra
+        if stack and done.extra:
+            stack[-1].extra += done.extra
+
+    def alias(self, ev: Any) -> None:
+        """An alias: the anchored node itself again, refused past the expansion limit."""
+        line = ev.start_mark.line + 1
+        target = self.anchors.get(ev.anchor)
+        if target is None:
+            raise YamlError(f"unknown alias *{ev.anchor}", line)
+        size = self.sizes.get(ev.anchor)
+        if size is None:
+            raise YamlError(f"alias *{ev.anchor} is inside the node it refers to", line)
+        extra = max(0, size - (ev.end_mark.index - ev.start_mark.index))
+        self.expanded += extra
+        if self.expanded > self.limit:
+            raise YamlError(
+                f"aliases expand the document past the size limit of {self.limit} bytes "
+                f"(at alias *{ev.anchor})",
+                line,
+            )
+        if self.stack:
+            self.stack[-1].extra += extra
+        self.attach(target)
+
+    def document(self, ev: Any) -> None:
+        """A document starts: a policy file holds one."""
+        self.docs += 1
+        if self.docs > 1:
+            raise YamlError(
+                "a policy file holds one YAML document (found a second '---')",
+                ev.start_mark.line + 1,
+            )
+
+
+def _compose(loader: Any, length: int, max_expanded: int | None) -> YNode | None:
+    doc = _Composer(length, max_expanded)
+    get_event = loader.get_event
+    attach = doc.attach
+    anchors = doc.anchors
+    sizes = doc.sizes
+    count = 0
+    ScalarEvent = events.ScalarEvent
+    MappingStartEvent = events.MappingStartEvent
+    SequenceStartEvent = events.SequenceStartEvent
+    SequenceEndEvent = events.SequenceEndEvent
+    MappingEndEvent = events.MappingEndEvent
+    AliasEvent = events.AliasEvent
+    DocumentStartEvent = events.DocumentStartEvent
+    StreamEndEvent = events.StreamEndEvent
 
     while True:
         ev = get_event()
@@ -175,45 +238,15 @@ def _compose(loader: Any, length: int, max_expanded: int | None) -> YNode | None
                 anchors[ev.anchor] = node
                 sizes[ev.anchor] = ev.end_mark.index - ev.start_mark.index
             attach(node)
-        elif cls is MappingStartEvent or cls is SequenceStartEvent:
-            kind = MAP if cls is MappingStartEvent else SEQ
-            node = YNode(kind, [], ev.start_mark.line + 1)
-            if ev.anchor is not None:
-                anchors[ev.anchor] = node
-                sizes.pop(ev.anchor, None)
-            attach(node)
-            stack.append(_Open(node, ev.anchor, ev.start_mark.index))
+        elif cls is MappingStartEvent:
+            doc.start(ev, MAP)
+        elif cls is SequenceStartEvent:
+            doc.start(ev, SEQ)
         elif cls is SequenceEndEvent or cls is MappingEndEvent:
-            done = stack.pop()
-            if done.anchor is not None:
-                sizes[done.anchor] = ev.end_mark.index - done.start + done.extra
-            if stack and done.extra:
-                stack[-1].extra += done.extra
+            doc.end(ev)
         elif cls is AliasEvent:
-            line = ev.start_mark.line + 1
-            target = anchors.get(ev.anchor)
-            if target is None:
-                raise YamlError(f"unknown alias *{ev.anchor}", line)
-            size = sizes.get(ev.anchor)
-            if size is None:
-                raise YamlError(f"alias *{ev.anchor} is inside the node it refers to", line)
-            extra = max(0, size - (ev.end_mark.index - ev.start_mark.index))
-            expanded += extra
-            if expanded > limit:
-                raise YamlError(
-                    f"aliases expand the document past the size limit of {limit} bytes "
-                    f"(at alias *{ev.anchor})",
-                    line,
-                )
-            if stack:
-                stack[-1].extra += extra
-            attach(target)
+            doc.alias(ev)
         elif cls is DocumentStartEvent:
-            docs += 1
-            if docs > 1:
-                raise YamlError(
-                    "a policy file holds one YAML document (found a second '---')",
-                    ev.start_mark.line + 1,
-                )
+            doc.document(ev)
         elif cls is StreamEndEvent:
-            return root
+            return doc.root

@@ -9,7 +9,9 @@ event recorded) first. Clients reconnect, to this replica's successor or another
 
 `admit()` bounds how many streams one process keeps open (--max-streams), and how
 many of them one principal holds (--max-streams-per-principal), so one caller cannot
-take them all.
+take them all. `CallerStreams` bounds one method's streams per caller on its own
+(StreamDecisions: --max-audit-streams-per-principal), keyed by connection for the
+anonymous caller of development mode.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from .auth import caller
+from .auth import ANONYMOUS_ADMIN, caller
 
 T = TypeVar("T")
 _END: Any = object()
@@ -94,3 +96,36 @@ class OpenStreams:
         self.draining = True
         for task in list(self._waiting):
             task.cancel()
+
+
+class CallerStreams:
+    """Open streams of one method per caller: the principal, or, for the anonymous caller of
+    development mode (every client is that one), its connection, so one client cannot take
+    what the others need. Past `limit`, RESOURCE_EXHAUSTED naming `flag`."""
+
+    def __init__(self, method: str, limit: int, flag: str) -> None:
+        self.method, self.limit, self.flag = method, limit, flag
+        self.open: Counter[str] = Counter()
+
+    @staticmethod
+    def key(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        who = caller()
+        if who.id == ANONYMOUS_ADMIN.id:
+            return f"{who.id}@{context.peer() or ''}"
+        return who.id
+
+    async def admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        """Count one more stream of the caller; its key, to `release()` in a finally."""
+        key = self.key(context)
+        if self.open[key] >= self.limit:
+            whose = (f"this connection ({key})" if "@" in key else f"principal {key!r}")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.method}: {whose} has {self.limit} streams open already ({self.flag})")
+        self.open[key] += 1
+        return key
+
+    def release(self, key: str) -> None:
+        self.open[key] -= 1
+        if self.open[key] <= 0:
+            del self.open[key]

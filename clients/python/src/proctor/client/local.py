@@ -38,7 +38,7 @@ from proctor.v1 import admin_pb2, admin_pb2_grpc
 
 from .delegation import delegation_path as delegation_path_now
 from .errors import InvalidRequestError
-from .results import DecisionResult, EvaluationRequest
+from .results import DecisionResult, EvaluationRequest, local_result
 from .shipper import Shipper
 from .spool import DEFAULT_MAX_BYTES, adopt_orphans, default_root, key_of, open_spool
 
@@ -53,6 +53,11 @@ log = logging.getLogger("proctor.client.local")
 DEFAULT_MAX_STALENESS = 30.0
 _CODES = {"allow": 1, "deny": 2}
 _NEVER = float("-inf")
+# Bound once: a module attribute lookup per call is a measurable part of a local decision.
+_monotonic = time.monotonic
+_perf_ns = time.perf_counter_ns
+_time_ns = time.time_ns
+_Request = engine.Request
 
 
 class LocalEvaluator:
@@ -114,9 +119,9 @@ class LocalEvaluator:
         Raises InvalidRequestError exactly where the server would answer INVALID_ARGUMENT.
         """
         policy = self.policy
-        if policy is None or time.monotonic() - self.heard > self.max_staleness:
+        if policy is None or _monotonic() - self.heard > self.max_staleness:
             return None
-        started = time.perf_counter_ns()
+        started = _perf_ns()
         if isinstance(topic, EvaluationRequest):
             r = topic
             topic, delegation_path, risk_tags, tenant, run_id, request_id = (
@@ -124,9 +129,11 @@ class LocalEvaluator:
             labels, approval_id, explain = r.labels, r.approval_id, r.explain
         if approval_id:
             return None
+        path = delegation_path
+        if not path or (type(path) is not list and type(path) is not tuple):
+            path = _path(path)
         try:
-            req = engine.Request(
-                topic, risk_tags, _path(delegation_path), tenant, run_id, request_id, labels)
+            req = _Request(topic, risk_tags, path, tenant, run_id, request_id, labels)
         except engine.RequestError as e:
             raise InvalidRequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e),
                                       "Evaluate") from None
@@ -137,17 +144,17 @@ class LocalEvaluator:
         if code is None:
             return None  # require_approval: the server creates the approval
         decision_id = f"{self._id_prefix}{next(self._ids):x}"
+        # The whole record is written through before the answer (a killed client's
+        # decisions are all in its spool), so no decision goes unshipped.
         if not self.spool.append((
             req.topic, req.delegation_path, req.risk_tags, req.tenant, req.run_id,
             req.request_id, req.labels or None, code, d.rule_id, d.reason, d.policy_version,
-            decision_id, d.derived_tags, time.time_ns(),
-            (time.perf_counter_ns() - started) // 1000,
+            decision_id, d.derived_tags, _time_ns(), (_perf_ns() - started) // 1000,
         )):
             return None  # the spool is at its bound: no local decision without its evidence
         self.local_decisions += 1
-        return DecisionResult(d.decision, d.rule_id, d.reason, d.policy_version, decision_id,
-                              "", d.matched_rule_ids, d.derived_tags,
-                              matched_rule_count=len(d.matched_rule_ids))
+        return local_result(d.decision, d.rule_id, d.reason, d.policy_version, decision_id,
+                            d.matched_rule_ids, d.derived_tags)
 
     def vouch(self, tenant: str, delegation_path: Sequence[str]) -> None:
         """The server answered a call of this tenant and acting agent (the client calls this

@@ -93,6 +93,40 @@ class DecisionResult:
         )
 
 
+_new = object.__new__
+_FIELDS = ("decision", "rule_id", "reason", "policy_version", "decision_id", "approval_id",
+           "matched_rule_ids", "derived_tags", "fail_closed", "ok", "matched_rule_count")
+# local_result sets every field: one added to DecisionResult must be added there too.
+assert tuple(DecisionResult.__dataclass_fields__) == _FIELDS, "local_result is out of date"
+(_set_decision, _set_rule_id, _set_reason, _set_policy_version, _set_decision_id,
+ _set_approval_id, _set_matched_rule_ids, _set_derived_tags, _set_fail_closed, _set_ok,
+ _set_matched_rule_count) = (DecisionResult.__dict__[f].__set__ for f in _FIELDS)
+
+
+def local_result(decision: str, rule_id: str, reason: str, policy_version: str,
+                 decision_id: str, matched_rule_ids: tuple[str, ...],
+                 derived_tags: tuple[str, ...]) -> DecisionResult:
+    """DecisionResult(...) for a decision made in process, in a quarter of the time.
+
+    A frozen dataclass's __init__ sets each field through object.__setattr__ with
+    keyword handling around it (~3 us for these eleven); local evaluation answers in a
+    few microseconds, so it sets the slots directly.
+    """
+    r = _new(DecisionResult)
+    _set_decision(r, decision)
+    _set_rule_id(r, rule_id)
+    _set_reason(r, reason)
+    _set_policy_version(r, policy_version)
+    _set_decision_id(r, decision_id)
+    _set_approval_id(r, "")
+    _set_matched_rule_ids(r, matched_rule_ids)
+    _set_derived_tags(r, derived_tags)
+    _set_fail_closed(r, False)
+    _set_ok(r, True)
+    _set_matched_rule_count(r, len(matched_rule_ids))
+    return r
+
+
 @dataclass(frozen=True, slots=True)
 class ItemError:
     """A batch item the server refused; `code` as grpc.StatusCode's number (3: INVALID_ARGUMENT)."""

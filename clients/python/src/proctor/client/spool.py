@@ -1,17 +1,25 @@
 """The local spool: every decision a client made in process, on disk until the server acks it.
 
 Local evaluation (proctor.client.local) writes each decision here on the caller's
-path, before evaluate() returns, with one write(2) of a small record; a shipper
-thread reads the records back in order and sends them to Audit.IngestDecisions.
-A record is written through to the kernel, so a client killed with SIGKILL keeps
-every decision it answered: the next client on the same spool directory adopts
-the dead one's spool and ships what it left (see `adopt_orphans`).
+path, before evaluate() returns; a shipper thread reads the records back in order
+and sends them to Audit.IngestDecisions.
+
+A record is stored into a shared memory map of the current segment file, not
+written with write(2): the bytes are in the kernel's page cache the moment the
+store is done, so a client killed with SIGKILL keeps every decision it answered
+(the next client on the same spool directory adopts the dead one's spool and ships
+what it left, see `adopt_orphans`), and the caller's path makes no system call.
+A system call releases the GIL, and the shipper thread, always waiting for it,
+would take it then and hold the caller up for as long as it runs.
 
 Layout, under `root/<key>/` (key: a hash of the server target):
 
     <instance>/lock        flock'd by the live client that owns the instance
     <instance>/NNNNNNNN    segments of records: a 4-byte little-endian length, then the
-                           record (a marshal'd tuple, see proctor.client.local)
+                           record (a marshal'd tuple, see proctor.client.local). A segment
+                           is made ROTATE_BYTES long (zeros) and mapped; a length of zero
+                           ends its records. The payload is stored before its length, so
+                           a record cut short by a kill reads as the end.
     <instance>/acked       "segment offset": where the unacknowledged records start
 
 The spool is bounded (`max_bytes` of unacknowledged records): past it, `append`
@@ -25,9 +33,11 @@ import contextlib
 import fcntl
 import hashlib
 import marshal
+import mmap
 import os
 import shutil
 import struct
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -35,8 +45,14 @@ from typing import Any
 
 DEFAULT_MAX_BYTES = 64 << 20
 ROTATE_BYTES = 4 << 20
+# madvise(MADV_POPULATE_WRITE), Linux 5.14+: fault every page of a new segment in,
+# writable, at once. Otherwise the first store into each 4 KiB page faults (a page of
+# the file to allocate and map), which is one decision in about twenty held up for a
+# microsecond or two.
+_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE",
+                          23 if sys.platform.startswith("linux") else None)
 _LEN = struct.Struct("<I")
-_pack_len = _LEN.pack
+_pack_len_into = _LEN.pack_into
 _dumps = marshal.dumps
 
 
@@ -58,11 +74,23 @@ def _segment_name(n: int) -> str:
     return f"{n:08d}"
 
 
+def _extent(data: bytes) -> int:
+    """Where the complete records of a segment's bytes end (a zero length or the end)."""
+    pos = 0
+    while pos + 4 <= len(data):
+        (n,) = _LEN.unpack_from(data, pos)
+        if n == 0 or pos + 4 + n > len(data):
+            break
+        pos += 4 + n
+    return pos
+
+
 class Spool:
     """One instance's segments: appended to by its owner, read and acknowledged by its shipper.
 
-    `append` and `read`/`ack` may run in different threads; one lock covers the
-    offsets. An adopted spool (a dead client's) is only read.
+    `append` may run in any caller thread (a lock orders them) and `read`/`ack` in the
+    shipper's; what the shipper needs of the writer's progress is `end`, replaced whole
+    by each append. An adopted spool (a dead client's) is only read.
     """
 
     def __init__(self, folder: Path, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -91,42 +119,82 @@ class Spool:
         segments = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
         for old in (s for s in segments if s < seg):
             os.unlink(folder / _segment_name(old))
-        # (segment, offset) of the first unacknowledged record, the first unsent one,
-        # and the end of what was written.
+        # Where each segment's records end (a zero-filled tail is no record).
+        self._ends = {s: _extent((folder / _segment_name(s)).read_bytes())
+                      for s in segments if s >= seg}
+        # (segment, offset) of the first unacknowledged record and of the first unsent one.
         self.acked = (seg, off)
         self.sent = (seg, off)
         last = max([seg, *segments])
+        # The segment being written, its map and where its records end.
         self._segment = last
-        self._fd = os.open(folder / _segment_name(last),
-                           os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._written = os.fstat(self._fd).st_size
-        # Bytes written but not acknowledged, for the bound.
-        self.backlog = sum(self._size(s) for s in segments if s >= seg) - off
+        self._map: mmap.mmap | None = None
+        self._fd = -1
+        self._written = self._ends.pop(last, 0)
+        # (segment, offset) after the last record written: the shipper reads up to it.
+        self.end = (last, self._written)
+        # Bytes appended and bytes acknowledged, each counted by one thread only;
+        # the difference (unacknowledged bytes) is bounded.
+        self._appended = sum(self._ends.values()) + self._written - off
+        self._freed = 0
+        self._read_fds: dict[int, int] = {}
         self.closed = False
+        if owner:
+            self._map_segment(last, ROTATE_BYTES)
 
     # -- the caller's side ----------------------------------------------------------
 
     def append(self, record: tuple[Any, ...]) -> bool:
-        """Write one record through to the kernel; False (nothing written) past the bound."""
+        """Store one record in the spool; False (nothing stored) past the bound."""
         data = _dumps(record, 4)
-        framed = _pack_len(len(data)) + data
-        n = len(framed)
+        n = len(data) + 4
         with self._lock:
-            if self.closed or self.backlog + n > self.max_bytes:
+            if self.closed or self._appended - self._freed + n > self.max_bytes:
                 return False
-            if self._written >= ROTATE_BYTES:
-                self._rotate()
-            os.write(self._fd, framed)
-            self._written += n
-            self.backlog += n
+            pos = self._written
+            m = self._map
+            if m is None or pos + n > len(m):
+                self._rotate(n)
+                pos = 0
+                m = self._map
+                assert m is not None
+            m[pos + 4:pos + n] = data
+            _pack_len_into(m, pos, n - 4)  # last: until then the record is not there
+            self._written = pos + n
+            self._appended += n
+            self.end = (self._segment, pos + n)
         return True
 
-    def _rotate(self) -> None:
-        os.close(self._fd)
+    def _map_segment(self, seg: int, size: int) -> None:
+        fd = os.open(self.folder / _segment_name(seg), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            size = max(size, os.fstat(fd).st_size)
+            os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        if _POPULATE_WRITE is not None:
+            with contextlib.suppress(OSError, ValueError):  # an older kernel: fault as we go
+                self._map.madvise(_POPULATE_WRITE)
+
+    def _unmap(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+            # The zeros past the last record are no use to a reader: drop them.
+            os.ftruncate(self._fd, self._written)
+            os.close(self._fd)
+            self._fd = -1
+
+    def _rotate(self, need: int) -> None:
+        # A system call or three, once every ROTATE_BYTES.
+        self._unmap()
+        self._ends[self._segment] = self._written
         self._segment += 1
-        self._fd = os.open(self.folder / _segment_name(self._segment),
-                           os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._written = 0
+        self._map_segment(self._segment, max(ROTATE_BYTES, need))
 
     # -- the shipper's side ---------------------------------------------------------
 
@@ -137,80 +205,87 @@ class Spool:
         records: list[tuple[Any, ...]] = []
         taken = 0
         seg, off = self.sent
-        with self._lock:
-            current, written = self._segment, self._written
+        current, written = self.end
         while len(records) < max_items:
-            end = written if seg == current else self._size(seg)
+            end = written if seg == current else self._ends.get(seg, 0)
             if off >= end:
                 if seg >= current:
                     break
+                self._forget_fd(seg)
                 seg, off = seg + 1, 0
                 continue
-            with open(self.folder / _segment_name(seg), "rb") as f:
-                f.seek(off)
-                data = f.read(min(end - off, 1 << 20))
+            fd = self._read_fd(seg)
+            data = os.pread(fd, min(end - off, max_bytes + 4), off)
+            if len(data) >= 4 and 4 + _LEN.unpack_from(data)[0] > len(data) < end - off:
+                data = os.pread(fd, 4 + _LEN.unpack_from(data)[0], off)  # one big record
             pos = 0
             while len(records) < max_items and pos + 4 <= len(data):
                 (n,) = _LEN.unpack_from(data, pos)
-                if pos + 4 + n > len(data) or (records and taken + n > max_bytes):
+                if n == 0 or pos + 4 + n > len(data) or (records and taken + n > max_bytes):
                     break
                 records.append(marshal.loads(data[pos + 4:pos + 4 + n]))
                 pos += 4 + n
                 taken += 4 + n
-            if records and taken + 4 > max_bytes:
-                off += pos
-                break
-            if pos == 0:
-                if seg == current or records:
-                    break
-                off = end  # a record cut short by a crash ends a finished segment
-                continue
             off += pos
+            if pos == 0 or (records and taken + 4 > max_bytes):
+                break
         self.sent = (seg, off)
         return records, (seg, off)
+
+    def _read_fd(self, seg: int) -> int:
+        fd = self._read_fds.get(seg)
+        if fd is None:
+            fd = self._read_fds[seg] = os.open(self.folder / _segment_name(seg), os.O_RDONLY)
+        return fd
+
+    def _forget_fd(self, seg: int) -> None:
+        fd = self._read_fds.pop(seg, None)
+        if fd is not None:
+            os.close(fd)
 
     def ack(self, position: tuple[int, int]) -> None:
         """The server stored every record before `position`: forget them."""
         seg, off = position
         done = list(range(self.acked[0], seg))
-        freed = sum(self._size(s) for s in done) - self.acked[1] + off
+        freed = sum(self._ends.get(s, 0) for s in done) - self.acked[1] + off
         os.pwrite(self._acked_fd, f"{seg:08d} {off:016d}\n".encode(), 0)
         for s in done:
+            self._forget_fd(s)
+            self._ends.pop(s, None)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.folder / _segment_name(s))
-        with self._lock:
-            self.acked = position
-            self.backlog -= freed
+        self.acked = position
+        self._freed += freed
 
     def rewind(self) -> None:
         """Send again from the first unacknowledged record (a new IngestDecisions stream)."""
         self.sent = self.acked
 
     @property
+    def backlog(self) -> int:
+        """Bytes written and not yet acknowledged."""
+        return self._appended - self._freed
+
+    @property
     def pending(self) -> bool:
         """Records written and not yet acknowledged."""
-        return self.backlog > 0
+        return self._appended > self._freed
 
     def unread(self) -> bool:
-        with self._lock:
-            return self.sent != (self._segment, self._written)
+        return self.sent != self.end
 
     def close(self, remove: bool = False) -> None:
         with self._lock:
             if self.closed:
                 return
             self.closed = True
-            os.close(self._fd)
+            self._unmap()
+        for seg in list(self._read_fds):
+            self._forget_fd(seg)
         os.close(self._acked_fd)
         if remove:
             shutil.rmtree(self.folder, ignore_errors=True)
         os.close(self._lock_fd)  # releases the flock: another client may adopt what is left
-
-    def _size(self, seg: int) -> int:
-        try:
-            return os.stat(self.folder / _segment_name(seg)).st_size
-        except FileNotFoundError:
-            return 0
 
     def _load_acked(self) -> tuple[int, int]:
         raw = os.pread(self._acked_fd, 64, 0).decode(errors="replace").split()

@@ -16,6 +16,12 @@ batch within milliseconds.)
 
 Stream cursor (`r1.<stream id>`): the last delivered entry id; XRANGE resumes
 after it.
+
+For the shared tail (stream.py's AuditTail) a reader can also say whether it has
+read an item already (`has_read`, by its position in the files or the stream, so
+the tail's copy of an event it has is skipped), start a copy of itself at its read
+position (`fork`), and move its read position to just after what it has acked
+(`resume`, when a follower that lagged the tail goes back to reading on its own).
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from .file_sink import SEGMENT_RE, list_segments
 from .redis_sink import EVENT_FIELD, StreamRows, connect
 
 GRACE_S = 60.0
-_READ_LINES = 512
+# Lines parsed per read: small, so one read in a worker thread holds the GIL (and so the
+# event loop) for well under a millisecond.
+_READ_LINES = 64
 
 
 class Item(NamedTuple):
@@ -43,6 +51,7 @@ class Item(NamedTuple):
     loc: str  # file:line or stream@id
     key: tuple[str, str, int]  # (time, writer, seq)
     stream_id: str = ""
+    pos: tuple[str, str, int, int] | None = None  # files: (source, path, offset after, line)
 
 
 class CursorError(ValueError):
@@ -68,6 +77,7 @@ class _Source:
     """One writer's segments (or one other JSONL file) read forward."""
 
     files: list[Path]
+    prefix: str = ""
     index: int = 0
     offset: int = 0
     line_no: int = 0
@@ -87,7 +97,7 @@ class _Source:
                         self.offset += len(line)
                         self.line_no += 1
                         n += 1
-                        reader._take(self, line, f"{path}:{self.line_no}")
+                        reader._take(self, line, path)
                         if n >= _READ_LINES:
                             break
                     at_end = n < _READ_LINES
@@ -122,6 +132,8 @@ class DirReader:
         self._sources: dict[str, _Source] = {}
         self._delivered: dict[str, list[Any]] = {k: list(v) for k, v in self._w0.items()}
         self._high = self._t0
+        self._acked_pos: dict[str, tuple[str, str, int, int]] = {}
+        self._trail = ("", "")  # (high, the cursor's floor for it)
         self.skipped_lines = 0
 
     # ---- discovery ----------------------------------------------------------------------
@@ -145,7 +157,7 @@ class DirReader:
 
     def _start(self, prefix: str, files: list[Path]) -> _Source:
         """Skip whole segments that the cursor says were delivered already."""
-        src = _Source(files)
+        src = _Source(files, prefix)
         if not self._w0 and not self._t0:
             return src
         seqs = [v[0] for w, v in self._w0.items() if safe_name(w) == prefix]
@@ -165,7 +177,7 @@ class DirReader:
             break
         return src
 
-    def _take(self, src: _Source, line: bytes, loc: str) -> None:
+    def _take(self, src: _Source, line: bytes, path: Path) -> None:
         try:
             ev = json.loads(line)
             if not isinstance(ev, dict):
@@ -180,7 +192,8 @@ class DirReader:
                 return
         elif key[0] < self._t0:
             return
-        src.buf.append(Item(ev, line, loc, key))
+        src.buf.append(Item(ev, line, f"{path}:{src.line_no}", key, "",
+                            (src.prefix, str(path), src.offset, src.line_no)))
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -208,15 +221,64 @@ class DirReader:
         self._delivered[writer] = [seq, t]
         if t > self._high:
             self._high = t
+        if item.pos is not None:
+            self._acked_pos[item.pos[0]] = item.pos
+
+    # ---- the shared tail ----------------------------------------------------------------
+
+    def has_read(self, item: Item) -> bool:
+        """Whether this reader's read position is at or past `item` (from any reader of
+        the same directory)."""
+        if item.pos is None:
+            return False
+        src = self._sources.get(item.pos[0])
+        if src is None or src.index >= len(src.files):
+            return False
+        here = src.files[src.index]
+        path = Path(item.pos[1])
+        if path == here:
+            return item.pos[2] <= src.offset
+        try:
+            return src.files.index(path) < src.index
+        except ValueError:  # a segment this reader has not listed yet: newer
+            return False
+
+    def resume(self) -> None:
+        """Read on from just after the last acked item of each source (items it acked
+        came from the shared tail, past this reader's own position)."""
+        for prefix, (_, path, offset, line_no) in self._acked_pos.items():
+            src = self._sources.get(prefix)
+            if src is None:
+                continue
+            try:
+                index = src.files.index(Path(path))
+            except ValueError:
+                continue
+            if (index, offset) > (src.index, src.offset):
+                src.index, src.offset, src.line_no = index, offset, line_no
+                src.buf.clear()
+
+    def fork(self) -> DirReader:
+        """A reader at this one's read position (the shared tail starts there)."""
+        other = DirReader(self.root)
+        other._t0, other._w0 = self._t0, dict(self._w0)
+        other._sources = {
+            k: _Source(list(s.files), s.prefix, s.index, s.offset, s.line_no, deque(s.buf))
+            for k, s in self._sources.items()}
+        return other
+
+    def close(self) -> None:
+        """Nothing held between polls (files are opened per read)."""
 
     def cursor(self) -> str:
         floor = self._t0
         if self._high:
-            try:
-                trail = format_time(parse_time(self._high) - GRACE_S)
-            except ValueError:
-                trail = ""
-            floor = max(floor, trail)
+            if self._trail[0] != self._high:  # parsing a time is slow: once per new high
+                try:
+                    self._trail = (self._high, format_time(parse_time(self._high) - GRACE_S))
+                except ValueError:
+                    self._trail = (self._high, "")
+            floor = max(floor, self._trail[1])
         w = {k: v for k, v in self._delivered.items() if str(v[1]) >= floor}
         return "f1." + _b64({"t": floor, "w": w})
 
@@ -234,7 +296,7 @@ class StreamReader:
     """A Redis stream read forward with XRANGE from the last delivered id."""
 
     def __init__(self, url: str, stream: str, cursor: str = "") -> None:
-        self.stream = stream
+        self.stream, self._url = stream, url
         self._r = connect(url, timeout=5.0)
         self._last = "0-0"
         if cursor:
@@ -272,8 +334,26 @@ class StreamReader:
     def cursor(self) -> str:
         return "r1." + self._acked
 
+    def has_read(self, item: Item) -> bool:
+        return _sid(item.stream_id) <= _sid(self._last)
+
+    def resume(self) -> None:
+        self._last = self._acked
+
+    def fork(self) -> StreamReader:
+        other = StreamReader.__new__(StreamReader)
+        other.stream, other._r = self.stream, connect(self._url, timeout=5.0)
+        other._last = other._acked = self._last
+        other._url, other.skipped_lines = self._url, 0
+        return other
+
     def close(self) -> None:
         self._r.close()
+
+
+def _sid(stream_id: str) -> tuple[int, int]:
+    ms, _, n = stream_id.partition("-")
+    return int(ms or 0), int(n or 0)
 
 
 def open_reader(

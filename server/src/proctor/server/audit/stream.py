@@ -1,16 +1,21 @@
 """Audit.StreamDecisions: the whole audit (every writer's segments, or the stream) over gRPC.
 
-Replays from the request's cursor, then, with `follow`, tails new events by
-polling (files: new lines and new segments or writers; Redis: XRANGE after the
-last id). Every event carries the cursor to resume after it. Reads run in a
-worker thread so the event loop never waits on disk or Redis.
+Replays from the request's cursor on the stream's own reader, then, with
+`follow`, tails new events through the process's one shared tail (tail.py: files:
+new lines and new segments or writers; Redis: XRANGE after the last id), which
+reads and parses each event once for every stream. Every event carries the
+cursor to resume after it. Reads run in a worker thread so the event loop never
+waits on disk or Redis, a few dozen events at a time; every send and backlog read
+takes the process's one StreamDecisions turn, so audit streams, which may lag,
+never hold decisions up by more than about one message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -20,9 +25,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from proctor.v1 import audit_pb2, audit_pb2_grpc
 
 from .. import auth
-from ..streams import OpenStreams
+from ..settings import DEFAULT_MAX_AUDIT_STREAMS_PER_PRINCIPAL
+from ..streams import CallerStreams, OpenStreams
 from .event import canonical, parse_time, strip_hashes
 from .reader import CursorError, DirReader, Item, StreamReader, open_reader
+from .tail import READ_BATCH, RING_EVENTS, AuditTail, Entry, SendTurn
 
 log = logging.getLogger("proctor.audit")
 
@@ -66,14 +73,22 @@ def _strs(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def to_proto(ev: dict[str, Any], cursor: str) -> audit_pb2.AuditEvent:
+def _timestamp(text: str) -> Timestamp:
     ts = Timestamp()
     try:
-        t = parse_time(str(ev.get("time", "")))
+        # The stored form is fixed (RFC 3339 UTC, "Z"): fromisoformat parses it in C,
+        # many times faster than parse_time's strptime, which is the fallback.
+        t = (datetime.fromisoformat(text).timestamp() if text.endswith("Z")
+             else parse_time(text))
         ts.seconds = int(t)
         ts.nanos = int(round((t - int(t)) * 1e6)) * 1000
     except ValueError:
         pass
+    return ts
+
+
+def to_proto(ev: dict[str, Any], cursor: str) -> audit_pb2.AuditEvent:
+    ts = _timestamp(str(ev.get("time", "")))
     labels = ev.get("labels") if isinstance(ev.get("labels"), dict) else {}
     seq = ev.get("seq")
     latency = ev.get("latency_us")
@@ -114,34 +129,49 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         self, audit_dir: str | None = None, redis_url: str | None = None,
         stream: str | None = None, poll_interval: float = 0.1,
         streams: OpenStreams | None = None,
+        max_streams_per_principal: int = DEFAULT_MAX_AUDIT_STREAMS_PER_PRINCIPAL,
+        ring_events: int = RING_EVENTS,
     ) -> None:
         self.audit_dir, self.redis_url, self.stream = audit_dir, redis_url, stream
         self.poll_interval = poll_interval
         self.streams = streams  # counts StreamDecisions per principal when given
+        self.callers = CallerStreams(
+            "StreamDecisions", max_streams_per_principal, "--max-audit-streams-per-principal")
+        # ring_events: how far (in events) a follower may lag the shared tail before it
+        # reads on its own again.
+        self.tail = AuditTail(lambda ev: to_proto(ev, ""), poll_interval, ring_events)
+        self.turn = SendTurn()
 
     @classmethod
     def from_settings(cls, settings: Any, streams: OpenStreams | None = None) -> AuditService:
         from . import audit_settings
 
         cfg = audit_settings(settings)
+        limit = settings.max_audit_streams_per_principal
         if cfg["audit"] == "redis":
-            return cls(redis_url=cfg["redis_url"], stream=cfg["audit_stream"], streams=streams)
-        return cls(audit_dir=str(cfg["audit_dir"]), streams=streams)
+            return cls(redis_url=cfg["redis_url"], stream=cfg["audit_stream"], streams=streams,
+                       max_streams_per_principal=limit)
+        return cls(audit_dir=str(cfg["audit_dir"]), streams=streams,
+                   max_streams_per_principal=limit)
 
     async def StreamDecisions(  # noqa: N802 - gRPC method name
         self, request: audit_pb2.StreamDecisionsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[audit_pb2.AuditEvent]:
-        if self.streams is None:
-            async for event in self._stream(request, context):
-                yield event
-            return
-        await self.streams.admit(context, "StreamDecisions")
+        key = await self.callers.admit(context)
         try:
-            async for event in self._stream(request, context):
-                yield event
+            if self.streams is None:
+                async for event in self._stream(request, context):
+                    yield event
+                return
+            await self.streams.admit(context, "StreamDecisions")
+            try:
+                async for event in self._stream(request, context):
+                    yield event
+            finally:
+                self.streams.release()
         finally:
-            self.streams.release()
+            self.callers.release(key)
 
     async def _stream(
         self, request: audit_pb2.StreamDecisionsRequest,
@@ -157,17 +187,64 @@ class AuditService(audit_pb2_grpc.AuditServicer):
             tenants = auth.readable_tenants(auth.caller(), flt)
         except auth.Denied as e:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, e.message)
+        def wanted(ev: dict[str, Any]) -> bool:
+            return flt.match(ev) and (tenants is None or ev.get("tenant") in tenants)
+
+        skipped = 0
         try:
-            async for item in follow(reader, request.follow, self.poll_interval):
+            async for got in self._follow(reader, request.follow, wanted):
+                item = got.item if isinstance(got, Entry) else got
                 reader.ack(item)
-                if flt.match(item.event) and (
-                        tenants is None or item.event.get("tenant") in tenants):
-                    yield to_proto(item.event, reader.cursor())
+                if not wanted(item.event):
+                    skipped += 1
+                    if skipped % 256 == 0:  # a long filtered stretch gives the loop back
+                        await asyncio.sleep(0)
+                    continue
+                if isinstance(got, Entry) and got.shared:  # the tail's: copy, add the cursor
+                    msg = audit_pb2.AuditEvent()
+                    msg.CopyFrom(got.message)
+                elif isinstance(got, Entry):
+                    msg = got.message
+                else:
+                    msg = to_proto(item.event, "")
+                msg.cursor = reader.cursor()
+                async with self.turn():
+                    yield msg
         except redis.RedisError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"audit stream unreachable: {exc}")
         finally:
-            if isinstance(reader, StreamReader):
-                reader.close()
+            reader.close()
+
+    async def _follow(
+        self, reader: DirReader | StreamReader, keep_going: bool,
+        wanted: Callable[[dict[str, Any]], bool],
+    ) -> AsyncIterator[Item | Entry]:
+        """The backlog on the stream's own reader; then, following, the shared tail, and
+        the own reader again whenever the stream falls behind the tail's ring."""
+        while True:
+            try:
+                async with self.turn():  # a backlog read is a turn, like a send
+                    got = await asyncio.to_thread(_read, reader, wanted)
+                for one in got:
+                    yield one
+                if len(got) >= READ_BATCH:
+                    continue
+                if not keep_going:
+                    return
+                async for entry in self.tail.follow(reader):
+                    yield entry
+            except redis.RedisError as exc:
+                if not keep_going:
+                    raise
+                log.warning("audit stream: redis unavailable (%s); retrying", exc)
+                await asyncio.sleep(max(self.poll_interval, 0.5))
+
+
+def _read(reader: DirReader | StreamReader,
+          wanted: Callable[[dict[str, Any]], bool]) -> list[Item | Entry]:
+    """In a worker thread: the reader's next items, each wanted one with its message."""
+    return [Entry(i, to_proto(i.event, ""), shared=False) if wanted(i.event) else i
+            for i in reader.poll(READ_BATCH)]
 
 
 async def follow(

@@ -1,4 +1,4 @@
-"""The embedded budget store: in-process, same semantics as the Redis store (store.py).
+"""The embedded budget store: in-process, same semantics as the Redis store (the rules: store.py).
 
 Used when no --redis-url is given (one process only). State lives in dicts
 guarded by one asyncio.Lock; time comes from an injectable clock (epoch
@@ -15,6 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .plans import (
+    check_commit,
+    check_release,
+    exists_message,
+    plan_get,
+    plan_reserve,
+    request_key,
+    tenant_prefixes,
+)
 from .store import (
     RECORD_MARGIN_SECONDS,
     BudgetDef,
@@ -26,14 +35,7 @@ from .store import (
     ReservationExists,
     ReservationNotFound,
     ReserveResult,
-    check_commit,
-    check_release,
-    exists_message,
-    plan_get,
-    plan_reserve,
-    request_key,
     status_of,
-    tenant_prefixes,
 )
 from .windows import counter_key, window_bounds
 
@@ -53,7 +55,7 @@ class _Slot:
 @dataclass(slots=True)
 class _Reservation:
     state: str  # held | committed | released | expired | refused
-    request: str  # store.request_key: the tenant, agent, run and unit it answered
+    request: str  # plans.request_key: the tenant, agent, run and unit it answered
     amount: int
     lease: bool
     expires_ms: int

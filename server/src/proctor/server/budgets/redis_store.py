@@ -29,6 +29,16 @@ from ..redis import (
     Script,
     pack_args,
 )
+from .plans import (
+    check_commit,
+    check_release,
+    check_reservation,
+    exists_message,
+    plan_get,
+    plan_reserve,
+    request_key,
+    tenant_prefixes,
+)
 from .store import (
     RECORD_MARGIN_SECONDS,
     BudgetDef,
@@ -41,15 +51,7 @@ from .store import (
     ReservationNotFound,
     ReserveResult,
     StoreUnavailable,
-    check_commit,
     check_fleet,
-    check_release,
-    check_reservation,
-    exists_message,
-    plan_get,
-    plan_reserve,
-    request_key,
-    tenant_prefixes,
 )
 from .windows import counter_key_parts
 

@@ -27,6 +27,10 @@ from ..health import StoreWatch
 from ..routes import MethodTable
 from ..seams import ServingPolicy
 from .answer import add_statuses, reserve_answer
+from .plans import (
+    check_id,
+    check_reservation,
+)
 from .store import (
     BudgetError,
     BudgetStore,
@@ -35,8 +39,6 @@ from .store import (
     ReservationExists,
     ReservationNotFound,
     StoreUnavailable,
-    check_id,
-    check_reservation,
 )
 
 SERVICE_NAME = "proctor.v1.Budgets"

@@ -31,7 +31,7 @@ def counter_key_parts(scope: str, window_spec: str, budget_id: str,
                       counter: str) -> tuple[str, str]:
     """A counter's name before and after its window start (reserve.lua joins them around
     the start it computes). The id is length-prefixed, in UTF-8 bytes as Lua's # counts,
-    and the counter (store.counter_of) last, so names cannot collide whatever characters
+    and the counter (plans.counter_of) last, so names cannot collide whatever characters
     ids and keys hold."""
     return (f"c:{scope}:{window_spec}:",
             f":{len(budget_id.encode())}:{budget_id}:{counter}")
