@@ -23,6 +23,7 @@ from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 from .approvals.gate import ApprovalGate
 from .audit.log import AuditLog, AuditUnavailable, offer_of
 from .auth import Denied, audit_caller, authorize, caller
+from .fairness import FairShare
 from .ids import new_generator
 from .seams import DecisionMetrics, ServingPolicy
 from .settings import DEFAULT_MAX_BATCH_ITEMS, DEFAULT_MAX_EXPLAIN_BYTES, DEFAULT_MAX_STREAMS
@@ -56,8 +57,11 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                  name_worker: bool = False,
                  streams: OpenStreams | None = None,
                  max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
-                 max_explain_bytes: int = DEFAULT_MAX_EXPLAIN_BYTES) -> None:
+                 max_explain_bytes: int = DEFAULT_MAX_EXPLAIN_BYTES,
+                 fair: FairShare | None = None) -> None:
         self.holder = holder
+        # Each caller's share of the event loop while others are active (fairness.py).
+        self.fair = fair
         self.max_batch_items = max_batch_items
         # The rule ids an explain answer lists, in UTF-8 bytes (a batch: all its items).
         self.max_explain_bytes = max_explain_bytes
@@ -86,6 +90,8 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         the approval gate and a waiting record() are the only awaits.
         """
         started = time.perf_counter_ns()
+        if self.fair is not None and (parked := self.fair.enter(context)) is not None:
+            await parked
         if self._worker is not None:
             context.set_trailing_metadata(self._worker)
         try:
@@ -178,9 +184,11 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> decisions_pb2.EvaluateBatchResponse:
         started = time.perf_counter_ns()
+        items = request.requests
+        if self.fair is not None and (parked := self.fair.enter(context, len(items))) is not None:
+            await parked
         if self._worker is not None:
             context.set_trailing_metadata(self._worker)
-        items = request.requests
         if len(items) > self.max_batch_items:
             self.metrics.invalid("EvaluateBatch", "requests")
             await context.abort(

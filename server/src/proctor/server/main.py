@@ -54,6 +54,7 @@ from .auth.jwt_keys import JwksError, JwtVerifier
 from .budgets import build_budget_store
 from .budgets.service import BudgetsService
 from .decisions import EVALUATE_METHOD, EVALUATE_STREAM_METHOD, DecisionsService
+from .fairness import FairShare
 from .gateways import ext_authz
 from .gateways.probe import ProbeService
 from .health import HealthState
@@ -91,6 +92,10 @@ def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        # HTTP/2 MAX_CONCURRENT_STREAMS: calls past it wait in the client, not in the queue
+        # of calls this process accepts one at a time, first come first served (docs/limits.md).
+        *([("grpc.max_concurrent_streams", settings.max_calls_per_connection)]
+          if settings.max_calls_per_connection else []),
     ]
 
 
@@ -122,6 +127,8 @@ def register_services(
         holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
         approvals=approval_service.gate, name_worker=settings.workers > 1, streams=streams,
         max_batch_items=settings.max_batch_items, max_explain_bytes=settings.max_explain_bytes,
+        fair=FairShare(settings.fair_share_calls, settings.fair_share_queue)
+        if settings.fair_share_calls else None,
     )
     decisions_pb2_grpc.add_DecisionsServicer_to_server(decisions, server)
     # Evaluate takes and gives bytes: server/wire.py decodes and encodes it.

@@ -37,6 +37,10 @@ DEFAULT_MAX_APPROVAL_WAITERS_PER_PRINCIPAL = 1000
 # ids an explain answer lists (a batch's items share it).
 DEFAULT_MAX_BATCH_ITEMS = 1000
 DEFAULT_MAX_EXPLAIN_BYTES = 64 * 1024
+# Each caller's share of the event loop while others are active (fairness.py): calls in
+# progress (0: off), and its calls parked waiting for their share.
+DEFAULT_FAIR_SHARE_CALLS = 2
+DEFAULT_FAIR_SHARE_QUEUE = 1000
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -91,6 +95,9 @@ class Settings:
     # Decisions (docs/limits.md)
     max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
     max_explain_bytes: int = DEFAULT_MAX_EXPLAIN_BYTES
+    fair_share_calls: int = DEFAULT_FAIR_SHARE_CALLS
+    fair_share_queue: int = DEFAULT_FAIR_SHARE_QUEUE
+    max_calls_per_connection: int = 0
     # The reviewer inbox (DESIGN section 15): HTTP beside the gRPC port.
     http_listen: str = ""
     inbox_url: str = ""  # the inbox as reviewers reach it (links in webhooks)
@@ -287,9 +294,16 @@ class Settings:
             ("--max-audit-streams-per-principal", self.max_audit_streams_per_principal),
             ("--max-batch-items", self.max_batch_items),
             ("--max-explain-bytes", self.max_explain_bytes),
+            ("--fair-share-queue", self.fair_share_queue),
         ):
             if value < 1:
                 raise SettingsError(f"{flag} must be at least 1, got {value}")
+        if self.max_calls_per_connection < 0:
+            raise SettingsError("--max-calls-per-connection must be 0 (no limit) or more, "
+                                f"got {self.max_calls_per_connection}")
+        if self.fair_share_calls < 0:
+            raise SettingsError(
+                f"--fair-share-calls must be 0 (off) or more, got {self.fair_share_calls}")
 
 
     def _validate_callers(self, host: str) -> None:
@@ -502,6 +516,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-explain-bytes", type=int, default=DEFAULT_MAX_EXPLAIN_BYTES,
         help="explain: the matched rule ids one answer lists, in bytes (in a batch, for all "
              "items together); matched_rule_count still counts them all",
+    )
+    p.add_argument(
+        "--max-calls-per-connection", type=int, default=0, metavar="N",
+        help="calls (streams included) one client connection has open at once (HTTP/2 "
+             "MAX_CONCURRENT_STREAMS); the client holds the rest back, so one busy connection "
+             "cannot queue ahead of every other caller; 0: no limit",
+    )
+    p.add_argument(
+        "--fair-share-calls", type=int, default=DEFAULT_FAIR_SHARE_CALLS, metavar="K",
+        help="while other callers are active, a caller (principal; connection in the "
+             "development mode) with K Evaluate/EvaluateBatch calls in progress waits for "
+             "one of them to end before the next runs; alone it is never held; 0: off",
+    )
+    p.add_argument(
+        "--fair-share-queue", type=int, default=DEFAULT_FAIR_SHARE_QUEUE, metavar="N",
+        help="calls of one caller waiting for its fair share; past it RESOURCE_EXHAUSTED",
     )
     p.add_argument(
         "--local-evaluation", choices=("on", "off"), default="on",

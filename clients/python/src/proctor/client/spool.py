@@ -37,6 +37,7 @@ import mmap
 import os
 import shutil
 import struct
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -44,6 +45,12 @@ from typing import Any
 
 DEFAULT_MAX_BYTES = 64 << 20
 ROTATE_BYTES = 4 << 20
+# madvise(MADV_POPULATE_WRITE), Linux 5.14+: fault every page of a new segment in,
+# writable, at once. Otherwise the first store into each 4 KiB page faults (a page of
+# the file to allocate and map), which is one decision in about twenty held up for a
+# microsecond or two.
+_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE",
+                          23 if sys.platform.startswith("linux") else None)
 _LEN = struct.Struct("<I")
 _pack_len_into = _LEN.pack_into
 _dumps = marshal.dumps
@@ -168,6 +175,9 @@ class Spool:
             os.close(fd)
             raise
         self._fd = fd
+        if _POPULATE_WRITE is not None:
+            with contextlib.suppress(OSError, ValueError):  # an older kernel: fault as we go
+                self._map.madvise(_POPULATE_WRITE)
 
     def _unmap(self) -> None:
         if self._map is not None:

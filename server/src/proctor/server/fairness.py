@@ -1,0 +1,158 @@
+"""Fair shares of the event loop between callers (issue 19 §6, docs/limits.md).
+
+One event loop serves every call's steps (grpc's receive, the handler, grpc's
+send) first come first served, so a caller's share of the process is its share
+of the calls in progress: a quiet caller's call waits behind a step of each of
+an abuser's 32. A gate around the handler's work alone would not help (Evaluate
+never suspends); what costs is the number of the abuser's calls in the pipeline.
+
+So each caller (its principal; in the development mode, where everyone is the
+anonymous principal, its connection) has its calls in progress counted from
+handler entry until grpc reports the RPC done (its answer sent). While two or
+more callers are active (a call in progress, or one that ended within LINGER_NS:
+a sequential caller spends most of its time between calls), a caller at its
+share (--fair-share-calls) parks its next call at handler entry until one of its
+own calls ends. A parked call costs the loop nothing; it still has its deadline
+(grpc cancels it), and past --fair-share-queue parked calls a caller's next one
+answers RESOURCE_EXHAUSTED. Alone, a caller is never held: one heavy client
+keeps its whole throughput.
+
+A call's weight is its work in calls' worth (a batch: one per ITEMS_PER_CALL
+items), at most the share itself: a full batch fills its caller's share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from functools import partial
+from typing import Any
+
+import grpc
+
+from .auth import caller
+from .auth.principal import BY_NOTHING
+from .settings import DEFAULT_FAIR_SHARE_CALLS, DEFAULT_FAIR_SHARE_QUEUE
+
+# A caller still counts as active this long after its last call ended (nanoseconds):
+# a sequential caller is between calls (its own round trip) most of the time.
+LINGER_NS = 100_000_000
+# A batch weighs one call per this many items (an item costs about what a call's
+# decision does; the call's own gRPC steps are what a batch saves).
+ITEMS_PER_CALL = 16
+
+
+class _Parked:
+    """A call waiting for its caller's share; `admitted` once it holds its slot."""
+
+    __slots__ = ("future", "weight", "admitted")
+
+    def __init__(self, future: asyncio.Future[None], weight: int) -> None:
+        self.future = future
+        self.weight = weight
+        self.admitted = False
+
+
+class FairShare:
+    """Counts each caller's calls in progress and parks those past its share."""
+
+    def __init__(self, calls: int = DEFAULT_FAIR_SHARE_CALLS,
+                 queue: int = DEFAULT_FAIR_SHARE_QUEUE) -> None:
+        self.calls = max(1, calls)
+        self.queue = max(0, queue)
+        self._active: dict[str, int] = {}  # caller -> weight in progress (> 0)
+        self._idle: dict[str, int] = {}  # caller -> when its last call ended (ns)
+        self._parked: dict[str, deque[_Parked]] = {}
+        self.stats = {"parked": 0, "refused": 0}
+
+    def enter(self, context: grpc.aio.ServicerContext[Any, Any],
+              items: int = 1) -> Any:
+        """Count this call (`items` decisions) for its caller until the RPC is done.
+
+        None when it may run now (the common case costs no coroutine); otherwise an
+        awaitable that returns once it may, or aborts RESOURCE_EXHAUSTED.
+        """
+        principal = caller()
+        key = principal.id if principal.method != BY_NOTHING else context.peer()
+        weight = 1 if items <= ITEMS_PER_CALL else min(self.calls, items // ITEMS_PER_CALL)
+        held = self._active.get(key, 0)
+        if held == 0 and key in self._idle:
+            del self._idle[key]
+        if (held + weight <= self.calls and key not in self._parked) or self._alone(key):
+            self._active[key] = held + weight
+            # grpc-stubs types the callback as a class; grpc calls it with the context.
+            context.add_done_callback(partial(self._done, key, weight))  # type: ignore[arg-type]
+            return None
+        return self._park(context, key, weight)
+
+    def _alone(self, key: str) -> bool:
+        """No caller but `key` has a call in progress or had one within LINGER_NS."""
+        active = self._active
+        if len(active) > 1 or (active and key not in active):
+            return False
+        idle = self._idle
+        if not idle:
+            return True
+        now = time.monotonic_ns()
+        return all(now - since > LINGER_NS for other, since in idle.items() if other != key)
+
+    async def _park(self, context: grpc.aio.ServicerContext[Any, Any], key: str,
+                    weight: int) -> None:
+        waiting = self._parked.setdefault(key, deque())
+        if len(waiting) >= self.queue:
+            self.stats["refused"] += 1
+            who = f"connection {key}" if caller().method == BY_NOTHING else f"principal {key!r}"
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{who} has {len(waiting)} calls waiting for its fair share of the server "
+                f"already (--fair-share-queue {self.queue}, --fair-share-calls {self.calls})")
+        ticket = _Parked(asyncio.get_running_loop().create_future(), weight)
+        waiting.append(ticket)
+        self.stats["parked"] += 1
+        # Registered now so that a parked call that ends (deadline, cancel) leaves the queue.
+        context.add_done_callback(partial(self._parked_done, key, ticket))  # type: ignore[arg-type]
+        await ticket.future
+
+    def _done(self, key: str, weight: int, _context: Any = None) -> None:
+        """A call of `key` ended: its weight goes back, to its own parked calls first."""
+        held = self._active[key] - weight
+        waiting = self._parked.get(key)
+        if waiting:
+            alone = None
+            while waiting:
+                ticket = waiting[0]
+                if held + ticket.weight > self.calls:
+                    if alone is None:
+                        self._active[key] = held  # _alone reads the count without this call
+                        alone = self._alone(key)
+                    if not alone:
+                        break
+                waiting.popleft()
+                if ticket.future.done():  # cancelled (deadline): it no longer wants a slot
+                    continue
+                held += ticket.weight
+                ticket.admitted = True
+                ticket.future.set_result(None)
+            if not waiting:
+                del self._parked[key]
+        if held > 0:
+            self._active[key] = held
+            return
+        del self._active[key]
+        idle = self._idle
+        now = idle[key] = time.monotonic_ns()
+        if len(idle) > 64:  # many connections come and go: forget the ones long gone
+            for other, since in list(idle.items()):
+                if now - since > LINGER_NS:
+                    del idle[other]
+
+    def _parked_done(self, key: str, ticket: _Parked, _context: Any = None) -> None:
+        if ticket.admitted:
+            self._done(key, ticket.weight)
+            return
+        waiting = self._parked.get(key)
+        if waiting is not None and ticket in waiting:
+            waiting.remove(ticket)
+            if not waiting:
+                del self._parked[key]
