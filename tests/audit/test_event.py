@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import json
+import uuid
+from datetime import datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -71,6 +75,65 @@ def test_any_record_seals_and_verifies(rec: dict) -> None:
     stored = json.loads(line)
     assert record_hash(stored) == digest
     assert record_hmac(stored, b"k") == stored["hmac"]
+
+
+def _default(value: object) -> object:
+    """What the audit writes for a value JSON has no type for (sets sorted, bytes as text)."""
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _stdlib(rec: dict) -> bytes:
+    return json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=_default).encode("utf-8")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(max_size=6),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+            | st.floats(max_value=1e-3, min_value=-1e-3) | st.floats(),
+            lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner)
+            | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+            max_leaves=10,
+        ),
+        max_size=8,
+    )
+)
+def test_canonical_bytes_are_the_standard_librarys(rec: dict) -> None:
+    # Tuples, ints past 64 bits, tiny and non-finite floats: whichever encoder writes
+    # the record, the bytes are json.dumps's.
+    assert canonical(rec) == _stdlib(rec)
+
+
+class _Color(enum.Enum):
+    RED = 1
+
+
+class _Text(str):
+    pass
+
+
+@pytest.mark.parametrize("value", [
+    _Color.RED, uuid.UUID(int=7), datetime(2026, 1, 2, 3, 4, 5), {3, 1}, b"raw",
+    _Text("x"), 2**70, -(2**63) - 1, 1e-7, float("nan"), float("-inf"), {1: "a"},
+    ("a", ("b", [1.5e-5])), [{"k": {"n": None}}],
+])
+def test_canonical_of_values_beyond_plain_json(value: object) -> None:
+    rec = {"v": value, "z": "é"}
+    assert canonical(rec) == _stdlib(rec)
+
+
+def test_a_value_json_cannot_write_fails_as_the_standard_library_does() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        canonical({"v": "\udc80"})
+    with pytest.raises(TypeError):
+        canonical({1: "a", "b": 2})
 
 
 def test_event_ids_at_an_event_time_are_unique_and_sortable() -> None:

@@ -17,7 +17,7 @@ from proctor.server.audit.writer import AuditWriter
 from proctor.v1 import audit_pb2, audit_pb2_grpc, decisions_pb2, decisions_pb2_grpc
 from tests.audit.helpers import decision
 from tests.support.proctor import start_proctor
-from tests.support.wait import wait_until
+from tests.support.wait import wait_until, wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLLOW = audit_pb2.StreamDecisionsRequest(follow=True)
@@ -206,3 +206,92 @@ def test_audit_streams_per_caller_answer_resource_exhausted(tmp_path: Path) -> N
             first[1].cancel()
     finally:
         server.stop()
+
+
+AUDITORS = """
+principals:
+  - id: auditor-a
+    roles: [auditor, agent]
+    tenants: ["*"]
+    agents: ["*"]
+    tokens: ["{a}"]
+  - id: auditor-b
+    roles: [auditor]
+    tenants: ["*"]
+    tokens: ["{b}"]
+"""
+
+
+def test_audit_streams_per_principal_count_across_connections(tmp_path: Path) -> None:
+    """With identities the limit is the principal's, whatever connection it uses."""
+    from proctor.server.auth.tokens import hash_token
+
+    (tmp_path / "principals.yaml").write_text(
+        AUDITORS.format(a=hash_token("tok-a"), b=hash_token("tok-b")))
+    server = start_proctor(ROOT / "examples" / "safety.yaml", tmp_path,
+                           "--principals", str(tmp_path / "principals.yaml"),
+                           "--max-audit-streams-per-principal", "1")
+    a = [("authorization", "Bearer tok-a")]
+    b = [("authorization", "Bearer tok-b")]
+    try:
+        with (grpc.insecure_channel(server.address, options=SMALL_WINDOW) as one,
+              grpc.insecure_channel(server.address, options=SMALL_WINDOW) as two):
+            decisions_pb2_grpc.DecisionsStub(one).Evaluate(decisions_pb2.EvaluateRequest(
+                topic="job.1.read.docs", delegation_path=["planner"], tenant="acme"),
+                metadata=a)
+            held = audit_pb2_grpc.AuditStub(one).StreamDecisions(FOLLOW, metadata=a, timeout=60)
+            assert next(held).kind == audit_pb2.AUDIT_KIND_DECISION
+            with pytest.raises(grpc.RpcError) as err:
+                next(audit_pb2_grpc.AuditStub(two).StreamDecisions(FOLLOW, metadata=a, timeout=60))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "'auditor-a'" in err.value.details()
+            assert "--max-audit-streams-per-principal" in err.value.details()
+            other = audit_pb2_grpc.AuditStub(two).StreamDecisions(FOLLOW, metadata=b, timeout=60)
+            assert next(other).kind == audit_pb2.AUDIT_KIND_DECISION  # B is unaffected
+            other.cancel()
+            held.cancel()
+    finally:
+        server.stop()
+
+
+def test_a_dawdling_follower_across_segments_and_a_new_writer(tmp_path: Path) -> None:
+    """A follower that reads slowly, falling behind the ring and rejoining again and again
+    while segments rotate and a second writer (a new process) starts: still every event
+    once, each writer's in order."""
+    async def go() -> None:
+        root = tmp_path / "a"
+        p1 = AuditWriter(FileSink(root, segment_bytes=2048), writer="w:1")
+        p2 = AuditWriter(FileSink(root, segment_bytes=2048), writer="w:2")
+        svc = AuditService(audit_dir=str(root), poll_interval=0.02, ring_events=16)
+        server, addr = await _serve(svc)
+        ch = grpc.aio.insecure_channel(addr, options=SMALL_WINDOW)
+        n = 5 + 600 * 2
+        got: list[Any] = []
+
+        async def dawdle() -> None:
+            async for m in audit_pb2_grpc.AuditStub(ch).StreamDecisions(FOLLOW):
+                got.append(m)
+                if len(got) % 8 == 0:
+                    await asyncio.sleep(0.005)
+                if len(got) == n:
+                    return
+
+        try:
+            await _record(p1, 0, 5)
+            reading = asyncio.create_task(dawdle())
+            await wait_until_async(lambda: len(got) >= 5, "the backlog")
+            for lo in range(5, 605, 20):
+                await _record(p1, lo, lo + 20)
+                await _record(p2, lo, lo + 20)
+            await asyncio.wait_for(reading, 120)
+            for writer in ("w:1", "w:2"):
+                seqs = [m.seq for m in got if m.writer == writer]
+                assert seqs == list(range(1, len(seqs) + 1))
+            assert len({(m.writer, m.seq) for m in got}) == len(got) == n
+        finally:
+            await ch.close()
+            await server.stop(None)
+            await p1.close()
+            await p2.close()
+
+    asyncio.run(go())

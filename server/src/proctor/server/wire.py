@@ -36,14 +36,15 @@ def to_engine_request(msg: decisions_pb2.EvaluateRequest) -> engine.Request:
             "approval_id", f"at most {MAX_APPROVAL_ID_CHARS} characters"
         )
     # A slice of a repeated field is a plain list, cheaper than tuple() of the
-    # container; empty containers are skipped (most calls carry no labels or tags); a
-    # map is copied key by key (dict() of it goes through the Mapping ABC's methods).
+    # container (tuple() of the slice too); empty containers are skipped (most calls
+    # carry no labels or tags); a map is copied key by key (dict() of it goes through
+    # the Mapping ABC's methods).
     tags = msg.risk_tags
     labels = msg.labels
     return engine.Request(
         msg.topic,
         tags[:] if tags else (),
-        tuple(msg.delegation_path),
+        tuple(msg.delegation_path[:]),
         msg.tenant,
         msg.run_id,
         msg.request_id,

@@ -33,21 +33,20 @@ class Chain:
         micros = round(when * 1_000_000)
         event_id = self._ids.new(micros // 1000)
         stamp = format_micros(micros)
+        if "hash" in fields or "hmac" in fields:
+            fields = {k: v for k, v in fields.items() if k not in ("hash", "hmac")}
         try:
-            line, digest = self._line(kind, fields, event_id, seq, stamp)
+            line, digest = seal({**fields, "event_id": event_id, "seq": seq, "time": stamp,
+                                 "kind": kind, "writer": self.writer, "prev_hash": self.prev},
+                                self.key)
         except (TypeError, ValueError) as e:  # a lone surrogate, a value JSON cannot hold
             log.error("audit event %s #%d could not be serialized (%s): recorded as an error",
                       kind, seq, e)
-            line, digest = self._line(kind, _unwritable(fields, e), event_id, seq, stamp)
+            line, digest = seal({**_unwritable(fields, e), "event_id": event_id, "seq": seq,
+                                 "time": stamp, "kind": kind, "writer": self.writer,
+                                 "prev_hash": self.prev}, self.key)
         self.seq, self.prev = seq, digest
         return Sealed(self.writer, seq, line)
-
-    def _line(self, kind: str, fields: dict[str, Any], event_id: str, seq: int,
-              stamp: str) -> tuple[bytes, str]:
-        rec = {k: v for k, v in fields.items() if k not in ("hash", "hmac")}
-        rec.update(event_id=event_id, seq=seq, time=stamp, kind=kind, writer=self.writer,
-                   prev_hash=self.prev)
-        return seal(rec, self.key)
 
 
 def _unwritable(fields: dict[str, Any], error: Exception) -> dict[str, Any]:

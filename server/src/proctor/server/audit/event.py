@@ -24,13 +24,33 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 KINDS = ("decision", "budget", "approval", "policy_reload", "gap")
 GENESIS = ""  # prev_hash of a writer's first event
 HASH_FIELDS = ("hash", "hmac")
 ENVELOPE_FIELDS = ("event_id", "seq", "time", "kind", "writer", "prev_hash")
 
 def canonical(record: dict[str, Any]) -> bytes:
-    """The bytes the hash covers: sorted keys, no spaces, UTF-8, non-ASCII kept."""
+    """The bytes the hash covers: sorted keys, no spaces, UTF-8, non-ASCII kept.
+
+    The definition is the standard library's encoder below (`_stdlib_canonical`).
+    orjson writes the same bytes about five times faster for a record of plain JSON
+    types (str, int, bool, None, and lists, tuples and dicts of them), which is what
+    nearly every event is; it formats floats differently and serializes types the
+    standard library hands to `_jsonable`, so a record holding anything else, or
+    one orjson refuses (an int past 64 bits, a non-str key, a lone surrogate, deep
+    nesting), takes the standard library's path and its bytes or its error.
+    """
+    try:
+        if _plain(record):
+            return _orjson_dumps(record, option=_SORT_KEYS)
+    except (TypeError, RecursionError):  # orjson refused, or too deep: the standard
+        pass  # library decides (its bytes, or its error)
+    return _stdlib_canonical(record)
+
+
+def _stdlib_canonical(record: dict[str, Any]) -> bytes:
     if _encode_chunks is None:
         return _ENCODER.encode(record).encode("utf-8")
     return "".join(_encode_chunks(record, 0)).encode("utf-8")
@@ -53,6 +73,42 @@ _ENCODER = json.JSONEncoder(
 _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 _encode_chunks = None if _c_make_encoder is None else _c_make_encoder(
     None, _jsonable, json.encoder.encode_basestring, None, ":", ",", True, False, True)
+_orjson_dumps = orjson.dumps
+_SORT_KEYS = orjson.OPT_SORT_KEYS
+
+
+def _plain(obj: dict[str, Any]) -> bool:
+    """True when `obj` holds only str, int, bool, None and lists, tuples, dicts of them
+    (exact types: a subclass may be written otherwise)."""
+    for value in obj.values():
+        kind = type(value)
+        if kind is str or kind is int:
+            continue
+        if kind is dict:
+            if not _plain(value):
+                return False
+        elif kind is tuple or kind is list:
+            if not _plain_items(value):
+                return False
+        elif kind is not bool and value is not None:
+            return False
+    return True
+
+
+def _plain_items(items: list[Any] | tuple[Any, ...]) -> bool:
+    for value in items:
+        kind = type(value)
+        if kind is str or kind is int:
+            continue
+        if kind is dict:
+            if not _plain(value):
+                return False
+        elif kind is tuple or kind is list:
+            if not _plain_items(value):
+                return False
+        elif kind is not bool and value is not None:
+            return False
+    return True
 
 
 def record_hash(record: dict[str, Any]) -> str:

@@ -246,6 +246,7 @@ class DirReader:
     def resume(self) -> None:
         """Read on from just after the last acked item of each source (items it acked
         came from the shared tail, past this reader's own position)."""
+        self._refresh()  # the segments (and writers) the tail's items came from
         for prefix, (_, path, offset, line_no) in self._acked_pos.items():
             src = self._sources.get(prefix)
             if src is None:

@@ -13,8 +13,9 @@ never hold decisions up by more than about one message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -187,29 +188,31 @@ class AuditService(audit_pb2_grpc.AuditServicer):
             tenants = auth.readable_tenants(auth.caller(), flt)
         except auth.Denied as e:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, e.message)
+
         def wanted(ev: dict[str, Any]) -> bool:
             return flt.match(ev) and (tenants is None or ev.get("tenant") in tenants)
 
         skipped = 0
         try:
-            async for got in self._follow(reader, request.follow, wanted):
-                item = got.item if isinstance(got, Entry) else got
-                reader.ack(item)
-                if not wanted(item.event):
-                    skipped += 1
-                    if skipped % 256 == 0:  # a long filtered stretch gives the loop back
-                        await asyncio.sleep(0)
-                    continue
-                if isinstance(got, Entry) and got.shared:  # the tail's: copy, add the cursor
-                    msg = audit_pb2.AuditEvent()
-                    msg.CopyFrom(got.message)
-                elif isinstance(got, Entry):
-                    msg = got.message
-                else:
-                    msg = to_proto(item.event, "")
-                msg.cursor = reader.cursor()
-                async with self.turn():
-                    yield msg
+            # aclosing: a stream that ends leaves the shared tail now, not when collected
+            events = self._follow(reader, request.follow)
+            async with contextlib.aclosing(events):
+                async for got in events:
+                    item = got.item if isinstance(got, Entry) else got
+                    reader.ack(item)
+                    if not wanted(item.event):
+                        skipped += 1
+                        if skipped % 256 == 0:  # a long filtered stretch gives the loop back
+                            await asyncio.sleep(0)
+                        continue
+                    if isinstance(got, Entry):  # the tail's, for every stream: a copy
+                        msg = audit_pb2.AuditEvent()
+                        msg.CopyFrom(got.message)
+                        msg.cursor = reader.cursor()
+                    else:
+                        msg = to_proto(item.event, reader.cursor())
+                    async with self.turn():
+                        yield msg
         except redis.RedisError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"audit stream unreachable: {exc}")
         finally:
@@ -217,34 +220,27 @@ class AuditService(audit_pb2_grpc.AuditServicer):
 
     async def _follow(
         self, reader: DirReader | StreamReader, keep_going: bool,
-        wanted: Callable[[dict[str, Any]], bool],
-    ) -> AsyncIterator[Item | Entry]:
+    ) -> AsyncGenerator[Item | Entry, None]:
         """The backlog on the stream's own reader; then, following, the shared tail, and
         the own reader again whenever the stream falls behind the tail's ring."""
         while True:
             try:
                 async with self.turn():  # a backlog read is a turn, like a send
-                    got = await asyncio.to_thread(_read, reader, wanted)
+                    got = await asyncio.to_thread(reader.poll, READ_BATCH)
                 for one in got:
                     yield one
                 if len(got) >= READ_BATCH:
                     continue
                 if not keep_going:
                     return
-                async for entry in self.tail.follow(reader):
-                    yield entry
+                async with contextlib.aclosing(self.tail.follow(reader)) as entries:
+                    async for entry in entries:
+                        yield entry
             except redis.RedisError as exc:
                 if not keep_going:
                     raise
                 log.warning("audit stream: redis unavailable (%s); retrying", exc)
                 await asyncio.sleep(max(self.poll_interval, 0.5))
-
-
-def _read(reader: DirReader | StreamReader,
-          wanted: Callable[[dict[str, Any]], bool]) -> list[Item | Entry]:
-    """In a worker thread: the reader's next items, each wanted one with its message."""
-    return [Entry(i, to_proto(i.event, ""), shared=False) if wanted(i.event) else i
-            for i in reader.poll(READ_BATCH)]
 
 
 async def follow(
