@@ -526,8 +526,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fair-share-calls", type=int, default=DEFAULT_FAIR_SHARE_CALLS, metavar="K",
         help="while other callers are active, a caller (principal; connection in the "
-             "development mode) with K Evaluate/EvaluateBatch calls in progress waits for "
-             "one of them to end before the next runs; alone it is never held; 0: off",
+             "development mode) with K EvaluateBatch calls' worth in progress (a full batch "
+             "fills it) waits for one to end before its next batch runs; alone it is never "
+             "held; 0: off",
     )
     p.add_argument(
         "--fair-share-queue", type=int, default=DEFAULT_FAIR_SHARE_QUEUE, metavar="N",
