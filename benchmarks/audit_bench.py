@@ -309,22 +309,7 @@ def main() -> int:
         return _serve_null_audit(sys.argv[2:])
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-switched":
         return _serve_switched(sys.argv[2:])
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    # 12 rounds: with 6 (~18,000 calls a mode at one in flight) the ratio of two pooled
-    # p99s moved by up to ±10% from run to run on the same code (0.94-1.14x); twice the
-    # calls narrow that spread by about a third (1/sqrt 2).
-    ap.add_argument("--rounds", type=int, default=12)
-    ap.add_argument("--instances", type=int, default=3,
-                    help="servers per mode, each on its own hash seed (see _start_servers)")
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--concurrency", type=lambda v: [int(x) for x in v.split(",")],
-                    default=[1, 8], help="comma-separated closed-loop concurrencies")
-    ap.add_argument("--sink-events", type=int, default=100_000)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--off-process", action="store_true",
-                    help="audit off in processes of its own (NullAudit), as before")
-    args = ap.parse_args()
-
+    args = _parse_args()
     work = Path(tempfile.mkdtemp(prefix="audit-bench-"))
     rport = free_port()
     redis_proc = subprocess.Popen(  # volatile on purpose: --redis-allow-volatile below
@@ -338,32 +323,8 @@ def main() -> int:
     try:
         servers = _start_servers(work, redis_url, args.instances, args.off_process)
         switches = Switches()
-        evaluate: dict[str, Any] = {}
-        for conc in args.concurrency:
-            rounds: list[dict[str, Any]] = []
-            allv: dict[str, list[int]] = {m: [] for m in MODES}
-            for r in range(args.rounds):
-                order = MODES[r % len(MODES) :] + MODES[: r % len(MODES)]
-                k = r % args.instances  # every mode on the same seed this round
-                row: dict[str, Any] = {"round": r, "order": list(order), "instance": k}
-                for mode in order:
-                    proc, port = servers[(mode, k)]
-                    if not args.off_process:
-                        switches.set(proc, mode)
-                    lat = asyncio.run(_drive(port, args.seconds, conc))
-                    allv[mode] += lat
-                    row[mode] = _summary(lat, args.seconds)
-                    print(f"c={conc} round {r} {mode:9}: p50 {row[mode]['p50_us']:7.1f} us  "
-                          f"p99 {row[mode]['p99_us']:7.1f} us  {row[mode]['rps']:7.0f}/s",
-                          flush=True)
-                rounds.append(row)
-            total = {m: _summary(allv[m], args.seconds * args.rounds) for m in MODES}
-            ratios = {m: {"p50": total[m]["p50_us"] / total[base]["p50_us"],
-                          "p99": total[m]["p99_us"] / total[base]["p99_us"],
-                          "rps": total[m]["rps"] / total[base]["rps"],
-                          "baseline": base} for m, base in BASELINE.items()}
-            evaluate[f"concurrency_{conc}"] = {"total": total, "ratio_to_audit_off": ratios,
-                                               "rounds": rounds}
+        evaluate = {f"concurrency_{conc}": _evaluate_rounds(args, servers, switches, conc)
+                    for conc in args.concurrency}
         for proc, _ in set(servers.values()):
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
@@ -396,6 +357,53 @@ def main() -> int:
         redis_proc.wait(10)
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # 12 rounds: with 6 (~18,000 calls a mode at one in flight) the ratio of two pooled
+    # p99s moved by up to ±10% from run to run on the same code (0.94-1.14x); twice the
+    # calls narrow that spread by about a third (1/sqrt 2).
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--instances", type=int, default=3,
+                    help="servers per mode, each on its own hash seed (see _start_servers)")
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--concurrency", type=lambda v: [int(x) for x in v.split(",")],
+                    default=[1, 8], help="comma-separated closed-loop concurrencies")
+    ap.add_argument("--sink-events", type=int, default=100_000)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--off-process", action="store_true",
+                    help="audit off in processes of its own (NullAudit), as before")
+    return ap.parse_args()
+
+
+def _evaluate_rounds(args: argparse.Namespace, servers: Servers, switches: Switches,
+                     conc: int) -> dict[str, Any]:
+    """Evaluate at `conc` in flight, every mode in each round (the order turning): pooled
+    percentiles per mode, ratios to its audit-off baseline, and each round's figures."""
+    rounds: list[dict[str, Any]] = []
+    allv: dict[str, list[int]] = {m: [] for m in MODES}
+    for r in range(args.rounds):
+        order = MODES[r % len(MODES) :] + MODES[: r % len(MODES)]
+        k = r % args.instances  # every mode on the same seed this round
+        row: dict[str, Any] = {"round": r, "order": list(order), "instance": k}
+        for mode in order:
+            proc, port = servers[(mode, k)]
+            if not args.off_process:
+                switches.set(proc, mode)
+            lat = asyncio.run(_drive(port, args.seconds, conc))
+            allv[mode] += lat
+            row[mode] = _summary(lat, args.seconds)
+            print(f"c={conc} round {r} {mode:9}: p50 {row[mode]['p50_us']:7.1f} us  "
+                  f"p99 {row[mode]['p99_us']:7.1f} us  {row[mode]['rps']:7.0f}/s",
+                  flush=True)
+        rounds.append(row)
+    total = {m: _summary(allv[m], args.seconds * args.rounds) for m in MODES}
+    ratios = {m: {"p50": total[m]["p50_us"] / total[base]["p50_us"],
+                  "p99": total[m]["p99_us"] / total[base]["p99_us"],
+                  "rps": total[m]["rps"] / total[base]["rps"],
+                  "baseline": base} for m, base in BASELINE.items()}
+    return {"total": total, "ratio_to_audit_off": ratios, "rounds": rounds}
 
 
 if __name__ == "__main__":

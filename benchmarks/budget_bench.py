@@ -285,26 +285,8 @@ def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--tp-seconds", type=float, default=3.0)
-    parser.add_argument("--tp-rounds", type=int, default=6)
-    parser.add_argument("--instances", type=int, default=3,
-                        help="server sets, each on its own hash seed, rotated per round")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--out", default="")
-    parser.add_argument("--baseline", default="",
-                        help="a source tree to serve as `baseline` beside this one")
-    parser.add_argument("--variant", action="append", default=[],
-                        help="NAME:VAR=VALUE[,VAR=VALUE]: this tree again, with that environment")
-    args = parser.parse_args(argv)
+    args = _parse_args(argv)
     variants = parse_variants(args.variant)
-    if args.quick:
-        args.rounds, args.calls, args.tp_seconds, args.tp_rounds = 2, 100, 1.0, 2
-        args.instances = 1
-
     workdir = Path(tempfile.mkdtemp(prefix="budget-bench-"))
     procs = Procs(workdir)
     try:
@@ -314,49 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                      "--dir", str(workdir)], "redis")
         wait_port(redis_port)
         (workdir / "policy.yaml").write_text(POLICY)
-        proctor = shutil.which("proctor") or str(Path(sys.executable).parent / "proctor")
-        # --instances sets of servers (Proctor, echo, baseline), set k on PYTHONHASHSEED=k+1:
-        # identical Python servers differ in speed by up to ~8% per process (the hash seed
-        # and the memory layout it leads to), so a round compares one set on one seed and
-        # the rounds rotate the sets. Start order alternates too.
-        sets: list[dict[str, str]] = []
-        reply = b""
-        for k in range(args.instances):
-            seed = {"PYTHONHASHSEED": str(k + 1)}
-            names = ["reserve", "echo"] + (["baseline"] if args.baseline else []) + list(variants)
-            st: dict[str, str] = {}
-            for name in (names if k % 2 == 0 else names[::-1]):
-                port = free_port()
-                st[name] = f"127.0.0.1:{port}"
-                if name == "reserve":
-                    procs.start([proctor, "serve", "--policy", str(workdir / "policy.yaml"),
-                                 "--listen", st[name], "--audit-dir", str(workdir / f"audit-{k}"),
-                                 "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
-                                f"proctor-{k}", env={**os.environ, **seed})
-                    reply = wait_reserve(st[name])
-                elif name in variants:
-                    procs.start([proctor, "serve", "--policy", str(workdir / "policy.yaml"),
-                                 "--listen", st[name], "--audit-dir",
-                                 str(workdir / f"audit-{name}-{k}"),
-                                 "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
-                                f"{name}-{k}", env={**os.environ, **seed, **variants[name]})
-                    wait_reserve(st[name])
-                elif name == "baseline":
-                    python, module, env = baseline_command(Path(args.baseline).resolve())
-                    procs.start([python, "-m", module, "serve", "--policy",
-                                 str(workdir / "policy.yaml"), "--listen", st[name],
-                                 "--audit-dir", str(workdir / f"audit-baseline-{k}"),
-                                 "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
-                                f"baseline-{k}", env={**env, **seed})
-                    wait_reserve(st[name])
-                else:
-                    # a reply the size of a real ReserveBudgetResponse (known from set 0,
-                    # whose Proctor starts first)
-                    procs.start([sys.executable, str(ROOT / "benchmarks" / "echo_server.py"),
-                                 "--listen", st[name], "--response-bytes", str(len(reply))],
-                                f"echo-{k}", env={**os.environ, **seed})
-                    wait_port(port)
-            sets.append({name: st[name] for name in names})
+        sets, reply = _start_sets(procs, args, variants, workdir, redis_port)
         baseline_reply = len(wait_reserve(sets[0]["baseline"])) if args.baseline else 0
 
         seq = sequential(args, sets, redis_port)
@@ -388,6 +328,79 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         procs.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--tp-seconds", type=float, default=3.0)
+    parser.add_argument("--tp-rounds", type=int, default=6)
+    parser.add_argument("--instances", type=int, default=3,
+                        help="server sets, each on its own hash seed, rotated per round")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--out", default="")
+    parser.add_argument("--baseline", default="",
+                        help="a source tree to serve as `baseline` beside this one")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME:VAR=VALUE[,VAR=VALUE]: this tree again, with that environment")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.calls, args.tp_seconds, args.tp_rounds = 2, 100, 1.0, 2
+        args.instances = 1
+    return args
+
+
+def _start_sets(procs: Procs, args: argparse.Namespace, variants: dict[str, dict[str, str]],
+                workdir: Path, redis_port: int) -> tuple[list[dict[str, str]], bytes]:
+    """Start every set of servers; return their addresses by name, and a real reply.
+
+    --instances sets of servers (Proctor, echo, baseline), set k on PYTHONHASHSEED=k+1:
+    identical Python servers differ in speed by up to ~8% per process (the hash seed
+    and the memory layout it leads to), so a round compares one set on one seed and
+    the rounds rotate the sets. Start order alternates too.
+    """
+    proctor = shutil.which("proctor") or str(Path(sys.executable).parent / "proctor")
+    sets: list[dict[str, str]] = []
+    reply = b""
+    for k in range(args.instances):
+        seed = {"PYTHONHASHSEED": str(k + 1)}
+        names = ["reserve", "echo"] + (["baseline"] if args.baseline else []) + list(variants)
+        st: dict[str, str] = {}
+        for name in (names if k % 2 == 0 else names[::-1]):
+            port = free_port()
+            st[name] = f"127.0.0.1:{port}"
+            if name == "reserve":
+                procs.start([proctor, "serve", "--policy", str(workdir / "policy.yaml"),
+                             "--listen", st[name], "--audit-dir", str(workdir / f"audit-{k}"),
+                             "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
+                            f"proctor-{k}", env={**os.environ, **seed})
+                reply = wait_reserve(st[name])
+            elif name in variants:
+                procs.start([proctor, "serve", "--policy", str(workdir / "policy.yaml"),
+                             "--listen", st[name], "--audit-dir",
+                             str(workdir / f"audit-{name}-{k}"),
+                             "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
+                            f"{name}-{k}", env={**os.environ, **seed, **variants[name]})
+                wait_reserve(st[name])
+            elif name == "baseline":
+                python, module, env = baseline_command(Path(args.baseline).resolve())
+                procs.start([python, "-m", module, "serve", "--policy",
+                             str(workdir / "policy.yaml"), "--listen", st[name],
+                             "--audit-dir", str(workdir / f"audit-baseline-{k}"),
+                             "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
+                            f"baseline-{k}", env={**env, **seed})
+                wait_reserve(st[name])
+            else:
+                # a reply the size of a real ReserveBudgetResponse (known from set 0,
+                # whose Proctor starts first)
+                procs.start([sys.executable, str(ROOT / "benchmarks" / "echo_server.py"),
+                             "--listen", st[name], "--response-bytes", str(len(reply))],
+                            f"echo-{k}", env={**os.environ, **seed})
+                wait_port(port)
+        sets.append({name: st[name] for name in names})
+    return sets, reply
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OPS = ("reserve", "retry", "commit", "release", "get", "append")
@@ -169,30 +170,7 @@ def main() -> int:
             workers[name] = subprocess.Popen(
                 [sys.executable, __file__, "--worker", url, str(tree)], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(tree)))
-        us: dict[str, dict[str, list[float]]] = {
-            t: {op: [] for op in (*OPS, "append-cpu")} for t in trees}
-        names = list(trees)
-        for rnd in range(args.rounds):
-            for name in (names if rnd % 2 == 0 else names[::-1]):
-                w = workers[name]
-                for op in OPS:
-                    n = args.calls * (APPEND_BATCH // 4 if op == "append" else 1)
-                    for line in ([f"prep {args.calls}"] if op == "release" else []) + [
-                            f"{op} {n}"]:
-                        if line.startswith(op):
-                            r.config_resetstat()
-                            cpu = _redis_cpu(r)
-                        assert w.stdin is not None and w.stdout is not None
-                        w.stdin.write(line + "\n")
-                        w.stdin.flush()
-                        if w.stdout.readline().strip() != "done":
-                            raise RuntimeError(f"worker {name} failed on {line}")
-                    stats = r.info("commandstats")["cmdstat_evalsha"]
-                    if op == "append":  # per event
-                        us[name][op].append(stats["usec"] / n)
-                        us[name]["append-cpu"].append((_redis_cpu(r) - cpu) / n * 1e6)
-                    else:
-                        us[name][op].append(stats["usec_per_call"])
+        us = _rounds(args, r, workers)
         r.close()
         medians = {t: {op: statistics.median(v) for op, v in ops.items()}
                    for t, ops in us.items()}
@@ -222,6 +200,37 @@ def main() -> int:
         rproc.terminate()
         rproc.wait(10)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _rounds(args: argparse.Namespace, r: Any,
+            workers: dict[str, subprocess.Popen[str]]) -> dict[str, dict[str, list[float]]]:
+    """Every op from every tree's worker, the order flipping each round: the microseconds
+    Redis spent per call (per event for append), from its own command statistics."""
+    us: dict[str, dict[str, list[float]]] = {
+        t: {op: [] for op in (*OPS, "append-cpu")} for t in workers}
+    names = list(workers)
+    for rnd in range(args.rounds):
+        for name in (names if rnd % 2 == 0 else names[::-1]):
+            w = workers[name]
+            for op in OPS:
+                n = args.calls * (APPEND_BATCH // 4 if op == "append" else 1)
+                for line in ([f"prep {args.calls}"] if op == "release" else []) + [
+                        f"{op} {n}"]:
+                    if line.startswith(op):
+                        r.config_resetstat()
+                        cpu = _redis_cpu(r)
+                    assert w.stdin is not None and w.stdout is not None
+                    w.stdin.write(line + "\n")
+                    w.stdin.flush()
+                    if w.stdout.readline().strip() != "done":
+                        raise RuntimeError(f"worker {name} failed on {line}")
+                stats = r.info("commandstats")["cmdstat_evalsha"]
+                if op == "append":  # per event
+                    us[name][op].append(stats["usec"] / n)
+                    us[name]["append-cpu"].append((_redis_cpu(r) - cpu) / n * 1e6)
+                else:
+                    us[name][op].append(stats["usec_per_call"])
+    return us
 
 
 def _redis_cpu(r: object) -> float:

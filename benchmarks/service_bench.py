@@ -206,6 +206,47 @@ def throughput(
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    procs = Procs()
+    payload = REQUESTS[args.decision].SerializeToString()
+    report: dict[str, Any] = {
+        "benchmark": "service_bench",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "commit": git_commit(),
+        "note": "shared 2-core machine; noise ~ +-10%",
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "request_bytes": len(payload),
+    }
+    try:
+        pairs, baselines, reply = _start_servers(procs, args, payload)
+        report["response_bytes"] = len(reply)
+        report["instances"] = args.instances
+
+        # 1. sequential latency, alternating rounds.
+        seq = _sequential_rounds(args, pairs, baselines, payload)
+        report["sequential"] = seq
+        print(json.dumps({"sequential": seq}, indent=1), flush=True)
+
+        # 2. throughput with N in flight, one worker, alternating rounds.
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(args.scaling_procs, mp_context=ctx) as pool:
+            tput = _throughput_rounds(pool, args, pairs, baselines, payload)
+            report["throughput_one_worker"] = tput
+            print(json.dumps({"throughput_one_worker": tput}, indent=1), flush=True)
+
+            # 3. scaling: two workers against one, the load from more processes.
+            if not args.no_scaling and shutil.which("redis-server"):
+                report["scaling"] = scaling(procs, pool, args, payload, pairs[0][0])
+                print(json.dumps({"scaling": report["scaling"]}, indent=1), flush=True)
+    finally:
+        procs.close()
+
+    print(f"wrote {save_result(report, args.out, f'service-{args.decision}')}")
+    return 0
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Evaluate vs a bare echo floor")
     parser.add_argument("--policy", default=str(ROOT / "examples" / "safety.yaml"))
     parser.add_argument("--rounds", type=int, default=20, help="sequential rounds")
@@ -230,116 +271,103 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rounds, args.calls, args.tp_rounds, args.duration = 4, 100, 1, 1.0
         args.instances = 1
+    return args
 
-    procs = Procs()
-    payload = REQUESTS[args.decision].SerializeToString()
-    report: dict[str, Any] = {
-        "benchmark": "service_bench",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "commit": git_commit(),
-        "note": "shared 2-core machine; noise ~ +-10%",
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "request_bytes": len(payload),
+
+def _start_servers(procs: Procs, args: argparse.Namespace, payload: bytes,
+                   ) -> tuple[list[tuple[str, str]], list[str], bytes]:
+    """Start the (Proctor, echo) pairs and the baselines; return them and Proctor's reply.
+
+    --instances pairs of servers (Proctor and echo), pair k on PYTHONHASHSEED=k+1:
+    identical Python servers differ in speed by up to ~8% per process (the hash seed
+    and the memory layout it leads to), so each round compares one pair on one seed,
+    and the rounds rotate the pairs. Start order alternates too.
+    """
+    pairs: list[tuple[str, str]] = []
+    baselines: list[str] = []
+    reply = b""
+    for k in range(args.instances):
+        env = {"PYTHONHASHSEED": str(k + 1)}
+        proctor_addr, echo_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        starts = [("proctor", proctor_addr), ("echo", echo_addr)]
+        if args.baseline_python:
+            baselines.append(f"127.0.0.1:{free_port()}")
+            starts.append(("baseline", baselines[-1]))
+        for name, addr in (starts if k % 2 == 0 else starts[::-1]):
+            if name in ("proctor", "baseline"):
+                python = args.baseline_python if name == "baseline" else ""
+                procs.start(proctor_cmd(
+                    Path(args.policy), addr,
+                    ["--audit-dir", str(procs.tmp / f"audit-{name}-{k}"), *args.serve_arg],
+                    python), f"{name}-{k}", env)
+                wait_ready(addr, EVALUATE, payload)
+                with grpc.insecure_channel(addr) as ch:
+                    reply = ch.unary_unary(EVALUATE)(payload, timeout=5)
+            else:
+                # the echo's reply has the size of Proctor's (known from pair 0,
+                # whose proctor starts first; every pair answers the request alike)
+                procs.start(
+                    [sys.executable, str(ROOT / "benchmarks" / "echo_server.py"),
+                     "--listen", addr, "--response-bytes", str(len(reply))],
+                    f"echo-{k}", env)
+                wait_ready(addr, ECHO, payload)
+        pairs.append((proctor_addr, echo_addr))
+    return pairs, baselines, reply
+
+
+def _sequential_rounds(args: argparse.Namespace, pairs: list[tuple[str, str]],
+                       baselines: list[str], payload: bytes) -> dict[str, Any]:
+    """One call at a time, alternating rounds: percentiles per server and their ratios."""
+    lat: dict[str, list[float]] = {"echo": [], "proctor": []}
+    if baselines:
+        lat["baseline"] = []
+    for r in range(args.rounds):
+        order = _round_order(pairs, baselines, r)
+        for name, addr, method in order:
+            lat[name].extend(sequential(addr, method, payload, args.calls))
+    seq: dict[str, Any] = {
+        name: {
+            "p50_us": round(percentile(v, 50), 1),
+            "p90_us": round(percentile(v, 90), 1),
+            "p99_us": round(percentile(v, 99), 1),
+            "max_us": round(max(v), 1),
+            "samples": len(v),
+        }
+        for name, v in lat.items()
     }
-    try:
-        # --instances pairs of servers (Proctor and echo), pair k on PYTHONHASHSEED=k+1:
-        # identical Python servers differ in speed by up to ~8% per process (the hash
-        # seed and the memory layout it leads to), so each round compares one pair on
-        # one seed, and the rounds rotate the pairs. Start order alternates too.
-        pairs: list[tuple[str, str]] = []
-        baselines: list[str] = []
-        reply = b""
-        for k in range(args.instances):
-            env = {"PYTHONHASHSEED": str(k + 1)}
-            proctor_addr, echo_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-            starts = [("proctor", proctor_addr), ("echo", echo_addr)]
-            if args.baseline_python:
-                baselines.append(f"127.0.0.1:{free_port()}")
-                starts.append(("baseline", baselines[-1]))
-            for name, addr in (starts if k % 2 == 0 else starts[::-1]):
-                if name in ("proctor", "baseline"):
-                    python = args.baseline_python if name == "baseline" else ""
-                    procs.start(proctor_cmd(
-                        Path(args.policy), addr,
-                        ["--audit-dir", str(procs.tmp / f"audit-{name}-{k}"), *args.serve_arg],
-                        python), f"{name}-{k}", env)
-                    wait_ready(addr, EVALUATE, payload)
-                    with grpc.insecure_channel(addr) as ch:
-                        reply = ch.unary_unary(EVALUATE)(payload, timeout=5)
-                else:
-                    # the echo's reply has the size of Proctor's (known from pair 0,
-                    # whose proctor starts first; every pair answers the request alike)
-                    procs.start(
-                        [sys.executable, str(ROOT / "benchmarks" / "echo_server.py"),
-                         "--listen", addr, "--response-bytes", str(len(reply))],
-                        f"echo-{k}", env)
-                    wait_ready(addr, ECHO, payload)
-            pairs.append((proctor_addr, echo_addr))
-        report["response_bytes"] = len(reply)
-        report["instances"] = args.instances
-        proctor_addr = pairs[0][0]
-
-        # 1. sequential latency, alternating rounds.
-        lat: dict[str, list[float]] = {"echo": [], "proctor": []}
-        if baselines:
-            lat["baseline"] = []
-        for r in range(args.rounds):
-            order = _round_order(pairs, baselines, r)
-            for name, addr, method in order:
-                lat[name].extend(sequential(addr, method, payload, args.calls))
-        seq = {
-            name: {
-                "p50_us": round(percentile(v, 50), 1),
-                "p90_us": round(percentile(v, 90), 1),
-                "p99_us": round(percentile(v, 99), 1),
-                "max_us": round(max(v), 1),
-                "samples": len(v),
-            }
-            for name, v in lat.items()
+    seq["ratio"] = {
+        "p50": round(seq["proctor"]["p50_us"] / seq["echo"]["p50_us"], 3),
+        "p99": round(seq["proctor"]["p99_us"] / seq["echo"]["p99_us"], 3),
+    }
+    if baselines:
+        seq["ratio_to_baseline"] = {
+            "p50": round(seq["proctor"]["p50_us"] / seq["baseline"]["p50_us"], 3),
+            "p99": round(seq["proctor"]["p99_us"] / seq["baseline"]["p99_us"], 3),
         }
-        seq["ratio"] = {
-            "p50": round(seq["proctor"]["p50_us"] / seq["echo"]["p50_us"], 3),
-            "p99": round(seq["proctor"]["p99_us"] / seq["echo"]["p99_us"], 3),
-        }
-        if baselines:
-            seq["ratio_to_baseline"] = {
-                "p50": round(seq["proctor"]["p50_us"] / seq["baseline"]["p50_us"], 3),
-                "p99": round(seq["proctor"]["p99_us"] / seq["baseline"]["p99_us"], 3),
-            }
-        report["sequential"] = seq
-        print(json.dumps({"sequential": seq}, indent=1), flush=True)
+    return seq
 
-        # 2. throughput with N in flight, one worker, alternating rounds.
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(args.scaling_procs, mp_context=ctx) as pool:
-            tp: dict[str, list[float]] = {name: [] for name in lat}
-            for r in range(args.tp_rounds):
-                for name, addr, method in _round_order(pairs, baselines, r):
-                    tp[name].append(throughput(pool, args.procs, addr, method, payload,
-                                               args.inflight, args.duration))
-            tput = {
-                name: {"calls_per_s": round(statistics.median(v)), "rounds": [round(x) for x in v]}
-                for name, v in tp.items()
-            }
-            tput["ratio"] = round(tput["proctor"]["calls_per_s"] / tput["echo"]["calls_per_s"], 3)
-            if baselines:
-                tput["ratio_to_baseline"] = round(
-                    tput["proctor"]["calls_per_s"] / tput["baseline"]["calls_per_s"], 3)
-            tput["inflight"] = args.inflight
-            tput["load_procs"] = args.procs
-            report["throughput_one_worker"] = tput
-            print(json.dumps({"throughput_one_worker": tput}, indent=1), flush=True)
 
-            # 3. scaling: two workers against one, the load from more processes.
-            if not args.no_scaling and shutil.which("redis-server"):
-                report["scaling"] = scaling(procs, pool, args, payload, pairs[0][0])
-                print(json.dumps({"scaling": report["scaling"]}, indent=1), flush=True)
-    finally:
-        procs.close()
-
-    print(f"wrote {save_result(report, args.out, f'service-{args.decision}')}")
-    return 0
+def _throughput_rounds(pool: concurrent.futures.ProcessPoolExecutor, args: argparse.Namespace,
+                       pairs: list[tuple[str, str]], baselines: list[str],
+                       payload: bytes) -> dict[str, Any]:
+    """--inflight calls in flight against one worker, alternating rounds: medians, ratios."""
+    names = ["echo", "proctor", *(["baseline"] if baselines else [])]
+    tp: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.tp_rounds):
+        for name, addr, method in _round_order(pairs, baselines, r):
+            tp[name].append(throughput(pool, args.procs, addr, method, payload,
+                                       args.inflight, args.duration))
+    tput: dict[str, Any] = {
+        name: {"calls_per_s": round(statistics.median(v)), "rounds": [round(x) for x in v]}
+        for name, v in tp.items()
+    }
+    tput["ratio"] = round(tput["proctor"]["calls_per_s"] / tput["echo"]["calls_per_s"], 3)
+    if baselines:
+        tput["ratio_to_baseline"] = round(
+            tput["proctor"]["calls_per_s"] / tput["baseline"]["calls_per_s"], 3)
+    tput["inflight"] = args.inflight
+    tput["load_procs"] = args.procs
+    return tput
 
 
 def _round_order(pairs: list[tuple[str, str]], baselines: list[str],

@@ -1,24 +1,23 @@
 """Fair shares of the event loop between callers (issue 19 §6, docs/limits.md).
 
-One event loop serves every call's steps (grpc's receive, the handler, grpc's
-send) first come first served, so a caller's share of the process is its share
-of the calls in progress: a quiet caller's call waits behind a step of each of
-an abuser's 32. A gate around the handler's work alone would not help (Evaluate
-never suspends); what costs is the number of the abuser's calls in the pipeline.
+One event loop serves every call's steps first come first served. A caller (its
+principal; in the development mode, where everyone is the anonymous principal, its
+connection) is active while it has a call in progress or had one within LINGER_NS
+(a sequential caller spends most of its time between calls).
 
-So each caller (its principal; in the development mode, where everyone is the
-anonymous principal, its connection) has its calls in progress counted from
-handler entry until grpc reports the RPC done (its answer sent). While two or
-more callers are active (a call in progress, or one that ended within LINGER_NS:
-a sequential caller spends most of its time between calls), a caller at its
-share (--fair-share-calls) parks its next call at handler entry until one of its
-own calls ends. A parked call costs the loop nothing; it still has its deadline
-(grpc cancels it), and past --fair-share-queue parked calls a caller's next one
-answers RESOURCE_EXHAUSTED. Alone, a caller is never held: one heavy client
-keeps its whole throughput.
+EvaluateBatch calls are held: each caller's batches in progress are counted from
+handler entry until grpc reports the RPC done (its answer sent), a batch weighing one
+call per ITEMS_PER_CALL items and at most the whole share. While another caller is
+active, a caller at its share (--fair-share-calls) parks its next batch at handler
+entry until one of its own ends; a parked call costs the loop nothing, keeps its
+deadline (grpc cancels it), and past --fair-share-queue parked calls the next answers
+RESOURCE_EXHAUSTED. Alone, a caller is never held. `shared()` also tells a batch to
+give the loop back more often while others are active.
 
-A call's weight is its work in calls' worth (a batch: one per ITEMS_PER_CALL
-items), at most the share itself: a full batch fills its caller's share.
+Evaluate calls are only noted (`seen`, as anyone's), never held: measured, the wait a flood of
+them causes is in gRPC's queue of calls not yet accepted (one at a time, over every
+connection), ahead of any handler; holding them at the handler made it worse.
+--max-calls-per-connection (HTTP/2 MAX_CONCURRENT_STREAMS) is the lever there.
 """
 
 from __future__ import annotations
@@ -43,6 +42,12 @@ LINGER_NS = 100_000_000
 ITEMS_PER_CALL = 16
 
 
+def _key(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller: its principal, or in the development mode its connection."""
+    principal = caller()
+    return principal.id if principal.method != BY_NOTHING else context.peer()
+
+
 class _Parked:
     """A call waiting for its caller's share; `admitted` once it holds its slot."""
 
@@ -64,6 +69,8 @@ class FairShare:
         self._active: dict[str, int] = {}  # caller -> weight in progress (> 0)
         self._idle: dict[str, int] = {}  # caller -> when its last call ended (ns)
         self._parked: dict[str, deque[_Parked]] = {}
+        self._prune_at = 64
+        self._evaluated = -LINGER_NS  # when an Evaluate call last started (ns)
         self.stats = {"parked": 0, "refused": 0}
 
     def enter(self, context: grpc.aio.ServicerContext[Any, Any],
@@ -73,12 +80,9 @@ class FairShare:
         None when it may run now (the common case costs no coroutine); otherwise an
         awaitable that returns once it may, or aborts RESOURCE_EXHAUSTED.
         """
-        principal = caller()
-        key = principal.id if principal.method != BY_NOTHING else context.peer()
+        key = _key(context)
         weight = 1 if items <= ITEMS_PER_CALL else min(self.calls, items // ITEMS_PER_CALL)
         held = self._active.get(key, 0)
-        if held == 0 and key in self._idle:
-            del self._idle[key]
         if (held + weight <= self.calls and key not in self._parked) or self._alone(key):
             self._active[key] = held + weight
             # grpc-stubs types the callback as a class; grpc calls it with the context.
@@ -86,16 +90,43 @@ class FairShare:
             return None
         return self._park(context, key, weight)
 
+    def seen(self) -> None:
+        """Note a call that is not held (Evaluate). Whose it is goes unasked: the peer
+        costs a call into gRPC (64 in flight lost 13-27% of their throughput to it), so
+        any Evaluate call counts as another caller's to a caller with batches."""
+        self._evaluated = time.monotonic_ns()
+
+    def _prune(self, now: int) -> None:
+        """Forget callers idle past LINGER_NS (amortized: the bound doubles with the live)."""
+        idle = self._idle
+        for key in [key for key, since in idle.items() if now - since > LINGER_NS]:
+            del idle[key]
+        self._prune_at = max(64, 2 * len(idle))
+
     def _alone(self, key: str) -> bool:
         """No caller but `key` has a call in progress or had one within LINGER_NS."""
         active = self._active
         if len(active) > 1 or (active and key not in active):
             return False
+        now = time.monotonic_ns()
+        if now - self._evaluated <= LINGER_NS:
+            return False
         idle = self._idle
-        if not idle:
+        return all(now - since > LINGER_NS for other, since in idle.items() if other != key)
+
+    def shared(self) -> bool:
+        """More than one caller has a call in progress or had one within LINGER_NS (a batch
+        then gives the loop back more often)."""
+        if len(self._active) > 1:
             return True
         now = time.monotonic_ns()
-        return all(now - since > LINGER_NS for other, since in idle.items() if other != key)
+        if now - self._evaluated <= LINGER_NS:
+            return True
+        idle = self._idle
+        if not idle:
+            return False
+        self._prune(now)
+        return len(idle.keys() | self._active.keys()) > 1
 
     async def _park(self, context: grpc.aio.ServicerContext[Any, Any], key: str,
                     weight: int) -> None:
@@ -140,12 +171,9 @@ class FairShare:
             self._active[key] = held
             return
         del self._active[key]
-        idle = self._idle
-        now = idle[key] = time.monotonic_ns()
-        if len(idle) > 64:  # many connections come and go: forget the ones long gone
-            for other, since in list(idle.items()):
-                if now - since > LINGER_NS:
-                    del idle[other]
+        now = self._idle[key] = time.monotonic_ns()
+        if len(self._idle) > self._prune_at:
+            self._prune(now)
 
     def _parked_done(self, key: str, ticket: _Parked, _context: Any = None) -> None:
         if ticket.admitted:

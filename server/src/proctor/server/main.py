@@ -1,23 +1,18 @@
 """Wiring of one server process: settings -> policy holder -> stores -> servicers -> gRPC server.
 
-`serve(settings)` runs one process until SIGTERM/SIGINT: it loads the policy
-(refusing to start on a bad one), builds the audit pipeline, registers every
-service in `register_services`, starts health, reflection, metrics and the
-policy-file watch, and on SIGTERM drains: health NOT_SERVING, no new calls,
-in-flight calls finish within the grace period, the audit is closed, exit 0.
+`serve(settings)` runs one process until SIGTERM/SIGINT: here it loads the
+policy (refusing to start on a bad one), the callers' credentials, Redis and the
+audit pipeline, and registers every service in `register_services`; the serve
+lifecycle (listeners, signals, the drain on SIGTERM) is lifecycle.py's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 import grpc
@@ -39,7 +34,6 @@ from proctor.v1 import (
 )
 
 from . import health as health_names
-from . import logs
 from . import reflection as server_reflection
 from .admin import AdminService
 from .approvals import build_approval_store
@@ -58,18 +52,27 @@ from .fairness import FairShare
 from .gateways import ext_authz
 from .gateways.probe import ProbeService
 from .health import HealthState
+from .lifecycle import (
+    AUDIT_CLOSE_SECONDS,
+    Process,
+    StartupError,
+    drain,
+    run_until_signal,
+    start_listeners,
+)
 from .metrics import Metrics
 from .redis import Durability, RedisLayer, RedisUnavailable, VolatileRedis
 from .redis.metrics import register as register_redis_metrics
 from .reload import PolicyHolder
 from .routes import MethodTable
-from .settings import MAX_MESSAGE_BYTES, Settings, split_host_port
+from .settings import MAX_MESSAGE_BYTES, Settings
 from .streams import OpenStreams
 
 log = logging.getLogger("proctor.server")
 
-# After the grace period, how long SIGTERM waits for the audit to store what is queued.
-AUDIT_CLOSE_SECONDS = 10.0
+# Imported from here by workers.py and the tests; defined beside the lifecycle they belong to.
+__all__ = ["AUDIT_CLOSE_SECONDS", "SERVICE_NAMES", "StartupError", "build_approval_service",
+           "grpc_options", "register_services", "serve"]
 
 SERVICE_NAMES = (
     decisions_pb2.DESCRIPTOR.services_by_name["Decisions"].full_name,
@@ -79,9 +82,6 @@ SERVICE_NAMES = (
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
 )
 
-
-class StartupError(Exception):
-    """The process cannot start: a bad policy, a port in use, unreadable TLS files."""
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
@@ -176,42 +176,6 @@ def build_approval_service(settings: Settings, audit: Any, health: HealthState,
         max_waiters_per_principal=settings.max_approval_waiters_per_principal)
 
 
-def _bind(server: grpc.aio.Server, settings: Settings) -> int:
-    if settings.tls:
-        key = Path(settings.tls_key).read_bytes()
-        cert = Path(settings.tls_cert).read_bytes()
-        ca = Path(settings.client_ca).read_bytes() if settings.client_ca else None
-        creds = grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
-        )
-        port = server.add_secure_port(settings.listen, creds)
-    else:
-        port = server.add_insecure_port(settings.listen)
-    if port == 0:
-        raise RuntimeError("bind failed")
-    return port
-
-
-@dataclass
-class _Process:
-    """What one server process builds at start-up and tears down on SIGTERM."""
-
-    settings: Settings
-    metrics: Metrics
-    holder: PolicyHolder
-    principals: PrincipalsHolder | None
-    jwt_keys: JwtVerifier | None
-    webhook_secret: bytes
-    health: HealthState
-    redis: RedisLayer | None
-    audit: Any
-    server: grpc.aio.Server
-    approval_service: ApprovalsService
-    authenticator: Authenticator
-    port: int = 0
-    webhooks: Any = None
-    inbox: Any = None
-    background: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 async def serve(
@@ -222,13 +186,13 @@ async def serve(
 ) -> int:
     """Run one server process until SIGTERM/SIGINT; return its exit code."""
     proc = await _build(settings, supervisor_pid)
-    await _start_listeners(proc, worker)
-    watch = await _run_until_signal(proc)
-    await _drain(proc, watch)
+    await start_listeners(proc, worker, SERVICE_NAMES)
+    watch = await run_until_signal(proc)
+    await drain(proc, watch)
     return 0
 
 
-async def _build(settings: Settings, supervisor_pid: int | None) -> _Process:
+async def _build(settings: Settings, supervisor_pid: int | None) -> Process:
     """Policy, credentials, Redis, audit and every servicer, behind the auth guard; StartupError."""
     metrics = Metrics()
     try:
@@ -270,7 +234,7 @@ async def _build(settings: Settings, supervisor_pid: int | None) -> _Process:
     # Every call but health and reflection is authenticated here, and its role checked.
     server.add_generic_rpc_handlers((Guard(routes, authenticator),))
     auth_guard.register(metrics.registry)
-    return _Process(
+    return Process(
         settings=settings, metrics=metrics, holder=holder, principals=principals,
         jwt_keys=jwt_keys, webhook_secret=webhook_secret, health=health, redis=redis,
         audit=audit, server=server, approval_service=approval_service,
@@ -292,119 +256,7 @@ def _reload_forwarder(supervisor_pid: int | None) -> Callable[[], None] | None:
     return on_reload
 
 
-async def _start_listeners(proc: _Process, worker: int | None) -> None:
-    """Bind and start gRPC, then metrics, webhooks and the inbox; StartupError."""
-    settings, server, audit, health = proc.settings, proc.server, proc.audit, proc.health
-    try:
-        proc.port = _bind(server, settings)
-    except (RuntimeError, OSError) as e:
-        await audit.close()
-        raise StartupError(f"cannot listen on {settings.listen}: {e}") from e
 
-    await health.start((*SERVICE_NAMES,))
-    await server.start()
-    await health.policy_loaded()
-    # Embedded stores live in this process and are always reachable.
-    if settings.embedded_stores:
-        health.set_service(health_names.BUDGETS, True)
-        health.set_service(health_names.APPROVALS, True)
-
-    if settings.metrics_listen:
-        mhost, mport = split_host_port(settings.metrics_listen, "--metrics-listen")
-        mport = mport + (worker or 0) if mport else 0
-        try:
-            proc.metrics.serve(mhost, mport)
-        except OSError as e:
-            await server.stop(0)
-            await audit.close()
-            raise StartupError(f"cannot serve metrics on {mhost}:{mport}: {e}") from e
-
-    if settings.approval_webhook:
-        proc.webhooks = _start_webhooks(settings, proc.approval_service, proc.webhook_secret)
-    if settings.http_listen:
-        from .inbox import start_inbox
-
-        try:
-            proc.inbox = await start_inbox(
-                settings, proc.approval_service, proc.holder, proc.authenticator)
-        except OSError as e:
-            await server.stop(0)
-            await audit.close()
-            raise StartupError(f"cannot serve the inbox on {settings.http_listen}: {e}") from e
-
-
-async def _run_until_signal(proc: _Process) -> asyncio.Task[None]:
-    """Signal handlers and watches, the "serving" line, then wait for SIGTERM/SIGINT.
-
-    Returns the policy-file watch, cancelled by `_drain`.
-    """
-    loop = asyncio.get_running_loop()
-    settings, holder, principals = proc.settings, proc.holder, proc.principals
-    stop = asyncio.Event()
-
-    def on_term() -> None:
-        stop.set()
-
-    def on_hup() -> None:
-        holder.request("sighup")  # joins the next reload; any number of SIGHUPs cost one
-        if principals is not None:
-            task = loop.create_task(principals.reload("sighup"))
-            proc.background.add(task)
-            task.add_done_callback(proc.background.discard)
-
-    loop.add_signal_handler(signal.SIGTERM, on_term)
-    loop.add_signal_handler(signal.SIGINT, on_term)
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    watch = loop.create_task(holder.watch(settings.reload_poll_seconds))
-    if principals is not None:
-        proc.background.add(loop.create_task(principals.watch(settings.reload_poll_seconds)))
-    if proc.jwt_keys is not None:  # keys fetched again off the request path
-        proc.background.add(loop.create_task(proc.jwt_keys.run()))
-
-    logs.event(
-        log, logging.INFO, "serving",
-        listen=f"{settings.listen_host}:{proc.port}", policy=settings.policy,
-        policy_version=holder.current.policy_version, rules=holder.current.rule_count,
-        metrics=settings.metrics_listen or None, tls=settings.tls,
-        callers=_callers(settings, proc.authenticator),
-        inbox=proc.inbox.url if proc.inbox is not None else None,
-        approval_webhooks=len(settings.approval_webhook) or None,
-        # The C extensions in use: none since issue 21 (docs/performance.md, "Native
-        # code"); the field stays so a log reader need not guess.
-        extensions="none",
-    )
-    # What start-up built lives as long as the process (the compiled policy above all:
-    # millions of objects at 100,000 rules). Frozen, no garbage collection walks it again,
-    # so full collections stay short however large the policy.
-    gc.collect()
-    gc.freeze()
-    await stop.wait()
-    return watch
-
-
-async def _drain(proc: _Process, watch: asyncio.Task[None]) -> None:
-    """SIGTERM: health NOT_SERVING, no new calls, in-flight ones get the grace period,
-    then the audit is closed (bounded) and Redis let go."""
-    settings = proc.settings
-    logs.event(log, logging.INFO, "draining", grace_seconds=settings.grace_seconds)
-    proc.metrics.draining.set(1)
-    proc.holder.close()  # never waits on a compile: a running one is abandoned
-    await proc.health.drain()
-    watch.cancel()
-    if proc.inbox is not None:
-        await proc.inbox.stop()
-    await proc.server.stop(settings.grace_seconds)
-    if proc.webhooks is not None:
-        await proc.webhooks.close()
-    for task in list(proc.background):
-        task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watch
-    # Bounded whatever the disk does: what cannot be stored by then is logged as lost.
-    await proc.audit.close(AUDIT_CLOSE_SECONDS)
-    if proc.redis is not None:
-        await proc.redis.close()
-    logs.event(log, logging.INFO, "stopped")
 
 
 def _webhook_secret(settings: Settings) -> bytes:
@@ -418,15 +270,6 @@ def _webhook_secret(settings: Settings) -> bytes:
     except (OSError, ValueError) as e:
         raise StartupError(f"approval webhooks: {e}") from e
 
-
-def _start_webhooks(settings: Settings, approvals: ApprovalsService, secret: bytes) -> Any:
-    """Deliver approval steps to --approval-webhook URLs (approvals/webhooks.py)."""
-    from .approvals.webhooks import Webhooks
-
-    webhooks = Webhooks(tuple(settings.approval_webhook), secret, settings.inbox_link)
-    webhooks.start()
-    approvals.feed.subscribe(webhooks.on_step)
-    return webhooks
 
 
 def _load_principals(settings: Settings) -> PrincipalsHolder | None:
@@ -449,16 +292,6 @@ def _load_jwks(settings: Settings) -> JwtVerifier | None:
         raise StartupError(f"cannot load --jwt-jwks: {e}") from e
     return verifier
 
-
-def _callers(settings: Settings, authenticator: Authenticator) -> str:
-    """How callers are told apart, for the start-up log line."""
-    if authenticator.development:
-        return ("development mode: no --principals, --client-ca or --jwt-jwks, so every "
-                "caller is an anonymous admin (loopback only)")
-    ways = [name for name, on in (("bearer tokens", settings.principals),
-                                  ("mTLS", settings.client_ca),
-                                  ("JWT", settings.jwt_jwks)) if on]
-    return ", ".join(ways)
 
 
 async def _start_redis(redis: RedisLayer, audit: Any) -> None:

@@ -1,6 +1,6 @@
-"""Every flag of `proctor serve`, its default and its validation, in one place.
+"""The settings of `proctor serve`: every default, the frozen `Settings`, its validation.
 
-`add_arguments` declares the flags on an argparse parser; `Settings.from_args`
+`add_arguments` declares the flags (flags.py, grouped by concern); `Settings.from_args`
 turns the parsed namespace into a frozen `Settings` and `Settings.validate`
 refuses bad combinations early, with a message that says what to change.
 """
@@ -305,8 +305,8 @@ class Settings:
             raise SettingsError(
                 f"--fair-share-calls must be 0 (off) or more, got {self.fair_share_calls}")
 
-
     def _validate_callers(self, host: str) -> None:
+        """--principals and --jwt-*; off loopback, callers need identities and TLS."""
         if self.principals:
             _require_file(self.principals, "--principals")
         if self.jwt_jwks:
@@ -385,156 +385,8 @@ def _require_file(path: str, flag: str) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare every `proctor serve` flag (DESIGN sections 6 and 7)."""
-    p = parser
-    p.add_argument("--policy", required=True, help="policy YAML file (reloaded on change)")
-    p.add_argument("--listen", default=DEFAULT_LISTEN, help="gRPC address HOST:PORT")
-    p.add_argument("--redis-url", default="", help="Redis for budgets, approvals, audit stream")
-    p.add_argument("--audit", choices=("file", "redis"), default="file", help="audit sink")
-    p.add_argument("--audit-dir", default=DEFAULT_AUDIT_DIR, help="audit segments / spool dir")
-    p.add_argument("--audit-stream", default=DEFAULT_AUDIT_STREAM, help="Redis audit stream")
-    p.add_argument("--audit-hmac-key-file", default="", help="add an HMAC to every audit event")
-    p.add_argument("--audit-durability", choices=("async", "sync"), default="async")
-    p.add_argument("--audit-queue-policy", choices=("block", "shed"), default="block")
-    p.add_argument("--audit-queue-size", type=int, default=DEFAULT_AUDIT_QUEUE_SIZE)
-    p.add_argument("--audit-maxlen", type=int, default=DEFAULT_AUDIT_MAXLEN)
-    p.add_argument("--workers", type=int, default=1, help="processes on one port (SO_REUSEPORT)")
-    p.add_argument(
-        "--metrics-listen", default="", help="Prometheus HOST:PORT (worker i uses PORT+i); "
-        "loopback only unless --metrics-allow-remote"
-    )
-    p.add_argument(
-        "--metrics-allow-remote", action="store_true",
-        help="serve --metrics-listen on a non-loopback address (it has no authentication)",
-    )
-    p.add_argument("--tls-cert", default="", help="server certificate (PEM)")
-    p.add_argument("--tls-key", default="", help="server private key (PEM)")
-    p.add_argument("--client-ca", default="", help="CA for client certificates (mTLS)")
-    p.add_argument(
-        "--principals", default="",
-        help="callers, their roles, tenants, agents, tokens and identities (YAML; reloaded "
-             "on change and SIGHUP; docs/security.md)",
-    )
-    p.add_argument("--jwt-jwks", default="", help="JWT keys: a JWKS file or https URL")
-    p.add_argument("--jwt-issuer", default="", help="the `iss` a JWT must carry")
-    p.add_argument("--jwt-audience", default="", help="the `aud` a JWT must carry")
-    p.add_argument(
-        "--jwt-refresh-seconds", type=float, default=DEFAULT_JWT_REFRESH_SECONDS,
-        help="how often the JWKS is fetched again (sooner when a token names an unknown key)",
-    )
-    p.add_argument(
-        "--http-listen", default="",
-        help="serve the reviewer inbox (web pages and /api/v1/) on HOST:PORT (docs/inbox.md)",
-    )
-    p.add_argument(
-        "--inbox-url", default="",
-        help="the inbox's address as reviewers reach it, for links in webhooks "
-             "(default: from --http-listen)",
-    )
-    p.add_argument(
-        "--approval-webhook", action="append", default=[], metavar="URL",
-        help="POST signed JSON here when an approval is created, resolved or expires "
-             "(repeatable; docs/inbox.md)",
-    )
-    p.add_argument(
-        "--approval-webhook-secret-file", default="",
-        help="the HMAC-SHA256 key of X-Proctor-Signature (or PROCTOR_APPROVAL_WEBHOOK_SECRET)",
-    )
-    p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
-    p.add_argument(
-        "--grace-seconds", type=float, default=DEFAULT_GRACE_SECONDS,
-        help="SIGTERM: how long in-flight calls may take to finish",
-    )
-    p.add_argument(
-        "--reload-poll-seconds", type=float, default=DEFAULT_RELOAD_POLL_SECONDS,
-        help="how often the policy file is checked for changes",
-    )
-    p.add_argument(
-        "--max-policy-bytes", type=int, default=DEFAULT_MAX_POLICY_BYTES, metavar="N",
-        help="refuse a policy file larger than N bytes, or whose YAML aliases expand past "
-             "it (at start and on reload)",
-    )
-    p.add_argument(
-        "--ext-authz-topic-template", default=DEFAULT_EXT_AUTHZ_TOPIC_TEMPLATE,
-        help="Envoy ext_authz: the topic of an HTTP request, from {method}, {host} and "
-        "{path_segments} (docs/envoy.md)",
-    )
-    p.add_argument(
-        "--redis-allow-rdb", action="store_true",
-        help="accept a Redis that keeps RDB snapshots only (no appendonly): a crash loses "
-             "budgets and approvals written since the last snapshot (docs/redis.md)",
-    )
-    p.add_argument(
-        "--redis-allow-volatile", action="store_true",
-        help="accept a Redis without persistence, or one that may evict keys: a restart "
-             "forgets every reservation and approval (docs/redis.md)",
-    )
-    p.add_argument(
-        "--max-pending-approvals-per-tenant", type=int,
-        default=DEFAULT_MAX_PENDING_APPROVALS_PER_TENANT,
-        help="past it a tenant's require_approval gets no approval id, and says why; "
-             "other tenants are unaffected",
-    )
-    p.add_argument(
-        "--max-approval-waiters", type=int, default=DEFAULT_MAX_APPROVAL_WAITERS,
-        help="open WaitApproval calls in this process; past it RESOURCE_EXHAUSTED",
-    )
-    p.add_argument(
-        "--max-approval-waiters-per-connection", type=int,
-        default=DEFAULT_MAX_APPROVAL_WAITERS_PER_CONNECTION,
-        help="open WaitApproval calls on one client connection; past it RESOURCE_EXHAUSTED",
-    )
-    p.add_argument(
-        "--max-approval-waiters-per-principal", type=int,
-        default=DEFAULT_MAX_APPROVAL_WAITERS_PER_PRINCIPAL,
-        help="open WaitApproval calls of one principal; past it RESOURCE_EXHAUSTED, "
-             "other principals unaffected",
-    )
-    p.add_argument(
-        "--max-streams", type=int, default=DEFAULT_MAX_STREAMS,
-        help="open EvaluateStream, WatchPolicy, IngestDecisions and StreamDecisions streams "
-             "in this process; "
-             "past it RESOURCE_EXHAUSTED",
-    )
-    p.add_argument(
-        "--max-streams-per-principal", type=int, default=DEFAULT_MAX_STREAMS_PER_PRINCIPAL,
-        help="open EvaluateStream, WatchPolicy, IngestDecisions and StreamDecisions streams "
-             "of one principal; past it RESOURCE_EXHAUSTED, other principals unaffected",
-    )
-    p.add_argument(
-        "--max-audit-streams-per-principal", type=int,
-        default=DEFAULT_MAX_AUDIT_STREAMS_PER_PRINCIPAL,
-        help="open StreamDecisions streams of one principal (in development mode, of one "
-             "connection); past it RESOURCE_EXHAUSTED",
-    )
-    p.add_argument(
-        "--max-batch-items", type=int, default=DEFAULT_MAX_BATCH_ITEMS,
-        help="EvaluateBatch: items per batch; past it INVALID_ARGUMENT (a batch's bytes are "
-             f"bounded by the {MAX_MESSAGE_BYTES >> 20} MiB message limit)",
-    )
-    p.add_argument(
-        "--max-explain-bytes", type=int, default=DEFAULT_MAX_EXPLAIN_BYTES,
-        help="explain: the matched rule ids one answer lists, in bytes (in a batch, for all "
-             "items together); matched_rule_count still counts them all",
-    )
-    p.add_argument(
-        "--max-calls-per-connection", type=int, default=0, metavar="N",
-        help="calls (streams included) one client connection has open at once (HTTP/2 "
-             "MAX_CONCURRENT_STREAMS); the client holds the rest back, so one busy connection "
-             "cannot queue ahead of every other caller; 0: no limit",
-    )
-    p.add_argument(
-        "--fair-share-calls", type=int, default=DEFAULT_FAIR_SHARE_CALLS, metavar="K",
-        help="while other callers are active, a caller (principal; connection in the "
-             "development mode) with K Evaluate/EvaluateBatch calls in progress waits for "
-             "one of them to end before the next runs; alone it is never held; 0: off",
-    )
-    p.add_argument(
-        "--fair-share-queue", type=int, default=DEFAULT_FAIR_SHARE_QUEUE, metavar="N",
-        help="calls of one caller waiting for its fair share; past it RESOURCE_EXHAUSTED",
-    )
-    p.add_argument(
-        "--local-evaluation", choices=("on", "off"), default="on",
-        help="off: Admin.WatchPolicy answers FAILED_PRECONDITION (the policy text stays "
-             "on the server) and clients cannot evaluate locally",
-    )
+    """Declare every `proctor serve` flag (DESIGN sections 6 and 7), grouped by concern."""
+    # flags.py reads this module's defaults: imported here, when called, not at the top.
+    from .flags import declare
+
+    declare(parser)
