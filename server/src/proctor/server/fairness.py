@@ -96,6 +96,11 @@ class FairShare:
         any Evaluate call counts as another caller's to a caller with batches."""
         self._evaluated = time.monotonic_ns()
 
+    def deciding(self) -> bool:
+        """Decisions are being served: an Evaluate call within LINGER_NS, or a batch in
+        progress (StreamDecisions keeps its share of the loop only then)."""
+        return bool(self._active) or time.monotonic_ns() - self._evaluated <= LINGER_NS
+
     def _prune(self, now: int) -> None:
         """Forget callers idle past LINGER_NS (amortized: the bound doubles with the live)."""
         idle = self._idle

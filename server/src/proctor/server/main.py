@@ -123,12 +123,13 @@ def register_services(
     # Long-lived streams, bounded by --max-streams, end when the process drains.
     streams = OpenStreams(settings.max_streams, settings.max_streams_per_principal)
     health.on_drain(streams.drain)
+    fair = (FairShare(settings.fair_share_calls, settings.fair_share_queue)
+            if settings.fair_share_calls else None)
     decisions = DecisionsService(
         holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
         approvals=approval_service.gate, name_worker=settings.workers > 1, streams=streams,
         max_batch_items=settings.max_batch_items, max_explain_bytes=settings.max_explain_bytes,
-        fair=FairShare(settings.fair_share_calls, settings.fair_share_queue)
-        if settings.fair_share_calls else None,
+        fair=fair,
     )
     decisions_pb2_grpc.add_DecisionsServicer_to_server(decisions, server)
     # Evaluate takes and gives bytes: server/wire.py decodes and encodes it.
@@ -150,7 +151,8 @@ def register_services(
     # ReserveBudget takes and gives bytes: server/budgets/answer.py encodes (in C when built).
     budget_service.add_to(server)
     approvals_pb2_grpc.add_ApprovalsServicer_to_server(approval_service, server)
-    audit_service = AuditService.from_settings(settings, streams)
+    audit_service = AuditService.from_settings(
+        settings, streams, deciding=fair.deciding if fair is not None else None)
     audit_pb2_grpc.add_AuditServicer_to_server(audit_service, server)
     # IngestDecisions: clients' local decisions, recorded into this process's chain.
     server.replace(ingest.METHOD, ingest.DecisionIngest(audit, streams).handler())

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -132,6 +132,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         streams: OpenStreams | None = None,
         max_streams_per_principal: int = DEFAULT_MAX_AUDIT_STREAMS_PER_PRINCIPAL,
         ring_events: int = RING_EVENTS,
+        deciding: Callable[[], bool] | None = None,
     ) -> None:
         self.audit_dir, self.redis_url, self.stream = audit_dir, redis_url, stream
         self.poll_interval = poll_interval
@@ -141,19 +142,22 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         # ring_events: how far (in events) a follower may lag the shared tail before it
         # reads on its own again.
         self.tail = AuditTail(lambda ev: to_proto(ev, ""), poll_interval, ring_events)
-        self.turn = SendTurn()
+        # Streams yield the loop to decisions only while there are decisions to serve
+        # (`deciding`, from the Decisions service's fair share); without it, always.
+        self.turn = SendTurn(deciding=deciding)
 
     @classmethod
-    def from_settings(cls, settings: Any, streams: OpenStreams | None = None) -> AuditService:
+    def from_settings(cls, settings: Any, streams: OpenStreams | None = None,
+                      deciding: Callable[[], bool] | None = None) -> AuditService:
         from . import audit_settings
 
         cfg = audit_settings(settings)
         limit = settings.max_audit_streams_per_principal
         if cfg["audit"] == "redis":
             return cls(redis_url=cfg["redis_url"], stream=cfg["audit_stream"], streams=streams,
-                       max_streams_per_principal=limit)
+                       max_streams_per_principal=limit, deciding=deciding)
         return cls(audit_dir=str(cfg["audit_dir"]), streams=streams,
-                   max_streams_per_principal=limit)
+                   max_streams_per_principal=limit, deciding=deciding)
 
     async def StreamDecisions(  # noqa: N802 - gRPC method name
         self, request: audit_pb2.StreamDecisionsRequest,
