@@ -295,3 +295,30 @@ def test_a_dawdling_follower_across_segments_and_a_new_writer(tmp_path: Path) ->
             await p2.close()
 
     asyncio.run(go())
+
+
+def test_entries_that_are_not_events_do_not_end_a_backlog_early(redis_proc, tmp_path) -> None:
+    async def go() -> None:
+        import redis
+
+        from proctor.server.audit.redis_sink import EVENT_FIELD
+
+        p = AuditWriter(RedisSink(redis_proc.url, "proctor:audit", tmp_path / "spool"),
+                        writer="w:r")
+        await _record(p, 0, 20)
+        r = redis.Redis.from_url(redis_proc.url)
+        for _ in range(40):
+            r.xadd("proctor:audit", {EVENT_FIELD: b"not an event"})
+        r.close()
+        await _record(p, 20, 40)
+        svc = AuditService(redis_url=redis_proc.url, stream="proctor:audit", poll_interval=0.02)
+        server, addr = await _serve(svc)
+        try:
+            async with grpc.aio.insecure_channel(addr) as ch:
+                got = await _backlog(audit_pb2_grpc.AuditStub(ch))
+                assert [m.seq for m in got] == list(range(1, 41))
+        finally:
+            await server.stop(None)
+            await p.close()
+
+    asyncio.run(go())

@@ -310,23 +310,30 @@ class StreamReader:
         self.skipped_lines = 0
 
     def poll(self, limit: int = 1000) -> list[Item]:
-        # connect() keeps replies as bytes (no decode_responses); redis-py types them loosely.
-        rows = cast(
-            StreamRows, self._r.xrange(self.stream, min="(" + self._last, max="+", count=limit))
+        """Up to `limit` new events; fewer only at the end of the stream (an entry that is
+        not an event is skipped without shortening the answer)."""
         out: list[Item] = []
-        for sid, fields in rows:
-            sid_s = sid.decode()
-            self._last = sid_s
-            line = fields.get(EVENT_FIELD.encode())
-            try:
-                ev = json.loads(line) if line is not None else None
-                if not isinstance(ev, dict):
-                    raise ValueError
-            except ValueError:
-                self.skipped_lines += 1
-                continue
-            # A missing line left ev None, skipped above: line is the event's bytes here.
-            out.append(Item(ev, cast(bytes, line), f"{self.stream}@{sid_s}", _key(ev), sid_s))
+        while len(out) < limit:
+            want = limit - len(out)
+            # connect() keeps replies as bytes (no decode_responses); redis-py types them
+            # loosely.
+            rows = cast(StreamRows, self._r.xrange(
+                self.stream, min="(" + self._last, max="+", count=want))
+            for sid, fields in rows:
+                sid_s = sid.decode()
+                self._last = sid_s
+                line = fields.get(EVENT_FIELD.encode())
+                try:
+                    ev = json.loads(line) if line is not None else None
+                    if not isinstance(ev, dict):
+                        raise ValueError
+                except ValueError:
+                    self.skipped_lines += 1
+                    continue
+                # A missing line left ev None, skipped above: line is the event's bytes.
+                out.append(Item(ev, cast(bytes, line), f"{self.stream}@{sid_s}", _key(ev), sid_s))
+            if len(rows) < want:
+                break
         return out
 
     def ack(self, item: Item) -> None:
