@@ -65,7 +65,10 @@ class Process:
 
 
 async def start_listeners(proc: Process, worker: int | None, services: tuple[str, ...]) -> None:
-    """Bind and start gRPC, then metrics, webhooks and the inbox; StartupError."""
+    """Bind and start gRPC, then metrics, webhooks and the inbox; StartupError.
+
+    `services`: the names health answers for from the start (main.SERVICE_NAMES).
+    """
     settings, server, audit, health = proc.settings, proc.server, proc.audit, proc.health
     try:
         proc.port = _bind(server, settings)
