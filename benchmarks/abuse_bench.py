@@ -219,10 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(), "commit": git_commit(),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
     }
-    procs = Procs()
-    try:
-        address = f"127.0.0.1:{free_port()}"
-        with tempfile.TemporaryDirectory(prefix="proctor-abuse-") as tmp:
+    address = f"127.0.0.1:{free_port()}"
+    with tempfile.TemporaryDirectory(prefix="proctor-abuse-") as tmp:
+        procs = Procs()
+        try:
             procs.start(proctor_cmd(Path(args.policy), address,
                                     ["--audit-dir", str(Path(tmp) / "audit"), *args.serve_arg]),
                         "proctor")
@@ -231,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             for kind in args.abuse or ABUSES:
                 report[kind] = measure(kind, address, args)
                 print(json.dumps({kind: report[kind]}), flush=True)
-    finally:
-        procs.close()
+        finally:
+            # The server stops before its audit directory is removed: it writes until then.
+            procs.close()
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.out}")
