@@ -21,6 +21,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,28 +81,16 @@ _SORT_KEYS = orjson.OPT_SORT_KEYS
 def _plain(obj: dict[str, Any]) -> bool:
     """True when `obj` holds only str, int, bool, None and lists, tuples, dicts of them
     (exact types: a subclass may be written otherwise)."""
-    for value in obj.values():
-        kind = type(value)
-        if kind is str or kind is int:
-            continue
-        if kind is dict:
-            if not _plain(value):
-                return False
-        elif kind is tuple or kind is list:
-            if not _plain_items(value):
-                return False
-        elif kind is not bool and value is not None:
-            return False
-    return True
+    return _plain_items(obj.values())
 
 
-def _plain_items(items: list[Any] | tuple[Any, ...]) -> bool:
+def _plain_items(items: Iterable[Any]) -> bool:
     for value in items:
         kind = type(value)
         if kind is str or kind is int:
             continue
         if kind is dict:
-            if not _plain(value):
+            if not _plain_items(value.values()):
                 return False
         elif kind is tuple or kind is list:
             if not _plain_items(value):
