@@ -12,12 +12,8 @@ active, a caller at its share (--fair-share-calls) parks its next batch at handl
 entry until one of its own ends; a parked call costs the loop nothing, keeps its
 deadline (grpc cancels it), and past --fair-share-queue parked calls the next answers
 RESOURCE_EXHAUSTED. Alone, a caller is never held. `shared()` also tells a batch to
-give the loop back more often while others are active, and `pause()` is how it gives
-it back then: batch slices take turns, process-wide, with a loop turn free of batch work
-after each. A unary call needs about eleven loop turns from accept to answer; with every
-batch in progress taking a slice in each of them (`asyncio.sleep(0)`), a quiet caller's
-call waited for eleven slices per batch (abuse bench, two full batches in flight: p50
-2.8x of quiet).
+give the loop back more often while others are active, and `pause()` (turns.py) is how
+it gives it back then.
 
 Evaluate calls are only noted (`seen`, as anyone's), never held: measured, the wait a flood of
 them causes is in gRPC's queue of calls not yet accepted (one at a time, over every
@@ -38,6 +34,7 @@ import grpc
 from .auth import caller
 from .auth.principal import BY_NOTHING
 from .settings import DEFAULT_FAIR_SHARE_CALLS, DEFAULT_FAIR_SHARE_QUEUE
+from .turns import Turns
 
 # A caller still counts as active this long after its last call ended (nanoseconds):
 # a sequential caller is between calls (its own round trip) most of the time.
@@ -68,7 +65,7 @@ class FairShare:
     """Counts each caller's calls in progress and parks those past its share."""
 
     def __init__(self, calls: int = DEFAULT_FAIR_SHARE_CALLS,
-                 queue: int = DEFAULT_FAIR_SHARE_QUEUE) -> None:
+                 queue: int = DEFAULT_FAIR_SHARE_QUEUE, turns: Turns | None = None) -> None:
         self.calls = max(1, calls)
         self.queue = max(0, queue)
         self._active: dict[str, int] = {}  # caller -> weight in progress (> 0)
@@ -76,10 +73,7 @@ class FairShare:
         self._parked: dict[str, deque[_Parked]] = {}
         self._prune_at = 64
         self._evaluated = -LINGER_NS  # when an Evaluate call last started (ns)
-        # Batches waiting to run their next slice (pause), first come first served, and
-        # whether a hand-over to the first of them is scheduled.
-        self._slices: deque[asyncio.Future[None]] = deque()
-        self._handing = False
+        self.turns = turns if turns is not None else Turns()
         self.stats = {"parked": 0, "refused": 0}
 
     def enter(self, context: grpc.aio.ServicerContext[Any, Any],
@@ -143,33 +137,8 @@ class FairShare:
         return len(idle.keys() | self._active.keys()) > 1
 
     async def pause(self) -> None:
-        """Between two slices of a batch while others are active: return when it is this
-        batch's turn. One batch slice is let run at a time, in the order they paused, and
-        a loop turn without batch work follows each, so whatever the number of batches in
-        progress the loop's other work gets at least every other turn."""
-        turn = asyncio.get_running_loop().create_future()
-        self._slices.append(turn)
-        if not self._handing:
-            self._handing = True
-            asyncio.get_running_loop().call_soon(self._hand_over, False)
-        # Cancelled while waiting, the future is cancelled too and the hand-over skips it.
-        await turn
-
-    def _hand_over(self, skip: bool) -> None:
-        loop = asyncio.get_running_loop()
-        if skip:  # the loop turn without batch work
-            loop.call_soon(self._hand_over, False)
-            return
-        slices = self._slices
-        while slices:
-            turn = slices.popleft()
-            if not turn.done():  # done: its batch was cancelled while waiting
-                turn.set_result(None)
-                break
-        if slices:
-            loop.call_soon(self._hand_over, True)
-        else:
-            self._handing = False
+        """Between two slices of a batch while others are active (turns.py)."""
+        await self.turns.pause()
 
     async def _park(self, context: grpc.aio.ServicerContext[Any, Any], key: str,
                     weight: int) -> None:

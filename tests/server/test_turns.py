@@ -1,7 +1,7 @@
-"""Batch slices take turns (FairShare.pause): whatever the number of batches in progress,
-no two of their slices run in one turn of the event loop, each is followed by a turn
-without batch work, every batch gets its turns in order, and a batch cancelled while it
-waits neither runs nor holds the others up.
+"""Bulk work takes turns (Turns.pause): whatever the number of slicers (batches in
+progress, the audit writer), no two of their slices run in one turn of the event loop,
+each is followed by a turn without bulk work, every slicer gets its turns, and one
+cancelled while it waits neither runs nor holds the others up.
 
 A ticker task counts the loop's turns (it wakes once per turn); each batch notes the turn
 in which each of its slices runs.
@@ -14,12 +14,12 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proctor.server.fairness import FairShare
+from proctor.server.turns import Turns
 
 
 async def _run(slices_per_batch: list[int], cancel: set[int]) -> tuple[dict[int, list[int]],
                                                                        set[int]]:
-    fair = FairShare()
+    turns = Turns()
     turn = 0
     stop = False
 
@@ -34,7 +34,7 @@ async def _run(slices_per_batch: list[int], cancel: set[int]) -> tuple[dict[int,
 
     async def batch(i: int, n: int) -> None:
         for _ in range(n):
-            await fair.pause()
+            await turns.pause()
             ran[i].append(turn)
         finished.add(i)
 
