@@ -45,6 +45,8 @@ log = logging.getLogger("proctor.audit")
 DEFAULT_LINGER = 0.25
 # Events sealed between two chances for the calls in flight to run (~8 us each).
 _SEAL_SLICE = 16
+# 1/this of the queue is kept for single events when bulk producers fill it (room_for).
+_SINGLES_PART = 4
 # Pauses between retries of a batch the sink failed to store.
 _RETRY_FIRST, _RETRY_MAX = 0.05, 1.0
 # How long close() waits for the sink to release its files or connections.
@@ -88,6 +90,8 @@ class AuditWriter:
         self._capacity = max(1, queue_size)
         self._max_batch = max(1, max_batch)
         self._enough = min(self._max_batch, self._capacity)  # cuts a linger short
+        # The queue's last part, left to single events by room_for() (bulk producers).
+        self._bulk_limit = self._capacity - self._capacity // _SINGLES_PART
         self._linger = (0.0 if self._sync else DEFAULT_LINGER) if linger is None else linger
         self._queue: deque[Item] = deque()
         self._writing: list[Item] = []  # taken by the writer, not stored yet
@@ -142,6 +146,21 @@ class AuditWriter:
         self._enqueue((kind, fields, time.time(), fut))
         if fut is not None:
             await fut
+
+    async def room_for(self, n: int) -> None:
+        """Wait (under `block`) until `n` events fit in the queue short of its last
+        quarter. A bulk producer (EvaluateBatch) calls it before it records its events:
+        a stream of full batches then fills the queue only that far, and a single
+        decision recorded meanwhile finds room at once instead of waiting behind the
+        batches for the writer (quiet callers waited a write or more for room). An empty
+        queue takes any `n`; under `shed`, a closed audit or a sink that cannot write it
+        does not wait (record() decides then)."""
+        while (not self._shed and not self._closed and not self._failure
+               and self._queue and len(self._queue) + len(self._writing) + n
+               > self._bulk_limit):
+            self._room.clear()
+            self._hurry()
+            await self._room.wait()
 
     async def flush(self) -> None:
         if self._task is None:
