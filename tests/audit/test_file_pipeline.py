@@ -368,3 +368,29 @@ def test_a_lingering_writer_writes_at_once_when_a_batch_waits_or_the_queue_is_fu
     burst, flushed, closed, sink = run(go)
     assert burst < 5 and flushed < 5 and closed < 5, (burst, flushed, closed)
     assert len(sink.lines) == 502
+
+
+def test_a_bulk_producer_leaves_room_for_single_events() -> None:
+    """room_for() (EvaluateBatch's wait before it records) holds a bulk producer back
+    short of the queue's end, so a single event recorded meanwhile finds room at once;
+    the bulk producer goes on once the writer has stored what was queued."""
+    async def go() -> MemorySink:
+        sink = MemorySink()
+        p = AuditWriter(sink, writer="b", linger=30.0, queue_size=64, max_batch=8)
+        p.start()
+        sink.gate.clear()  # the sink stalls: nothing leaves the queue
+        for i in range(40):
+            await p.record("decision", decision(i))
+        await sink.entered.wait()
+        bulk = asyncio.ensure_future(p.room_for(32))
+        await asyncio.sleep(0.05)
+        assert not bulk.done()  # 40 queued + 32 would eat into the singles' part
+        for i in range(40, 60):  # single events still go in without waiting
+            assert p.offer("decision", decision(i))
+        sink.gate.set()
+        await asyncio.wait_for(bulk, 5)
+        await p.close()
+        return sink
+
+    sink = run(go)
+    assert [json.loads(x)["seq"] for x in sink.lines] == list(range(1, 61))

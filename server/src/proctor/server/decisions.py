@@ -21,7 +21,7 @@ from proctor import engine
 from proctor.v1 import decisions_pb2, decisions_pb2_grpc
 
 from .approvals.gate import ApprovalGate
-from .audit.log import AuditLog, AuditUnavailable, offer_of
+from .audit.log import AuditLog, AuditUnavailable, offer_of, room_of
 from .auth import Denied, audit_caller, authorize, caller
 from .fairness import FairShare
 from .ids import new_generator
@@ -75,6 +75,9 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
         self.audit = audit
         # Enqueue without a coroutine when that is all recording takes (AuditLog.offer).
         self._offer = offer_of(audit)
+        # A batch waits for room for all its events short of the queue's last part, left
+        # to single decisions (AuditWriter.room_for).
+        self._room_for = room_of(audit)
         self.metrics = metrics
         # With --audit-durability sync a record waits for the disk: a batch then records
         # its events concurrently so that one group commit covers them all.
@@ -241,6 +244,7 @@ class DecisionsService(decisions_pb2_grpc.DecisionsServicer):
                 # Enqueued in item order (each record enqueues before it first waits).
                 await asyncio.gather(*[self.audit.record("decision", e) for e in events])
             else:
+                await self._room_for(len(events))
                 # Sliced like the decisions: a thousand records at once held the loop ~1 ms.
                 offer = self._offer
                 slice_end = time.perf_counter_ns() + SHARED_SLICE_NS

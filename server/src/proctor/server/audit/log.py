@@ -7,7 +7,7 @@ nothing (unit tests, benchmarks of the audit's cost).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 
@@ -83,6 +83,18 @@ def offer_of(audit: Any) -> Callable[[str, dict[str, Any]], bool]:
     answers False: the caller then awaits `audit.record()`."""
     offer: Callable[[str, dict[str, Any]], bool] | None = getattr(audit, "offer", None)
     return offer if offer is not None else (lambda kind, fields: False)
+
+
+async def _no_wait(n: int) -> None:
+    del n
+
+
+def room_of(audit: Any) -> Callable[[int], Awaitable[None]]:
+    """`audit.room_for` (AuditWriter: a bulk producer waits for room for its `n` events
+    short of the queue's last part), or for a recorder without one a stand-in that does
+    not wait."""
+    room: Callable[[int], Awaitable[None]] | None = getattr(audit, "room_for", None)
+    return room if room is not None else _no_wait
 
 
 def refusal_of(audit: Any) -> str:
