@@ -67,6 +67,7 @@ from .reload import PolicyHolder
 from .routes import MethodTable
 from .settings import MAX_MESSAGE_BYTES, Settings
 from .streams import OpenStreams
+from .turns import Turns
 
 log = logging.getLogger("proctor.server")
 
@@ -110,6 +111,7 @@ def register_services(
     on_reload: Callable[[], None] | None,
     redis: RedisLayer | None = None,
     approval_service: ApprovalsService | None = None,
+    turns: Turns | None = None,
 ) -> tuple[str, ...]:
     """Add every servicer to `server` (a MethodTable); return the service names for reflection.
 
@@ -123,7 +125,7 @@ def register_services(
     # Long-lived streams, bounded by --max-streams, end when the process drains.
     streams = OpenStreams(settings.max_streams, settings.max_streams_per_principal)
     health.on_drain(streams.drain)
-    fair = (FairShare(settings.fair_share_calls, settings.fair_share_queue)
+    fair = (FairShare(settings.fair_share_calls, settings.fair_share_queue, turns)
             if settings.fair_share_calls else None)
     decisions = DecisionsService(
         holder, audit, metrics, sync_audit=settings.audit_durability == "sync",
@@ -217,7 +219,9 @@ async def _build(settings: Settings, supervisor_pid: int | None) -> Process:
         # A sink that cannot write: Decisions NOT_SERVING until it writes again.
         health.set_service(health_names.DECISIONS, serving)
 
-    audit = build_audit(settings, redis=redis, on_health=audit_health)
+    # Bulk work on the loop (batch slices, the audit writer's bursts) takes turns.
+    turns = Turns()
+    audit = build_audit(settings, redis=redis, on_health=audit_health, turns=turns)
     audit.start()
     holder.audit = audit
     holder.metrics = metrics
@@ -228,7 +232,7 @@ async def _build(settings: Settings, supervisor_pid: int | None) -> Process:
     register_services(
         routes, settings=settings, holder=holder, audit=audit, metrics=metrics,
         health=health, on_reload=_reload_forwarder(supervisor_pid), redis=redis,
-        approval_service=approval_service,
+        approval_service=approval_service, turns=turns,
     )
     if redis is not None:
         await _start_redis(redis, audit)

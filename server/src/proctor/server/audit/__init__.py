@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from ..turns import Turns
 from .log import AuditClosed, AuditLog, AuditUnavailable, NullAudit
 from .writer import AuditWriter
 
@@ -43,7 +44,8 @@ def audit_settings(settings: Any) -> dict[str, Any]:
 
 
 def build_audit(settings: Any, writer_name: str | None = None, *, redis: Any = None,
-                on_health: Callable[[bool], None] | None = None) -> AuditWriter:
+                on_health: Callable[[bool], None] | None = None,
+                turns: Turns | None = None) -> AuditWriter:
     """The AuditLog of `proctor serve`: `--audit file|redis`, one writer per process.
 
     `writer_name` should be unique per process start (hostname:pid:start-ms is the
@@ -84,4 +86,5 @@ def build_audit(settings: Any, writer_name: str | None = None, *, redis: Any = N
         full_policy=str(cfg["audit_queue_policy"]),
         durability=str(cfg["audit_durability"]),
         on_health=on_health,
+        turns=turns,
     )

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..turns import Turns
 from . import metrics
 from .chain import Chain
 from .event import format_time
@@ -74,6 +75,7 @@ class AuditWriter:
         max_batch: int = 2048,
         linger: float | None = None,
         on_health: Callable[[bool], None] | None = None,
+        turns: Turns | None = None,
     ) -> None:
         if full_policy not in ("block", "shed"):
             raise ValueError(f"audit queue policy must be block or shed, not {full_policy!r}")
@@ -83,6 +85,8 @@ class AuditWriter:
             raise ValueError(f"the {sink.name} audit sink cannot serve sync durability")
         self.sink = sink
         self.writer = writer
+        # Shared with the batches: bulk work on the loop takes turns (turns.py).
+        self._turns = turns
         self.on_health = on_health
         self._key = hmac_key
         self._shed = full_policy == "shed"
@@ -240,6 +244,7 @@ class AuditWriter:
             head = await self._retrying(self.sink.resume, self.writer)
         chain = Chain(self.writer, self._key, head)
         loop = asyncio.get_running_loop()
+        turns = self._turns
         batch: list[Sealed] = []  # the sealed events of self._writing, in order
         due = 0.0  # when the batch being gathered is written (loop time)
         while True:
@@ -248,7 +253,8 @@ class AuditWriter:
                     due = loop.time() + self._linger
                 self._seal_slice(chain, batch)
                 if self._queue and len(self._writing) < self._max_batch:
-                    await asyncio.sleep(0)  # a burst: let the calls in flight run
+                    # A burst: let the calls in flight run (one bulk slice at a time, turns.py).
+                    await (turns.pause() if turns is not None else asyncio.sleep(0))
                     continue
             if self._writing:
                 if (self._urgent or self._closed or len(self._writing) >= self._enough
