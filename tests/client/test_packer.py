@@ -54,9 +54,7 @@ def test_the_child_and_the_thread_pack_the_same_batches_in_order(tmp_path: Path)
     assert got == [f"local-x-{i:x}" for i in range(2500)]
 
 
-def test_records_an_older_client_spooled_in_marshal_format_4_still_pack(
-    tmp_path: Path,
-) -> None:
+def test_a_spooled_record_packs_into_the_local_decision_it_holds(tmp_path: Path) -> None:
     segment = tmp_path / "00000000"
     data = marshal.dumps(_record(5), 4)
     segment.write_bytes(len(data).to_bytes(4, "little") + data)

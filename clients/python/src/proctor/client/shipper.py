@@ -36,6 +36,10 @@ BATCH_BYTES = 512 << 10
 # Batches sent and not yet acknowledged.
 WINDOW = 4
 POLL_SECONDS = 0.005
+# After IDLE_POLLS empty polls in a row the shipper looks every IDLE_POLL_SECONDS instead:
+# each wake-up takes the GIL, and a caller deciding then waits for it.
+IDLE_POLLS = 20
+IDLE_POLL_SECONDS = 0.05
 
 
 class Shipper:
@@ -51,8 +55,9 @@ class Shipper:
         self._metadata = tuple(metadata)
         self.own = own
         self.orphans = list(orphans)
-        # The shipper looks for new records every POLL_SECONDS (the caller's path never
-        # signals it: that would cost every decision a lock); close() wakes it at once.
+        # The shipper looks for new records every POLL_SECONDS, IDLE_POLL_SECONDS when there
+        # were none for a while (the caller's path never signals it: that would cost every
+        # decision a lock); close() wakes it at once.
         self.wake = threading.Event()
         self._draining = threading.Event()
         self._stopped = threading.Event()
@@ -105,6 +110,7 @@ class Shipper:
             for spool in (*self.orphans, self.own):
                 spool.rewind()
             seq = 0
+            idle = 0
             # (seq, spool, position after the batch, count) of the batches sent, oldest first:
             # up to WINDOW wait for their acks while the next ones are read and sent.
             in_flight: collections.deque[tuple[int, Spool, tuple[int, int], int]] = (
@@ -119,6 +125,7 @@ class Shipper:
                             path, offset, end, seq + 1, BATCH, BATCH_BYTES)
                         if count:
                             seq += 1
+                            idle = 0
                             requests.put(batch)
                             in_flight.append((seq, spool, spool.sent_to(offset + taken), count))
                             continue
@@ -128,7 +135,8 @@ class Shipper:
                             continue
                         if self._draining.is_set():
                             return True
-                        self.wake.wait(POLL_SECONDS)
+                        idle += 1
+                        self.wake.wait(POLL_SECONDS if idle < IDLE_POLLS else IDLE_POLL_SECONDS)
                         self.wake.clear()
                         continue
                 ack = next(call)

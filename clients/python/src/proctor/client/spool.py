@@ -57,11 +57,6 @@ _POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE",
 _LEN = struct.Struct("<I")
 _pack_len_into = _LEN.pack_into
 _dumps = marshal.dumps
-# marshal format 2: no back-references. Formats 3 and 4 look every object up in a table of
-# those already written, which makes dumps a third slower for these small records, most
-# of whose strings are shared with the policy (and so counted as possible references).
-# loads reads every format: spools written with 4 still read back.
-_FORMAT = 2
 
 
 def default_root() -> Path:
@@ -154,7 +149,7 @@ class Spool:
 
     def append(self, record: tuple[Any, ...]) -> bool:
         """Store one record in the spool; False (nothing stored) past the bound."""
-        data = _dumps(record, _FORMAT)
+        data = _dumps(record, 4)
         n = len(data) + 4
         with self._lock:
             if self.closed or self._appended - self._freed + n > self.max_bytes:
