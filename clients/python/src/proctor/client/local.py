@@ -14,7 +14,9 @@
   or a spool at its bound;
 - a shipper thread (proctor.client.shipper) sends every spooled decision to
   Audit.IngestDecisions, where it becomes an ordinary decision event with
-  "source": "local", chained by the server.
+  "source": "local", chained by the server; a child process of the client
+  (proctor.client.packer) turns the records into messages, off the GIL the
+  caller needs.
 
 Budget calls never go through here. A server run with --local-evaluation off
 refuses WatchPolicy: the client then decides everything remotely.
