@@ -103,7 +103,8 @@ class Packer:
         if proc is not None:
             try:
                 return self._ask(proc, path, offset, end, seq, max_items, max_bytes)
-            except (OSError, PackerFailed, struct.error) as e:
+            # ValueError: close() closed its pipes meanwhile (the shipper stopping late).
+            except (OSError, ValueError, PackerFailed, struct.error) as e:
                 self._lost(e)
         return pack_file(path, offset, end, seq, max_items, max_bytes)
 
