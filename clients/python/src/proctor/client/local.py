@@ -14,7 +14,9 @@
   or a spool at its bound;
 - a shipper thread (proctor.client.shipper) sends every spooled decision to
   Audit.IngestDecisions, where it becomes an ordinary decision event with
-  "source": "local", chained by the server.
+  "source": "local", chained by the server; a child process of the client
+  (proctor.client.packer) turns the records into messages, off the GIL the
+  caller needs.
 
 Budget calls never go through here. A server run with --local-evaluation off
 refuses WatchPolicy: the client then decides everything remotely.
@@ -58,6 +60,7 @@ _monotonic = time.monotonic
 _perf_ns = time.perf_counter_ns
 _time_ns = time.time_ns
 _Request = engine.Request
+_RequestError = engine.RequestError
 
 
 class LocalEvaluator:
@@ -77,10 +80,11 @@ class LocalEvaluator:
             raise ValueError("max_staleness must be positive")
         self._channel = channel
         self._metadata = tuple(metadata)
-        self.max_staleness = max_staleness
+        self._max_staleness = max_staleness
         self.policy: engine.CompiledPolicy | None = None
         self.policy_text = ""
         self.heard = _NEVER  # time.monotonic() of the last word from WatchPolicy
+        self._fresh_until = _NEVER  # heard + max_staleness: decide locally until then
         # (tenant, acting agent) pairs the server has answered for this client: only those
         # are decided here (see `vouch`).
         self._vouched: set[tuple[str, str]] = set()
@@ -95,6 +99,7 @@ class LocalEvaluator:
         key = key_of(target)
         orphans = adopt_orphans(root, key)
         self.spool = open_spool(root, key, max_spool_bytes)
+        self._append = self.spool.append
         self.shipper = Shipper(channel, self._metadata, self.spool, orphans)
         self._watcher = threading.Thread(target=self._watch, name="proctor-local-watch",
                                          daemon=True)
@@ -119,42 +124,47 @@ class LocalEvaluator:
         Raises InvalidRequestError exactly where the server would answer INVALID_ARGUMENT.
         """
         policy = self.policy
-        if policy is None or _monotonic() - self.heard > self.max_staleness:
+        if policy is None or _monotonic() > self._fresh_until:
             return None
         started = _perf_ns()
-        if isinstance(topic, EvaluationRequest):
+        if type(topic) is not str and isinstance(topic, EvaluationRequest):
             r = topic
             topic, delegation_path, risk_tags, tenant, run_id, request_id = (
                 r.topic, r.delegation_path, r.risk_tags, r.tenant, r.run_id, r.request_id)
             labels, approval_id, explain = r.labels, r.approval_id, r.explain
         if approval_id:
             return None
-        path = delegation_path
-        if not path or (type(path) is not list and type(path) is not tuple):
-            path = _path(path)
+        if not delegation_path or (type(delegation_path) is not list
+                                   and type(delegation_path) is not tuple):
+            delegation_path = _path(delegation_path)
         try:
-            req = _Request(topic, risk_tags, path, tenant, run_id, request_id, labels)
-        except engine.RequestError as e:
+            req = _Request(topic, risk_tags, delegation_path, tenant, run_id, request_id,
+                           labels)
+        except _RequestError as e:
             raise InvalidRequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e),
                                       "Evaluate") from None
-        if (req.tenant, req.delegation_path[-1]) not in self._vouched:
+        path = req.delegation_path
+        tenant = req.tenant
+        if (tenant, path[-1]) not in self._vouched:
             return None  # the server first: it checks this caller may act as them
         d = policy.evaluate(req, explain)
-        code = _CODES.get(d.decision)
+        decision = d.decision
+        code = _CODES.get(decision)
         if code is None:
             return None  # require_approval: the server creates the approval
         decision_id = f"{self._id_prefix}{next(self._ids):x}"
+        rule_id, reason, version, derived = d.rule_id, d.reason, d.policy_version, d.derived_tags
         # The whole record is written through before the answer (a killed client's
         # decisions are all in its spool), so no decision goes unshipped.
-        if not self.spool.append((
-            req.topic, req.delegation_path, req.risk_tags, req.tenant, req.run_id,
-            req.request_id, req.labels or None, code, d.rule_id, d.reason, d.policy_version,
-            decision_id, d.derived_tags, _time_ns(), (_perf_ns() - started) // 1000,
+        if not self._append((
+            req.topic, path, req.risk_tags, tenant, req.run_id, req.request_id,
+            req.labels or None, code, rule_id, reason, version, decision_id, derived,
+            _time_ns(), (_perf_ns() - started) // 1000,
         )):
             return None  # the spool is at its bound: no local decision without its evidence
         self.local_decisions += 1
-        return local_result(d.decision, d.rule_id, d.reason, d.policy_version, decision_id,
-                            d.matched_rule_ids, d.derived_tags)
+        return local_result(decision, rule_id, reason, version, decision_id,
+                            d.matched_rule_ids, derived)
 
     def vouch(self, tenant: str, delegation_path: Sequence[str]) -> None:
         """The server answered a call of this tenant and acting agent (the client calls this
@@ -168,6 +178,16 @@ class LocalEvaluator:
             self._vouched.add((tenant, delegation_path[-1]))
 
     # -- state ----------------------------------------------------------------------
+
+    @property
+    def max_staleness(self) -> float:
+        """Seconds a policy is used without word from the server."""
+        return self._max_staleness
+
+    @max_staleness.setter
+    def max_staleness(self, seconds: float) -> None:
+        self._max_staleness = seconds
+        self._fresh_until = self.heard + seconds
 
     @property
     def policy_version(self) -> str:
@@ -243,7 +263,8 @@ class LocalEvaluator:
                 self.policy_text = snapshot.text
                 self.refused = ""
                 self._changed.notify_all()
-        self.heard = time.monotonic()
+        self.heard = now = time.monotonic()
+        self._fresh_until = now + self.max_staleness
 
     def _refuse(self, why: str) -> None:
         if not self.refused:

@@ -6,7 +6,9 @@ WINDOW batches ahead of the acks; a batch is forgotten (Spool.ack) only once the
 server acknowledged it. When the
 stream breaks (server restart, network), it reconnects with backoff and sends again
 from the first unacknowledged record; the server records a replayed decision_id once.
-Nothing here is on the caller's path.
+Nothing here is on the caller's path, and little of it holds the GIL the caller needs:
+the records become protobuf messages in a child process (proctor.client.packer), and this
+thread sends the bytes it hands back as they are.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typing import Any
 
 import grpc
 
-from proctor.v1 import audit_pb2, audit_pb2_grpc, decisions_pb2
+from proctor.v1 import audit_pb2
 
+from .packer import Packer
 from .spool import Spool
 
 log = logging.getLogger("proctor.client.local")
@@ -33,23 +36,10 @@ BATCH_BYTES = 512 << 10
 # Batches sent and not yet acknowledged.
 WINDOW = 4
 POLL_SECONDS = 0.005
-
-
-def to_local_decision(record: tuple[Any, ...]) -> audit_pb2.LocalDecision:
-    """The LocalDecision of one spool record (the tuple proctor.client.local writes)."""
-    (topic, path, tags, tenant, run_id, request_id, labels, decision, rule_id, reason,
-     version, decision_id, derived, decided_ns, latency_us) = record
-    out = audit_pb2.LocalDecision(
-        request=decisions_pb2.EvaluateRequest(
-            topic=topic, delegation_path=path, risk_tags=tags, tenant=tenant, run_id=run_id,
-            request_id=request_id, labels=labels or {}),
-        response=decisions_pb2.EvaluateResponse(
-            decision=decision, rule_id=rule_id, reason=reason, policy_version=version,
-            decision_id=decision_id, derived_tags=derived),
-        latency_us=latency_us,
-    )
-    out.decided_at.FromNanoseconds(decided_ns)
-    return out
+# After IDLE_POLLS empty polls in a row the shipper looks every IDLE_POLL_SECONDS instead:
+# each wake-up takes the GIL, and a caller deciding then waits for it.
+IDLE_POLLS = 20
+IDLE_POLL_SECONDS = 0.05
 
 
 class Shipper:
@@ -57,12 +47,17 @@ class Shipper:
 
     def __init__(self, channel: grpc.Channel, metadata: Sequence[tuple[str, str]],
                  own: Spool, orphans: Sequence[Spool] = ()) -> None:
-        self._stub = audit_pb2_grpc.AuditStub(channel)
+        # Requests go out as the packer serialized them (no request serializer).
+        self._ingest: grpc.StreamStreamMultiCallable[bytes, audit_pb2.IngestAck] = (
+            channel.stream_stream("/proctor.v1.Audit/IngestDecisions",
+                                  response_deserializer=audit_pb2.IngestAck.FromString))
+        self.packer = Packer()
         self._metadata = tuple(metadata)
         self.own = own
         self.orphans = list(orphans)
-        # The shipper looks for new records every POLL_SECONDS (the caller's path never
-        # signals it: that would cost every decision a lock); close() wakes it at once.
+        # The shipper looks for new records every POLL_SECONDS, IDLE_POLL_SECONDS when there
+        # were none for a while (the caller's path never signals it: that would cost every
+        # decision a lock); close() wakes it at once.
         self.wake = threading.Event()
         self._draining = threading.Event()
         self._stopped = threading.Event()
@@ -83,6 +78,7 @@ class Shipper:
         if call is not None:
             call.cancel()
         self._thread.join(5.0)
+        self.packer.close()
         done = not self.own.pending
         for spool in self.orphans:
             spool.close(remove=False)
@@ -108,12 +104,13 @@ class Shipper:
     def _session(self) -> bool:
         """One IngestDecisions stream; True once draining with nothing left to ship."""
         requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        call = self._stub.IngestDecisions(iter(requests.get, None), metadata=self._metadata)
+        call = self._ingest(iter(requests.get, None), metadata=self._metadata)
         self._call = call
         try:
             for spool in (*self.orphans, self.own):
                 spool.rewind()
             seq = 0
+            idle = 0
             # (seq, spool, position after the batch, count) of the batches sent, oldest first:
             # up to WINDOW wait for their acks while the next ones are read and sent.
             in_flight: collections.deque[tuple[int, Spool, tuple[int, int], int]] = (
@@ -121,20 +118,25 @@ class Shipper:
             while not self._stopped.is_set():
                 if len(in_flight) < WINDOW:
                     spool = self.orphans[0] if self.orphans else self.own
-                    records, position = spool.read(BATCH, BATCH_BYTES)
-                    if records:
-                        seq += 1
-                        requests.put(audit_pb2.IngestBatch(
-                            batch_seq=seq, decisions=[to_local_decision(r) for r in records]))
-                        in_flight.append((seq, spool, position, len(records)))
-                        continue
+                    span = spool.unsent()
+                    if span is not None:
+                        path, offset, end = span
+                        batch, taken, count = self.packer.pack(
+                            path, offset, end, seq + 1, BATCH, BATCH_BYTES)
+                        if count:
+                            seq += 1
+                            idle = 0
+                            requests.put(batch)
+                            in_flight.append((seq, spool, spool.sent_to(offset + taken), count))
+                            continue
                     if not in_flight:
                         if spool is not self.own:
                             self.orphans.pop(0).close(remove=True)
                             continue
                         if self._draining.is_set():
                             return True
-                        self.wake.wait(POLL_SECONDS)
+                        idle += 1
+                        self.wake.wait(POLL_SECONDS if idle < IDLE_POLLS else IDLE_POLL_SECONDS)
                         self.wake.clear()
                         continue
                 ack = next(call)

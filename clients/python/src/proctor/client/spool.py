@@ -4,6 +4,9 @@ Local evaluation (proctor.client.local) writes each decision here on the caller'
 path, before evaluate() returns; a shipper thread reads the records back in order
 and sends them to Audit.IngestDecisions.
 
+The shipper hands each span of unsent records (`unsent`) to a packer process
+(proctor.client.packer), which reads the segment file itself.
+
 A record is stored into a shared memory map of the current segment file, not
 written with write(2): the bytes are in the kernel's page cache the moment the
 store is done, so a client killed with SIGKILL keeps every decision it answered
@@ -231,6 +234,26 @@ class Spool:
                 break
         self.sent = (seg, off)
         return records, (seg, off)
+
+    def unsent(self) -> tuple[str, int, int] | None:
+        """(segment file, offset, end) of the first unsent records, all in one segment,
+        or None when every record written was read; `sent_to` marks them sent."""
+        seg, off = self.sent
+        current, written = self.end
+        while True:
+            end = written if seg == current else self._ends.get(seg, 0)
+            if off < end:
+                return str(self.folder / _segment_name(seg)), off, end
+            if seg >= current:
+                return None
+            self._forget_fd(seg)
+            seg, off = seg + 1, 0
+            self.sent = (seg, off)
+
+    def sent_to(self, offset: int) -> tuple[int, int]:
+        """The records of `unsent()`'s segment up to `offset` are sent: the position after."""
+        self.sent = (self.sent[0], offset)
+        return self.sent
 
     def _read_fd(self, seg: int) -> int:
         fd = self._read_fds.get(seg)
