@@ -58,7 +58,7 @@ def test_slices_take_turns_with_a_free_turn_between(
     ran, finished = asyncio.run(_run(slices, cancel))
     assert finished == set(range(len(slices))) - cancel  # nobody is left waiting
     turns = sorted(t for i, ts in ran.items() for t in ts)
-    assert all(b - a >= 2 for a, b in zip(turns, turns[1:])), turns
+    assert all(b - a >= 2 for a, b in zip(turns, turns[1:], strict=False)), turns
     for i in finished:
         assert len(ran[i]) == slices[i]
     for i in cancel:
