@@ -100,6 +100,10 @@ class AuditWriter:
         self._queue: deque[Item] = deque()
         self._writing: list[Item] = []  # taken by the writer, not stored yet
         self._work = asyncio.Event()  # something is queued, or the linger is to end
+        # The writer lingers with a batch begun: an event wakes it only once a slice's worth
+        # is queued (waking it for every event, with a timer each time, cost 64 calls in
+        # flight ~11% of their throughput).
+        self._gathering = False
         self._urgent = False  # a flush, close or full queue asked: no linger till drained
         self._room = asyncio.Event()  # the writer stored a batch
         self._task: asyncio.Task[None] | None = None
@@ -207,7 +211,8 @@ class AuditWriter:
     def _enqueue(self, item: Item) -> None:
         queue = self._queue
         queue.append(item)
-        self._work.set()
+        if not self._gathering or len(queue) >= _SEAL_SLICE:
+            self._work.set()
 
     def _hurry(self) -> None:
         """End the writer's linger now; no more until the queue is drained."""
@@ -247,10 +252,13 @@ class AuditWriter:
         turns = self._turns
         batch: list[Sealed] = []  # the sealed events of self._writing, in order
         due = 0.0  # when the batch being gathered is written (loop time)
+        timer: asyncio.TimerHandle | None = None  # ends the linger at `due`
         while True:
             if self._queue and len(self._writing) < self._max_batch:
                 if not self._writing:
                     due = loop.time() + self._linger
+                    if self._linger:
+                        timer = loop.call_at(due, self._work.set)
                 self._seal_slice(chain, batch)
                 if self._queue and len(self._writing) < self._max_batch:
                     # A burst: let the calls in flight run (one bulk slice at a time, turns.py).
@@ -259,13 +267,16 @@ class AuditWriter:
             if self._writing:
                 if (self._urgent or self._closed or len(self._writing) >= self._enough
                         or loop.time() >= due):
+                    if timer is not None:
+                        timer.cancel()
+                        timer = None
                     await self._store(batch)
                     batch = []
-                else:  # linger: seal what comes meanwhile, write at `due`
+                else:  # linger: seal what comes meanwhile (a slice at a time), write at `due`
                     self._work.clear()
-                    timer = loop.call_at(due, self._work.set)
+                    self._gathering = True
                     await self._work.wait()
-                    timer.cancel()
+                    self._gathering = False
                 continue
             if self._shed_count:
                 self._enqueue_gap()
