@@ -382,7 +382,7 @@ def _authorize(req: engine.Request) -> str | None:
 async def _between_slices(fair: FairShare | None) -> int:
     """Give the loop back between two slices of a batch; when the next slice should end."""
     if fair is not None and fair.shared():
-        await fair.pause()
+        await fair.turns.pause()
         return time.perf_counter_ns() + SHARED_SLICE_NS
     await asyncio.sleep(0)
     return time.perf_counter_ns() + BATCH_SLICE_NS

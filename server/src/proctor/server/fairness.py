@@ -12,8 +12,8 @@ active, a caller at its share (--fair-share-calls) parks its next batch at handl
 entry until one of its own ends; a parked call costs the loop nothing, keeps its
 deadline (grpc cancels it), and past --fair-share-queue parked calls the next answers
 RESOURCE_EXHAUSTED. Alone, a caller is never held. `shared()` also tells a batch to
-give the loop back more often while others are active, and `pause()` (turns.py) is how
-it gives it back then.
+give the loop back more often while others are active, and its `turns` (turns.py) are
+how it gives it back then.
 
 Evaluate calls are only noted (`seen`, as anyone's), never held: measured, the wait a flood of
 them causes is in gRPC's queue of calls not yet accepted (one at a time, over every
@@ -135,10 +135,6 @@ class FairShare:
             return False
         self._prune(now)
         return len(idle.keys() | self._active.keys()) > 1
-
-    async def pause(self) -> None:
-        """Between two slices of a batch while others are active (turns.py)."""
-        await self.turns.pause()
 
     async def _park(self, context: grpc.aio.ServicerContext[Any, Any], key: str,
                     weight: int) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import marshal
 import os
 import struct
 import subprocess
@@ -33,10 +32,11 @@ from typing import IO, Any
 
 from proctor.v1 import audit_pb2, decisions_pb2
 
+from .spool import read_records
+
 log = logging.getLogger("proctor.client.local")
 _REQUEST = struct.Struct("<QQQIII")
 _REPLY = struct.Struct("<QII")
-_LEN = struct.Struct("<I")
 _FAILED = 0xFFFFFFFF
 # New children tried after one failed before packing in the shipper thread for good.
 MAX_RESTARTS = 3
@@ -64,23 +64,10 @@ def pack_file(path: str, offset: int, end: int, seq: int, max_items: int,
     """IngestBatch `seq` of the records at [offset, end) of a segment file, up to
     `max_items` records and about `max_bytes` (at least one record): its serialized bytes,
     the bytes of records it took and their count."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        data = os.pread(fd, min(end - offset, max_bytes + 4), offset)
-        if len(data) >= 4 and 4 + _LEN.unpack_from(data)[0] > len(data):
-            data = os.pread(fd, 4 + _LEN.unpack_from(data)[0], offset)  # one big record
-    finally:
-        os.close(fd)
-    decisions: list[audit_pb2.LocalDecision] = []
-    pos = 0
-    while len(decisions) < max_items and pos + 4 <= len(data):
-        (n,) = _LEN.unpack_from(data, pos)
-        if n == 0 or pos + 4 + n > len(data) or (decisions and pos + 4 + n > max_bytes):
-            break
-        decisions.append(to_local_decision(marshal.loads(data[pos + 4:pos + 4 + n])))
-        pos += 4 + n
-    batch = audit_pb2.IngestBatch(batch_seq=seq, decisions=decisions)
-    return batch.SerializeToString(), pos, len(decisions)
+    records, taken = read_records(path, offset, end, max_items, max_bytes)
+    batch = audit_pb2.IngestBatch(batch_seq=seq,
+                                  decisions=[to_local_decision(r) for r in records])
+    return batch.SerializeToString(), taken, len(records)
 
 
 class PackerFailed(Exception):

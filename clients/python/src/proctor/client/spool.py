@@ -88,6 +88,29 @@ def _extent(data: bytes) -> int:
     return pos
 
 
+def read_records(path: str, offset: int, end: int, max_items: int,
+                 max_bytes: int) -> tuple[list[tuple[Any, ...]], int]:
+    """The records at [offset, end) of a segment file, up to `max_items` of them and about
+    `max_bytes` (at least one record), and the bytes they took. The shipper's packer
+    (proctor.client.packer) reads the spool with this, in a process of its own."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.pread(fd, min(end - offset, max_bytes + 4), offset)
+        if len(data) >= 4 and 4 + _LEN.unpack_from(data)[0] > len(data) < end - offset:
+            data = os.pread(fd, 4 + _LEN.unpack_from(data)[0], offset)  # one big record
+    finally:
+        os.close(fd)
+    records: list[tuple[Any, ...]] = []
+    pos = 0
+    while len(records) < max_items and pos + 4 <= len(data):
+        (n,) = _LEN.unpack_from(data, pos)
+        if n == 0 or pos + 4 + n > len(data) or (records and pos + 4 + n > max_bytes):
+            break
+        records.append(marshal.loads(data[pos + 4:pos + 4 + n]))
+        pos += 4 + n
+    return records, pos
+
+
 class Spool:
     """One instance's segments: appended to by its owner, read and acknowledged by its shipper.
 
@@ -140,7 +163,6 @@ class Spool:
         # the difference (unacknowledged bytes) is bounded.
         self._appended = sum(self._ends.values()) + self._written - off
         self._freed = 0
-        self._read_fds: dict[int, int] = {}
         self.closed = False
         if owner:
             self._map_segment(last, ROTATE_BYTES)
@@ -204,36 +226,13 @@ class Spool:
     def read(self, max_items: int, max_bytes: int = 1 << 20,
              ) -> tuple[list[tuple[Any, ...]], tuple[int, int]]:
         """Up to `max_items` records (and about `max_bytes`, at least one record) after the
-        last one read, and the position after them."""
-        records: list[tuple[Any, ...]] = []
-        taken = 0
-        seg, off = self.sent
-        current, written = self.end
-        while len(records) < max_items:
-            end = written if seg == current else self._ends.get(seg, 0)
-            if off >= end:
-                if seg >= current:
-                    break
-                self._forget_fd(seg)
-                seg, off = seg + 1, 0
-                continue
-            fd = self._read_fd(seg)
-            data = os.pread(fd, min(end - off, max_bytes + 4), off)
-            if len(data) >= 4 and 4 + _LEN.unpack_from(data)[0] > len(data) < end - off:
-                data = os.pread(fd, 4 + _LEN.unpack_from(data)[0], off)  # one big record
-            pos = 0
-            while len(records) < max_items and pos + 4 <= len(data):
-                (n,) = _LEN.unpack_from(data, pos)
-                if n == 0 or pos + 4 + n > len(data) or (records and taken + n > max_bytes):
-                    break
-                records.append(marshal.loads(data[pos + 4:pos + 4 + n]))
-                pos += 4 + n
-                taken += 4 + n
-            off += pos
-            if pos == 0 or (records and taken + 4 > max_bytes):
-                break
-        self.sent = (seg, off)
-        return records, (seg, off)
+        last one read, from one segment, and the position after them."""
+        span = self.unsent()
+        if span is None:
+            return [], self.sent
+        path, offset, end = span
+        records, taken = read_records(path, offset, end, max_items, max_bytes)
+        return records, self.sent_to(offset + taken)
 
     def unsent(self) -> tuple[str, int, int] | None:
         """(segment file, offset, end) of the first unsent records, all in one segment,
@@ -246,7 +245,6 @@ class Spool:
                 return str(self.folder / _segment_name(seg)), off, end
             if seg >= current:
                 return None
-            self._forget_fd(seg)
             seg, off = seg + 1, 0
             self.sent = (seg, off)
 
@@ -255,17 +253,6 @@ class Spool:
         self.sent = (self.sent[0], offset)
         return self.sent
 
-    def _read_fd(self, seg: int) -> int:
-        fd = self._read_fds.get(seg)
-        if fd is None:
-            fd = self._read_fds[seg] = os.open(self.folder / _segment_name(seg), os.O_RDONLY)
-        return fd
-
-    def _forget_fd(self, seg: int) -> None:
-        fd = self._read_fds.pop(seg, None)
-        if fd is not None:
-            os.close(fd)
-
     def ack(self, position: tuple[int, int]) -> None:
         """The server stored every record before `position`: forget them."""
         seg, off = position
@@ -273,7 +260,6 @@ class Spool:
         freed = sum(self._ends.get(s, 0) for s in done) - self.acked[1] + off
         os.pwrite(self._acked_fd, f"{seg:08d} {off:016d}\n".encode(), 0)
         for s in done:
-            self._forget_fd(s)
             self._ends.pop(s, None)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.folder / _segment_name(s))
@@ -303,8 +289,6 @@ class Spool:
                 return
             self.closed = True
             self._unmap()
-        for seg in list(self._read_fds):
-            self._forget_fd(seg)
         os.close(self._acked_fd)
         if remove:
             shutil.rmtree(self.folder, ignore_errors=True)

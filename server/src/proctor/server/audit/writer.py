@@ -86,7 +86,7 @@ class AuditWriter:
         self.sink = sink
         self.writer = writer
         # Shared with the batches: bulk work on the loop takes turns (turns.py).
-        self._turns = turns
+        self._turns = turns if turns is not None else Turns()
         self.on_health = on_health
         self._key = hmac_key
         self._shed = full_policy == "shed"
@@ -262,7 +262,7 @@ class AuditWriter:
                 self._seal_slice(chain, batch)
                 if self._queue and len(self._writing) < self._max_batch:
                     # A burst: let the calls in flight run (one bulk slice at a time, turns.py).
-                    await (turns.pause() if turns is not None else asyncio.sleep(0))
+                    await turns.pause()
                     continue
             if self._writing:
                 if (self._urgent or self._closed or len(self._writing) >= self._enough
