@@ -16,12 +16,18 @@ If `proctor-echo` times like `echo`, everything Proctor adds over the floor is t
 handler's own work (decode, decide, audit event, encode); if it times like `proctor`,
 it is the process around it.
 
-    python benchmarks/handler_share.py [--rounds 10] [--calls 300] [--out PATH]
+With --parts, a fourth `proctor serve` times the handler's own parts inside the server
+(a sitecustomize there too) under the same one call in flight: decode, decide and its
+audit event, encode and the whole handler as served, and decode and encode repeated at
+once on the same input, when their code and data are back in the caches.
+
+    python benchmarks/handler_share.py [--rounds 10] [--calls 300] [--parts] [--out PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import queue
 import subprocess
@@ -63,6 +69,83 @@ if os.environ.get("PROCTOR_BENCH_REPLY_BYTES"):
     _d.DecisionsService.EvaluateStream = EvaluateStream
 '''
 
+# --parts: the real handler, its parts timed in the server as served ("served") and the
+# same part repeated at once on the same input ("again", its code and data now in cache).
+PARTS_HOOK = '''
+import json, os, threading, time
+if os.environ.get("PROCTOR_BENCH_PARTS_OUT"):
+    from proctor.server import decisions as _d
+    _clock = time.perf_counter_ns
+    _times = {}
+
+    def _timed(name, f, again):
+        served = _times.setdefault(name + " served", [])
+        repeat = _times.setdefault(name + " again", []) if again else None
+
+        def g(*a):
+            t0 = _clock()
+            r = f(*a)
+            t1 = _clock()
+            served.append(t1 - t0)
+            if again:
+                f(*a)
+                repeat.append(_clock() - t1)
+            return r
+        return g
+
+    _d.decode_evaluate = _timed("decode", _d.decode_evaluate, True)
+    _d.encode_response = _timed("encode", _d.encode_response, True)
+    _d.DecisionsService._decide = _timed("decide and event", _d.DecisionsService._decide, False)
+    _evaluate = _d.DecisionsService.Evaluate
+    _whole = _times.setdefault("whole handler served", [])
+
+    async def Evaluate(self, data, context):
+        t0 = _clock()
+        r = await _evaluate(self, data, context)
+        _whole.append(_clock() - t0)
+        return r
+
+    _d.DecisionsService.Evaluate = Evaluate
+
+    def _dump():
+        while True:
+            time.sleep(0.5)
+            out = {k: sorted(v) for k, v in list(_times.items())}
+            out = {k: {"n": len(v), "p50_us": v[len(v) // 2] / 1000 if v else None}
+                   for k, v in out.items()}
+            with open(os.environ["PROCTOR_BENCH_PARTS_OUT"] + ".tmp", "w") as fh:
+                json.dump(out, fh)
+            os.replace(os.environ["PROCTOR_BENCH_PARTS_OUT"] + ".tmp",
+                       os.environ["PROCTOR_BENCH_PARTS_OUT"])
+
+    threading.Thread(target=_dump, daemon=True).start()
+'''
+
+
+def handler_parts(work: Path, calls: int) -> dict[str, Any]:
+    """Time the handler's parts inside a `proctor serve` under one call in flight."""
+    out = work / "parts.json"
+    proc, address = start_hooked("proctor-parts", PARTS_HOOK,
+                                 {"PROCTOR_BENCH_PARTS_OUT": str(out)}, work)
+    try:
+        with grpc.insecure_channel(address) as ch:
+            evaluate: Any = ch.unary_unary("/proctor.v1.Decisions/Evaluate")
+            timed(evaluate, 200)
+            out.unlink(missing_ok=True)
+            client = timed(evaluate, calls)
+        parts: dict[str, Any] = {}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the hook writes every half second
+            if out.exists():
+                parts = json.loads(out.read_text())
+                if parts.get("whole handler served", {}).get("n", 0) >= calls + 200:
+                    break
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {"client": quantiles(client), "server_parts_p50_us": parts}
+
 
 class Target:
     """One server's unary call and its open stream (one message in flight)."""
@@ -84,16 +167,18 @@ class Target:
         self.channel.close()
 
 
-def start_proctor_echo(reply_bytes: int, work: Path) -> tuple[subprocess.Popen[bytes], str]:
-    hook = work / "hook"
+def start_hooked(name: str, hook_text: str, env_extra: dict[str, str], work: Path,
+                 ) -> tuple[subprocess.Popen[bytes], str]:
+    """`proctor serve` with `hook_text` as a sitecustomize on its PYTHONPATH only."""
+    hook = work / f"hook-{name}"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HOOK)
+    (hook / "sitecustomize.py").write_text(hook_text)
     port = free_port()
-    log = (work / "proctor-echo.log").open("wb")
-    env = {**os.environ, "PYTHONPATH": str(hook), "PROCTOR_BENCH_REPLY_BYTES": str(reply_bytes)}
+    log = (work / f"{name}.log").open("wb")
+    env = {**os.environ, "PYTHONPATH": str(hook), **env_extra}
     proc = subprocess.Popen(
         [*proctor_command(), "serve", "--policy", str(SEED), "--listen", f"127.0.0.1:{port}",
-         "--audit-dir", str(work / "audit-echo"), "--log-level", "warning"],
+         "--audit-dir", str(work / f"audit-{name}"), "--log-level", "warning"],
         env=env, stdout=subprocess.DEVNULL, stderr=log)
     log.close()  # the child holds its own copy
     wait_port(port)
@@ -120,6 +205,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--calls", type=int, default=300, help="calls per target per round")
+    p.add_argument("--parts", action="store_true",
+                   help="also time the handler's parts in the server, as served and repeated")
     p.add_argument("--out", default="")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="proctor-handler-share-"))
@@ -129,7 +216,8 @@ def main() -> int:
         with grpc.insecure_channel(server.address) as ch:
             evaluate: Any = ch.unary_unary("/proctor.v1.Decisions/Evaluate")
             reply = len(evaluate(REQUEST))
-        twin, twin_address = start_proctor_echo(reply, work)
+        twin, twin_address = start_hooked("proctor-echo", HOOK,
+                                          {"PROCTOR_BENCH_REPLY_BYTES": str(reply)}, work)
         echo_address = f"127.0.0.1:{free_port()}"
         with EchoProcess(echo_address, reply, {"Evaluate": reply,
                                                "EvaluateStream": stream_item_bytes(reply)}):
@@ -149,6 +237,7 @@ def main() -> int:
                 t.close()
         twin.terminate()
         twin.wait(30)
+        parts = handler_parts(work, args.rounds * args.calls) if args.parts else None
     finally:
         server.stop()
     doc: dict[str, Any] = {
@@ -162,12 +251,18 @@ def main() -> int:
         f"{name} {kind} / echo {kind}": round(q[f"{name} {kind}"]["p50_us"]
                                               / q[f"echo {kind}"]["p50_us"], 3)
         for name in ("proctor", "proctor-echo") for kind in ("unary", "stream")}
+    if parts is not None:
+        doc["handler_parts"] = parts
     out = results.save_result(doc, args.out or None, "handler_share")
     for k, v in q.items():
         print(f"  {k:22s} p50 {v['p50_us']:7.1f}  p90 {v['p90_us']:7.1f}  "
               f"p99 {v['p99_us']:7.1f} us")
     for k, v in doc["ratios_p50"].items():
         print(f"  {k:40s} {v}x")
+    if parts is not None:
+        print("  the handler's parts in the server, p50 us:")
+        for k, v in sorted(parts["server_parts_p50_us"].items()):
+            print(f"    {k:28s} {v['p50_us']:7.1f}")
     print(f"wrote {out}")
     return 0
 

@@ -239,6 +239,31 @@ def local(proctor: str, n_local: int, runs: int, spool: Path) -> dict[str, Any]:
     return out
 
 
+def python_floor(p50_us: float, n: int) -> dict[str, Any]:
+    """The same timing around constant pure-Python work calibrated to the local p50: the
+    p99 this host gives any code of that length, timed one call at a time (on a VM, the
+    host's interruptions land on a share of calls that grows with their length)."""
+    def work(k: int) -> int:
+        x = 0
+        for j in range(k):
+            x += j
+        return x
+
+    clock = time.perf_counter_ns
+    costs = []
+    for _ in range(2000):
+        t0 = clock()
+        work(100)
+        costs.append(clock() - t0)
+    k = max(1, round(100 * p50_us * 1000 / statistics.median(costs)))
+    samples = []
+    for _ in range(n):
+        t0 = clock()
+        work(k)
+        samples.append(clock() - t0)
+    return {**quantiles_us(samples), "loop_iterations": k}
+
+
 def audit_local_count(audit: Path) -> int:
     n = 0
     for f in audit.rglob("*.jsonl"):
@@ -283,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
                                                args.flight))
         doc["sdk"] = sdk(server.address, n_remote) if args.only in ("", "sdk") else {}
         if args.only in ("", "local"):
-            doc["sdk"]["local"] = local(server.address, n_local, local_runs, work / "spool")
+            doc["sdk"]["local"] = loc = local(server.address, n_local, local_runs,
+                                              work / "spool")
+            loc["python_floor"] = python_floor(loc["p50"], n_local)
     finally:
         server.stop()
     doc = {
@@ -333,6 +360,9 @@ def report(doc: dict[str, Any]) -> str:
                          f"{r['decided_locally']:,} decided in {r['seconds_deciding']} s, "
                          f"{r['shipped_while_deciding']:,} shipped meanwhile, the rest "
                          f"{r['seconds_to_drain_after_last_decision']} s after")
+        f = loc["python_floor"]
+        lines.append(f"  constant Python work of the same p50, timed alike: p50 {f['p50']} "
+                     f"p90 {f['p90']} p99 {f['p99']} us")
         lines.append(f"local: {loc['decided_locally']:,} decided in process, "
                      f"{loc['shipped_and_acked']:,} shipped and acknowledged, "
                      f"{doc['audit_local_events']:,} local events in the server's audit")
