@@ -242,7 +242,8 @@ def local(proctor: str, n_local: int, runs: int, spool: Path) -> dict[str, Any]:
 def python_floor(p50_us: float, n: int) -> dict[str, Any]:
     """The same timing around constant pure-Python work calibrated to the local p50: the
     p99 this host gives any code of that length, timed one call at a time (on a VM, the
-    host's interruptions land on a share of calls that grows with their length)."""
+    host's interruptions land on a share of calls that grows with their length). Run
+    after the local runs, with the server up and idle: nothing ships meanwhile."""
     def work(k: int) -> int:
         x = 0
         for j in range(k):
