@@ -46,6 +46,11 @@ class AuditLog(Protocol):
         it is stored. AuditClosed after close()."""
         ...
 
+    async def room_for(self, n: int) -> None:
+        """Return once `n` events fit in the queue short of its last part, which is kept for
+        single events: a bulk producer (EvaluateBatch) waits here before recording."""
+        ...
+
     async def flush(self) -> None:
         """Return once every event recorded before this call is stored."""
         ...
@@ -71,6 +76,9 @@ class NullAudit:
     async def record(self, kind: str, fields: dict[str, Any]) -> None:
         del kind, fields
 
+    async def room_for(self, n: int) -> None:
+        del n
+
     async def flush(self) -> None:
         return None
 
@@ -90,8 +98,7 @@ async def _no_wait(n: int) -> None:
 
 
 def room_of(audit: Any) -> Callable[[int], Awaitable[None]]:
-    """`audit.room_for` (AuditWriter: a bulk producer waits for room for its `n` events
-    short of the queue's last part), or for a recorder without one a stand-in that does
+    """`audit.room_for`, or for a recorder without one (a test's) a stand-in that does
     not wait."""
     room: Callable[[int], Awaitable[None]] | None = getattr(audit, "room_for", None)
     return room if room is not None else _no_wait
